@@ -1,0 +1,913 @@
+#!/usr/bin/env python3
+"""Parameter-golf GPT trainer for MLX (autogolf's own implementation).
+
+One file, read top to bottom: hyperparameters, data, byte accounting for val_bpb, model,
+optimizers, int8 export, the training loop. Configured by environment variables whose names
+and defaults follow upstream openai/parameter-golf's MLX trainer, so either file can sit at
+benchmark/train_gpt_mlx.py; the log lines the tooling parses are kept byte-compatible.
+
+Standalone on purpose: the standard library, numpy, mlx and sentencepiece only.
+Exit codes: 0 ok, 1 unexpected error, 2 bad configuration or data, 3 non-finite training loss.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import math
+import os
+import pickle
+import sys
+import time
+import uuid
+import zlib
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import sentencepiece as spm
+from mlx.utils import tree_flatten, tree_unflatten
+
+# -----------------------------------------------------------------------------------------
+# Hyperparameters (environment variable, default). Research knobs that are not environment
+# variables are the module-level constants below them (`NAME = value` lines).
+
+
+class ConfigError(Exception):
+    """Bad configuration or data: the run cannot start (exit code 2)."""
+
+
+class NonFiniteLoss(Exception):
+    """The training loss became nan/inf (exit code 3)."""
+
+
+def _env(name: str, default: Any, kind: type) -> Any:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        if kind is int:
+            value = float(raw)  # accept "8192.0" and "1e4" the way shells and yaml write them
+            if value != int(value):
+                raise ValueError
+            return int(value)
+        if kind is float:
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError
+            return value
+        return raw
+    except ValueError:
+        raise ConfigError(f"{name} must be {kind.__name__}, got {raw!r}") from None
+
+
+class Hyperparameters:
+    """Every setting of a run, read once from the environment."""
+
+    def __init__(self) -> None:
+        # data and run
+        self.data_path = _env("DATA_PATH", "./data/datasets/fineweb10B_sp1024", str)
+        self.tokenizer_path = _env(
+            "TOKENIZER_PATH", "./data/tokenizers/fineweb_1024_bpe.model", str
+        )
+        self.run_id = _env("RUN_ID", str(uuid.uuid4()), str)
+        self.seed = _env("SEED", 1337, int)
+        self.out_dir = _env("OUT_DIR", "logs", str)
+        # schedule and batch
+        self.iterations = _env("ITERATIONS", 20000, int)
+        self.val_loss_every = _env("VAL_LOSS_EVERY", 0, int)
+        self.val_batch_size = _env("VAL_BATCH_SIZE", 524288, int)
+        self.val_max_tokens = _env("VAL_MAX_TOKENS", 0, int)  # ours: 0 = the whole split
+        self.train_log_every = _env("TRAIN_LOG_EVERY", 200, int)
+        self.train_batch_tokens = _env("TRAIN_BATCH_TOKENS", 524288, int)
+        self.grad_accum_steps = _env("GRAD_ACCUM_STEPS", 8, int)
+        self.train_seq_len = _env("TRAIN_SEQ_LEN", 1024, int)
+        self.mlx_max_microbatch_tokens = _env("MLX_MAX_MICROBATCH_TOKENS", 8192, int)
+        self.mlx_eager_eval = _env("MLX_EAGER_EVAL", 1, int)
+        self.warmup_steps = _env("WARMUP_STEPS", 20, int)
+        self.warmdown_iters = _env("WARMDOWN_ITERS", 1200, int)
+        self.max_wallclock_seconds = _env("MAX_WALLCLOCK_SECONDS", 600.0, float)
+        # model
+        self.vocab_size = _env("VOCAB_SIZE", 1024, int)
+        self.num_layers = _env("NUM_LAYERS", 9, int)
+        self.model_dim = _env("MODEL_DIM", 512, int)
+        self.num_heads = _env("NUM_HEADS", 8, int)
+        self.num_kv_heads = _env("NUM_KV_HEADS", 4, int)
+        self.mlp_mult = _env("MLP_MULT", 2, int)
+        self.tie_embeddings = _env("TIE_EMBEDDINGS", 1, int)
+        self.tied_embed_init_std = _env("TIED_EMBED_INIT_STD", 0.005, float)
+        self.logit_softcap = _env("LOGIT_SOFTCAP", 30.0, float)
+        self.rope_base = _env("ROPE_BASE", 10000.0, float)
+        self.qk_gain_init = _env("QK_GAIN_INIT", 1.5, float)
+        # optimizers
+        self.beta1 = _env("BETA1", 0.9, float)
+        self.beta2 = _env("BETA2", 0.95, float)
+        self.adam_eps = _env("ADAM_EPS", 1e-8, float)
+        self.tied_embed_lr = _env("TIED_EMBED_LR", 0.05, float)
+        self.embed_lr = _env("EMBED_LR", 0.6, float)  # untied input embedding
+        self.head_lr = _env("HEAD_LR", 0.008, float)  # untied output head
+        self.matrix_lr = _env("MATRIX_LR", 0.04, float)
+        self.scalar_lr = _env("SCALAR_LR", 0.04, float)
+        self.muon_momentum = _env("MUON_MOMENTUM", 0.95, float)
+        self.muon_backend_steps = _env("MUON_BACKEND_STEPS", 5, int)
+        self.muon_momentum_warmup_start = _env("MUON_MOMENTUM_WARMUP_START", 0.85, float)
+        self.muon_momentum_warmup_steps = _env("MUON_MOMENTUM_WARMUP_STEPS", 500, int)
+        self.grad_clip_norm = _env("GRAD_CLIP_NORM", 0.0, float)
+        self.validate()
+
+    def validate(self) -> None:
+        positive = ("iterations", "val_batch_size", "train_batch_tokens", "grad_accum_steps",
+                    "train_seq_len", "mlx_max_microbatch_tokens", "vocab_size", "num_layers",
+                    "model_dim", "num_heads", "num_kv_heads", "mlp_mult", "muon_backend_steps")
+        for field in positive:
+            if getattr(self, field) <= 0:
+                raise ConfigError(f"{field.upper()} must be positive, got {getattr(self, field)}")
+        for field in ("val_loss_every", "val_max_tokens", "train_log_every", "warmup_steps",
+                      "warmdown_iters", "muon_momentum_warmup_steps"):
+            if getattr(self, field) < 0:
+                raise ConfigError(f"{field.upper()} must be >= 0, got {getattr(self, field)}")
+        if self.max_wallclock_seconds < 0 or self.grad_clip_norm < 0:
+            raise ConfigError("MAX_WALLCLOCK_SECONDS and GRAD_CLIP_NORM must be >= 0")
+        if self.logit_softcap <= 0:
+            raise ConfigError(f"LOGIT_SOFTCAP must be positive, got {self.logit_softcap}")
+        if self.model_dim % self.num_heads:
+            raise ConfigError(f"MODEL_DIM={self.model_dim} is not a multiple of "
+                              f"NUM_HEADS={self.num_heads}")
+        if self.num_heads % self.num_kv_heads:
+            raise ConfigError(f"NUM_HEADS={self.num_heads} is not a multiple of "
+                              f"NUM_KV_HEADS={self.num_kv_heads}")
+        if (self.model_dim // self.num_heads) % 2:
+            raise ConfigError("MODEL_DIM / NUM_HEADS must be even (rotary embedding)")
+        if self.vocab_size > 65536:
+            raise ConfigError(f"VOCAB_SIZE={self.vocab_size} does not fit uint16 shards")
+        micro = self.microbatch_tokens
+        if micro < self.train_seq_len or micro % self.train_seq_len:
+            raise ConfigError(
+                f"TRAIN_BATCH_TOKENS / GRAD_ACCUM_STEPS = {micro} must be a positive multiple "
+                f"of TRAIN_SEQ_LEN={self.train_seq_len}")
+
+    @property
+    def microbatch_tokens(self) -> int:
+        return self.train_batch_tokens // self.grad_accum_steps
+
+    @property
+    def max_wallclock_ms(self) -> float | None:
+        return 1000.0 * self.max_wallclock_seconds if self.max_wallclock_seconds > 0 else None
+
+
+RMS_NORM_EPS = 1e-6
+# Newton-Schulz quintic coefficients that push singular values towards 1 quickly.
+MUON_NS_COEFFS = (3.4445, -4.7750, 2.0315)
+# Tensors whose names contain these are "control" parameters: Adam at SCALAR_LR, never
+# quantized, kept in float32 in the export.
+CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weights")
+INT8_KEEP_FLOAT_MAX_NUMEL = 65536  # 2-D tensors up to this size stay float16 in the export
+INT8_CLIP_PERCENTILE = 99.99984  # per-row clip before int8 rounding; ignores rare outliers
+ZLIB_LEVEL = 9
+ATTN_BLOCK = 256  # query block of the CPU attention (see causal_attention)
+VAL_PROGRESS_SECONDS = 5.0  # how often a long validation reports val_progress
+
+
+
+def keep_freed_memory_mapped() -> None:
+    """Stop glibc from returning MLX's multi-megabyte buffers to the kernel after each use.
+
+    By default glibc serves large allocations with fresh mmaps and unmaps them on free, so
+    every activation buffer is page-faulted in again on each step; on the Linux CPU backend
+    that costs about as much time as the matmuls. Raising the mmap and trim thresholds keeps
+    freed buffers in the heap for reuse. A no-op outside glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 32 * 1024 * 1024)  # glibc's largest allowed value
+    mallopt(m_trim_threshold, 1 << 30)
+
+
+# -----------------------------------------------------------------------------------------
+# Logging: every line goes to stdout and to $OUT_DIR/$RUN_ID.txt.
+
+_LOG_FILE = None
+
+
+def log(line: str) -> None:
+    print(line, flush=True)
+    if _LOG_FILE is not None:
+        _LOG_FILE.write(line + "\n")
+        _LOG_FILE.flush()
+
+
+# -----------------------------------------------------------------------------------------
+# Data: shards of 256 int32 header words then uint16 tokens.
+
+SHARD_MAGIC = 20240520
+SHARD_VERSION = 1
+HEADER_WORDS = 256
+
+
+def load_shard(path: str) -> np.ndarray:
+    """The tokens of one shard (uint16); ConfigError naming the file if it is malformed."""
+    size = os.path.getsize(path)
+    if size < HEADER_WORDS * 4:
+        raise ConfigError(f"shard {path}: {size} bytes is shorter than the 1024-byte header")
+    header = np.fromfile(path, dtype="<i4", count=HEADER_WORDS)
+    if header[0] != SHARD_MAGIC or header[1] != SHARD_VERSION:
+        raise ConfigError(f"shard {path}: bad magic/version {header[0]}/{header[1]}")
+    count = int(header[2])
+    if size != HEADER_WORDS * 4 + 2 * count:
+        raise ConfigError(f"shard {path}: size {size} != 1024 + 2 x {count} tokens")
+    return np.fromfile(path, dtype="<u2", count=count, offset=HEADER_WORDS * 4)
+
+
+def shard_files(data_path: str, split: str) -> list[str]:
+    files = sorted(glob.glob(os.path.join(data_path, f"fineweb_{split}_*.bin")))
+    if not files:
+        raise ConfigError(f"no {split} shards matching fineweb_{split}_*.bin in "
+                          f"DATA_PATH={data_path}")
+    return files
+
+
+class TokenStream:
+    """Reads the train shards in order, wrapping around, as one endless token sequence."""
+
+    def __init__(self, files: list[str], vocab_size: int) -> None:
+        self.files = files
+        self.vocab_size = vocab_size
+        self.file_idx = -1
+        self.tokens = np.zeros(0, dtype=np.uint16)
+        self.pos = 0
+        self.consumed = 0
+        self.shards_opened = 0
+        self._next_file()
+
+    def _next_file(self) -> None:
+        self.file_idx = (self.file_idx + 1) % len(self.files)
+        self.tokens = load_shard(self.files[self.file_idx])
+        if self.tokens.size and int(self.tokens.max()) >= self.vocab_size:
+            raise ConfigError(f"shard {self.files[self.file_idx]}: token id "
+                              f"{int(self.tokens.max())} >= VOCAB_SIZE={self.vocab_size}")
+        self.pos = 0
+        self.shards_opened += 1
+
+    def take(self, n: int) -> np.ndarray:
+        parts, left = [], n
+        while left > 0:
+            if self.pos >= self.tokens.size:
+                self._next_file()
+                continue
+            k = min(left, self.tokens.size - self.pos)
+            parts.append(self.tokens[self.pos:self.pos + k])
+            self.pos += k
+            left -= k
+        self.consumed += n
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+class TrainLoader:
+    """Microbatches (x, y) of whole sequences: y is x shifted by one token."""
+
+    def __init__(self, files: list[str], vocab_size: int) -> None:
+        self.stream = TokenStream(files, vocab_size)
+
+    def next_batch(self, tokens: int, seq_len: int) -> tuple[mx.array, mx.array]:
+        span = self.stream.take(tokens + 1).astype(np.int32)
+        x = span[:-1].reshape(-1, seq_len)
+        y = span[1:].reshape(-1, seq_len)
+        return mx.array(x), mx.array(y)
+
+
+def load_val_tokens(files: list[str], seq_len: int, max_tokens: int) -> np.ndarray:
+    """Val tokens cut to whole windows of seq_len (+1 for the last target)."""
+    tokens = np.concatenate([load_shard(f) for f in files])
+    usable = ((tokens.size - 1) // seq_len) * seq_len
+    if max_tokens > 0:
+        usable = min(usable, max(seq_len, (max_tokens // seq_len) * seq_len))
+    if usable <= 0:
+        raise ConfigError(f"val split has {tokens.size} tokens, fewer than one window of "
+                          f"TRAIN_SEQ_LEN={seq_len}")
+    return tokens[:usable + 1]
+
+
+# -----------------------------------------------------------------------------------------
+# Byte accounting for val_bpb: how many UTF-8 bytes of text each target token stands for.
+
+
+def build_byte_tables(sp: spm.SentencePieceProcessor, vocab_size: int
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(base_bytes, has_leading_space, is_boundary) per token id.
+
+    Byte-fallback pieces are one byte; control/unknown/unused pieces are zero bytes and
+    boundaries; other pieces are their UTF-8 length without the leading "▁", which counts one
+    byte (the space) only when the previous token is not a boundary.
+    """
+    base = np.zeros(vocab_size, dtype=np.int16)
+    leading = np.zeros(vocab_size, dtype=np.bool_)
+    boundary = np.ones(vocab_size, dtype=np.bool_)  # ids past the tokenizer's vocab: 0 bytes
+    for i in range(min(sp.get_piece_size(), vocab_size)):
+        if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
+            continue
+        boundary[i] = False
+        if sp.is_byte(i):
+            base[i] = 1
+            continue
+        piece = sp.id_to_piece(i)
+        if piece.startswith("\u2581"):
+            leading[i] = True
+            piece = piece[1:]
+        base[i] = len(piece.encode("utf-8"))
+    return base, leading, boundary
+
+
+def count_bytes(x: np.ndarray, y: np.ndarray, tables: tuple[np.ndarray, ...]) -> int:
+    base, leading, boundary = tables
+    nbytes = base[y].astype(np.int64) + (leading[y] & ~boundary[x])
+    return int(nbytes.sum())
+
+
+# -----------------------------------------------------------------------------------------
+# Model: GPT with tied embeddings, weightless RMSNorm, rotary grouped-query attention,
+# relu^2 MLP, U-Net skips from the first half of the blocks into the second, tanh softcap.
+# Weights are float32 (the optimizers' master copy); matmuls run in the compute dtype.
+
+
+def rms_norm(x: mx.array) -> mx.array:
+    return mx.fast.rms_norm(x, None, RMS_NORM_EPS)
+
+
+# MLX's CPU exp and tanh run ~3x slower than its pow, and the softmaxes are the CPU's main
+# non-matmul cost, so exponentials are written as powers of two (same values to 1 ulp).
+LOG2E = 1.4426950408889634
+
+
+def exp2(x: mx.array) -> mx.array:
+    return mx.power(2.0, x)
+
+
+def softcap(logits: mx.array, cap: float) -> mx.array:
+    """cap * tanh(logits / cap), as cap - 2 cap / (e^(2 logits / cap) + 1)."""
+    # Clipping where tanh is already +-1 in float32 keeps the gradient finite (no inf/inf).
+    e = exp2(mx.clip(logits * (2 * LOG2E / cap), -64.0, 64.0))
+    return cap - (2 * cap) / (e + 1)
+
+
+_ROTARY_CACHE: dict[tuple[int, int, float], tuple[mx.array, mx.array]] = {}
+
+
+def rotary_tables(seq_len: int, head_dim: int, base: float) -> tuple[mx.array, mx.array]:
+    """cos/sin of position x frequency, (seq_len, head_dim/2), computed in float64.
+
+    Cached outside the model so they are constants, not parameters.
+    """
+    key = (seq_len, head_dim, base)
+    if key in _ROTARY_CACHE:
+        return _ROTARY_CACHE[key]
+    half = head_dim // 2
+    inv_freq = base ** (-np.arange(half, dtype=np.float64) / half)
+    angles = np.arange(seq_len, dtype=np.float64)[:, None] * inv_freq[None, :]
+    tables = (mx.array(np.cos(angles).astype(np.float32)),
+              mx.array(np.sin(angles).astype(np.float32)))
+    _ROTARY_CACHE[key] = tables
+    return tables
+
+
+def apply_rotary(x: mx.array, base: float) -> mx.array:
+    """Rotate the pairs (x[i], x[i + d/2]) of each head of x (B,H,T,D) by angle t x freq_i."""
+    half = x.shape[-1] // 2
+    cos, sin = rotary_tables(x.shape[-2], x.shape[-1], base)
+    cos, sin = cos.astype(x.dtype), sin.astype(x.dtype)
+    a, b = x[..., :half], x[..., half:]
+    return mx.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
+
+
+def causal_mask(start: int, end: int) -> mx.array:
+    """Additive mask for queries start..end-1 over keys 0..end-1: -inf above the diagonal."""
+    rows = np.arange(start, end)[:, None]
+    cols = np.arange(end)[None, :]
+    return mx.array(np.where(cols > rows, -np.inf, 0.0).astype(np.float32))
+
+
+def causal_attention(q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.array:
+    """Causal softmax attention with grouped KV heads: q (B,H,T,D), k and v (B,Hkv,T,D).
+
+    On a GPU this is MLX's fused kernel. On the CPU, queries are processed in blocks of
+    ATTN_BLOCK that only see keys up to the block's end, which skips about half of the masked
+    score matrix; the softmax is normalised after the value product (fewer divisions).
+    """
+    if mx.default_device() == mx.gpu:
+        return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask="causal")
+    b, h, t, d = q.shape
+    kv = k.shape[1]
+    g = h // kv  # query head j reads kv head j // g
+    q = (q * (scale * LOG2E)).reshape(b, kv, g, t, d)
+    outs = []
+    for start in range(0, t, ATTN_BLOCK):
+        end = min(start + ATTN_BLOCK, t)
+        n = end - start
+        qb = q[:, :, :, start:end].reshape(b, kv, g * n, d)
+        s = (qb @ k[:, :, :end].swapaxes(-1, -2)).reshape(b, kv, g, n, end)
+        s = s + causal_mask(start, end).astype(s.dtype)
+        # Softmax is unchanged by the shift, so the max needs no gradient.
+        p = exp2(s - mx.stop_gradient(s.max(axis=-1, keepdims=True)))
+        o = (p.reshape(b, kv, g * n, end) @ v[:, :, :end]).reshape(b, kv, g, n, d)
+        outs.append(o / p.sum(axis=-1, keepdims=True))
+    out = outs[0] if len(outs) == 1 else mx.concatenate(outs, axis=3)
+    return out.reshape(b, h, t, d)
+
+
+class Linear(nn.Module):
+    """Bias-free linear layer whose float32 weight is cast to the activations' dtype."""
+
+    def __init__(self, d_in: int, d_out: int, zero_init: bool = False) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(d_in)
+        self.weight = (mx.zeros((d_out, d_in)) if zero_init
+                       else mx.random.uniform(-bound, bound, (d_out, d_in)))
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return x @ self.weight.astype(x.dtype).T
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, kv_heads: int, rope_base: float,
+                 qk_gain_init: float) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
+        self.c_q = Linear(dim, dim)
+        self.c_k = Linear(dim, kv_heads * self.head_dim)
+        self.c_v = Linear(dim, kv_heads * self.head_dim)
+        self.proj = Linear(dim, dim, zero_init=True)  # each block starts as the identity
+        # Per-head gain on the normalised queries: sets the attention temperature.
+        self.q_gain = mx.full((heads,), qk_gain_init)
+        self.rope_base = rope_base
+
+    def __call__(self, x: mx.array) -> mx.array:
+        b, t, d = x.shape
+        q = self.c_q(x).reshape(b, t, self.heads, self.head_dim).transpose(0, 2, 1, 3)
+        k = self.c_k(x).reshape(b, t, self.kv_heads, self.head_dim).transpose(0, 2, 1, 3)
+        v = self.c_v(x).reshape(b, t, self.kv_heads, self.head_dim).transpose(0, 2, 1, 3)
+        q = apply_rotary(rms_norm(q), self.rope_base) * self.q_gain.astype(q.dtype)[:, None, None]
+        k = apply_rotary(rms_norm(k), self.rope_base)
+        y = causal_attention(q, k, v, self.head_dim ** -0.5)
+        return self.proj(y.transpose(0, 2, 1, 3).reshape(b, t, d))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, mult: int) -> None:
+        super().__init__()
+        self.fc = Linear(dim, dim * mult)
+        self.proj = Linear(dim * mult, dim, zero_init=True)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        h = nn.relu(self.fc(x))
+        return self.proj(h * h)
+
+
+class Block(nn.Module):
+    def __init__(self, args: Hyperparameters) -> None:
+        super().__init__()
+        dim = args.model_dim
+        self.attn = Attention(dim, args.num_heads, args.num_kv_heads, args.rope_base,
+                              args.qk_gain_init)
+        self.mlp = MLP(dim, args.mlp_mult)
+        self.attn_scale = mx.ones((dim,))
+        self.mlp_scale = mx.ones((dim,))
+        # Learned mix of the running residual and the block-0 input x0 (starts as pure x).
+        self.resid_mix = mx.array(np.stack([np.ones(dim), np.zeros(dim)]).astype(np.float32))
+
+    def __call__(self, x: mx.array, x0: mx.array) -> mx.array:
+        mix = self.resid_mix.astype(x.dtype)
+        x = mix[0] * x + mix[1] * x0
+        x = x + self.attn_scale.astype(x.dtype) * self.attn(rms_norm(x))
+        return x + self.mlp_scale.astype(x.dtype) * self.mlp(rms_norm(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, args: Hyperparameters, dtype: mx.Dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+        self.logit_softcap = args.logit_softcap
+        self.tok_emb = mx.random.normal((args.vocab_size, args.model_dim)) * (
+            args.tied_embed_init_std if args.tie_embeddings else 1.0)
+        self.blocks = [Block(args) for _ in range(args.num_layers)]
+        self.num_encoder = args.num_layers // 2
+        self.num_decoder = args.num_layers - self.num_encoder
+        self.skip_weights = mx.ones((min(self.num_encoder, self.num_decoder), args.model_dim))
+        if not args.tie_embeddings:
+            self.lm_head = Linear(args.model_dim, args.vocab_size, zero_init=True)
+
+    def __call__(self, idx: mx.array) -> mx.array:
+        """Logits (float32, softcapped) for token ids idx of shape (batch, seq)."""
+        x = rms_norm(self.tok_emb[idx].astype(self.dtype))
+        x0 = x
+        skips = []
+        for block in self.blocks[:self.num_encoder]:
+            x = block(x, x0)
+            skips.append(x)
+        for i, block in enumerate(self.blocks[self.num_encoder:]):
+            if skips:  # the last encoder output joins the first decoder block, and so on
+                x = x + self.skip_weights[i].astype(x.dtype) * skips.pop()
+            x = block(x, x0)
+        x = rms_norm(x)
+        if "lm_head" in self:
+            logits = self.lm_head(x)
+        else:
+            logits = x @ self.tok_emb.astype(x.dtype).T
+        logits = logits.astype(mx.float32)
+        return softcap(logits, self.logit_softcap)
+
+    def token_losses(self, x: mx.array, y: mx.array) -> mx.array:
+        """Cross entropy in nats of each target token, shape (batch, seq)."""
+        logits = self(x)
+        target = mx.take_along_axis(logits, y[..., None], axis=-1)[..., 0]
+        top = mx.stop_gradient(logits.max(axis=-1))  # log-sum-exp shift; needs no gradient
+        lse = top + mx.log(exp2((logits - top[..., None]) * LOG2E).sum(axis=-1))
+        return lse - target
+
+
+# -----------------------------------------------------------------------------------------
+# Optimizers on flat {name: array} dicts: Muon for 2-D block matrices, Adam for the rest.
+
+
+def split_param_groups(names: list[str], params: dict[str, mx.array]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {"muon": [], "embed": [], "head": [], "scalar": []}
+    for name in names:
+        if name == "tok_emb":
+            groups["embed"].append(name)
+        elif name.startswith("lm_head"):
+            groups["head"].append(name)
+        elif (name.startswith("blocks.") and params[name].ndim == 2
+              and not any(p in name for p in CONTROL_PATTERNS)):
+            groups["muon"].append(name)
+        else:
+            groups["scalar"].append(name)
+    return groups
+
+
+def newton_schulz_orthogonalize(g: mx.array, steps: int) -> mx.array:
+    """Approximately U V^T of g = U S V^T, by a quintic Newton-Schulz iteration."""
+    a, b, c = MUON_NS_COEFFS
+    x = g / (mx.linalg.norm(g) + 1e-7)
+    wide = x.shape[0] <= x.shape[1]
+    if not wide:  # iterate on the smaller Gram matrix
+        x = x.T
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * (gram @ gram)) @ x
+    return x if wide else x.T
+
+
+class Optimizers:
+    """Muon + Adam over one flat parameter dict; state is a flat dict too (easy to snapshot)."""
+
+    def __init__(self, args: Hyperparameters, params: dict[str, mx.array]) -> None:
+        self.args = args
+        self.groups = split_param_groups(sorted(params), params)
+        self.base_lr = {
+            "muon": args.matrix_lr, "scalar": args.scalar_lr, "head": args.head_lr,
+            "embed": args.tied_embed_lr if args.tie_embeddings else args.embed_lr,
+        }
+        self.state = self.initial_state(params)
+
+    def initial_state(self, params: dict[str, mx.array]) -> dict[str, mx.array]:
+        state = {"adam_t": mx.array(0.0)}
+        for name in self.groups["muon"]:
+            state[f"{name}.buf"] = mx.zeros_like(params[name])
+        for group in ("embed", "head", "scalar"):
+            for name in self.groups[group]:
+                state[f"{name}.m"] = mx.zeros_like(params[name])
+                state[f"{name}.v"] = mx.zeros_like(params[name])
+        return state
+
+    def step(self, params: dict[str, mx.array], grads: dict[str, mx.array], step: int,
+             lr_mul: float) -> dict[str, mx.array]:
+        """New parameters (and self.state updated) after one step; nothing is evaluated."""
+        args, st = self.args, self.state
+        if args.grad_clip_norm > 0:
+            norm = mx.sqrt(sum(mx.sum(g * g) for g in grads.values()))
+            factor = mx.minimum(1.0, args.grad_clip_norm / (norm + 1e-6))
+            grads = {k: g * factor for k, g in grads.items()}
+        new = dict(params)
+        frac = (min(step / args.muon_momentum_warmup_steps, 1.0)
+                if args.muon_momentum_warmup_steps > 0 else 1.0)
+        momentum = (1 - frac) * args.muon_momentum_warmup_start + frac * args.muon_momentum
+        lr = self.base_lr["muon"] * lr_mul
+        for name in self.groups["muon"]:
+            buf = momentum * st[f"{name}.buf"] + grads[name]
+            st[f"{name}.buf"] = buf
+            update = newton_schulz_orthogonalize(grads[name] + momentum * buf,
+                                                 args.muon_backend_steps)
+            rows, cols = params[name].shape
+            new[name] = params[name] - (lr * max(1.0, rows / cols) ** 0.5) * update
+        t = st["adam_t"] + 1.0
+        st["adam_t"] = t
+        b1, b2 = args.beta1, args.beta2
+        correction1 = 1.0 - mx.power(b1, t)
+        correction2 = 1.0 - mx.power(b2, t)
+        for group in ("embed", "head", "scalar"):
+            lr = self.base_lr[group] * lr_mul
+            for name in self.groups[group]:
+                g = grads[name]
+                m = b1 * st[f"{name}.m"] + (1 - b1) * g
+                v = b2 * st[f"{name}.v"] + (1 - b2) * (g * g)
+                st[f"{name}.m"], st[f"{name}.v"] = m, v
+                update = (m / correction1) / (mx.sqrt(v / correction2) + args.adam_eps)
+                new[name] = params[name] - lr * update
+        return new
+
+
+def lr_multiplier(args: Hyperparameters, step: int, elapsed_ms: float) -> float:
+    """Linear warmdown to zero over the last WARMDOWN_ITERS steps.
+
+    With a wallclock cap the remaining steps are projected from the average step time, so the
+    warmdown ends when the time runs out, whichever of the two limits comes first.
+    """
+    if args.warmdown_iters <= 0:
+        return 1.0
+    if args.max_wallclock_ms is None:
+        start = max(args.iterations - args.warmdown_iters, 0)
+        if step < start:
+            return 1.0
+        return max((args.iterations - step) / args.warmdown_iters, 0.0)
+    step_ms = elapsed_ms / max(step, 1)
+    warmdown_ms = args.warmdown_iters * step_ms
+    remaining_ms = max(args.max_wallclock_ms - elapsed_ms, 0.0)
+    by_time = remaining_ms / warmdown_ms if remaining_ms <= warmdown_ms else 1.0
+    by_steps = max((args.iterations - step) / args.warmdown_iters, 0.0)
+    return min(by_time, by_steps, 1.0)
+
+
+# -----------------------------------------------------------------------------------------
+# Export: int8 per-row quantisation of large 2-D tensors, float for the rest, pickle + zlib.
+
+
+def quantize_state(params: dict[str, np.ndarray]) -> tuple[dict[str, Any], int]:
+    """The export object and its payload size in bytes (tensor data only)."""
+    obj: dict[str, Any] = {"format": "autogolf_int8_per_row_v1", "quantized": {},
+                           "scales": {}, "passthrough": {}, "dtypes": {}}
+    payload = 0
+    for name, w in params.items():
+        obj["dtypes"][name] = str(w.dtype)
+        if w.ndim == 2 and w.size > INT8_KEEP_FLOAT_MAX_NUMEL and np.issubdtype(
+                w.dtype, np.floating):
+            w32 = w.astype(np.float32)
+            clip = np.percentile(np.abs(w32), INT8_CLIP_PERCENTILE, axis=1)
+            scale = np.maximum(clip / 127.0, 1e-12).astype(np.float32)
+            q = np.clip(np.round(np.clip(w32, -clip[:, None], clip[:, None]) / scale[:, None]),
+                        -127, 127).astype(np.int8)
+            obj["quantized"][name] = q
+            obj["scales"][name] = scale.astype(np.float16)
+            payload += q.nbytes + scale.astype(np.float16).nbytes
+        else:
+            keep32 = any(p in name for p in CONTROL_PATTERNS) or w.ndim < 2
+            kept = w.astype(np.float32 if keep32 else np.float16)
+            obj["passthrough"][name] = kept
+            payload += kept.nbytes
+    return obj, payload
+
+
+def dequantize_state(obj: dict[str, Any]) -> dict[str, np.ndarray]:
+    out = {}
+    for name, q in obj["quantized"].items():
+        out[name] = q.astype(np.float32) * obj["scales"][name].astype(np.float32)[:, None]
+    for name, w in obj["passthrough"].items():
+        out[name] = w.astype(np.float32)
+    return out
+
+
+# -----------------------------------------------------------------------------------------
+# Training and evaluation.
+
+
+def flat_params(model: nn.Module) -> dict[str, mx.array]:
+    return dict(tree_flatten(model.parameters()))
+
+
+def set_params(model: nn.Module, params: dict[str, mx.array]) -> None:
+    model.update(tree_unflatten(list(params.items())))
+
+
+class Evaluator:
+    """val_loss and val_bpb over non-overlapping TRAIN_SEQ_LEN windows of the val tokens."""
+
+    def __init__(self, args: Hyperparameters, model: GPT, tokens: np.ndarray,
+                 tables: tuple[np.ndarray, ...]) -> None:
+        self.model = model
+        self.seq_len = args.train_seq_len
+        self.seqs = (tokens.size - 1) // self.seq_len
+        # Same per-batch size as upstream: VAL_BATCH_SIZE split over the accumulation steps.
+        self.batch_seqs = max(1, args.val_batch_size // args.grad_accum_steps // self.seq_len)
+        self.batches = []
+        for start in range(0, self.seqs, self.batch_seqs):
+            end = min(start + self.batch_seqs, self.seqs)
+            x = tokens[start * self.seq_len:end * self.seq_len].astype(np.int32)
+            y = tokens[start * self.seq_len + 1:end * self.seq_len + 1].astype(np.int32)
+            self.batches.append((x.reshape(-1, self.seq_len), y.reshape(-1, self.seq_len),
+                                 count_bytes(x, y, tables)))
+
+        def batch_nats(params: dict[str, mx.array], x: mx.array, y: mx.array) -> mx.array:
+            set_params(model, params)
+            return model.token_losses(x, y).astype(mx.float32).sum()
+
+        self.batch_nats = mx.compile(batch_nats)
+
+    def __call__(self, params: dict[str, mx.array]) -> tuple[float, float]:
+        nats, tokens, nbytes = 0.0, 0, 0
+        last_report = time.perf_counter()
+        for i, (x, y, b) in enumerate(self.batches, start=1):
+            nats += float(self.batch_nats(params, mx.array(x), mx.array(y)).item())
+            tokens += y.size
+            nbytes += b
+            now = time.perf_counter()
+            if len(self.batches) > 1 and (now - last_report >= VAL_PROGRESS_SECONDS
+                                          or i == len(self.batches)):
+                log(f"val_progress:{i}/{len(self.batches)}")
+                last_report = now
+        val_loss = nats / tokens
+        return val_loss, nats / math.log(2) / nbytes
+
+
+def main() -> int:
+    global _LOG_FILE
+    keep_freed_memory_mapped()
+    args = Hyperparameters()
+    os.makedirs(args.out_dir, exist_ok=True)
+    _LOG_FILE = open(os.path.join(args.out_dir, f"{args.run_id}.txt"), "w", encoding="utf-8")
+    code = Path(__file__).read_text(encoding="utf-8")
+    log(f"run_id:{args.run_id}")
+    log(f"mlx_version:{mx.__version__} device:{mx.default_device()}")
+
+    # Data and tokenizer: any problem here is a configuration problem (exit 2).
+    if not os.path.isfile(args.tokenizer_path):
+        raise ConfigError(f"TOKENIZER_PATH={args.tokenizer_path} does not exist")
+    sp = spm.SentencePieceProcessor(model_file=args.tokenizer_path)
+    if sp.get_piece_size() != args.vocab_size:
+        raise ConfigError(f"VOCAB_SIZE={args.vocab_size} does not match the tokenizer's "
+                          f"{sp.get_piece_size()} pieces ({args.tokenizer_path})")
+    train_files = shard_files(args.data_path, "train")
+    val_files = shard_files(args.data_path, "val")
+    val_tokens = load_val_tokens(val_files, args.train_seq_len, args.val_max_tokens)
+    if int(val_tokens.max()) >= args.vocab_size:
+        raise ConfigError(f"val token id {int(val_tokens.max())} >= VOCAB_SIZE")
+    tables = build_byte_tables(sp, args.vocab_size)
+    log(f"train_loader:shards pattern={args.data_path}/fineweb_train_*.bin "
+        f"files:{len(train_files)}")
+    log(f"val_loader:shards pattern={args.data_path}/fineweb_val_*.bin files:{len(val_files)}")
+    log(f"val_tokens:{val_tokens.size - 1}")
+
+    # CPU bfloat16 is emulated and slow in MLX, so only a GPU computes in bf16.
+    dtype = mx.bfloat16 if mx.default_device() == mx.gpu else mx.float32
+    mx.random.seed(args.seed)
+    np.random.seed(args.seed)
+    model = GPT(args, dtype)
+    params = flat_params(model)
+    mx.eval(params)
+    opt = Optimizers(args, params)
+    n_params = sum(p.size for p in params.values())
+    micro = args.microbatch_tokens
+    chunk = max(args.train_seq_len,
+                (min(micro, args.mlx_max_microbatch_tokens) // args.train_seq_len)
+                * args.train_seq_len)
+    chunks = [min(chunk, micro - s) for s in range(0, micro, chunk)]
+    log(f"seed:{args.seed}")
+    log(f"compute_dtype:{'bfloat16' if dtype == mx.bfloat16 else 'float32'}")
+    log(f"model_params:{n_params} vocab_size:{args.vocab_size} layers:{args.num_layers} "
+        f"dim:{args.model_dim} heads:{args.num_heads} kv_heads:{args.num_kv_heads} "
+        f"mlp_mult:{args.mlp_mult} seq_len:{args.train_seq_len} "
+        f"tie_embeddings:{args.tie_embeddings}")
+    log(f"iterations:{args.iterations} train_batch_tokens:{args.train_batch_tokens} "
+        f"grad_accum_steps:{args.grad_accum_steps} microbatch_tokens:{micro} "
+        f"microbatch_chunk_tokens:{chunk} val_batch_size:{args.val_batch_size} "
+        f"val_max_tokens:{args.val_max_tokens} warmup_steps:{args.warmup_steps} "
+        f"warmdown_iters:{args.warmdown_iters} "
+        f"max_wallclock_seconds:{args.max_wallclock_seconds:g}")
+    log(f"optimizer:muon+adam matrix_lr:{args.matrix_lr} scalar_lr:{args.scalar_lr} "
+        f"embed_lr:{opt.base_lr['embed']} head_lr:{args.head_lr} "
+        f"muon_momentum:{args.muon_momentum} muon_backend_steps:{args.muon_backend_steps} "
+        f"grad_clip_norm:{args.grad_clip_norm:g}")
+
+    def loss_fn(p: dict[str, mx.array], x: mx.array, y: mx.array) -> mx.array:
+        set_params(model, p)
+        return model.token_losses(x, y).mean()
+
+    loss_and_grad = mx.compile(mx.value_and_grad(loss_fn))
+    evaluator = Evaluator(args, model, val_tokens, tables)
+    loader = TrainLoader(train_files, args.vocab_size)
+
+    def train_step(p: dict[str, mx.array], step: int, lr_mul: float
+                   ) -> tuple[dict[str, mx.array], float]:
+        total_loss, total_grads = None, None
+        for tokens in chunks * args.grad_accum_steps:
+            x, y = loader.next_batch(tokens, args.train_seq_len)
+            loss, grads = loss_and_grad(p, x, y)
+            w = tokens / args.train_batch_tokens
+            if total_grads is None:
+                total_loss = loss * w
+                total_grads = {k: g * w for k, g in grads.items()}
+            else:
+                total_loss = total_loss + loss * w
+                total_grads = {k: total_grads[k] + g * w for k, g in grads.items()}
+            if args.mlx_eager_eval:  # bounds memory to one chunk's activations
+                mx.eval(total_loss, total_grads)
+        new = opt.step(p, total_grads, step, lr_mul)
+        mx.eval(new, opt.state, total_loss)
+        return new, float(total_loss.item())
+
+    # Warmup: compile and prime every code path, then restore the initial weights, optimizer
+    # state and data position, so the measured run starts from step 0 as if fresh.
+    if args.warmup_steps > 0:
+        initial = (dict(params), dict(opt.state))
+        t0 = time.perf_counter()
+        p = params
+        for i in range(args.warmup_steps):
+            p, _ = train_step(p, i, 1.0)
+        params, opt.state = initial[0], dict(initial[1])
+        loader = TrainLoader(train_files, args.vocab_size)
+        log(f"warmup_steps:{args.warmup_steps} warmup_time:{1000 * (time.perf_counter() - t0):.0f}ms")
+
+    train_ms = 0.0
+    step = 0
+    stop_at: int | None = None
+    t0 = time.perf_counter()
+    while True:
+        last = step == args.iterations or (stop_at is not None and step >= stop_at)
+        if last or (args.val_loss_every > 0 and step > 0 and step % args.val_loss_every == 0):
+            train_ms += 1000 * (time.perf_counter() - t0)  # validation time is not train time
+            val_loss, val_bpb = evaluator(params)
+            log(f"step:{step}/{args.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
+                f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms")
+            t0 = time.perf_counter()
+        if last:
+            break
+        step_t0 = time.perf_counter()
+        lr_mul = lr_multiplier(args, step, train_ms + 1000 * (step_t0 - t0))
+        params, loss = train_step(params, step, lr_mul)
+        step += 1
+        now = time.perf_counter()
+        elapsed = train_ms + 1000 * (now - t0)
+        step_s = max(now - step_t0, 1e-9)
+        finite = math.isfinite(loss)
+        if (not finite or step <= 10 or step == args.iterations
+                or (args.train_log_every > 0 and step % args.train_log_every == 0)):
+            log(f"step:{step}/{args.iterations} train_loss:{loss:.4f} "
+                f"train_time:{elapsed:.0f}ms step_avg:{elapsed / step:.2f}ms "
+                f"tok_s:{args.train_batch_tokens / step_s:.0f}")
+        if not finite:
+            raise NonFiniteLoss(f"non-finite train_loss ({loss}) at step:{step}/"
+                                f"{args.iterations}; stopping (lower the learning rates?)")
+        if (stop_at is None and args.max_wallclock_ms is not None
+                and elapsed >= args.max_wallclock_ms):
+            stop_at = step
+            log(f"stopping_early: wallclock_cap train_time:{elapsed:.0f}ms "
+                f"step:{step}/{args.iterations}")
+    log(f"train_tokens_consumed:{loader.stream.consumed} "
+        f"train_shards_opened:{loader.stream.shards_opened} "
+        f"train_shards_total:{len(train_files)}")
+    log(f"peak_memory_mib:{mx.get_peak_memory() / 2**20:.0f}")
+
+    # Export, reload, validate again: the score is the roundtrip val_bpb.
+    host = {k: np.array(v.astype(mx.float32)) for k, v in params.items()}
+    obj, payload = quantize_state(host)
+    raw = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    blob = zlib.compress(raw, ZLIB_LEVEL)
+    artifact = os.path.join(args.out_dir, f"{args.run_id}_mlx_model.int8.ptz")
+    with open(artifact, "wb") as f:
+        f.write(blob)
+    size = os.path.getsize(artifact)
+    log(f"serialized_model_int8_zlib:{size} bytes (payload:{payload} raw_pickle:{len(raw)} "
+        f"payload_ratio:{len(raw) / max(payload, 1):.2f}x)")
+    log(f"artifact_path:{artifact}")
+    with open(artifact, "rb") as f:
+        restored = dequantize_state(pickle.loads(zlib.decompress(f.read())))
+    t_eval = time.perf_counter()
+    q_params = {k: mx.array(restored[k]) for k in params}
+    q_loss, q_bpb = evaluator(q_params)
+    eval_ms = 1000 * (time.perf_counter() - t_eval)
+    log(f"final_int8_zlib_roundtrip val_loss:{q_loss:.4f} val_bpb:{q_bpb:.4f} "
+        f"eval_time:{eval_ms:.0f}ms")
+    log(f"final_int8_zlib_roundtrip_exact val_loss:{q_loss:.8f} val_bpb:{q_bpb:.8f}")
+    code_bytes = len(code.encode("utf-8"))
+    log(f"Code size: {code_bytes} bytes")
+    log(f"Total submission size int8+zlib: {size + code_bytes} bytes")
+    return 0
+
+
+def run() -> int:
+    try:
+        return main()
+    except ConfigError as e:
+        log(f"error: {e}")
+        return 2
+    except NonFiniteLoss as e:
+        log(f"error: {e}")
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,575 @@
+"""Load and validate `autogolf.yaml` (SPEC section 6): every problem is refused at start.
+
+A missing file means the defaults below (which `autogolf.yaml` in the repo restates with
+comments). Unknown keys, wrong types and impossible values are all collected and raised
+together in one ConfigError whose lines each name the key path (`profiles.breadth.timeout_s`)
+and what is allowed; a YAML syntax error names the file, line and column.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from loop.proposers.search import KNOB_KINDS, KNOB_SCALES, KNOB_TYPES, Knob
+
+DIRECTIONS = ("lower", "higher")
+PROPOSERS = ("search", "agent", "ideas")
+# Where a knob lives when its entry does not say (DESIGN.md, "The benchmark harness").
+KNOB_DEFAULT_FILES = {"env": "autoresearch.sh", "const": "benchmark/train_gpt_mlx.py"}
+# Seed hacking (LESSONS.md): changing the seed is the cheapest fake improvement. Frozen.
+FROZEN_KNOBS = ("SEED",)
+
+_METRIC_NAME = re.compile(r"[A-Za-z0-9_.]+")  # SPEC section 4 METRIC grammar
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+# SPEC section 1: what proposers may edit, and what they may never edit.
+DEFAULT_EDITABLE: tuple[str, ...] = (
+    "autoresearch.sh",
+    "autoresearch.checks.sh",
+    "autoresearch.md",
+    "autoresearch.ideas.md",
+    "benchmark/train_gpt_mlx.py",
+    "scripts/extract_parameter_golf_metrics.py",
+)
+DEFAULT_PROTECTED: tuple[str, ...] = (
+    "pyproject.toml",
+    "autogolf.yaml",
+    "benchmark/UPSTREAM_COMMIT.txt",
+    "scripts/bootstrap-parameter-golf.sh",
+    "scripts/run-pi-autoresearch.sh",
+    "scripts/tmux-pi-autoresearch.sh",
+    "loop/**",
+    "tests/**",
+    "README.md",
+    "Justfile",
+    ".upstream/**",
+    ".autogolf/**",
+    "logs/**",
+    "data/**",
+    "**/*.model",
+    "**/*.vocab",
+)
+# Protected whatever the configuration says: the daemon's own state, its code (the judge)
+# and its configuration (the keep rule). A proposer editing these could grade itself.
+ALWAYS_PROTECTED: tuple[str, ...] = (".git/**", ".autogolf/**", "autogolf.yaml", "loop/**")
+
+DEFAULT_TIMEOUTS = {"smoke": 300.0, "breadth": 900.0, "confirm": 2700.0, "full": 14400.0}
+DEFAULT_NOISE = {"smoke": 0.0, "breadth": 0.004, "confirm": 0.002, "full": 0.001}
+# name: (kind, type, low, high, scale); all live in autoresearch.sh's knob block.
+DEFAULT_KNOBS: dict[str, tuple[str, str, float, float, str]] = {
+    "MATRIX_LR": ("env", "float", 0.005, 0.2, "log"),
+    "SCALAR_LR": ("env", "float", 0.005, 0.2, "log"),
+    "TIED_EMBED_LR": ("env", "float", 0.005, 0.3, "log"),
+    "WARMDOWN_FRAC": ("env", "float", 0.05, 0.6, "linear"),
+    "QK_GAIN_INIT": ("env", "float", 0.5, 4.0, "log"),
+    "LOGIT_SOFTCAP": ("env", "float", 10.0, 100.0, "log"),
+    "MUON_MOMENTUM": ("env", "float", 0.85, 0.99, "linear"),
+    "BETA2": ("env", "float", 0.9, 0.999, "linear"),
+    "TIED_EMBED_INIT_STD": ("env", "float", 0.001, 0.05, "log"),
+}
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; `problems` holds one line per problem, key named."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    name: str
+    timeout_s: float
+
+
+def _default_profiles() -> dict[str, ProfileConfig]:
+    return {name: ProfileConfig(name, t) for name, t in DEFAULT_TIMEOUTS.items()}
+
+
+def _default_knobs() -> tuple[Knob, ...]:
+    return tuple(
+        Knob(name, KNOB_DEFAULT_FILES[kind], kind, type_, low, high, scale)
+        for name, (kind, type_, low, high, scale) in DEFAULT_KNOBS.items()
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    metric: str = "val_bpb"
+    direction: str = "lower"
+    min_improvement: float = 0.002
+    artifact_cap_bytes: int = 16_000_000
+    dataset: str = "sample"  # a key of loop.datasets.DATASETS
+    ladder: tuple[str, ...] = ("breadth", "confirm")  # rungs, cheap first
+    full_every_keeps: int = 0  # run `full` after every Nth keep (0 = only on request)
+    profiles: dict[str, ProfileConfig] = field(default_factory=_default_profiles)
+    benchmark_command: str = "bash autoresearch.sh"  # the daemon sets PROFILE
+    checks_command: str = "bash autoresearch.checks.sh"
+    checks_timeout_s: float = 120.0
+    editable: tuple[str, ...] = DEFAULT_EDITABLE
+    protected: tuple[str, ...] = DEFAULT_PROTECTED
+    proposer: str = "search"
+    proposer_seed: int = 0
+    knobs: tuple[Knob, ...] = field(default_factory=_default_knobs)
+    noise_k: float = 2.0
+    noise: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_NOISE))
+    max_consecutive_failures: int = 5
+    stop_file: str = ".autogolf/STOP"
+    # Not in DESIGN.md's first cut; for the runner, watchdog and pre-flight (issue 6).
+    kill_grace_s: float = 10.0  # SIGTERM -> SIGKILL grace for a child being stopped
+    max_memory_mb: int = 0  # the benchmark tree's RSS limit (0 = no limit)
+    min_available_memory_mb: int = 0  # stop the benchmark when the machine has less free
+    min_free_disk_mb: int = 2048  # pre-flight floor before each experiment
+
+
+def is_editable(cfg: Config, relpath: str) -> bool:
+    """True when a proposer may change `relpath`: an editable glob matches and no protected
+    one (nor ALWAYS_PROTECTED) does. Paths outside the repository are never editable."""
+    path = _normalise(relpath)
+    if path is None:
+        return False
+    if any(glob_match(g, path) for g in (*cfg.protected, *ALWAYS_PROTECTED)):
+        return False
+    return any(glob_match(g, path) for g in cfg.editable)
+
+
+def glob_match(pattern: str, relpath: str) -> bool:
+    """Match a repo-relative posix path: `*`/`?`/`[..]` stay inside one path segment, `**`
+    spans any number of segments (also none), and a trailing `/` means everything under."""
+    return _glob_regex(pattern).fullmatch(relpath) is not None
+
+
+def load_config(path: Path) -> Config:
+    """The configuration in `path` (defaults when the file does not exist)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Config()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc}") from exc
+    data = _parse_yaml(text, path)
+    if data is None:
+        return Config()
+    problems: list[str] = []
+    kwargs = _Reader(problems).read(data)
+    if problems:
+        lines = [f"{path}: {p}" for p in problems]
+        header = f"{path}: {len(lines)} problem(s) in the configuration:"
+        raise ConfigError("\n  ".join([header, *lines]), lines)
+    return Config(**kwargs)
+
+
+# ----------------------------------------------------------------------------------------
+# YAML
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, (str, int, float, bool)):
+            continue  # unhashable keys are left to the validation to refuse
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _parse_yaml(text: str, path: Path) -> Any:
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"
+        raise ConfigError(f"{path}: {where}: not valid YAML: {exc.problem or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
+# ----------------------------------------------------------------------------------------
+# Validation: one method per section; each returns Config keyword arguments and appends
+# "key.path: problem (allowed: ...)" lines to `problems` instead of stopping at the first.
+
+_TOP_KEYS = (
+    "metric", "min_improvement", "artifact_cap_bytes", "dataset", "ladder", "full_every_keeps",
+    "profiles", "benchmark", "checks", "editable", "protected", "proposer", "knobs", "noise",
+    "stop", "limits",
+)  # fmt: skip
+
+
+class _Reader:
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+
+    def read(self, data: Any) -> dict[str, Any]:
+        top = self.mapping(data, "(top level)", _TOP_KEYS)
+        kw: dict[str, Any] = {}
+        kw.update(self.metric(top))
+        self.put(kw, "min_improvement", self.number(top, "min_improvement", minimum=0))
+        cap = self.number(top, "artifact_cap_bytes", minimum=1, integer=True)
+        self.put(kw, "artifact_cap_bytes", cap)
+        self.put(kw, "dataset", self.dataset(top))
+        kw.update(self.profiles(top))
+        profiles = kw.get("profiles", _default_profiles())
+        self.put(kw, "ladder", self.ladder(top, profiles))
+        every = self.number(top, "full_every_keeps", minimum=0, integer=True)
+        self.put(kw, "full_every_keeps", every)  # `full` is always defined (a default profile)
+        kw.update(self.commands(top))
+        kw.update(self.globs(top))
+        kw.update(self.proposer(top))
+        probe = Config(**{k: v for k, v in kw.items() if k in ("editable", "protected")})
+        self.put(kw, "knobs", self.knobs(top, probe))
+        kw.update(self.noise(top, profiles))
+        kw.update(self.stop(top))
+        kw.update(self.limits(top))
+        return kw
+
+    # --- sections -----------------------------------------------------------------------
+
+    def metric(self, top: dict) -> dict[str, Any]:
+        value = top.get("metric")
+        if value is None:
+            return {}
+        if isinstance(value, str):  # `metric: val_bpb` is shorthand for the name alone
+            value = {"name": value}
+        section = self.mapping(value, "metric", ("name", "direction"))
+        kw: dict[str, Any] = {}
+        self.put(kw, "metric", self.string(section, "name", "metric.name", _METRIC_NAME))
+        self.put(kw, "direction", self.choice(section, "direction", "metric.direction", DIRECTIONS))
+        return kw
+
+    def dataset(self, top: dict) -> str | None:
+        if "dataset" not in top:
+            return None
+        known = _known_datasets()
+        name = top["dataset"]
+        if not isinstance(name, str) or name not in known:
+            self.fail("dataset", f"unknown dataset {name!r}", f"one of {', '.join(known)}")
+            return None
+        return name
+
+    def profiles(self, top: dict) -> dict[str, Any]:
+        if "profiles" not in top:
+            return {}
+        section = self.mapping(top["profiles"], "profiles", None)
+        profiles = _default_profiles()  # entries given here override or add to the defaults
+        for name, value in section.items():
+            where = f"profiles.{name}"
+            if not isinstance(name, str) or not _PROFILE_NAME.fullmatch(name):
+                self.fail(where, "bad profile name", "letters, digits, _ and -")
+                continue
+            entry = self.mapping(value, where, ("timeout_s",))
+            timeout = self.number(entry, "timeout_s", where=where, positive=True)
+            if timeout is not None:
+                profiles[name] = ProfileConfig(name, timeout)
+        return {"profiles": profiles}
+
+    def ladder(self, top: dict, profiles: dict[str, ProfileConfig]) -> tuple[str, ...] | None:
+        if "ladder" not in top:
+            return None
+        rungs = top["ladder"]
+        allowed = f"a non-empty list of profiles from: {', '.join(profiles)}"
+        if not isinstance(rungs, list) or not rungs:
+            self.fail("ladder", f"got {rungs!r}", allowed)
+            return None
+        for i, rung in enumerate(rungs):
+            if not isinstance(rung, str) or rung not in profiles:
+                self.fail(f"ladder[{i}]", f"unknown profile {rung!r}", allowed)
+        if len(set(map(str, rungs))) != len(rungs):
+            self.fail("ladder", "a profile appears twice", "each rung once")
+        return tuple(rungs)
+
+    def commands(self, top: dict) -> dict[str, Any]:
+        kw: dict[str, Any] = {}
+        bench = self.mapping(top.get("benchmark", {}), "benchmark", ("command",))
+        self.put(kw, "benchmark_command", self.command(bench, "benchmark.command"))
+        checks = self.mapping(top.get("checks", {}), "checks", ("command", "timeout_s"))
+        self.put(kw, "checks_command", self.command(checks, "checks.command"))
+        timeout = self.number(checks, "timeout_s", where="checks", positive=True)
+        self.put(kw, "checks_timeout_s", timeout)
+        return kw
+
+    def globs(self, top: dict) -> dict[str, Any]:
+        kw: dict[str, Any] = {}
+        for key in ("editable", "protected"):
+            if key in top:
+                self.put(kw, key, self.glob_list(top[key], key))
+        return kw
+
+    def proposer(self, top: dict) -> dict[str, Any]:
+        value = top.get("proposer")
+        if value is None:
+            return {}
+        if isinstance(value, str):  # `proposer: search` is shorthand for the name alone
+            value = {"name": value}
+        section = self.mapping(value, "proposer", ("name", "seed"))
+        kw: dict[str, Any] = {}
+        self.put(kw, "proposer", self.choice(section, "name", "proposer.name", PROPOSERS))
+        seed = self.number(section, "seed", where="proposer", minimum=0, integer=True)
+        self.put(kw, "proposer_seed", seed)
+        return kw
+
+    def knobs(self, top: dict, globs: Config) -> tuple[Knob, ...] | None:
+        if "knobs" not in top:
+            return None
+        if top["knobs"] is None:
+            return ()
+        section = self.mapping(top["knobs"], "knobs", None)
+        knobs = (self.knob(name, spec, globs) for name, spec in section.items())
+        return tuple(k for k in knobs if k is not None)
+
+    def knob(self, name: Any, spec: Any, globs: Config) -> Knob | None:
+        where = f"knobs.{name}"
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            self.fail(where, "a knob name must be an identifier", "[A-Za-z_][A-Za-z0-9_]*")
+            return None
+        if name.upper() in FROZEN_KNOBS:
+            self.fail(where, "the seed is frozen (a new seed is noise, not progress)", "no SEED")
+            return None
+        entry = self.mapping(spec, where, ("file", "kind", "type", "low", "high", "scale"))
+        before = len(self.problems)
+        kind = self.choice(entry, "kind", f"{where}.kind", KNOB_KINDS) or "env"
+        type_ = self.choice(entry, "type", f"{where}.type", KNOB_TYPES) or "float"
+        scale = self.choice(entry, "scale", f"{where}.scale", KNOB_SCALES) or "linear"
+        file = entry.get("file", KNOB_DEFAULT_FILES[kind])
+        low = self.number(entry, "low", where=where, required=True)
+        high = self.number(entry, "high", where=where, required=True)
+        if len(self.problems) > before or low is None or high is None:
+            return None
+        if not isinstance(file, str) or not is_editable(globs, file):
+            self.fail(f"{where}.file", f"{file!r} is not an editable file", "a path in `editable`")
+            return None
+        problem = _range_problem(low, high, type_, scale)
+        if problem:
+            self.fail(where, problem, "low < high; low > 0 for log; whole bounds for int")
+            return None
+        try:
+            return Knob(name, file, kind, type_, low, high, scale)
+        except ValueError as exc:  # the proposer's own checks (KnobError)
+            self.fail(where, str(exc), "see loop/proposers/search.py")
+            return None
+
+    def noise(self, top: dict, profiles: dict[str, ProfileConfig]) -> dict[str, Any]:
+        section = self.mapping(top.get("noise", {}), "noise", ("k", "fixed"))
+        kw: dict[str, Any] = {}
+        self.put(kw, "noise_k", self.number(section, "k", where="noise", minimum=0))
+        if "fixed" in section:
+            fixed = dict(DEFAULT_NOISE)
+            for name, value in self.mapping(section["fixed"], "noise.fixed", None).items():
+                if name not in profiles:
+                    allowed = f"one of {', '.join(profiles)}"
+                    self.fail(f"noise.fixed.{name}", "unknown profile", allowed)
+                    continue
+                number = self.number({name: value}, name, where="noise.fixed", minimum=0)
+                if number is not None:
+                    fixed[name] = number
+            kw["noise"] = fixed
+        return kw
+
+    def stop(self, top: dict) -> dict[str, Any]:
+        keys = ("max_consecutive_failures", "stop_file")
+        section = self.mapping(top.get("stop", {}), "stop", keys)
+        kw: dict[str, Any] = {}
+        failures = self.number(section, keys[0], where="stop", minimum=1, integer=True)
+        self.put(kw, keys[0], failures)
+        if "stop_file" in section:
+            stop_file = section["stop_file"]
+            if not isinstance(stop_file, str) or _normalise(stop_file) is None:
+                self.fail("stop.stop_file", f"got {stop_file!r}", "a path inside the repository")
+            else:
+                kw["stop_file"] = stop_file
+        return kw
+
+    def limits(self, top: dict) -> dict[str, Any]:
+        keys = ("kill_grace_s", "max_memory_mb", "min_available_memory_mb", "min_free_disk_mb")
+        section = self.mapping(top.get("limits", {}), "limits", keys)
+        kw: dict[str, Any] = {}
+        self.put(kw, keys[0], self.number(section, keys[0], where="limits", minimum=0))
+        for key in keys[1:]:
+            self.put(kw, key, self.number(section, key, where="limits", minimum=0, integer=True))
+        return kw
+
+    # --- value checks -----------------------------------------------------------------
+
+    def fail(self, where: str, problem: str, allowed: str) -> None:
+        self.problems.append(f"{where}: {problem} (allowed: {allowed})")
+
+    @staticmethod
+    def put(kw: dict[str, Any], key: str, value: Any) -> None:
+        if value is not None:  # None = absent or invalid: keep the default
+            kw[key] = value
+
+    def mapping(self, value: Any, where: str, allowed: tuple[str, ...] | None) -> dict:
+        """`value` as a dict (empty when invalid); unknown keys reported with a suggestion."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(where, f"expected a mapping, got {type(value).__name__}", "key: value pairs")
+            return {}
+        if allowed is None:
+            return value
+        for key in value:
+            if key not in allowed:
+                path = str(key) if where == "(top level)" else f"{where}.{key}"
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                self.fail(path, f"unknown key{hint}", ", ".join(allowed))
+        return {k: v for k, v in value.items() if k in allowed}
+
+    def number(
+        self,
+        section: dict,
+        key: str,
+        *,
+        where: str = "",
+        minimum: float | None = None,
+        positive: bool = False,
+        integer: bool = False,
+        required: bool = False,
+    ) -> float | int | None:
+        path = f"{where}.{key}" if where else key
+        if key not in section:
+            if required:
+                self.fail(path, "missing", "a number")
+            return None
+        value = section[key]
+        kind = "a whole number" if integer else "a number"
+        if positive:
+            kind += " > 0"
+        elif minimum is not None:
+            kind += f" >= {minimum:g}"
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value) and (not integer or float(value).is_integer())
+        ok = ok and (not positive or value > 0) and (minimum is None or value >= minimum)
+        if not ok:
+            self.fail(path, f"got {value!r}", kind)
+            return None
+        return int(value) if integer else value
+
+    def string(self, section: dict, key: str, where: str, pattern: re.Pattern) -> str | None:
+        if key not in section:
+            return None
+        value = section[key]
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            self.fail(where, f"got {value!r}", f"text matching {pattern.pattern}")
+            return None
+        return value
+
+    def choice(self, section: dict, key: str, where: str, allowed: tuple[str, ...]) -> str | None:
+        if key not in section:
+            return None
+        if section[key] not in allowed:
+            self.fail(where, f"got {section[key]!r}", " | ".join(allowed))
+            return None
+        return section[key]
+
+    def command(self, section: dict, where: str) -> str | None:
+        if "command" not in section:
+            return None
+        value = section["command"]
+        if not isinstance(value, str) or not value.strip():
+            self.fail(where, f"got {value!r}", "a non-empty shell command")
+            return None
+        return value
+
+    def glob_list(self, value: Any, where: str) -> tuple[str, ...] | None:
+        allowed = "a list of repo-relative globs, e.g. [autoresearch.sh, 'benchmark/*.py']"
+        if not isinstance(value, list):
+            self.fail(where, f"expected a list, got {type(value).__name__}", allowed)
+            return None
+        globs = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip() or _normalise(item) is None:
+                self.fail(f"{where}[{i}]", f"got {item!r}", allowed)
+                continue
+            try:
+                _glob_regex(item)
+            except re.error as exc:
+                self.fail(f"{where}[{i}]", f"bad glob {item!r} ({exc})", allowed)
+                continue
+            globs.append(item)
+        return tuple(globs)
+
+
+# ----------------------------------------------------------------------------------------
+# Paths and globs
+
+
+def _normalise(relpath: str) -> str | None:
+    """A clean repo-relative posix path, or None if it is absolute or climbs out (`..`)."""
+    # Posix, as git reports paths: a backslash is part of a file name, not a separator.
+    if not relpath or relpath.startswith("/"):
+        return None
+    parts = [p for p in PurePosixPath(relpath).parts if p != "."]
+    if not parts or ".." in parts:
+        return None
+    return "/".join(parts)
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    if pattern.startswith("./"):
+        pattern = pattern[2:]
+    if pattern.endswith("/"):
+        pattern += "**"
+    regex = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            regex.append("(?:.*/)?")  # zero or more whole segments
+            i += 3
+        elif pattern.startswith("**", i):
+            regex.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            regex.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            regex.append("[^/]")
+            i += 1
+        elif pattern[i] == "[":
+            end = pattern.find("]", i + 2)
+            if end < 0:
+                raise re.error("unclosed [")
+            body = pattern[i + 1 : end]
+            regex.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+            i = end + 1
+        else:
+            regex.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(regex))
+
+
+def _range_problem(low: float, high: float, type_: str, scale: str) -> str | None:
+    if not low < high:
+        return f"low {low!r} >= high {high!r}"
+    if scale == "log" and low <= 0:
+        return f"low {low!r} with scale: log"
+    if type_ == "int" and not (float(low).is_integer() and float(high).is_integer()):
+        return f"type: int with fractional bounds {low!r}, {high!r}"
+    return None
+
+
+def _known_datasets() -> tuple[str, ...]:
+    try:
+        from loop.datasets import DATASETS
+    except ImportError:  # data modules not installed: the two documented names
+        return ("sample", "fineweb")
+    return tuple(DATASETS)

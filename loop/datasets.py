@@ -1,0 +1,268 @@
+"""The one place that knows where datasets and tokenizers live, and how a dataset is named.
+
+Caches (data, tokenizers, the upstream clone) live in the main checkout, so a daemon worktree
+under `.autogolf/` shares them instead of copying gigabytes. A results row records
+`dataset_id(info)` so that results from different datasets are never compared.
+
+`python -m loop.datasets --shell [NAME]` prints DATA_PATH, TOKENIZER_PATH, DATASET_NAME and
+DATASET_ID for `eval` in bash; `--root` prints the cache root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from loop import shards
+
+CACHE_ENV = "AUTOGOLF_CACHE_ROOT"
+SAMPLE_FIX = "bash scripts/bootstrap-parameter-golf.sh --sample"
+REAL_FIX = "bash scripts/bootstrap-parameter-golf.sh --train-shards N"
+REAL_HINT = " (it needs a network; offline, use `dataset: sample` in autogolf.yaml)"
+UPSTREAM_DIR = Path(".upstream/parameter-golf")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where one named dataset lives, relative to the cache root."""
+
+    name: str
+    kind: str  # "sample" | "real"
+    data_dir: Path
+    tokenizer: Path
+    manifest: Path
+    vocab_size: int
+    fix: str
+    hint: str = ""
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "sample": DatasetSpec(
+        name="sample_sp1024",
+        kind="sample",
+        data_dir=Path("data/datasets/sample_sp1024"),
+        tokenizer=Path("data/tokenizers/sample_1024_bpe.model"),
+        manifest=Path("data/datasets/sample_sp1024/manifest.json"),
+        vocab_size=1024,
+        fix=SAMPLE_FIX,
+    ),
+    "fineweb": DatasetSpec(
+        name="fineweb10B_sp1024",
+        kind="real",
+        data_dir=UPSTREAM_DIR / "data/datasets/fineweb10B_sp1024",
+        tokenizer=UPSTREAM_DIR / "data/tokenizers/fineweb_1024_bpe.model",
+        manifest=UPSTREAM_DIR / "data/manifest.json",
+        vocab_size=1024,
+        fix=REAL_FIX,
+        hint=REAL_HINT,
+    ),
+}
+# The directory names are accepted too, since that is what ledger rows show.
+ALIASES = {spec.name: key for key, spec in DATASETS.items()}
+
+
+class DatasetError(Exception):
+    """A dataset that is missing or unusable; the message says how to fix it.
+
+    `problem` and `fix` are the two halves, for reports that print them on separate lines.
+    """
+
+    def __init__(self, problem: str, fix: str | None = None) -> None:
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{problem}. Fix: run `{fix}`" if fix else problem)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    kind: str
+    data_path: Path
+    tokenizer_path: Path
+    manifest_path: Path
+    vocab_size: int
+
+    def manifest(self) -> dict | None:
+        """The parsed manifest, or None when there is none (real data may lack one)."""
+        if not self.manifest_path.is_file():
+            return None
+        return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+
+
+def _main_checkout_of(start: Path) -> Path | None:
+    """The main checkout owning the git repository that contains start, if any.
+
+    Read from the `.git` entry directly (no git subprocess): a directory means start is in
+    the main checkout; a file means a linked worktree whose gitdir names the common dir.
+    """
+    for folder in (start, *start.parents):
+        dot_git = folder / ".git"
+        if dot_git.is_dir():
+            return folder
+        if dot_git.is_file():
+            text = dot_git.read_text(encoding="utf-8", errors="replace").strip()
+            if not text.startswith("gitdir:"):
+                return None
+            gitdir = (folder / text[len("gitdir:"):].strip()).resolve()
+            commondir_file = gitdir / "commondir"
+            if not commondir_file.is_file():
+                return folder  # a submodule or an unusual layout: treat as its own root
+            common = (gitdir / commondir_file.read_text(encoding="utf-8").strip()).resolve()
+            return common.parent if common.name == ".git" else folder
+    return None
+
+
+def cache_root(start: Path | None = None) -> Path:
+    """Root under which data/ and .upstream/ live (see module docstring)."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    start = (start or Path.cwd()).resolve()
+    return _main_checkout_of(start) or start
+
+
+def spec_for(name: str) -> DatasetSpec:
+    key = ALIASES.get(name, name)
+    if key not in DATASETS:
+        known = ", ".join(sorted(DATASETS))
+        raise DatasetError(f"unknown dataset {name!r}; known datasets: {known}")
+    return DATASETS[key]
+
+
+def resolve(name: str, root: Path | None = None) -> DatasetInfo:
+    """Locate a dataset; raise DatasetError with the fix when any part is missing."""
+    spec = spec_for(name)
+    base = cache_root(root) if root is None else Path(root).resolve()
+    info = DatasetInfo(
+        name=spec.name,
+        kind=spec.kind,
+        data_path=base / spec.data_dir,
+        tokenizer_path=base / spec.tokenizer,
+        manifest_path=base / spec.manifest,
+        vocab_size=spec.vocab_size,
+    )
+    missing = _missing_parts(info)
+    if missing:
+        raise DatasetError(
+            f"dataset {spec.name!r} ({spec.kind}) is not ready under {base}: "
+            f"{'; '.join(missing)}{spec.hint}",
+            spec.fix,
+        )
+    return info
+
+
+def _missing_parts(info: DatasetInfo) -> list[str]:
+    missing = []
+    if not info.data_path.is_dir():
+        return [f"no directory {info.data_path}"]
+    if not shards.shard_files(info.data_path, "train"):
+        missing.append(f"no train shards in {info.data_path}")
+    if not shards.shard_files(info.data_path, "val"):
+        missing.append(f"no val shard in {info.data_path}")
+    if not info.tokenizer_path.is_file():
+        missing.append(f"no tokenizer {info.tokenizer_path}")
+    if info.kind == "sample" and not info.manifest_path.is_file():
+        missing.append(f"no manifest {info.manifest_path} (incomplete build)")
+    return missing
+
+
+def _sha256_file(path: Path, h: hashlib._Hash | None = None) -> hashlib._Hash:
+    h = h or hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h
+
+
+def sha256_file(path: Path) -> str:
+    return _sha256_file(path).hexdigest()
+
+
+def content_hash(tokenizer: Path, shard_paths: list[Path]) -> str:
+    """sha256 over the tokenizer bytes then every shard's bytes in sorted name order."""
+    h = _sha256_file(tokenizer)
+    for path in sorted(shard_paths, key=lambda p: p.name):
+        _sha256_file(path, h)
+    return h.hexdigest()
+
+
+def _real_hash(info: DatasetInfo) -> str:
+    # Hashing ~40 GB of train shards per experiment is too slow: names + sizes stand in.
+    h = _sha256_file(info.tokenizer_path)
+    for path in shards.shard_files(info.data_path, "val"):
+        _sha256_file(path, h)
+    for path in shards.shard_files(info.data_path, "train"):
+        h.update(f"{path.name}\0{path.stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
+def dataset_id(info: DatasetInfo) -> str:
+    """`<name>:<first 16 hex of the content hash>` (see DESIGN.md for what is hashed)."""
+    if info.kind == "sample":
+        manifest = info.manifest() or {}
+        digest = manifest.get("content_hash")
+        if not isinstance(digest, str) or len(digest) < 16:
+            raise DatasetError(
+                f"{info.manifest_path}: no content_hash",
+                "bash scripts/bootstrap-parameter-golf.sh --sample --force",
+            )
+    else:
+        digest = _real_hash(info)
+    return f"{info.name}:{digest[:16]}"
+
+
+def configured_name(root: Path) -> str:
+    """The `dataset:` of autogolf.yaml at root (a name, or a mapping with `name`), else sample."""
+    path = root / "autogolf.yaml"
+    if not path.is_file():
+        return "sample"
+    import yaml  # only needed here; keeps `--root` usable before dependencies are complete
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise DatasetError(f"{path}: not valid YAML ({exc})") from exc
+    value = data.get("dataset", "sample") if isinstance(data, dict) else "sample"
+    if isinstance(value, dict):
+        value = value.get("name", "sample")
+    return str(value)
+
+
+def shell_lines(info: DatasetInfo) -> list[str]:
+    values = {
+        "DATA_PATH": str(info.data_path),
+        "TOKENIZER_PATH": str(info.tokenizer_path),
+        "DATASET_NAME": info.name,
+        "DATASET_ID": dataset_id(info),
+    }
+    return [f"{key}={shlex.quote(value)}" for key, value in values.items()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loop.datasets", description=__doc__)
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--shell", nargs="?", const="", metavar="NAME",
+                       help="print shell assignments for NAME (default: autogolf.yaml)")
+    group.add_argument("--root", action="store_true", help="print the cache root")
+    args = parser.parse_args(argv)
+    root = cache_root()
+    if args.root:
+        print(root)
+        return 0
+    try:
+        name = args.shell or configured_name(root)
+        print("\n".join(shell_lines(resolve(name, root))))
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

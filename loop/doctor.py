@@ -1,0 +1,271 @@
+"""`autogolf doctor`: is this machine ready for an overnight run? One line per fact.
+
+Each check says ok, warn (works, but slower or riskier) or FAIL (a blocker: the loop cannot
+produce a trustworthy result), and every warn or FAIL carries the command that fixes it.
+The exit status is 1 when there is any blocker, so scripts can stop before the loop starts.
+A value the doctor cannot find out is printed as "unknown", never as 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from loop import datasets, sample_data, shards
+from loop.platform import blas_in_use, free_disk_bytes, openblas_path
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+GIB = 1024**3
+DISK_WARN_BYTES = 5 * GIB  # a few real shards (200 MB each) plus logs and checkpoints
+DISK_FAIL_BYTES = GIB // 2
+SETUP_FIX = "bash scripts/setup.sh"
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix: str | None = None
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_python() -> list[Check]:
+    version = platform.python_version()
+    return [Check("python", OK, f"{version} at {sys.executable}")]
+
+
+def _import_mlx():
+    import mlx.core as mx
+
+    return mx
+
+
+def check_mlx() -> list[Check]:
+    try:
+        mx = _import_mlx()
+    except Exception as exc:  # ImportError, or a broken native library (OSError)
+        fix = "bash scripts/setup.sh (installs mlx[cpu] on Linux, mlx on macOS)"
+        return [Check("mlx", FAIL, f"cannot import mlx.core: {exc}", fix)]
+    version = getattr(mx, "__version__", None) or "unknown"
+    try:
+        device = str(mx.default_device())
+    except Exception:
+        device = "unknown"
+    metal = _metal_available(mx)
+    detail = f"{version}, default device {device}, Metal {metal}"
+    if sys.platform == "darwin" and metal != "available":
+        fix = "use an Apple-silicon Mac with macOS 13.5+ and the arm64 Python build"
+        return [Check("mlx", WARN, detail + " (training will run on the CPU)", fix)]
+    return [Check("mlx", OK, detail)]
+
+
+def _metal_available(mx) -> str:
+    try:
+        return "available" if mx.metal.is_available() else "not available"
+    except Exception:
+        return "unknown"
+
+
+def check_sentencepiece() -> list[Check]:
+    try:
+        import sentencepiece as spm
+    except Exception as exc:
+        return [Check("sentencepiece", FAIL, f"cannot import: {exc}", SETUP_FIX)]
+    return [Check("sentencepiece", OK, getattr(spm, "__version__", "unknown"))]
+
+
+def check_blas() -> list[Check]:
+    detail = blas_in_use()
+    if sys.platform.startswith("linux") and openblas_path() is None:
+        fix = "apt-get install libopenblas0-pthread (as root), then re-run doctor"
+        return [Check("blas", WARN, detail, fix)]
+    return [Check("blas", OK, detail)]
+
+
+def _run_git(root: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
+    try:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                              timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def check_git(root: Path) -> list[Check]:
+    if not root.is_dir():
+        return [Check("git", FAIL, f"{root} does not exist", "run doctor from your checkout")]
+    if shutil.which("git") is None:
+        return [Check("git", FAIL, "git is not installed", "install git (xcode-select "
+                      "--install on macOS, apt-get install git on Linux)")]
+    top = _run_git(root, "rev-parse", "--show-toplevel")
+    if top is None or top.returncode != 0:
+        fix = f"cd {root} && git init && git add -A && git commit -m start"
+        return [Check("git", FAIL, f"{root} is not a git repository", fix)]
+    head = _run_git(root, "rev-parse", "--short", "HEAD")
+    if head is None or head.returncode != 0:
+        fix = "git add -A && git commit -m start (the loop branches from your HEAD)"
+        return [Check("git", FAIL, "no commits yet", fix)]
+    branch = _run_git(root, "rev-parse", "--abbrev-ref", "HEAD")
+    status = _run_git(root, "status", "--porcelain")
+    branch_name = branch.stdout.strip() if branch and branch.returncode == 0 else "unknown"
+    changed = (
+        str(len(status.stdout.splitlines())) if status and status.returncode == 0 else "unknown"
+    )
+    detail = f"branch {branch_name} at {head.stdout.strip()}, {changed} uncommitted changes"
+    if changed not in ("0", "unknown"):
+        note = "the loop starts from HEAD; commit what it should build on"
+        return [Check("git", WARN, detail, note)]
+    return [Check("git", OK, detail)]
+
+
+def check_disk(root: Path) -> list[Check]:
+    try:
+        free = free_disk_bytes(root)
+    except OSError as exc:
+        return [Check("disk", WARN, f"free space unknown ({exc})")]
+    detail = f"{free / GIB:.1f} GiB free under {root}"
+    fix = "free disk space (logs/, .autogolf/experiments/, old shards)"
+    if free < DISK_FAIL_BYTES:
+        return [Check("disk", FAIL, detail, fix)]
+    if free < DISK_WARN_BYTES:
+        return [Check("disk", WARN, detail, fix)]
+    return [Check("disk", OK, detail)]
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def check_datasets(root: Path) -> list[Check]:
+    """Every known dataset: present or not; the configured one missing is a blocker."""
+    try:
+        configured = datasets.configured_name(root)
+    except Exception as exc:  # unreadable autogolf.yaml: the config check owns that error
+        configured = "sample"
+        note = Check("dataset", WARN, f"cannot read dataset: from autogolf.yaml ({exc})")
+    else:
+        note = None
+    try:
+        wanted = datasets.spec_for(configured).name
+    except datasets.DatasetError as exc:
+        return [Check("dataset", FAIL, str(exc), "set dataset: sample or fineweb")]
+    checks = [note] if note else []
+    for key in sorted(datasets.DATASETS):
+        checks.append(_dataset_check(key, root, wanted))
+    return checks
+
+
+def _dataset_check(key: str, root: Path, wanted: str) -> Check:
+    spec = datasets.DATASETS[key]
+    label = f"data:{key}"
+    role = "configured" if spec.name == wanted else "optional"
+    try:
+        info = datasets.resolve(key, root)
+    except datasets.DatasetError as exc:
+        if role == "optional":
+            return Check(label, OK, "not found (optional)")
+        return Check(label, FAIL, exc.problem, exc.fix)
+    problems = _match_problems(info, root)
+    summary = _summary(info, role)
+    if problems:
+        fix = ("bash scripts/bootstrap-parameter-golf.sh --sample --force" if key == "sample"
+               else "delete the files named and re-run the bootstrap with --train-shards N")
+        status = FAIL if role == "configured" else WARN
+        return Check(label, status, f"{summary}; " + "; ".join(problems[:3]), fix)
+    return Check(label, OK, summary)
+
+
+def _summary(info: datasets.DatasetInfo, role: str) -> str:
+    report = shards.validate_directory(info.data_path)
+    try:
+        ident = datasets.dataset_id(info)
+    except (datasets.DatasetError, OSError):
+        ident = f"{info.name}:unknown"
+    return (f"{ident} ({role}): {report.train_files} train shards / "
+            f"{report.train_tokens:,} tokens, {report.val_files} val / "
+            f"{report.val_tokens:,} tokens")
+
+
+def _match_problems(info: datasets.DatasetInfo, root: Path) -> list[str]:
+    """Does the tokenizer belong to the shards? Size of the vocab, and every id below it."""
+    problems = _tokenizer_problems(info)
+    if info.kind == "sample":
+        return problems + sample_data.validate_sample(root)
+    report = shards.validate_directory(info.data_path)
+    problems += report.errors
+    for path in shards.shard_files(info.data_path, "val"):  # ids: the split that is scored
+        try:
+            shards.validate_shard(path, info.vocab_size)
+        except shards.ShardError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def _tokenizer_problems(info: datasets.DatasetInfo) -> list[str]:
+    try:
+        import sentencepiece as spm
+
+        pieces = spm.SentencePieceProcessor(model_file=str(info.tokenizer_path)).get_piece_size()
+    except Exception as exc:
+        return [f"{info.tokenizer_path}: not a sentencepiece model ({exc})"]
+    if pieces != info.vocab_size:
+        return [f"{info.tokenizer_path}: {pieces} pieces, the dataset expects {info.vocab_size}"]
+    return []
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def run_checks(root: Path) -> list[Check]:
+    return [
+        *check_python(),
+        *check_mlx(),
+        *check_sentencepiece(),
+        *check_blas(),
+        *check_datasets(root),
+        *check_git(root),
+        *check_disk(root),
+    ]
+
+
+def format_report(checks: list[Check]) -> str:
+    width = max(len(c.name) for c in checks)
+    lines = []
+    for check in checks:
+        lines.append(f"{check.status:<4}  {check.name:<{width}}  {check.detail}")
+        if check.fix and check.status != OK:
+            lines.append(f"{'':<4}  {'':<{width}}  fix: {check.fix}")
+    blockers = sum(c.status == FAIL for c in checks)
+    warnings = sum(c.status == WARN for c in checks)
+    verdict = "ready" if not blockers else f"{blockers} blocker(s): fix the FAIL lines first"
+    lines.append(f"doctor: {verdict} ({warnings} warning(s))")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", type=Path, help="repository / cache root (default: found)")
+    parser.add_argument("--json", action="store_true", help="print the checks as JSON")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="autogolf doctor", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    root = (args.root or datasets.cache_root()).resolve()
+    checks = run_checks(root)
+    if args.json:
+        print(json.dumps([asdict(c) for c in checks], indent=2))
+    else:
+        print(format_report(checks))
+    return 1 if any(c.status == FAIL for c in checks) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

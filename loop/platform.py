@@ -1,0 +1,53 @@
+"""Facts about the machine that more than one module needs: BLAS preload, disk, OS."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import sys
+from pathlib import Path
+
+# Debian/Ubuntu's libopenblas0-pthread; MLX's Linux wheel bundles a reference BLAS that is
+# about 40x slower for matrix products, so children that run the trainer preload this one.
+_OPENBLAS_GLOBS = (
+    "/usr/lib/*-linux-gnu/openblas-pthread/libopenblas.so.0",
+    "/usr/lib/*/libopenblas.so.0",
+    "/usr/lib64/libopenblas.so.0",
+)
+
+
+def openblas_path() -> str | None:
+    """Path of the system OpenBLAS to preload on Linux, or None (macOS, or not installed)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    for pattern in _OPENBLAS_GLOBS:
+        hits = sorted(glob.glob(pattern))
+        if hits:
+            return hits[0]
+    return None
+
+
+def blas_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment entries that make an MLX child use the fast BLAS (empty when not needed)."""
+    lib = openblas_path()
+    if lib is None:
+        return {}
+    current = (base if base is not None else os.environ).get("LD_PRELOAD", "")
+    if lib in current.split(":"):
+        return {"LD_PRELOAD": current}
+    return {"LD_PRELOAD": f"{lib}:{current}" if current else lib}
+
+
+def blas_in_use() -> str:
+    """Which BLAS an MLX child started now would use, in words."""
+    if sys.platform == "darwin":
+        return "Accelerate (macOS)"
+    lib = openblas_path()
+    if lib is None:
+        return "MLX bundled reference BLAS (slow; install libopenblas0-pthread)"
+    return f"OpenBLAS via LD_PRELOAD ({lib})"
+
+
+def free_disk_bytes(path: str | Path) -> int:
+    return shutil.disk_usage(path).free

@@ -1,0 +1,882 @@
+"""The loop: one experiment's lifecycle (SPEC 5), the profile ladder and the stop rules.
+
+The scheduler only wires the other modules: the keep rule is loop.decision's, git is
+loop.gitsession's, child processes are loop.runner's, parsing is loop.metrics' and
+loop.logparse's. What it owns is the order of the stages, the incumbents per profile (derived
+from the session's ledger rows, so nothing else has to be kept in sync) and resuming: a small
+state file, written before every stage, says what to finish or undo after a kill.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from loop import datasets, decision, ideas, logparse, runner
+from loop import metrics as metriclines
+from loop.config import Config, is_editable
+from loop.gitsession import GitSession, diff_hash
+from loop.ledger import Ledger
+from loop.lock import DaemonLock
+from loop.platform import blas_env
+from loop.proposers.ideas import IdeasProposer
+from loop.proposers.search import KnobError, SearchProposer, read_knobs
+
+# Statuses that count towards the consecutive-failures stop rule.
+FAILURES = frozenset({"crash", "timeout", "checks_failed", "invalid_metric", "metric_mismatch"})
+# Rows that say nothing about the change itself, so the same diff may be tried again.
+NOT_MEASURED = frozenset({"interrupted", "duplicate"})
+# A proposer that only repeats measured changes would otherwise spin forever writing rows.
+MAX_CONSECUTIVE_DUPLICATES = 25
+TRAINER = "benchmark/train_gpt_mlx.py"
+IDEAS_FILE = "autoresearch.ideas.md"  # the user's backlog, in the main checkout
+
+
+class UserError(Exception):
+    """A problem the user can fix; the CLI prints it as one line and exits 2."""
+
+
+class _Decided(Exception):
+    """An experiment's outcome is known before its ladder finished (forbidden, failed...)."""
+
+    def __init__(self, status: str, reason: str, margin: float | None = None):
+        super().__init__(reason)
+        self.verdict = {"status": status, "reason": reason, "margin": margin}
+
+
+class _Abandon(Exception):
+    """A stop was requested mid-experiment: undo the change, record `interrupted`."""
+
+
+class _BaselineFailed(Exception):
+    """The incumbent itself failed at a rung: no candidate can be judged there."""
+
+
+# --------------------------------------------------------------------------- paths, state
+
+
+@dataclass(frozen=True)
+class Paths:
+    repo: Path
+
+    @property
+    def home(self) -> Path:
+        return self.repo / ".autogolf"
+
+    @property
+    def ledger(self) -> Path:
+        return self.home / "ledger.jsonl"
+
+    @property
+    def lock(self) -> Path:
+        return self.home / "lock"
+
+    @property
+    def state(self) -> Path:
+        return self.home / "state.json"
+
+    def experiment(self, exp_id: str) -> Path:
+        return self.home / "experiments" / exp_id
+
+    def rel(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.repo))
+        except ValueError:
+            return str(path)
+
+
+def read_state(path: Path) -> dict | None:
+    """The daemon's state file, or None when absent or unreadable (then nothing to resume)."""
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def write_state(path: Path, state: dict) -> None:
+    """Atomic replace: a kill leaves either the old or the new state, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def file_hash(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------- ledger views
+
+
+def sessions(rows: list[dict]) -> list[str]:
+    """Session names in the order their headers were written."""
+    return [r["session"] for r in rows if r.get("type") == "session" and r.get("session")]
+
+
+def session_experiments(rows: list[dict], session: str | None) -> list[dict]:
+    return [
+        r
+        for r in rows
+        if r.get("type") == "experiment" and r.get("session") == session and not r.get("manual")
+    ]
+
+
+def incumbents(rows: list[dict], session: str | None, head: str | None = None,
+               dataset: str | None = None) -> dict[str, dict]:
+    """Per profile: the latest kept/baseline measurement of the session.
+
+    With `head`, only measurements of that commit count (a keep at breadth makes an older
+    confirm figure stale); with `dataset`, only rows from that dataset (never compared across).
+    Each value: {"val_bpb", "id", "commit"}.
+    """
+    found: dict[str, dict] = {}
+    for row in session_experiments(rows, session):
+        if row.get("status") != "keep":
+            continue
+        if (head and row.get("commit") != head) or (dataset and row.get("dataset") != dataset):
+            continue
+        for profile, rung in (row.get("rungs") or {}).items():
+            value = rung.get("val_bpb") if isinstance(rung, dict) else None
+            if isinstance(value, (int, float)):
+                found[profile] = {"val_bpb": value, "id": row.get("id"),
+                                  "commit": row.get("commit")}
+    return found
+
+
+def find_duplicate(rows: list[dict], digest: str, base_commit: str,
+                   dataset: str | None) -> dict | None:
+    """An earlier measurement of the same diff on the same incumbent commit and dataset."""
+    for row in rows:
+        if (
+            row.get("type") == "experiment"
+            and row.get("diff_hash") == digest
+            and row.get("base_commit") == base_commit
+            and row.get("dataset") == dataset
+            and row.get("status") not in NOT_MEASURED
+            and not row.get("baseline")
+        ):
+            return row
+    return None
+
+
+def next_id(rows: list[dict], reserved: set[str] | frozenset[str] = frozenset()) -> str:
+    """The id after the highest E<n> among rows and in-flight ids (no row written yet).
+
+    Same rule as Ledger.next_id, but over the rows the daemon already holds in memory: a
+    re-read of a long ledger per experiment would dominate the loop's own overhead.
+    """
+    highest = 0
+    for exp_id in [r.get("id") for r in rows] + list(reserved):
+        text = str(exp_id or "")
+        if text[:1] == "E" and text[1:].isdigit():
+            highest = max(highest, int(text[1:]))
+    return f"E{highest + 1:04d}"
+
+
+def normalise_id(text: str) -> str:
+    """"7", "e7", "E0007" -> "E0007"; anything else unchanged."""
+    digits = text[1:] if text[:1] in "eE" else text
+    return f"E{int(digits):04d}" if digits.isdigit() else text
+
+
+# --------------------------------------------------------------------------- stop rules
+
+
+@dataclass
+class StopRules:
+    max_experiments: int | None = None
+    deadline: float | None = None  # time.time() after which no experiment starts
+    max_consecutive_failures: int = 5  # 0 = never stop on failures
+    stop_file: Path | None = None
+
+
+def deadline_from(until: str | None, hours: float | None,
+                  now: datetime | None = None) -> float | None:
+    """The earlier of `--until HH:MM` (next such local time) and `--hours H` from now."""
+    now = now or datetime.now().astimezone()
+    limits = []
+    if hours is not None:
+        if hours <= 0:
+            raise UserError(f"--hours must be a positive number of hours, got {hours}")
+        limits.append(now + timedelta(hours=hours))
+    if until is not None:
+        limits.append(_next_clock_time(until, now))
+    return min(limits).timestamp() if limits else None
+
+
+def _next_clock_time(until: str, now: datetime) -> datetime:
+    try:
+        hh, mm = (int(p) for p in until.split(":"))
+        target = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
+    except ValueError:
+        raise UserError(
+            f"--until must be a local time HH:MM (24-hour), e.g. --until 07:30; got {until!r}"
+        ) from None
+    return target if target > now else target + timedelta(days=1)
+
+
+# --------------------------------------------------------------------------- experiments
+
+
+@dataclass
+class Experiment:
+    """Everything a ledger row needs; serialised into the state file before every stage."""
+
+    id: str
+    session: str | None
+    head: str | None
+    proposer: str
+    description: str = ""
+    baseline: bool = False
+    manual: bool = False
+    idea: str | None = None
+    knobs: dict | None = None
+    diff_hash: str | None = None
+    patch: str | None = None
+    dataset: str | None = None
+    trainer_hash: str | None = None
+    rungs: dict[str, dict] = field(default_factory=dict)
+    incumbent_before: dict[str, float | None] = field(default_factory=dict)
+    stage: str = "propose"
+    verdict: dict | None = None  # {"status", "reason", "margin"} once decided
+
+    def row(self, commit: str | None = None) -> dict:
+        verdict = self.verdict or {}
+        return {
+            "type": "experiment", "id": self.id, "session": self.session,
+            "timestamp": utc_now(), "proposer": self.proposer, "idea": self.idea,
+            "description": self.description, "knobs": self.knobs, "rungs": self.rungs,
+            "status": verdict.get("status"), "reason": verdict.get("reason"),
+            "margin": verdict.get("margin"), "incumbent_before": self.incumbent_before,
+            "base_commit": self.head, "commit": commit, "patch": self.patch,
+            "diff_hash": self.diff_hash, "dataset": self.dataset,
+            "trainer_hash": self.trainer_hash, "manual": self.manual, "baseline": self.baseline,
+        }
+
+    @classmethod
+    def from_state(cls, data: dict) -> Experiment:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class Measurement:
+    rung: dict  # METRIC values + wall_s, exit_code, timed_out, log
+    verdict: decision.Verdict | None  # None = a valid run
+    val_bpb: float | None  # the daemon's own reading of the score
+
+
+def measure(command: str, cwd: Path, env: dict[str, str], timeout_s: float, log_path: Path,
+            cap_bytes: int, on_line: Callable[[str], None] | None = None,
+            stop: Callable[[], bool] | None = None) -> Measurement:
+    """Run one benchmark in `cwd` and judge its output with the daemon's own parsers."""
+    trainer = cwd / TRAINER
+    # Completes the artifact size when the log has no size total (upstream's trainer).
+    trainer_bytes = trainer.stat().st_size if trainer.is_file() else None
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    result = runner.run_command(command, cwd=cwd, env=env, timeout_s=timeout_s,
+                                log_path=log_path, on_line=on_line, stop=stop)
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    values = metriclines.parse_metric_lines(text)
+    parsed = logparse.parse_trainer_log(text)
+    verdict = decision.judge_run(values, parsed, cap_bytes, result.exit_code, result.timed_out,
+                                 trainer_bytes=trainer_bytes)
+    rung: dict[str, Any] = dict(values)
+    claimed = rung.pop("val_bpb", None)
+    score = None
+    if verdict is None or verdict.status == "over_cap":
+        # The score the daemon believes is its own re-reading of the raw log; the METRIC
+        # value agreed with it (judge_run checked), but it comes from an editable script.
+        rung["val_bpb"] = parsed.exact_val_bpb if parsed.exact_val_bpb is not None else claimed
+        score = rung["val_bpb"] if verdict is None else None
+    else:
+        # A run the daemon did not accept has no score; what each side said is kept apart.
+        if claimed is not None:
+            rung["metric_val_bpb"] = claimed
+        if parsed.exact_val_bpb is not None:
+            rung["log_val_bpb"] = parsed.exact_val_bpb
+    rung.update(wall_s=round(result.wall_s, 3), exit_code=result.exit_code,
+                timed_out=result.timed_out, log=str(log_path))
+    return Measurement(rung, verdict, score)
+
+
+def commit_message(exp: Experiment) -> str:
+    """Description, then one trailer line per rung with the figures that won."""
+    lines = [exp.description or exp.id, "", f"Autogolf-Experiment: {exp.id}"]
+    for profile, rung in exp.rungs.items():
+        figures = " ".join(
+            f"{k}={rung[k]}" for k in ("val_bpb", "total_bytes", "step_ms", "wall_s") if k in rung
+        )
+        incumbent = exp.incumbent_before.get(profile)
+        lines.append(f"Autogolf-{profile.capitalize()}: {figures} incumbent={incumbent}")
+    margin = (exp.verdict or {}).get("margin")
+    lines.append(f"Autogolf-Margin: {margin}")
+    return "\n".join(lines) + "\n"
+
+
+def kill_orphans(token: str | None) -> int:
+    """Kill children a killed daemon left running (they carry its token in their env).
+
+    The runner puts each child in its own process group, so a SIGKILLed daemon's benchmark
+    keeps running; without this the resumed daemon would race it for the machine.
+    """
+    if not token:
+        return 0
+    killed = 0
+    for proc in psutil.process_iter(["pid", "environ"]):
+        env = proc.info.get("environ") or {}
+        if env.get("AUTOGOLF_DAEMON_TOKEN") == token and proc.pid != os.getpid():
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+                killed += 1
+    return killed
+
+
+# --------------------------------------------------------------------------- the daemon
+
+
+class Scheduler:
+    """`autogolf run`: experiments one after another until a stop rule fires."""
+
+    def __init__(self, repo: Path, cfg: Config, rules: StopRules, *, new_session: bool = False,
+                 proposer: Any = None, out: Callable[[str], None] = print):
+        self.paths = Paths(Path(repo).resolve())
+        self.cfg = cfg
+        self.rules = rules
+        self.out = out
+        self._new_session = new_session
+        self.proposer = proposer if proposer is not None else make_proposer(cfg, self.paths.repo)
+        self._signal: str | None = None
+        self._fatal: str | None = None
+        self.session: str | None = None
+        self.session_rows: list[dict] = []  # this session's experiment rows, in order
+        self.token = f"{os.getpid()}-{time.time_ns()}"
+        self.cache_root = datasets.cache_root(self.paths.repo)
+        self.dataset = datasets.resolve(cfg.dataset, self.cache_root)  # DatasetError: fix-it text
+        self.dataset_id = datasets.dataset_id(self.dataset)
+
+    # ---- the run
+
+    def run(self) -> str:
+        """Run until a stop rule fires; returns the stop reason (also in the ledger)."""
+        self.paths.home.mkdir(parents=True, exist_ok=True)
+        with DaemonLock(self.paths.lock) as lock:
+            if lock.taken_over:
+                self.out(f"warning: {lock.taken_over}")
+            self.ledger = Ledger(self.paths.ledger)
+            self.rows = self.ledger.rows()
+            for problem in self.ledger.problems:
+                self.out(f"warning: ledger: {problem}")
+            self._recover()
+            self._open_session()
+            self._clear_stale_stop_file()
+            with self._signals():
+                try:
+                    reason = self._loop()
+                except Exception as exc:
+                    # The ledger says why the night ended; the next `run` resumes the rest.
+                    self._stop_row(f"error: {type(exc).__name__}: {exc}")
+                    raise
+            self._stop_row(reason)
+            write_state(self.paths.state, {"session": self.session, "experiment": None,
+                                           "stage": "stopped", "reason": reason})
+        self.out(f"stopped: {reason}")
+        return reason
+
+    def _stop_row(self, reason: str) -> None:
+        self._append({"type": "stop", "session": self.session, "timestamp": utc_now(),
+                      "reason": reason})
+
+    def _loop(self) -> str:
+        done = failures = duplicates = 0
+        while True:
+            reason = self._stop_reason(done, failures, duplicates)
+            if reason:
+                return reason
+            if not self._first_rung_incumbent():
+                continue  # the baseline failed or was interrupted: _stop_reason says why
+            row = self._experiment()
+            if row is None:
+                return "the proposer has nothing left to propose"
+            done += 1
+            failures = failures + 1 if row["status"] in FAILURES else 0
+            duplicates = duplicates + 1 if row["status"] == "duplicate" else 0
+            if row["status"] == "keep":
+                self._maybe_full()
+
+    def _stop_reason(self, done: int, failures: int, duplicates: int) -> str | None:
+        rules = self.rules
+        if self._signal:
+            return f"stopped by {self._signal}"
+        if self._fatal:
+            return self._fatal
+        if rules.max_experiments is not None and done >= rules.max_experiments:
+            return f"reached --max-experiments {rules.max_experiments}"
+        if rules.deadline is not None and time.time() >= rules.deadline:
+            return "reached the time limit (--until/--hours)"
+        if rules.stop_file is not None and rules.stop_file.exists():
+            rules.stop_file.unlink(missing_ok=True)  # consumed, so the next `run` runs
+            return f"stop file {self.paths.rel(rules.stop_file)} found (removed)"
+        if 0 < rules.max_consecutive_failures <= failures:
+            return (f"{failures} consecutive failures (crash/timeout/checks/metric); "
+                    "see the last rows")
+        if duplicates >= MAX_CONSECUTIVE_DUPLICATES:
+            return f"{duplicates} duplicates in a row: the proposer only repeats measured changes"
+        return None
+
+    def _clear_stale_stop_file(self) -> None:
+        # A stop file left from before this run started would stop it at once, silently.
+        stop_file = self.rules.stop_file
+        if stop_file is not None and stop_file.exists():
+            stop_file.unlink(missing_ok=True)
+            self.out(f"removed a stale stop file {self.paths.rel(stop_file)}")
+
+    def _signals(self) -> contextlib.AbstractContextManager[None]:
+        # The handler only sets the flag (printing there could re-enter a print in
+        # progress); the runner's stop callback then ends the child, and the loop records.
+        def note(name: str) -> None:
+            self._signal = name
+
+        return catch_stop_signals(note)
+
+    def _stopping(self) -> bool:
+        return self._signal is not None
+
+    # ---- session and resume
+
+    def _open_session(self) -> None:
+        names = sessions(self.rows)
+        if names and not self._new_session:
+            self.session = names[-1]
+            self.git = GitSession.open(self.paths.repo, self.session)
+            self.out(f"continuing session {self.session} (branch {self.git.branch})")
+        else:
+            self.session = _unique_session_name(names)
+            self.git = GitSession.open(self.paths.repo, self.session)
+            self._append({"type": "session", "session": self.session, "timestamp": utc_now(),
+                          "branch": self.git.branch, "base_commit": self.git.head(),
+                          "dataset": self.dataset_id, "ladder": list(self.cfg.ladder),
+                          "proposer": self.cfg.proposer})
+            self.out(f"new session {self.session} (branch {self.git.branch})")
+        self.git.restore()  # the worktree is the daemon's: start every run from the branch head
+        # Views kept in memory: re-scanning a long ledger per stage would dominate the loop.
+        self.session_rows = session_experiments(self.rows, self.session)
+        self._next_number = int(next_id(self.rows)[1:])
+
+    def _recover(self) -> None:
+        """Finish or undo the experiment a killed daemon left (state.json says which)."""
+        state = read_state(self.paths.state)
+        if not state or not state.get("experiment"):
+            return
+        kill_orphans(state.get("token"))
+        git = GitSession.open(self.paths.repo, state["session"])
+        known = {r.get("id") for r in self.rows if r.get("type") == "experiment"}
+        for key in ("nested", "experiment"):
+            data = state.get(key)
+            if data and data.get("id") not in known:
+                exp = Experiment.from_state(data)
+                self._append(exp.row(self._recovered_commit(git, exp)))
+                self.out(f"resumed: recorded {exp.id} as {exp.verdict['status']}")
+        # To the branch head, never further back: a keep recorded before the kill stays.
+        git.restore()
+        write_state(self.paths.state, {"session": state["session"], "experiment": None,
+                                       "stage": "idle"})
+
+    def _recovered_commit(self, git: GitSession, exp: Experiment) -> str | None:
+        """Set exp.verdict for a row left unwritten; returns the kept commit, if any."""
+        stage = exp.stage
+        won = (exp.verdict or {}).get("status") == "keep"
+        if exp.baseline:
+            exp.verdict = {"status": "interrupted", "margin": None,
+                           "reason": f"daemon stopped during the baseline ({stage})"}
+            return None
+        if won and git.head() != exp.head:
+            return git.head()  # the kill came after the commit
+        if won and diff_hash(git.diff()) == exp.diff_hash:
+            return git.commit(commit_message(exp))  # the winning change is still on disk
+        if won or not exp.verdict:
+            exp.verdict = {"status": "interrupted", "margin": None,
+                           "reason": f"daemon stopped during {stage}; change undone, patch kept"}
+        return None
+
+    # ---- one experiment
+
+    def _new_experiment(self, proposer: str, **kw: Any) -> Experiment:
+        exp_id = f"E{self._next_number:04d}"  # ids are never reused, even when unrecorded
+        self._next_number += 1
+        return Experiment(id=exp_id, session=self.session, head=self.git.head(),
+                          proposer=proposer, dataset=self.dataset_id, **kw)
+
+    def _experiment(self) -> dict | None:
+        exp = self._new_experiment(getattr(self.proposer, "name", self.cfg.proposer))
+        self._stage(exp, "propose")
+        proposal = self.proposer.propose(self.git.worktree, self._history())
+        if proposal is None:
+            self.git.restore()
+            self._idle()
+            self._next_number -= 1  # nothing was tried: the id stays free
+            return None
+        exp.description, exp.knobs, exp.idea = proposal.description, proposal.knobs, proposal.idea
+        try:
+            self._validate(exp)
+            self._checks(exp)
+            self._climb(exp)
+        except _Decided as decided:
+            exp.verdict = decided.verdict
+        except _Abandon as stop:
+            exp.verdict = {"status": "interrupted", "reason": str(stop), "margin": None}
+        except _BaselineFailed as failed:
+            self._fatal = str(failed)
+            exp.verdict = {"status": "interrupted", "margin": None,
+                           "reason": f"not judged: {failed}"}
+        return self._finish(exp)
+
+    def _validate(self, exp: Experiment) -> None:
+        self._stage(exp, "validate")
+        changed = self.git.changed_files()
+        diff = self.git.diff()
+        exp.diff_hash = diff_hash(diff)
+        exp.patch = self._save_patch(exp.id, diff)
+        exp.trainer_hash = file_hash(self.git.worktree / TRAINER)
+        forbidden = [f for f in changed if not is_editable(self.cfg, f)]
+        if forbidden:
+            raise _Decided("forbidden_edit", "touches files outside the editable set: "
+                           + ", ".join(sorted(forbidden)))
+        if not changed:
+            raise _Decided("duplicate", "the proposal changed nothing: it is the incumbent")
+        earlier = find_duplicate(self.rows, exp.diff_hash, exp.head, self.dataset_id)
+        if earlier:
+            raise _Decided("duplicate", f"same change as {earlier['id']} ({earlier['status']}) "
+                           f"on incumbent {exp.head[:10]}; not re-run")
+
+    def _checks(self, exp: Experiment) -> None:
+        self._abandon_if_stopping("before the checks")
+        self._stage(exp, "checks")
+        log = self.paths.experiment(exp.id) / "checks.log"
+        result = runner.run_command(self.cfg.checks_command, cwd=self.git.worktree,
+                                    env=self._env(exp.id, None),
+                                    timeout_s=self.cfg.checks_timeout_s, log_path=log,
+                                    stop=self._stopping)
+        self._abandon_if_stopping("during the checks")
+        if result.timed_out:
+            raise _Decided("checks_failed", f"checks timed out after {self.cfg.checks_timeout_s:g}"
+                           f" s (see {self.paths.rel(log)})")
+        if result.exit_code != 0:
+            raise _Decided("checks_failed", f"checks exited {result.exit_code}: "
+                           f"{_last_line(log)} (see {self.paths.rel(log)})")
+
+    def _climb(self, exp: Experiment) -> None:
+        """The ladder: win at every rung (cheap first) or stop at the first that is not won."""
+        known = incumbents(self.session_rows, self.session, exp.head, self.dataset_id)
+        exp.incumbent_before = {p: known.get(p, {}).get("val_bpb") for p in self.cfg.ladder}
+        reasons = []
+        for profile in self.cfg.ladder:
+            incumbent = self._incumbent_at(exp, profile)
+            self._abandon_if_stopping(f"before the {profile} benchmark")
+            self._stage(exp, f"benchmark:{profile}")
+            run = self._measure(exp, profile)
+            self._abandon_if_stopping(f"during the {profile} benchmark")
+            if run.verdict is not None:
+                raise _Decided(run.verdict.status, f"at {profile}: {run.verdict.reason}")
+            margin = decision.margin(self.cfg.min_improvement, self.cfg.noise_k,
+                                     self.cfg.noise.get(profile))
+            verdict = decision.compare(run.val_bpb, incumbent, margin)
+            if verdict.status != "keep":
+                raise _Decided(verdict.status, f"at {profile}: {verdict.reason}", margin)
+            reasons.append(f"at {profile}: {verdict.reason}")
+            self.out(f"{exp.id} wins at {profile}: {_fmt(run.val_bpb)} vs {_fmt(incumbent)}")
+        exp.verdict = {"status": "keep", "reason": "; ".join(reasons), "margin": margin}
+
+    def _incumbent_at(self, exp: Experiment, profile: str) -> float | None:
+        """The incumbent's score at a rung, measuring it first if this session has none."""
+        if exp.incumbent_before.get(profile) is not None:
+            return exp.incumbent_before[profile]
+        # Set the candidate aside (its patch is saved), measure the branch head, put it back.
+        self._stage(exp, f"baseline:{profile}")
+        self.git.restore()
+        row = self._baseline(profile, parent=exp)
+        if row["status"] == "interrupted":
+            raise _Abandon(f"stopped by {self._signal} during the {profile} baseline")
+        if row["status"] != "keep":
+            raise _BaselineFailed(f"the incumbent failed its {profile} baseline "
+                                  f"({row['id']}: {row['status']})")
+        self.git.apply_patch((self.paths.repo / exp.patch).read_text())
+        exp.incumbent_before[profile] = row["rungs"][profile]["val_bpb"]
+        return exp.incumbent_before[profile]
+
+    def _finish(self, exp: Experiment) -> dict:
+        """Commit a winner or restore the worktree, then append the one row."""
+        commit = None
+        if exp.verdict["status"] == "keep":
+            self._stage(exp, "commit")
+            commit = self.git.commit(commit_message(exp))
+        else:
+            self._stage(exp, "restore")
+            self.git.restore(to=exp.head)  # also undoes commits a proposer made itself
+        row = exp.row(commit)
+        self._stage(exp, "record")
+        self._append(row)
+        self._idle()
+        self.out(_summary(row))
+        self._note_idea(row)
+        return row
+
+    def _note_idea(self, row: dict) -> None:
+        """Evidence for the backlog idea the experiment tested (SPEC 5's last step)."""
+        if not row.get("idea"):
+            return
+        try:
+            ideas.record_experiment(self.paths.repo / IDEAS_FILE, row)
+        except (OSError, ideas.IdeasError) as exc:
+            # The backlog is a person's document: a problem there never stops the loop.
+            self.out(f"warning: could not record {row['id']} in {IDEAS_FILE}: {exc}")
+
+    # ---- baselines and `full`
+
+    def _first_rung_incumbent(self) -> bool:
+        """Measure the incumbent at the ladder's first rung when the session has none yet."""
+        profile = self.cfg.ladder[0]
+        head = self.git.head()
+        if profile in incumbents(self.session_rows, self.session, head, self.dataset_id):
+            return True
+        row = self._baseline(profile)
+        if row["status"] not in ("keep", "interrupted"):
+            self._fatal = (f"the incumbent failed its {profile} baseline ({row['id']}: "
+                           f"{row['status']}): fix the benchmark, then `autogolf run` again")
+        return row["status"] == "keep"
+
+    def _baseline(self, profile: str, parent: Experiment | None = None,
+                  description: str | None = None) -> dict:
+        head = self.git.head()
+        exp = self._new_experiment("baseline", baseline=True,
+                                   description=description or f"baseline {head[:10]} at {profile}")
+        exp.trainer_hash = file_hash(self.git.worktree / TRAINER)
+        exp.knobs = self._incumbent_knobs()  # the search proposer moves from these
+        exp.stage = f"benchmark:{profile}"
+        self._write_state(parent or exp, exp if parent else None)
+        run = self._measure(exp, profile)
+        if self._signal:
+            exp.verdict = {"status": "interrupted", "margin": None,
+                           "reason": f"stopped by {self._signal} during the baseline"}
+        elif run.verdict is not None:
+            exp.verdict = {"status": run.verdict.status, "margin": None,
+                           "reason": f"baseline at {profile}: {run.verdict.reason}"}
+        else:
+            exp.verdict = {"status": "keep", "reason": "baseline", "margin": None}
+        row = exp.row(commit=head)
+        self._append(row)
+        if parent is None:
+            self._idle()
+        self.out(_summary(row))
+        return row
+
+    def _maybe_full(self) -> None:
+        every = self.cfg.full_every_keeps
+        if every <= 0 or "full" not in self.cfg.profiles or self._signal:
+            return
+        keeps = sum(1 for r in self.session_rows
+                    if r.get("status") == "keep" and not r.get("baseline"))
+        if keeps % every == 0:
+            self._baseline("full", description=f"full evaluation of the incumbent after "
+                                               f"{keeps} keeps")
+
+    # ---- plumbing
+
+    def _measure(self, exp: Experiment, profile: str) -> Measurement:
+        if profile not in self.cfg.profiles:
+            raise UserError(f"profile {profile!r} is in the ladder but not under `profiles:` "
+                            "in autogolf.yaml; add it with a timeout_s")
+        log = self.paths.experiment(exp.id) / f"bench-{profile}.log"
+        run = measure(self.cfg.benchmark_command, self.git.worktree, self._env(exp.id, profile),
+                      self.cfg.profiles[profile].timeout_s, log, self.cfg.artifact_cap_bytes,
+                      stop=self._stopping)
+        run.rung["log"] = self.paths.rel(log)
+        exp.rungs[profile] = run.rung
+        return run
+
+    def _env(self, exp_id: str, profile: str | None) -> dict[str, str]:
+        return bench_env(self.cache_root, self.dataset, self.token, exp_id, profile)
+
+    def _incumbent_knobs(self) -> dict | None:
+        if not self.cfg.knobs:
+            return None
+        try:
+            return read_knobs(self.git.worktree, list(self.cfg.knobs))
+        except KnobError:
+            return None  # a knob line the proposer cannot read: it will say so itself
+
+    def _history(self) -> list[dict]:
+        return self.session_rows
+
+    def _save_patch(self, exp_id: str, diff: str) -> str:
+        path = self.paths.experiment(exp_id) / "patch.diff"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(diff)
+        return self.paths.rel(path)
+
+    def _abandon_if_stopping(self, when: str) -> None:
+        if self._signal:
+            raise _Abandon(f"stopped by {self._signal} {when}")
+
+    def _stage(self, exp: Experiment, stage: str) -> None:
+        exp.stage = stage
+        self._write_state(exp)
+
+    def _write_state(self, exp: Experiment, nested: Experiment | None = None) -> None:
+        write_state(self.paths.state, {
+            "session": self.session, "pid": os.getpid(), "token": self.token,
+            "experiment": dataclasses.asdict(exp),
+            "nested": dataclasses.asdict(nested) if nested else None,
+            "stage": (nested or exp).stage, "updated": utc_now(),
+        })
+
+    def _idle(self) -> None:
+        write_state(self.paths.state, {"session": self.session, "pid": os.getpid(),
+                                       "experiment": None, "stage": "idle"})
+
+    def _append(self, row: dict) -> None:
+        self.ledger.append(row)
+        self.rows.append(row)
+        if row.get("type") == "experiment" and row.get("session") == self.session:
+            self.session_rows.append(row)
+
+
+@contextlib.contextmanager
+def catch_stop_signals(on_signal: Callable[[str], None]) -> Iterator[None]:
+    """SIGINT/SIGTERM call `on_signal(name)` instead of killing us (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        on_signal(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def bench_env(cache_root: Path, dataset: datasets.DatasetInfo, token: str, exp_id: str,
+              profile: str | None) -> dict[str, str]:
+    """The environment of a benchmark (or checks) child, per DESIGN.md."""
+    env = dict(os.environ)
+    env.update(blas_env(env))
+    env.update(PYTHON=sys.executable, AUTOGOLF_CACHE_ROOT=str(cache_root),
+               AUTOGOLF_DAEMON_TOKEN=token,
+               # The benchmark measures exactly the dataset the ledger row will name.
+               DATA_PATH=str(dataset.data_path), TOKENIZER_PATH=str(dataset.tokenizer_path))
+    if profile is not None:
+        env.update(PROFILE=profile, RUN_ID=f"{exp_id}-{profile}")
+    return env
+
+
+def manual_bench(repo: Path, cfg: Config, profile: str,
+                 on_line: Callable[[str], None] | None = None,
+                 out: Callable[[str], None] = print) -> dict:
+    """`autogolf bench`: one run of one profile on the user's checkout, one manual row."""
+    paths = Paths(Path(repo).resolve())
+    if profile not in cfg.profiles:
+        raise UserError(f"unknown profile {profile!r}; known: {', '.join(cfg.profiles)}")
+    cache = datasets.cache_root(paths.repo)
+    dataset = datasets.resolve(cfg.dataset, cache)
+    stopped: list[str] = []
+    with DaemonLock(paths.lock), catch_stop_signals(stopped.append):
+        ledger = Ledger(paths.ledger)
+        exp = Experiment(id=next_id(ledger.rows()), session=None, head=_user_head(paths.repo),
+                         proposer="manual", manual=True, dataset=datasets.dataset_id(dataset),
+                         description=f"manual bench at {profile}")
+        exp.trainer_hash = file_hash(paths.repo / TRAINER)
+        log = paths.experiment(exp.id) / f"bench-{profile}.log"
+        out(f"{exp.id}: log {paths.rel(log)}")
+        run = measure(cfg.benchmark_command, paths.repo,
+                      bench_env(cache, dataset, f"manual-{os.getpid()}", exp.id, profile),
+                      cfg.profiles[profile].timeout_s, log, cfg.artifact_cap_bytes,
+                      on_line=on_line, stop=lambda: bool(stopped))
+        run.rung["log"] = paths.rel(log)
+        exp.rungs[profile] = run.rung
+        if stopped:
+            exp.verdict = {"status": "interrupted", "reason": f"stopped by {stopped[0]}",
+                           "margin": None}
+        elif run.verdict is not None:
+            exp.verdict = {"status": run.verdict.status, "reason": run.verdict.reason,
+                           "margin": None}
+        else:
+            exp.verdict = {"status": "keep", "margin": None,
+                           "reason": "manual run: recorded, never compared with the incumbents"}
+        row = exp.row(commit=exp.head)
+        ledger.append(row)
+    return row
+
+
+def _user_head(repo: Path) -> str | None:
+    done = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=repo,
+                          capture_output=True, text=True)
+    return done.stdout.strip() or None
+
+
+def make_proposer(cfg: Config, repo: Path) -> Any:
+    """The proposer `autogolf.yaml` names, built from its settings."""
+    if cfg.proposer == "ideas":
+        return IdeasProposer(repo / IDEAS_FILE, cfg.knobs)
+    if cfg.proposer != "search":
+        raise UserError(f"proposer {cfg.proposer!r} cannot be configured yet (autogolf.yaml has "
+                        "no settings for its command); use `proposer: search` or `ideas`")
+    if not cfg.knobs:
+        raise UserError("the search proposer has no knobs: declare some under `knobs:` in "
+                        "autogolf.yaml")
+    return SearchProposer(list(cfg.knobs), seed=cfg.proposer_seed)
+
+
+def _unique_session_name(existing: list[str]) -> str:
+    base = datetime.now().strftime("%Y%m%d-%H%M")
+    name, n = base, 1
+    while name in existing:
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "(no output)"
+    return lines[-1][:200] if lines else "(no output)"
+
+
+def _fmt(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.4f}"
+
+
+def _summary(row: dict) -> str:
+    scores = " ".join(f"{p}={_fmt(r.get('val_bpb'))}" for p, r in (row.get("rungs") or {}).items())
+    why = "" if row.get("reason") == "baseline" else f"  ({row.get('reason')})"
+    return f"{row['id']} {row['status']:<15} {scores or '-'}  {row.get('description')}{why}"

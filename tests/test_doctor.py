@@ -1,0 +1,209 @@
+"""`autogolf doctor`: one line per fact, a fix for every problem, non-zero exit on a blocker."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loop import doctor, shards
+from loop.doctor import FAIL, OK, WARN
+
+
+def git(*args: str, cwd: Path) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                   cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture()
+def root_with_sample(tmp_path, sample_dataset) -> Path:
+    """A cache root holding a copy of the built sample (so tests may damage it)."""
+    source = Path(sample_dataset.data_path).parents[2]
+    for rel in ("data/datasets/sample_sp1024", "data/tokenizers"):
+        shutil.copytree(source / rel, tmp_path / rel)
+    return tmp_path
+
+
+def by_name(checks, name):
+    return next(c for c in checks if c.name == name)
+
+
+def test_missing_mlx_is_a_blocker_with_the_setup_fix(monkeypatch):
+    def broken():
+        raise ImportError("No module named 'mlx'")
+
+    monkeypatch.setattr(doctor, "_import_mlx", broken)
+    check = doctor.check_mlx()[0]
+    assert check.status == FAIL
+    assert "No module named 'mlx'" in check.detail
+    assert "scripts/setup.sh" in check.fix
+
+
+def test_mlx_line_names_version_and_default_device():
+    check = doctor.check_mlx()[0]
+    assert check.status in (OK, WARN)
+    assert "default device Device(" in check.detail
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the BLAS preload is Linux")
+def test_reference_blas_on_linux_is_a_warning_with_the_apt_fix(monkeypatch):
+    import loop.platform
+
+    monkeypatch.setattr(loop.platform, "openblas_path", lambda: None)
+    monkeypatch.setattr(doctor, "openblas_path", lambda: None)
+    check = doctor.check_blas()[0]
+    assert check.status == WARN
+    assert "libopenblas0-pthread" in check.fix
+
+
+def test_missing_configured_dataset_is_a_blocker_with_the_bootstrap_fix(tmp_path):
+    check = by_name(doctor.check_datasets(tmp_path), "data:sample")
+    assert check.status == FAIL
+    assert check.fix == "bash scripts/bootstrap-parameter-golf.sh --sample"
+
+
+def test_missing_optional_dataset_is_only_noted(tmp_path):
+    check = by_name(doctor.check_datasets(tmp_path), "data:fineweb")
+    assert (check.status, check.detail) == (OK, "not found (optional)")
+
+
+def test_present_sample_reports_its_id_and_token_counts(root_with_sample):
+    check = by_name(doctor.check_datasets(root_with_sample), "data:sample")
+    assert check.status == OK
+    assert check.detail.startswith("sample_sp1024:")
+    assert "train shards /" in check.detail and "tokens" in check.detail
+
+
+def test_tokenizer_that_does_not_match_the_sample_is_a_blocker(root_with_sample):
+    manifest_path = root_with_sample / "data/datasets/sample_sp1024/manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["tokenizer_sha256"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    check = by_name(doctor.check_datasets(root_with_sample), "data:sample")
+    assert check.status == FAIL
+    assert "tokenizer differs" in check.detail
+    assert "--sample --force" in check.fix
+
+
+def fake_real_dataset(root: Path, sample_root: Path, val_tokens: list[int]) -> None:
+    folder = root / ".upstream/parameter-golf/data/datasets/fineweb10B_sp1024"
+    folder.mkdir(parents=True)
+    shards.write_shard(folder / "fineweb_train_000000.bin", [1, 5, 6])
+    shards.write_shard(folder / "fineweb_val_000000.bin", val_tokens)
+    tokenizer = root / ".upstream/parameter-golf/data/tokenizers/fineweb_1024_bpe.model"
+    tokenizer.parent.mkdir(parents=True)
+    shutil.copy(sample_root / "data/tokenizers/sample_1024_bpe.model", tokenizer)
+
+
+def test_real_shard_ids_beyond_the_vocab_are_a_blocker_when_configured(root_with_sample):
+    fake_real_dataset(root_with_sample, root_with_sample, [1, 5, 2000])
+    (root_with_sample / "autogolf.yaml").write_text("dataset: fineweb\n")
+    check = by_name(doctor.check_datasets(root_with_sample), "data:fineweb")
+    assert check.status == FAIL
+    assert "token id 2000" in check.detail and "fineweb_val_000000.bin" in check.detail
+
+
+def test_matching_real_dataset_is_ok(root_with_sample):
+    fake_real_dataset(root_with_sample, root_with_sample, [1, 5, 1023])
+    check = by_name(doctor.check_datasets(root_with_sample), "data:fineweb")
+    assert check.status == OK
+    assert "(optional): 1 train shards / 3 tokens, 1 val / 3 tokens" in check.detail
+
+
+def test_configured_real_data_missing_is_a_blocker_even_with_the_sample_present(
+    root_with_sample,
+):
+    (root_with_sample / "autogolf.yaml").write_text("dataset: fineweb\n")
+    checks = doctor.check_datasets(root_with_sample)
+    assert by_name(checks, "data:fineweb").status == FAIL
+    assert by_name(checks, "data:sample").status == OK
+
+
+def test_unknown_configured_dataset_is_a_blocker(tmp_path):
+    (tmp_path / "autogolf.yaml").write_text("dataset: imagenet\n")
+    assert doctor.check_datasets(tmp_path)[0].status == FAIL
+
+
+def test_folder_that_is_not_a_repository_is_a_blocker_with_git_init(tmp_path):
+    check = doctor.check_git(tmp_path)[0]
+    assert check.status == FAIL
+    assert "git init" in check.fix
+
+
+def test_repository_without_commits_is_a_blocker(tmp_path):
+    git("init", "-q", cwd=tmp_path)
+    check = doctor.check_git(tmp_path)[0]
+    assert (check.status, check.detail) == (FAIL, "no commits yet")
+
+
+def test_clean_repository_reports_branch_and_head(tmp_path):
+    git("init", "-q", "-b", "main", cwd=tmp_path)
+    git("commit", "-q", "--allow-empty", "-m", "start", cwd=tmp_path)
+    check = doctor.check_git(tmp_path)[0]
+    assert check.status == OK
+    assert check.detail.startswith("branch main at ")
+    assert check.detail.endswith(", 0 uncommitted changes")
+
+
+def test_uncommitted_changes_are_a_warning(tmp_path):
+    git("init", "-q", cwd=tmp_path)
+    git("commit", "-q", "--allow-empty", "-m", "start", cwd=tmp_path)
+    (tmp_path / "new.txt").write_text("x")
+    check = doctor.check_git(tmp_path)[0]
+    assert check.status == WARN
+    assert "1 uncommitted changes" in check.detail
+
+
+def test_nearly_full_disk_is_a_blocker(tmp_path, monkeypatch):
+    monkeypatch.setattr(doctor, "free_disk_bytes", lambda path: 100 * 1024**2)
+    assert doctor.check_disk(tmp_path)[0].status == FAIL
+
+
+def test_low_disk_is_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setattr(doctor, "free_disk_bytes", lambda path: 2 * 1024**3)
+    check = doctor.check_disk(tmp_path)[0]
+    assert (check.status, check.detail.split(" GiB")[0]) == (WARN, "2.0")
+
+
+def test_unreadable_disk_space_is_unknown_not_zero(tmp_path, monkeypatch):
+    def failing(path):
+        raise OSError("no such device")
+
+    monkeypatch.setattr(doctor, "free_disk_bytes", failing)
+    check = doctor.check_disk(tmp_path)[0]
+    assert "unknown" in check.detail and "0.0" not in check.detail
+
+
+def test_report_prints_one_line_per_check_and_the_fix_below_a_problem():
+    checks = [doctor.Check("mlx", OK, "0.30"), doctor.Check("disk", FAIL, "full", "clean up")]
+    lines = doctor.format_report(checks).splitlines()
+    assert lines[0].split() == ["ok", "mlx", "0.30"]
+    assert lines[1].split() == ["FAIL", "disk", "full"]
+    assert lines[2].split() == ["fix:", "clean", "up"]
+    assert lines[3].startswith("doctor: 1 blocker(s)")
+
+
+def test_exit_status_is_non_zero_without_any_dataset(tmp_path, capsys):
+    assert doctor.main(["--root", str(tmp_path)]) == 1
+    assert "bootstrap-parameter-golf.sh --sample" in capsys.readouterr().out
+
+
+def test_exit_status_is_zero_on_a_ready_machine(root_with_sample, capsys):
+    git("init", "-q", cwd=root_with_sample)
+    (root_with_sample / ".gitignore").write_text("data/\n")
+    git("add", ".gitignore", cwd=root_with_sample)
+    git("commit", "-q", "-m", "start", cwd=root_with_sample)
+    status = doctor.main(["--root", str(root_with_sample)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "doctor: ready" in out
+
+
+def test_json_output_lists_every_check(tmp_path, capsys):
+    doctor.main(["--root", str(tmp_path), "--json"])
+    names = [c["name"] for c in json.loads(capsys.readouterr().out)]
+    assert {"python", "mlx", "blas", "data:sample", "git", "disk"} <= set(names)

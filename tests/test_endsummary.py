@@ -1,0 +1,129 @@
+"""The end-of-run summary and the macOS notification."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from loop import endsummary
+
+LEDGER = Path(__file__).resolve().parent / "fixtures" / "ledger_all_statuses.jsonl"
+FIRST, SECOND = "20261123-0105", "20261124-0030"
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[dict]:
+    with LEDGER.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def test_summary_counts_experiments_and_keeps_apart_from_baselines(rows):
+    first = endsummary.end_of_run_summary(rows, FIRST).splitlines()[0]
+    assert "13 experiments run, 2 kept" in first and "2 baseline run(s)" in first
+
+
+def test_summary_names_the_other_outcomes(rows):
+    first = endsummary.end_of_run_summary(rows, FIRST).splitlines()[0]
+    assert "2 discard" in first and "1 crash" in first and "1 timeout" in first
+
+
+def test_summary_shows_best_val_bpb_per_profile_against_the_start(rows):
+    text = endsummary.end_of_run_summary(rows, FIRST)
+    assert "breadth: best 1.9570 (E0014) vs start 1.9812 (E0001): -0.0242" in text
+    assert "confirm: best 1.9552 (E0014) vs start 1.9650 (E0003): -0.0098" in text
+
+
+def test_summary_time_used_is_the_sum_of_rung_wall_s(rows):
+    # 214.1 + 213.0 + 212.6 seconds of benchmarks in the second session.
+    assert "time used: 10m 40s (benchmarks" in endsummary.end_of_run_summary(rows, SECOND)
+
+
+def test_summary_says_why_it_stopped(rows):
+    assert "stopped: reached --max-experiments 2" in endsummary.end_of_run_summary(rows, SECOND)
+
+
+def test_summary_defaults_to_the_latest_session(rows):
+    assert endsummary.end_of_run_summary(rows, None).startswith(f"session {SECOND}:")
+
+
+def test_summary_leaves_out_other_sessions_and_manual_runs(rows):
+    text = endsummary.end_of_run_summary(rows, SECOND)
+    assert "confirm" not in text and "smoke" not in text and "E0014" not in text
+
+
+def test_summary_without_a_valid_measurement_says_so_not_zero(rows):
+    header = rows[0]
+    crash = next(r for r in rows if r.get("id") == "E0005")
+    text = endsummary.end_of_run_summary([header, crash], FIRST)
+    assert "breadth: best unknown (-) vs start unknown (-): unknown" in text
+    assert "0.0000" not in text
+
+
+def _without_wall_s(row: dict) -> dict:
+    return dict(row, rungs={p: {"exit_code": 1} for p in row["rungs"]})
+
+
+def test_summary_time_is_unknown_when_no_run_says_its_duration(rows):
+    crash = _without_wall_s(next(r for r in rows if r.get("id") == "E0005"))
+    text = endsummary.end_of_run_summary([rows[0], crash], FIRST)
+    assert "time used: unknown (benchmarks" in text
+
+
+def test_summary_counts_unknown_durations_apart(rows):
+    crash = _without_wall_s(next(r for r in rows if r.get("id") == "E0005"))
+    discard = next(r for r in rows if r.get("id") == "E0004")
+    text = endsummary.end_of_run_summary([rows[0], discard, crash], FIRST)
+    assert "time used: 3m 31s (+1 run(s) of unknown duration)" in text
+
+
+# --------------------------------------------------------------------------- notify
+
+
+def test_notify_does_nothing_off_macos(monkeypatch):
+    monkeypatch.setattr(endsummary, "_on_macos", lambda: False)
+    monkeypatch.setattr(endsummary.subprocess, "run", _must_not_run)
+    endsummary.notify("autogolf", "done")
+
+
+def test_notify_does_nothing_without_osascript(monkeypatch):
+    monkeypatch.setattr(endsummary, "_on_macos", lambda: True)
+    monkeypatch.setattr(endsummary.shutil, "which", lambda name: None)
+    monkeypatch.setattr(endsummary.subprocess, "run", _must_not_run)
+    endsummary.notify("autogolf", "done")
+
+
+def test_notify_displays_a_notification_through_osascript(monkeypatch):
+    calls = _fake_macos(monkeypatch)
+    endsummary.notify('autogolf "night"', "2 kept\\3 failed")
+    assert calls == [["/usr/bin/osascript", "-e",
+                      'display notification "2 kept\\\\3 failed" '
+                      'with title "autogolf \\"night\\""']]
+
+
+def test_notify_swallows_osascript_failures(monkeypatch):
+    _fake_macos(monkeypatch)
+
+    def broken(*args, **kwargs):
+        raise subprocess.TimeoutExpired("osascript", 10)
+
+    monkeypatch.setattr(endsummary.subprocess, "run", broken)
+    endsummary.notify("autogolf", "done")  # no exception: a notification is a courtesy
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("no process may be started here")
+
+
+def _fake_macos(monkeypatch) -> list[list[str]]:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(endsummary, "_on_macos", lambda: True)
+    monkeypatch.setattr(endsummary.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(endsummary.subprocess, "run",
+                        lambda cmd, **kwargs: calls.append(cmd))
+    return calls

@@ -1,0 +1,662 @@
+"""The loop (loop.scheduler) and the verbs (loop.cli) against a FAKE benchmark.
+
+Each test builds a small git repo whose benchmark is `fakebench.py`: it prints the trainer's
+log lines (SPEC section 3, so the daemon's own parser reads them) and METRIC lines at once,
+with val_bpb = 1.0 + 0.1 * ln(LR / 0.05)^2 - BONUS_<PROFILE> + seeded noise of +-0.0001,
+knobs read from `knobs.sh`. `MODE=crash|hang|nan|mismatch|nometric` makes it fail one way.
+Most tests drive the scheduler in-process with a scripted proposer (so the outcome of every
+experiment is known); the kill tests run a real process and SIGKILL it at a stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from loop import scheduler
+from loop.config import load_config
+from loop.ledger import Ledger
+from loop.lock import DaemonLock
+from loop.proposers import Proposal
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+FAKEBENCH_SOURCE = '''\
+"""Fake benchmark: the trainer's log lines and METRIC lines, at once (see test_scheduler)."""
+import hashlib, math, os, random, sys, time
+
+knobs = dict(l.strip().split("=", 1) for l in open("knobs.sh") if "=" in l)
+profile, run_id = os.environ.get("PROFILE", "breadth"), os.environ.get("RUN_ID", "")
+if os.environ.get("FAKE_RUNS"):
+    with open(os.environ["FAKE_RUNS"], "a") as f:
+        f.write(f"{run_id} {sorted(knobs.items())}\\n")
+if os.environ.get("FAKE_BLOCK") == run_id:
+    with open(os.path.join(os.environ["FAKE_SIGNAL_DIR"], run_id), "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(120)
+mode = knobs.get("MODE", "ok")
+bonus = float(knobs.get("BONUS_" + profile.upper(), "0"))
+noise = random.Random(f"{profile}:{sorted(knobs.items())}").uniform(-1e-4, 1e-4)
+bpb = 1.0 + 0.1 * math.log(float(knobs.get("LR", "0.05")) / 0.05) ** 2 - bonus + noise
+size, code, n = int(knobs.get("SIZE", "1000000")), 5000, 4
+for step in range(1, n + 1):
+    loss = "nan" if mode == "nan" and step == 3 else f"{5.0 - step * 0.1:.4f}"
+    print(f"step:{step}/{n} train_loss:{loss} train_time:{step * 10}ms step_avg:10.00ms "
+          "tok_s:1000", flush=True)
+    if mode == "nan" and step == 3:
+        sys.exit(3)
+    if mode == "crash" and step == 2:
+        sys.exit("RuntimeError: fake crash")
+    if mode == "hang":
+        time.sleep(60)
+print(f"step:{n}/{n} val_loss:3.0000 val_bpb:{bpb + 0.001:.4f} train_time:40ms step_avg:10.00ms")
+print(f"serialized_model_int8_zlib:{size} bytes (payload:{size} raw_torch:0)")
+print(f"final_int8_zlib_roundtrip val_loss:3.0000 val_bpb:{bpb:.4f} eval_time:5ms")
+print(f"final_int8_zlib_roundtrip_exact val_loss:3.00000000 val_bpb:{bpb:.8f}")
+print(f"Code size: {code} bytes")
+print(f"Total submission size int8+zlib: {size + code} bytes")
+if mode != "nometric":
+    print(f"METRIC val_bpb={bpb - 0.01 if mode == 'mismatch' else bpb:.8f}")
+    print(f"METRIC total_bytes={size + code}")
+    print("METRIC step_ms=10.0")
+'''
+
+CHECKS_SOURCE = '''\
+import os, sys, time
+if os.environ.get("FAKE_BLOCK") == "checks":
+    with open(os.path.join(os.environ["FAKE_SIGNAL_DIR"], "checks"), "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(120)
+sys.exit(1 if "CHECKS=fail" in open("knobs.sh").read() else 0)
+'''
+
+CONFIG = """\
+min_improvement: 0.002
+artifact_cap_bytes: 16000000
+dataset: sample
+ladder: [breadth, confirm]
+profiles:
+  breadth: {timeout_s: 30}
+  confirm: {timeout_s: 30}
+  full: {timeout_s: 30}
+benchmark: {command: "$PYTHON fakebench.py"}
+checks: {command: "$PYTHON checks.py", timeout_s: 30}
+editable: [knobs.sh, notes.md]
+protected: [fakebench.py, checks.py, autogolf.yaml, driver.py]
+proposer: search
+knobs:
+  LR: {file: knobs.sh, kind: env, type: float, low: 0.005, high: 0.5, scale: log}
+noise: {fixed: {breadth: 0.0, confirm: 0.0}}
+stop: {max_consecutive_failures: 3}
+"""
+
+# Runs the scheduler in its own process with a scripted proposer, so a test can SIGKILL it
+# at a chosen point: PAUSE_AT=propose|commit|record announces itself in FAKE_SIGNAL_DIR and
+# sleeps there (FAKE_BLOCK does the same inside the fake benchmark or checks).
+DRIVER_SOURCE = '''\
+import json, os, sys, time
+from pathlib import Path
+sys.path.insert(0, os.environ["TESTS_DIR"])
+from loop import gitsession, ledger, scheduler
+from loop.config import load_config
+from test_scheduler import Scripted
+
+def pause(tag):
+    Path(os.environ["FAKE_SIGNAL_DIR"], tag).write_text(str(os.getpid()))
+    time.sleep(120)
+
+point = os.environ.get("PAUSE_AT")
+if point == "commit":
+    real_commit = gitsession.GitSession.commit
+    def commit(self, message):
+        sha = real_commit(self, message)
+        pause("commit")
+        return sha
+    gitsession.GitSession.commit = commit
+if point == "record":
+    real_append = ledger.Ledger.append
+    def append(self, row):
+        real_append(self, row)
+        if row.get("type") == "experiment" and not row.get("baseline"):
+            pause("record")
+    ledger.Ledger.append = append
+
+repo, steps, limit = Path(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
+proposer = Scripted(*steps, pause_in_propose=point == "propose")
+rules = scheduler.StopRules(max_experiments=limit, max_consecutive_failures=3)
+scheduler.Scheduler(repo, load_config(repo / "autogolf.yaml"), rules, proposer=proposer).run()
+'''
+
+
+class Scripted:
+    """A proposer whose proposals are given: each step sets knobs in knobs.sh, or edits any
+    file when given {"file": path, "text": content}, or is a function(worktree) -> Proposal."""
+
+    name = "scripted"
+
+    def __init__(self, *steps: dict, pause_in_propose: bool = False):
+        self.steps = list(steps)
+        self.pause_in_propose = pause_in_propose
+
+    def propose(self, worktree: Path, history: list[dict]) -> Proposal | None:
+        if not self.steps:
+            return None
+        step = self.steps.pop(0)
+        if callable(step):
+            return step(worktree)
+        if "file" in step:
+            (worktree / step["file"]).write_text(step["text"])
+            return Proposal(f"edit {step['file']}", None)
+        step = dict(step)
+        idea = step.pop("idea", None)
+        path = worktree / "knobs.sh"
+        knobs = dict(line.split("=", 1) for line in path.read_text().split())
+        knobs.update({k: str(v) for k, v in step.items()})
+        path.write_text("".join(f"{k}={v}\n" for k, v in knobs.items()))
+        if self.pause_in_propose:
+            Path(os.environ["FAKE_SIGNAL_DIR"], "propose").write_text(str(os.getpid()))
+            time.sleep(120)
+        return Proposal(" ".join(f"{k}={v}" for k, v in step.items()), dict(knobs), idea)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def cache_root(sample_dataset) -> Path:
+    """Where the sample data lives (the repo's own data/, shared, never copied)."""
+    return Path(sample_dataset.data_path).parents[2]
+
+
+@pytest.fixture
+def repo(tmp_path: Path, cache_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    files = {
+        ".gitignore": ".autogolf/\nlogs/\n", "autogolf.yaml": CONFIG, "notes.md": "notes\n",
+        "fakebench.py": FAKEBENCH_SOURCE, "checks.py": CHECKS_SOURCE, "driver.py": DRIVER_SOURCE,
+        "knobs.sh": "LR=0.04\nBONUS_BREADTH=0\nBONUS_CONFIRM=0\nMODE=ok\n",
+    }
+    for name, text in files.items():
+        (root / name).write_text(text)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.email", "test@example.com")
+    git(root, "config", "user.name", "test")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "start")
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    monkeypatch.setenv("AUTOGOLF_CACHE_ROOT", str(cache_root))
+    monkeypatch.setenv("FAKE_RUNS", str(tmp_path / "runs.txt"))
+    monkeypatch.setenv("FAKE_SIGNAL_DIR", str(signals))
+    monkeypatch.setenv("TESTS_DIR", str(TESTS_DIR))
+    yield root
+    for pid_file in signals.iterdir():  # a paused child a test left behind
+        try:
+            psutil.Process(int(pid_file.read_text())).kill()
+        except (psutil.Error, ValueError):
+            pass
+
+
+def run_daemon(repo: Path, *steps: dict, ladder: tuple[str, ...] | None = None,
+               max_experiments: int | None = None, **cfg_changes) -> str:
+    cfg = load_config(repo / "autogolf.yaml")
+    if ladder:
+        cfg_changes["ladder"] = ladder
+    cfg = dataclasses.replace(cfg, **cfg_changes)
+    rules = scheduler.StopRules(max_experiments=max_experiments,
+                                max_consecutive_failures=cfg.max_consecutive_failures,
+                                stop_file=repo / cfg.stop_file)
+    daemon = scheduler.Scheduler(repo, cfg, rules, proposer=Scripted(*steps), out=lambda s: None)
+    return daemon.run()
+
+
+def rows(repo: Path) -> list[dict]:
+    return Ledger(repo / ".autogolf" / "ledger.jsonl").rows()
+
+
+def candidates(repo: Path) -> list[dict]:
+    return [r for r in rows(repo) if r.get("type") == "experiment" and not r.get("baseline")]
+
+
+def baselines(repo: Path) -> list[dict]:
+    return [r for r in rows(repo) if r.get("type") == "experiment" and r.get("baseline")]
+
+
+def session_of(repo: Path) -> str:
+    return [r for r in rows(repo) if r.get("type") == "session"][-1]["session"]
+
+
+def worktree(repo: Path) -> Path:
+    return repo / ".autogolf" / "worktrees" / session_of(repo)
+
+
+def branch_head(repo: Path) -> str:
+    return git(repo, "rev-parse", f"autogolf/{session_of(repo)}")
+
+
+def fake_runs(tmp_path: Path) -> list[str]:
+    path = tmp_path / "runs.txt"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def cli(repo: Path, *args: str, timeout: float = 60, env: dict | None = None):
+    return subprocess.run([sys.executable, "-m", "loop.cli", *args], cwd=repo, text=True,
+                          capture_output=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while not path.exists() or not path.read_text():
+        assert proc.poll() is None, f"daemon exited early: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"{path.name} never reached"
+        time.sleep(0.05)
+    return int(path.read_text())
+
+
+# A change that wins at breadth by 0.01 (far over the 0.002 margin) and its confirm variants.
+WIN_BOTH = {"BONUS_BREADTH": 0.01, "BONUS_CONFIRM": 0.01}
+WIN_BREADTH_LOSE_CONFIRM = {"BONUS_BREADTH": 0.01, "BONUS_CONFIRM": -0.01}
+
+
+# --------------------------------------------------------------------------- the ladder
+
+
+def test_first_run_measures_the_incumbent_at_the_first_rung_only(repo):
+    run_daemon(repo, {"BONUS_BREADTH": -0.01})  # loses at breadth: never reaches confirm
+    assert [(r["status"], r["reason"], list(r["rungs"])) for r in baselines(repo)] == [
+        ("keep", "baseline", ["breadth"])]
+    assert baselines(repo)[0]["commit"] == git(repo, "rev-parse", "HEAD")
+
+
+def test_breadth_winner_is_promoted_and_kept_when_it_also_wins_confirm(repo):
+    start = git(repo, "rev-parse", "HEAD")
+    run_daemon(repo, WIN_BOTH)
+    [row] = candidates(repo)
+    assert row["status"] == "keep"
+    assert list(row["rungs"]) == ["breadth", "confirm"]
+    assert row["commit"] == branch_head(repo) != start
+    assert git(repo, "rev-parse", f"{row['commit']}^") == start
+
+
+def test_confirm_baseline_is_measured_when_a_candidate_first_reaches_confirm(repo):
+    run_daemon(repo, {"BONUS_BREADTH": -0.01}, WIN_BOTH)
+    ids = [(r["id"], r.get("baseline"), list(r["rungs"])) for r in rows(repo)
+           if r.get("type") == "experiment"]
+    # E0004 (the confirm baseline) is measured while E0003 waits, so it is written first.
+    assert ids == [("E0001", True, ["breadth"]), ("E0002", False, ["breadth"]),
+                   ("E0004", True, ["confirm"]), ("E0003", False, ["breadth", "confirm"])]
+
+
+def test_breadth_winner_that_loses_at_confirm_is_not_kept(repo):
+    start_head = git(repo, "rev-parse", "HEAD")
+    run_daemon(repo, WIN_BREADTH_LOSE_CONFIRM)
+    [row] = candidates(repo)
+    assert row["status"] == "discard"
+    assert row["reason"].startswith("at confirm:")
+    assert row["commit"] is None
+    assert branch_head(repo) == start_head
+    assert git(worktree(repo), "status", "--porcelain") == ""
+
+
+def test_keep_commit_message_has_the_description_and_a_metrics_trailer(repo):
+    run_daemon(repo, WIN_BOTH)
+    message = git(repo, "log", "-1", "--format=%B", branch_head(repo))
+    assert message.splitlines()[0] == "BONUS_BREADTH=0.01 BONUS_CONFIRM=0.01"
+    assert "Autogolf-Experiment: E0002" in message
+    assert "Autogolf-Breadth: val_bpb=" in message and "Autogolf-Confirm: val_bpb=" in message
+
+
+def test_incumbent_after_a_keep_is_the_kept_score(repo):
+    run_daemon(repo, WIN_BOTH, {"BONUS_BREADTH": 0.011, "BONUS_CONFIRM": 0.011})
+    first, second = candidates(repo)
+    assert second["status"] == "discard"  # 0.011 better than the start, 0.001 than the keep
+    assert second["incumbent_before"]["breadth"] == first["rungs"]["breadth"]["val_bpb"]
+
+
+def test_every_attempt_saves_its_patch_and_benchmark_log(repo):
+    run_daemon(repo, {"BONUS_BREADTH": -0.01})
+    [row] = candidates(repo)
+    patch = repo / row["patch"]
+    assert patch == repo / ".autogolf/experiments/E0002/patch.diff"
+    assert "+BONUS_BREADTH=-0.01" in patch.read_text()
+    assert "val_bpb" in (repo / row["rungs"]["breadth"]["log"]).read_text()
+
+
+def test_full_runs_after_every_n_keeps_and_is_recorded_apart(repo):
+    run_daemon(repo, WIN_BOTH, full_every_keeps=1, ladder=("breadth",))
+    full = [r for r in baselines(repo) if "full" in r["rungs"]]
+    assert len(full) == 1 and full[0]["commit"] == branch_head(repo)
+    assert "full" not in candidates(repo)[0]["rungs"]
+
+
+# --------------------------------------------------------------------------- statuses
+
+
+def test_same_diff_on_the_same_incumbent_is_a_duplicate_and_not_rerun(repo, tmp_path):
+    lose = {"BONUS_BREADTH": -0.01}
+    run_daemon(repo, lose, lose)
+    first, second = candidates(repo)
+    assert (first["status"], second["status"]) == ("discard", "duplicate")
+    assert "E0002" in second["reason"]
+    assert second["rungs"] == {}
+    assert len([r for r in fake_runs(tmp_path) if r.startswith("E0003")]) == 0
+
+
+def test_edit_outside_the_editable_set_is_forbidden_and_undone(repo, tmp_path):
+    run_daemon(repo, {"file": "fakebench.py", "text": "print('METRIC val_bpb=0.1')\n"})
+    [row] = candidates(repo)
+    assert row["status"] == "forbidden_edit" and "fakebench.py" in row["reason"]
+    assert git(worktree(repo), "status", "--porcelain") == ""
+    assert "fakebench.py" in (repo / row["patch"]).read_text()  # the attempt is kept anyway
+
+
+@pytest.mark.parametrize("mode, status", [
+    ("crash", "crash"), ("nan", "crash"), ("mismatch", "metric_mismatch"),
+    ("nometric", "invalid_metric"),
+])
+def test_failed_benchmark_is_recorded_with_its_status(repo, mode, status):
+    run_daemon(repo, {"MODE": mode})
+    [row] = candidates(repo)
+    assert row["status"] == status
+    assert row["rungs"]["breadth"].get("val_bpb") is None  # no score accepted: never 0
+    assert git(worktree(repo), "status", "--porcelain") == ""
+
+
+def test_benchmark_past_its_profile_timeout_is_a_timeout(repo):
+    cfg = load_config(repo / "autogolf.yaml")
+    profiles = dict(cfg.profiles)
+    profiles["breadth"] = dataclasses.replace(profiles["breadth"], timeout_s=2)
+    started = time.monotonic()
+    run_daemon(repo, {"MODE": "hang"}, profiles=profiles)
+    assert candidates(repo)[0]["status"] == "timeout"
+    assert time.monotonic() - started < 30
+
+
+def test_failing_checks_skip_the_benchmark(repo, tmp_path):
+    run_daemon(repo, {"CHECKS": "fail"})
+    [row] = candidates(repo)
+    assert row["status"] == "checks_failed"
+    assert not any(r.startswith("E0002") for r in fake_runs(tmp_path))
+    assert (repo / ".autogolf/experiments/E0002/checks.log").exists()
+
+
+def test_over_the_artifact_cap_is_over_cap(repo):
+    run_daemon(repo, {"SIZE": 16_000_000, "BONUS_BREADTH": 0.01})
+    assert candidates(repo)[0]["status"] == "over_cap"
+
+
+def test_an_experiment_that_tests_an_idea_adds_its_evidence_to_the_backlog(repo):
+    backlog = repo / "autoresearch.ideas.md"
+    backlog.write_text("# Ideas\n\n- [I001] (untried) Lower the learning rate.\n")
+    run_daemon(repo, {"BONUS_BREADTH": -0.01, "idea": "I001"})
+    text = backlog.read_text()
+    assert "[I001] (exhausted)" in text and "E0002" in text
+    assert candidates(repo)[0]["idea"] == "I001"
+
+
+def test_ideas_proposer_applies_a_queued_idea_and_marks_it_with_the_evidence(repo):
+    (repo / "autoresearch.ideas.md").write_text(
+        "- [I001] (untried) A higher learning rate.\n  knobs: LR=0.05\n")
+    config = repo / "autogolf.yaml"
+    config.write_text(config.read_text().replace("proposer: search", "proposer: ideas"))
+    rules = scheduler.StopRules()
+    reason = scheduler.Scheduler(repo, load_config(config), rules, out=lambda s: None).run()
+    [row] = candidates(repo)
+    assert (row["idea"], row["status"], row["proposer"]) == ("I001", "keep", "ideas")
+    assert "[I001] (promising)" in (repo / "autoresearch.ideas.md").read_text()
+    assert reason == "the proposer has nothing left to propose"
+
+
+# --------------------------------------------------------------------------- stop rules
+
+
+def test_max_experiments_stops_the_run_and_writes_a_stop_row(repo):
+    reason = run_daemon(repo, *[{"BONUS_BREADTH": -0.01 * i} for i in range(1, 6)],
+                        max_experiments=2)
+    assert len(candidates(repo)) == 2
+    last = rows(repo)[-1]
+    assert (last["type"], last["reason"]) == ("stop", reason)
+    assert "max-experiments" in reason
+
+
+def test_stop_file_stops_before_the_next_experiment_and_is_consumed(repo):
+    def touch_stop(worktree: Path) -> Proposal:
+        (repo / ".autogolf" / "STOP").touch()
+        (worktree / "notes.md").write_text("tried\n")
+        return Proposal("notes", None)
+
+    reason = run_daemon(repo, {"BONUS_BREADTH": -0.01}, touch_stop, {"BONUS_BREADTH": -0.02})
+    assert len(candidates(repo)) == 2
+    assert "stop file" in reason
+    assert not (repo / ".autogolf" / "STOP").exists()
+
+
+def test_consecutive_failures_stop_the_run(repo):
+    reason = run_daemon(repo, *[{"MODE": "crash", "LR": 0.04 + i / 1000} for i in range(6)])
+    assert [r["status"] for r in candidates(repo)] == ["crash"] * 3
+    assert "3 consecutive failures" in reason
+
+
+def test_a_failure_streak_is_reset_by_a_measured_result(repo):
+    crash = [{"MODE": "crash", "LR": 0.04 + i / 1000} for i in range(1, 5)]
+    run_daemon(repo, crash[0], crash[1], {"BONUS_BREADTH": -0.01}, crash[2], crash[3])
+    assert len(candidates(repo)) == 5  # 2 failures, a discard, 2 failures: never 3 in a row
+
+
+def test_until_is_the_next_such_local_time():
+    from datetime import datetime
+
+    now = datetime(2026, 11, 23, 23, 0).astimezone()
+    deadline = datetime.fromtimestamp(scheduler.deadline_from("07:30", None, now)).astimezone()
+    assert (deadline.day, deadline.hour, deadline.minute) == (24, 7, 30)
+    assert scheduler.deadline_from("07:30", 1, now) == (now.timestamp() + 3600)
+    with pytest.raises(scheduler.UserError, match="HH:MM"):
+        scheduler.deadline_from("7pm", None, now)
+
+
+def test_past_deadline_starts_no_experiment(repo):
+    cfg = load_config(repo / "autogolf.yaml")
+    rules = scheduler.StopRules(deadline=time.time() - 1)
+    reason = scheduler.Scheduler(repo, cfg, rules, proposer=Scripted({"LR": 0.05}),
+                                 out=lambda s: None).run()
+    assert "time limit" in reason and candidates(repo) == []
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def test_run_continues_the_latest_session_unless_new_session(repo):
+    run_daemon(repo, WIN_BOTH)
+    run_daemon(repo, {"LR": 0.041})
+    assert len([r for r in rows(repo) if r.get("type") == "session"]) == 1
+    assert len(baselines(repo)) == 2  # the keep made the incumbent known: no new baseline
+    cfg = load_config(repo / "autogolf.yaml")
+    scheduler.Scheduler(repo, cfg, scheduler.StopRules(max_experiments=0), new_session=True,
+                        proposer=Scripted(), out=lambda s: None).run()
+    assert len([r for r in rows(repo) if r.get("type") == "session"]) == 2
+
+
+def test_users_checkout_is_never_touched(repo):
+    before = (git(repo, "rev-parse", "HEAD"), git(repo, "status", "--porcelain"),
+              git(repo, "branch", "--show-current"), (repo / "knobs.sh").read_text())
+    run_daemon(repo, WIN_BOTH, {"BONUS_BREADTH": -0.01}, {"MODE": "crash"})
+    after = (git(repo, "rev-parse", "HEAD"), git(repo, "status", "--porcelain"),
+             git(repo, "branch", "--show-current"), (repo / "knobs.sh").read_text())
+    assert after == before
+
+
+def test_second_daemon_is_refused_while_the_lock_is_held(repo):
+    with DaemonLock(repo / ".autogolf" / "lock"):
+        done = cli(repo, "run", "--max-experiments", "1")
+    assert done.returncode == 2
+    assert str(os.getpid()) in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def start_driver(repo: Path, steps: list[dict], limit: int, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "driver.py", str(repo), json.dumps(steps), str(limit)], cwd=repo,
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def kill_at(repo: Path, tmp_path: Path, steps: list[dict], tag: str, **env: str) -> int:
+    """Start the daemon, SIGKILL it when it reaches `tag`; returns the paused process's pid."""
+    proc = start_driver(repo, steps, 1, **env)
+    paused = wait_for(tmp_path / "signals" / tag, proc)
+    proc.kill()
+    proc.wait()
+    return paused
+
+
+def resume(repo: Path) -> None:
+    proc = start_driver(repo, [{"BONUS_BREADTH": -0.03}], 1)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+
+
+def assert_recovered(repo: Path, exp_id: str, status: str) -> None:
+    ids = [r["id"] for r in rows(repo) if r.get("type") == "experiment"]
+    assert len(ids) == len(set(ids)), f"duplicated rows: {ids}"
+    assert next(r for r in rows(repo) if r.get("id") == exp_id)["status"] == status
+    assert git(worktree(repo), "status", "--porcelain") == ""
+    assert candidates(repo)[-1]["description"] == "BONUS_BREADTH=-0.03"  # and it went on
+
+
+@pytest.mark.parametrize("tag, env", [
+    ("propose", {"PAUSE_AT": "propose"}),
+    ("checks", {"FAKE_BLOCK": "checks"}),
+    ("E0002-breadth", {"FAKE_BLOCK": "E0002-breadth"}),
+    ("E0003-confirm", {"FAKE_BLOCK": "E0003-confirm"}),  # E0002's confirm baseline
+])
+def test_kill_before_the_decision_records_interrupted_and_restores(repo, tmp_path, tag, env):
+    kill_at(repo, tmp_path, [WIN_BOTH], tag, **env)
+    resume(repo)
+    assert_recovered(repo, "E0002", "interrupted")
+    assert branch_head(repo) == git(repo, "rev-parse", "HEAD")  # nothing was kept
+
+
+def test_kill_during_the_first_baseline_records_it_interrupted_and_measures_it_again(
+        repo, tmp_path):
+    kill_at(repo, tmp_path, [WIN_BOTH], "E0001-breadth", FAKE_BLOCK="E0001-breadth")
+    resume(repo)
+    assert [(r["id"], r["status"]) for r in baselines(repo)][:2] == [
+        ("E0001", "interrupted"), ("E0002", "keep")]
+    assert_recovered(repo, "E0001", "interrupted")
+
+
+def test_kill_during_the_confirm_baseline_records_both_as_interrupted(repo, tmp_path):
+    kill_at(repo, tmp_path, [WIN_BOTH], "E0003-confirm", FAKE_BLOCK="E0003-confirm")
+    resume(repo)
+    baseline = next(r for r in rows(repo) if r.get("id") == "E0003")
+    assert (baseline["baseline"], baseline["status"]) == (True, "interrupted")
+
+
+def test_kill_after_the_commit_records_the_keep_with_that_commit(repo, tmp_path):
+    kill_at(repo, tmp_path, [WIN_BOTH], "commit", PAUSE_AT="commit")
+    kept = branch_head(repo)
+    resume(repo)
+    assert_recovered(repo, "E0002", "keep")
+    assert next(r for r in rows(repo) if r.get("id") == "E0002")["commit"] == kept
+    assert git(repo, "merge-base", "--is-ancestor", kept, branch_head(repo)) == ""
+
+
+def test_kill_after_the_row_is_written_duplicates_nothing(repo, tmp_path):
+    kill_at(repo, tmp_path, [{"BONUS_BREADTH": -0.01}], "record", PAUSE_AT="record")
+    resume(repo)
+    assert_recovered(repo, "E0002", "discard")
+
+
+def test_resume_kills_the_benchmark_the_killed_daemon_left_running(repo, tmp_path):
+    orphan = kill_at(repo, tmp_path, [WIN_BOTH], "E0002-breadth", FAKE_BLOCK="E0002-breadth")
+    assert psutil.pid_exists(orphan)
+    resume(repo)
+    assert not psutil.pid_exists(orphan) or psutil.Process(orphan).status() == "zombie"
+
+
+def test_sigterm_abandons_the_experiment_cleanly(repo, tmp_path):
+    proc = start_driver(repo, [WIN_BOTH], 5, FAKE_BLOCK="E0002-breadth")
+    wait_for(tmp_path / "signals" / "E0002-breadth", proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert candidates(repo)[-1]["status"] == "interrupted"
+    assert rows(repo)[-1]["type"] == "stop" and "SIGTERM" in rows(repo)[-1]["reason"]
+    assert git(worktree(repo), "status", "--porcelain") == ""
+
+
+# --------------------------------------------------------------------------- the verbs
+
+
+def test_status_shows_the_running_experiment_and_its_stage(repo, tmp_path):
+    proc = start_driver(repo, [WIN_BOTH], 1, FAKE_BLOCK="E0002-breadth")
+    try:
+        wait_for(tmp_path / "signals" / "E0002-breadth", proc)
+        done = cli(repo, "status")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert done.returncode == 0, done.stderr
+    assert "running: E0002 (BONUS_BREADTH=0.01 BONUS_CONFIRM=0.01)" in done.stdout
+    assert "stage benchmark:breadth" in done.stdout
+
+
+def test_cli_run_with_the_search_proposer_writes_rows_and_status_shows_them(repo):
+    done = cli(repo, "run", "--max-experiments", "2", "--ladder", "breadth")
+    assert done.returncode == 0, done.stderr
+    assert len(candidates(repo)) == 2
+    assert all(r["proposer"] == "search" and r["knobs"]["LR"] != 0.04 for r in candidates(repo))
+    status = cli(repo, "status")
+    assert "incumbents:" in status.stdout and "E0003" in status.stdout
+
+
+def test_cli_show_prints_decision_diff_and_log_tail(repo):
+    run_daemon(repo, {"BONUS_BREADTH": -0.01})
+    done = cli(repo, "show", "2")
+    assert done.returncode == 0, done.stderr
+    for text in ("E0002", "discard", "+BONUS_BREADTH=-0.01", "final_int8_zlib_roundtrip_exact"):
+        assert text in done.stdout
+
+
+def test_cli_bench_records_a_manual_row_and_prints_metrics(repo):
+    done = cli(repo, "bench", "--profile", "breadth")
+    assert done.returncode == 0, done.stderr
+    [row] = [r for r in rows(repo) if r.get("manual")]
+    assert row["status"] == "keep" and row["commit"] == git(repo, "rev-parse", "HEAD")
+    assert "val_bpb" in done.stdout and "step 4/4" in done.stdout
+
+
+@pytest.mark.parametrize("setup, needle", [
+    (lambda repo: (repo / "autogolf.yaml").write_text("min_improvment: 0.1\n"), "min_improvment"),
+    (lambda repo: subprocess.run(["git", "update-ref", "-d", "HEAD"], cwd=repo), "no commits"),
+    (lambda repo: None, "no experiment E0042"),
+])
+def test_user_errors_are_one_line_with_exit_code_2(repo, setup, needle):
+    setup(repo)
+    done = cli(repo, "show", "E0042") if "E0042" in needle else cli(repo, "run")
+    assert done.returncode == 2
+    assert needle in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_missing_dataset_is_a_user_error(repo):
+    done = cli(repo, "run", env={"AUTOGOLF_CACHE_ROOT": str(repo)})
+    assert done.returncode == 2 and "bootstrap-parameter-golf.sh" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
