@@ -31,7 +31,8 @@ from loop.platform import blas_env  # noqa: E402
 TRAINER = REPO / "benchmark" / "train_gpt_mlx.py"
 BATCH = {"TRAIN_BATCH_TOKENS": "8192", "TRAIN_SEQ_LEN": "1024"}
 MODELS = {
-    "smoke": {"NUM_LAYERS": "4", "MODEL_DIM": "128", "NUM_HEADS": "4", "NUM_KV_HEADS": "2"},
+    # The model of autoresearch.sh's smoke profile, at the benchmark's batch.
+    "smoke": {"NUM_LAYERS": "2", "MODEL_DIM": "64", "NUM_HEADS": "2", "NUM_KV_HEADS": "1"},
     "baseline": {"NUM_LAYERS": "9", "MODEL_DIM": "512", "NUM_HEADS": "8", "NUM_KV_HEADS": "4"},
 }
 
@@ -79,9 +80,10 @@ def flops_per_token(params: int, layers: int, dim: int, seq_len: int) -> tuple[f
     return 6.0 * params, 6.0 * layers * seq_len * dim
 
 
-def run_model(name: str, settings: dict[str, str], steps: int, data: dict[str, str],
-              peak_gflops: float) -> None:
+def run_model(name: str, settings: dict[str, str], steps: int, grad_accum: int,
+              data: dict[str, str], peak_gflops: float) -> None:
     env = {**os.environ, **data, **BATCH, **settings, "ITERATIONS": str(steps),
+           "GRAD_ACCUM_STEPS": str(grad_accum),
            "WARMUP_STEPS": "1", "WARMDOWN_ITERS": "0", "MAX_WALLCLOCK_SECONDS": "0",
            "TRAIN_LOG_EVERY": "1", "VAL_MAX_TOKENS": "8192", "RUN_ID": f"bench_{name}"}
     with tempfile.TemporaryDirectory() as out:
@@ -99,7 +101,7 @@ def run_model(name: str, settings: dict[str, str], steps: int, data: dict[str, s
     # Per-step times from train_time deltas; the first step is dropped (cache warm-up).
     times = [float(t) for t in re.findall(r"^step:\d+/\d+ train_loss:\S+ train_time:(\d+)ms",
                                           log, re.M)]
-    deltas = [b - a for a, b in zip(times, times[1:])] or times
+    deltas = [b - a for a, b in zip(times, times[1:], strict=False)] or times
     step_ms = sum(deltas) / len(deltas)
     tokens = int(BATCH["TRAIN_BATCH_TOKENS"])
     tok_s = tokens / (step_ms / 1000)
@@ -112,7 +114,8 @@ def run_model(name: str, settings: dict[str, str], steps: int, data: dict[str, s
     rss_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"\n[{name}] layers={settings['NUM_LAYERS']} dim={settings['MODEL_DIM']} "
           f"heads={settings['NUM_HEADS']}/{settings['NUM_KV_HEADS']} params={params:,} "
-          f"batch={tokens} seq={BATCH['TRAIN_SEQ_LEN']} steps={steps} (+1 warmup)")
+          f"batch={tokens} seq={BATCH['TRAIN_SEQ_LEN']} grad_accum={grad_accum} "
+          f"steps={steps} (+1 warmup)")
     print(f"  ms/step: {step_ms:.0f}  (mean over steps 2..{steps}; whole run {wall:.0f}s)")
     print(f"  tokens/s: {tok_s:.0f}")
     print(f"  FLOPs/token: 6N={dense / 1e6:.1f}M + attention={attn / 1e6:.1f}M "
@@ -128,6 +131,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=4, help="timed steps per model")
     ap.add_argument("--only", choices=sorted(MODELS), help="run one model only")
+    ap.add_argument("--grad-accum", type=int, default=8,
+                    help="GRAD_ACCUM_STEPS (8 = the trainer default: 1024-token microbatches)")
     opts = ap.parse_args()
     from loop import datasets
 
@@ -142,7 +147,7 @@ def main() -> None:
     print(f"  fp32 matmul peak: {peak:.1f} GFLOP/s ({where})")
     for name, settings in MODELS.items():
         if opts.only in (None, name):
-            run_model(name, settings, opts.steps, data, peak)
+            run_model(name, settings, opts.steps, opts.grad_accum, data, peak)
 
 
 if __name__ == "__main__":

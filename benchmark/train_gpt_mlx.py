@@ -350,11 +350,24 @@ def exp2(x: mx.array) -> mx.array:
     return mx.power(2.0, x)
 
 
-def softcap(logits: mx.array, cap: float) -> mx.array:
-    """cap * tanh(logits / cap), as cap - 2 cap / (e^(2 logits / cap) + 1)."""
-    # Clipping where tanh is already +-1 in float32 keeps the gradient finite (no inf/inf).
-    e = exp2(mx.clip(logits * (2 * LOG2E / cap), -64.0, 64.0))
+@mx.custom_function
+def _softcap(logits: mx.array, cap: mx.array) -> mx.array:
+    # Clipping where tanh is already +-1 in float32 keeps e finite (no inf/inf).
+    e = exp2(mx.clip(logits * (2 * LOG2E) / cap, -64.0, 64.0))
     return cap - (2 * cap) / (e + 1)
+
+
+@_softcap.vjp
+def _softcap_vjp(primals: list[mx.array], cotangent: mx.array, output: mx.array
+                 ) -> tuple[mx.array, mx.array]:
+    # d/dz cap tanh(z / cap) = 1 - tanh^2, from the output: half the work of autodiff here.
+    t = output / primals[1]
+    return cotangent * (1 - t * t), mx.zeros_like(primals[1])
+
+
+def softcap(logits: mx.array, cap: float) -> mx.array:
+    """cap * tanh(logits / cap), written as cap - 2 cap / (e^(2 logits / cap) + 1)."""
+    return _softcap(logits, mx.array(cap, dtype=logits.dtype))
 
 
 _ROTARY_CACHE: dict[tuple[int, int, float], tuple[mx.array, mx.array]] = {}
@@ -703,13 +716,11 @@ class Evaluator:
         self.seqs = (tokens.size - 1) // self.seq_len
         # Same per-batch size as upstream: VAL_BATCH_SIZE split over the accumulation steps.
         self.batch_seqs = max(1, args.val_batch_size // args.grad_accum_steps // self.seq_len)
-        self.batches = []
-        for start in range(0, self.seqs, self.batch_seqs):
-            end = min(start + self.batch_seqs, self.seqs)
-            x = tokens[start * self.seq_len:end * self.seq_len].astype(np.int32)
-            y = tokens[start * self.seq_len + 1:end * self.seq_len + 1].astype(np.int32)
-            self.batches.append((x.reshape(-1, self.seq_len), y.reshape(-1, self.seq_len),
-                                 count_bytes(x, y, tables)))
+        self.tokens = tokens
+        # Windows are cut when used (a full split is ~62M tokens); only byte counts are kept.
+        self.bounds = [(a, min(a + self.batch_seqs, self.seqs))
+                       for a in range(0, self.seqs, self.batch_seqs)]
+        self.batch_bytes = [count_bytes(*self.window(a, b), tables) for a, b in self.bounds]
 
         def batch_nats(params: dict[str, mx.array], x: mx.array, y: mx.array) -> mx.array:
             set_params(model, params)
@@ -717,28 +728,38 @@ class Evaluator:
 
         self.batch_nats = mx.compile(batch_nats)
 
+    def window(self, first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs and targets of sequences first..last-1, shape (last - first, seq_len)."""
+        n = self.seq_len
+        x = self.tokens[first * n:last * n].astype(np.int32).reshape(-1, n)
+        y = self.tokens[first * n + 1:last * n + 1].astype(np.int32).reshape(-1, n)
+        return x, y
+
     def __call__(self, params: dict[str, mx.array]) -> tuple[float, float]:
-        nats, tokens, nbytes = 0.0, 0, 0
+        """(val_loss in nats per token, val_bpb) of the model with these parameters."""
+        nats, tokens = 0.0, 0
+        total = len(self.bounds)
         last_report = time.perf_counter()
-        for i, (x, y, b) in enumerate(self.batches, start=1):
+        for i, (first, last) in enumerate(self.bounds, start=1):
+            x, y = self.window(first, last)
             nats += float(self.batch_nats(params, mx.array(x), mx.array(y)).item())
             tokens += y.size
-            nbytes += b
             now = time.perf_counter()
-            if len(self.batches) > 1 and (now - last_report >= VAL_PROGRESS_SECONDS
-                                          or i == len(self.batches)):
-                log(f"val_progress:{i}/{len(self.batches)}")
+            if total > 1 and (now - last_report >= VAL_PROGRESS_SECONDS or i == total):
+                log(f"val_progress:{i}/{total}")
                 last_report = now
-        val_loss = nats / tokens
-        return val_loss, nats / math.log(2) / nbytes
+        return nats / tokens, nats / math.log(2) / sum(self.batch_bytes)
 
 
 def main() -> int:
     global _LOG_FILE
     keep_freed_memory_mapped()
     args = Hyperparameters()
-    os.makedirs(args.out_dir, exist_ok=True)
-    _LOG_FILE = open(os.path.join(args.out_dir, f"{args.run_id}.txt"), "w", encoding="utf-8")
+    try:
+        os.makedirs(args.out_dir, exist_ok=True)
+        _LOG_FILE = open(os.path.join(args.out_dir, f"{args.run_id}.txt"), "w", encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot write the log in OUT_DIR={args.out_dir}: {e}") from None
     code = Path(__file__).read_text(encoding="utf-8")
     log(f"run_id:{args.run_id}")
     log(f"mlx_version:{mx.__version__} device:{mx.default_device()}")
@@ -746,7 +767,11 @@ def main() -> int:
     # Data and tokenizer: any problem here is a configuration problem (exit 2).
     if not os.path.isfile(args.tokenizer_path):
         raise ConfigError(f"TOKENIZER_PATH={args.tokenizer_path} does not exist")
-    sp = spm.SentencePieceProcessor(model_file=args.tokenizer_path)
+    try:
+        sp = spm.SentencePieceProcessor(model_file=args.tokenizer_path)
+    except (OSError, RuntimeError) as e:
+        raise ConfigError(f"TOKENIZER_PATH={args.tokenizer_path} is not a sentencepiece "
+                          f"model: {e}") from None
     if sp.get_piece_size() != args.vocab_size:
         raise ConfigError(f"VOCAB_SIZE={args.vocab_size} does not match the tokenizer's "
                           f"{sp.get_piece_size()} pieces ({args.tokenizer_path})")
@@ -829,7 +854,8 @@ def main() -> int:
             p, _ = train_step(p, i, 1.0)
         params, opt.state = initial[0], dict(initial[1])
         loader = TrainLoader(train_files, args.vocab_size)
-        log(f"warmup_steps:{args.warmup_steps} warmup_time:{1000 * (time.perf_counter() - t0):.0f}ms")
+        warmup_ms = 1000 * (time.perf_counter() - t0)
+        log(f"warmup_steps:{args.warmup_steps} warmup_time:{warmup_ms:.0f}ms")
 
     train_ms = 0.0
     step = 0

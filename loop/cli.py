@@ -142,7 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = endsummary.end_of_run_summary(Ledger(daemon.paths.ledger).rows(), daemon.session)
     print(summary)
     endsummary.notify("autogolf run stopped", summary.splitlines()[0])
-    return 0
+    return 1 if daemon.fatal else 0  # a stop rule is a normal end; a broken baseline is not
 
 
 # --------------------------------------------------------------------------- bench

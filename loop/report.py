@@ -260,9 +260,10 @@ def progress(rows: list[dict]) -> list[Progress]:
     """Start and best val_bpb per (dataset, profile)."""
     result = []
     for (dataset, profile), points in series(rows).items():
-        good = [p for p in points if p.kind in ("kept", "baseline") and p.val_bpb is not None]
-        first = next((p for p in good if p.kind == "baseline"), good[0] if good else None)
-        best = min(good, key=lambda p: p.val_bpb) if good else None  # type: ignore[arg-type]
+        good = [(p.val_bpb, p) for p in points
+                if p.kind in ("kept", "baseline") and p.val_bpb is not None]
+        first = next((p for _, p in good if p.kind == "baseline"), good[0][1] if good else None)
+        best = min(good, key=lambda pair: pair[0])[1] if good else None
         result.append(Progress(dataset, profile,
                                first.val_bpb if first else None, first.id if first else None,
                                best.val_bpb if best else None, best.id if best else None,
@@ -780,7 +781,7 @@ def render_html(rows: list[dict], ideas: list | None, repo: Path | None,
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>autogolf report</title><style>{CSS}</style></head><body><main>"
             f"<h1>autogolf report</h1><p class=\"sub\">generated {esc(generated)} from "
-            f"{len(experiments(rows))} ledger rows · unknown values are shown as "
+            f"{len(experiments(rows))} experiments in the ledger · unknown values are shown as "
             f"<span class=\"unknown\">unknown</span>, never as 0</p>{_cards(rows)}{body}"
             "</main></body></html>\n")
 

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -27,7 +26,7 @@ from typing import Any
 
 import psutil
 
-from loop import datasets, decision, ideas, logparse, runner
+from loop import datasets, decision, gitsession, ideas, logparse, runner
 from loop import metrics as metriclines
 from loop.config import Config, is_editable
 from loop.gitsession import GitSession, diff_hash
@@ -293,36 +292,41 @@ class Measurement:
 
 def measure(command: str, cwd: Path, env: dict[str, str], timeout_s: float, log_path: Path,
             cap_bytes: int, on_line: Callable[[str], None] | None = None,
-            stop: Callable[[], bool] | None = None) -> Measurement:
+            stop: Callable[[], bool] | None = None, grace_s: float = 10.0) -> Measurement:
     """Run one benchmark in `cwd` and judge its output with the daemon's own parsers."""
     trainer = cwd / TRAINER
     # Completes the artifact size when the log has no size total (upstream's trainer).
     trainer_bytes = trainer.stat().st_size if trainer.is_file() else None
     log_path.parent.mkdir(parents=True, exist_ok=True)
     result = runner.run_command(command, cwd=cwd, env=env, timeout_s=timeout_s,
-                                log_path=log_path, on_line=on_line, stop=stop)
+                                log_path=log_path, on_line=on_line, stop=stop, grace_s=grace_s)
     text = log_path.read_text(errors="replace") if log_path.exists() else ""
     values = metriclines.parse_metric_lines(text)
     parsed = logparse.parse_trainer_log(text)
     verdict = decision.judge_run(values, parsed, cap_bytes, result.exit_code, result.timed_out,
                                  trainer_bytes=trainer_bytes)
+    rung = _rung_figures(values, parsed, verdict)
+    rung.update(wall_s=round(result.wall_s, 3), exit_code=result.exit_code,
+                timed_out=result.timed_out, log=str(log_path))
+    return Measurement(rung, verdict, rung.get("val_bpb") if verdict is None else None)
+
+
+def _rung_figures(values: dict[str, float], parsed: logparse.TrainerLog,
+                  verdict: decision.Verdict | None) -> dict[str, Any]:
+    """The METRIC values, with val_bpb as the daemon reads it from the raw log."""
     rung: dict[str, Any] = dict(values)
     claimed = rung.pop("val_bpb", None)
-    score = None
     if verdict is None or verdict.status == "over_cap":
         # The score the daemon believes is its own re-reading of the raw log; the METRIC
         # value agreed with it (judge_run checked), but it comes from an editable script.
         rung["val_bpb"] = parsed.exact_val_bpb if parsed.exact_val_bpb is not None else claimed
-        score = rung["val_bpb"] if verdict is None else None
-    else:
-        # A run the daemon did not accept has no score; what each side said is kept apart.
-        if claimed is not None:
-            rung["metric_val_bpb"] = claimed
-        if parsed.exact_val_bpb is not None:
-            rung["log_val_bpb"] = parsed.exact_val_bpb
-    rung.update(wall_s=round(result.wall_s, 3), exit_code=result.exit_code,
-                timed_out=result.timed_out, log=str(log_path))
-    return Measurement(rung, verdict, score)
+        return rung
+    # A run the daemon did not accept has no score; what each side said is kept apart.
+    if claimed is not None:
+        rung["metric_val_bpb"] = claimed
+    if parsed.exact_val_bpb is not None:
+        rung["log_val_bpb"] = parsed.exact_val_bpb
+    return rung
 
 
 def commit_message(exp: Experiment) -> str:
@@ -332,10 +336,9 @@ def commit_message(exp: Experiment) -> str:
         figures = " ".join(
             f"{k}={rung[k]}" for k in ("val_bpb", "total_bytes", "step_ms", "wall_s") if k in rung
         )
-        incumbent = exp.incumbent_before.get(profile)
+        incumbent = _fmt(exp.incumbent_before.get(profile))
         lines.append(f"Autogolf-{profile.capitalize()}: {figures} incumbent={incumbent}")
-    margin = (exp.verdict or {}).get("margin")
-    lines.append(f"Autogolf-Margin: {margin}")
+    lines.append(f"Autogolf-Margin: {_fmt((exp.verdict or {}).get('margin'))}")
     return "\n".join(lines) + "\n"
 
 
@@ -372,7 +375,7 @@ class Scheduler:
         self._new_session = new_session
         self.proposer = proposer if proposer is not None else make_proposer(cfg, self.paths.repo)
         self._signal: str | None = None
-        self._fatal: str | None = None
+        self.fatal: str | None = None  # why the run cannot go on (e.g. a failed baseline)
         self.session: str | None = None
         self.session_rows: list[dict] = []  # this session's experiment rows, in order
         self.token = f"{os.getpid()}-{time.time_ns()}"
@@ -433,8 +436,8 @@ class Scheduler:
         rules = self.rules
         if self._signal:
             return f"stopped by {self._signal}"
-        if self._fatal:
-            return self._fatal
+        if self.fatal:
+            return self.fatal
         if rules.max_experiments is not None and done >= rules.max_experiments:
             return f"reached --max-experiments {rules.max_experiments}"
         if rules.deadline is not None and time.time() >= rules.deadline:
@@ -484,6 +487,8 @@ class Scheduler:
                           "proposer": self.cfg.proposer})
             self.out(f"new session {self.session} (branch {self.git.branch})")
         self.git.restore()  # the worktree is the daemon's: start every run from the branch head
+        self.out(f"ladder {' -> '.join(self.cfg.ladder)}, dataset {self.dataset_id}, "
+                 f"worktree {self.paths.rel(self.git.worktree)}")
         # Views kept in memory: re-scanning a long ledger per stage would dominate the loop.
         self.session_rows = session_experiments(self.rows, self.session)
         self._next_number = int(next_id(self.rows)[1:])
@@ -551,7 +556,7 @@ class Scheduler:
         except _Abandon as stop:
             exp.verdict = {"status": "interrupted", "reason": str(stop), "margin": None}
         except _BaselineFailed as failed:
-            self._fatal = str(failed)
+            self.fatal = str(failed)
             exp.verdict = {"status": "interrupted", "margin": None,
                            "reason": f"not judged: {failed}"}
         return self._finish(exp)
@@ -581,7 +586,7 @@ class Scheduler:
         result = runner.run_command(self.cfg.checks_command, cwd=self.git.worktree,
                                     env=self._env(exp.id, None),
                                     timeout_s=self.cfg.checks_timeout_s, log_path=log,
-                                    stop=self._stopping)
+                                    stop=self._stopping, grace_s=self.cfg.kill_grace_s)
         self._abandon_if_stopping("during the checks")
         if result.timed_out:
             raise _Decided("checks_failed", f"checks timed out after {self.cfg.checks_timeout_s:g}"
@@ -599,6 +604,7 @@ class Scheduler:
             incumbent = self._incumbent_at(exp, profile)
             self._abandon_if_stopping(f"before the {profile} benchmark")
             self._stage(exp, f"benchmark:{profile}")
+            self.out(f"{exp.id} {profile}: {exp.description}")
             run = self._measure(exp, profile)
             self._abandon_if_stopping(f"during the {profile} benchmark")
             if run.verdict is not None:
@@ -666,7 +672,7 @@ class Scheduler:
             return True
         row = self._baseline(profile)
         if row["status"] not in ("keep", "interrupted"):
-            self._fatal = (f"the incumbent failed its {profile} baseline ({row['id']}: "
+            self.fatal = (f"the incumbent failed its {profile} baseline ({row['id']}: "
                            f"{row['status']}): fix the benchmark, then `autogolf run` again")
         return row["status"] == "keep"
 
@@ -679,6 +685,7 @@ class Scheduler:
         exp.knobs = self._incumbent_knobs()  # the search proposer moves from these
         exp.stage = f"benchmark:{profile}"
         self._write_state(parent or exp, exp if parent else None)
+        self.out(f"{exp.id} {profile}: {exp.description}")
         run = self._measure(exp, profile)
         if self._signal:
             exp.verdict = {"status": "interrupted", "margin": None,
@@ -714,7 +721,7 @@ class Scheduler:
         log = self.paths.experiment(exp.id) / f"bench-{profile}.log"
         run = measure(self.cfg.benchmark_command, self.git.worktree, self._env(exp.id, profile),
                       self.cfg.profiles[profile].timeout_s, log, self.cfg.artifact_cap_bytes,
-                      stop=self._stopping)
+                      stop=self._stopping, grace_s=self.cfg.kill_grace_s)
         run.rung["log"] = self.paths.rel(log)
         exp.rungs[profile] = run.rung
         return run
@@ -808,38 +815,50 @@ def manual_bench(repo: Path, cfg: Config, profile: str,
     cache = datasets.cache_root(paths.repo)
     dataset = datasets.resolve(cfg.dataset, cache)
     stopped: list[str] = []
+    # The same lock as the daemon's: one benchmark at a time on this machine.
     with DaemonLock(paths.lock), catch_stop_signals(stopped.append):
         ledger = Ledger(paths.ledger)
-        exp = Experiment(id=next_id(ledger.rows()), session=None, head=_user_head(paths.repo),
-                         proposer="manual", manual=True, dataset=datasets.dataset_id(dataset),
+        exp = Experiment(id=next_id(ledger.rows()), session=None, head=None, proposer="manual",
+                         manual=True, dataset=datasets.dataset_id(dataset),
                          description=f"manual bench at {profile}")
-        exp.trainer_hash = file_hash(paths.repo / TRAINER)
+        _describe_checkout(paths, exp)
         log = paths.experiment(exp.id) / f"bench-{profile}.log"
         out(f"{exp.id}: log {paths.rel(log)}")
         run = measure(cfg.benchmark_command, paths.repo,
                       bench_env(cache, dataset, f"manual-{os.getpid()}", exp.id, profile),
                       cfg.profiles[profile].timeout_s, log, cfg.artifact_cap_bytes,
-                      on_line=on_line, stop=lambda: bool(stopped))
+                      on_line=on_line, stop=lambda: bool(stopped), grace_s=cfg.kill_grace_s)
         run.rung["log"] = paths.rel(log)
         exp.rungs[profile] = run.rung
-        if stopped:
-            exp.verdict = {"status": "interrupted", "reason": f"stopped by {stopped[0]}",
-                           "margin": None}
-        elif run.verdict is not None:
-            exp.verdict = {"status": run.verdict.status, "reason": run.verdict.reason,
-                           "margin": None}
-        else:
-            exp.verdict = {"status": "keep", "margin": None,
-                           "reason": "manual run: recorded, never compared with the incumbents"}
+        exp.verdict = _manual_verdict(run, stopped)
         row = exp.row(commit=exp.head)
         ledger.append(row)
     return row
 
 
-def _user_head(repo: Path) -> str | None:
-    done = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=repo,
-                          capture_output=True, text=True)
-    return done.stdout.strip() or None
+def _describe_checkout(paths: Paths, exp: Experiment) -> None:
+    """What a manual run measured: the user's HEAD plus their uncommitted tracked edits."""
+    exp.trainer_hash = file_hash(paths.repo / TRAINER)
+    try:
+        exp.head = gitsession.git(paths.repo, "rev-parse", "--verify", "HEAD").strip()
+        diff = gitsession.git(paths.repo, "diff", "--binary", "HEAD")
+    except gitsession.GitError:
+        return  # no commits yet: the row says commit null
+    if diff.strip():
+        exp.diff_hash = diff_hash(diff)
+        path = paths.experiment(exp.id) / "patch.diff"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(diff)
+        exp.patch = paths.rel(path)
+
+
+def _manual_verdict(run: Measurement, stopped: list[str]) -> dict:
+    if stopped:
+        return {"status": "interrupted", "reason": f"stopped by {stopped[0]}", "margin": None}
+    if run.verdict is not None:
+        return {"status": run.verdict.status, "reason": run.verdict.reason, "margin": None}
+    return {"status": "keep", "margin": None,
+            "reason": "manual run: recorded, never compared with the incumbents"}
 
 
 def make_proposer(cfg: Config, repo: Path) -> Any:

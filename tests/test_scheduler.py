@@ -115,6 +115,12 @@ def pause(tag):
     time.sleep(120)
 
 point = os.environ.get("PAUSE_AT")
+if point == "before_commit":
+    real_commit = gitsession.GitSession.commit
+    def commit(self, message):
+        pause("before_commit")
+        return real_commit(self, message)
+    gitsession.GitSession.commit = commit
 if point == "commit":
     real_commit = gitsession.GitSession.commit
     def commit(self, message):
@@ -469,6 +475,15 @@ def test_until_is_the_next_such_local_time():
         scheduler.deadline_from("7pm", None, now)
 
 
+def test_a_crashing_incumbent_stops_the_run_before_any_candidate(repo):
+    (repo / "knobs.sh").write_text("LR=0.04\nMODE=crash\n")
+    git(repo, "commit", "-qam", "broken")
+    done = cli(repo, "run", "--max-experiments", "3")
+    assert done.returncode == 1
+    assert [r["status"] for r in baselines(repo)] == ["crash"] and candidates(repo) == []
+    assert "failed its breadth baseline" in rows(repo)[-1]["reason"]
+
+
 def test_past_deadline_starts_no_experiment(repo):
     cfg = load_config(repo / "autogolf.yaml")
     rules = scheduler.StopRules(deadline=time.time() - 1)
@@ -578,6 +593,16 @@ def test_kill_after_the_commit_records_the_keep_with_that_commit(repo, tmp_path)
     assert git(repo, "merge-base", "--is-ancestor", kept, branch_head(repo)) == ""
 
 
+def test_kill_just_before_the_commit_still_keeps_the_winning_change(repo, tmp_path):
+    start = git(repo, "rev-parse", "HEAD")
+    kill_at(repo, tmp_path, [WIN_BOTH], "before_commit", PAUSE_AT="before_commit")
+    resume(repo)
+    assert_recovered(repo, "E0002", "keep")
+    kept = next(r for r in rows(repo) if r.get("id") == "E0002")["commit"]
+    assert git(repo, "rev-parse", f"{kept}^") == start
+    assert "+BONUS_CONFIRM=0.01" in git(repo, "show", kept)
+
+
 def test_kill_after_the_row_is_written_duplicates_nothing(repo, tmp_path):
     kill_at(repo, tmp_path, [{"BONUS_BREADTH": -0.01}], "record", PAUSE_AT="record")
     resume(repo)
@@ -641,6 +666,14 @@ def test_cli_bench_records_a_manual_row_and_prints_metrics(repo):
     [row] = [r for r in rows(repo) if r.get("manual")]
     assert row["status"] == "keep" and row["commit"] == git(repo, "rev-parse", "HEAD")
     assert "val_bpb" in done.stdout and "step 4/4" in done.stdout
+
+
+def test_cli_bench_of_an_edited_checkout_saves_the_uncommitted_change(repo):
+    (repo / "knobs.sh").write_text("LR=0.05\nMODE=ok\n")
+    assert cli(repo, "bench", "--profile", "breadth").returncode == 0
+    [row] = [r for r in rows(repo) if r.get("manual")]
+    assert "+LR=0.05" in (repo / row["patch"]).read_text()
+    assert row["rungs"]["breadth"]["val_bpb"] == pytest.approx(1.0, abs=2e-4)
 
 
 @pytest.mark.parametrize("setup, needle", [
