@@ -170,7 +170,6 @@ ATTN_BLOCK = 256  # query block of the CPU attention (see causal_attention)
 VAL_PROGRESS_SECONDS = 5.0  # how often a long validation reports val_progress
 
 
-
 def keep_freed_memory_mapped() -> None:
     """Stop glibc from returning MLX's multi-megabyte buffers to the kernel after each use.
 
@@ -576,6 +575,18 @@ def newton_schulz_orthogonalize(g: mx.array, steps: int) -> mx.array:
     return x if wide else x.T
 
 
+def muon_direction(grad: mx.array, buf: mx.array, momentum: mx.array, steps: int
+                   ) -> tuple[mx.array, mx.array]:
+    """(new momentum buffer, orthogonalised Nesterov direction) of one matrix."""
+    buf = momentum * buf + grad
+    return buf, newton_schulz_orthogonalize(grad + momentum * buf, steps)
+
+
+# Compiled once per matrix shape: ~1.7x faster than eager on the CPU. The momentum is an
+# array argument so that its warmup schedule does not trigger a recompile every step.
+_muon_direction = mx.compile(muon_direction)
+
+
 class Optimizers:
     """Muon + Adam over one flat parameter dict; state is a flat dict too (easy to snapshot)."""
 
@@ -611,11 +622,10 @@ class Optimizers:
                 if args.muon_momentum_warmup_steps > 0 else 1.0)
         momentum = (1 - frac) * args.muon_momentum_warmup_start + frac * args.muon_momentum
         lr = self.base_lr["muon"] * lr_mul
+        momentum_arr = mx.array(momentum, dtype=mx.float32)
         for name in self.groups["muon"]:
-            buf = momentum * st[f"{name}.buf"] + grads[name]
-            st[f"{name}.buf"] = buf
-            update = newton_schulz_orthogonalize(grads[name] + momentum * buf,
-                                                 args.muon_backend_steps)
+            st[f"{name}.buf"], update = _muon_direction(grads[name], st[f"{name}.buf"],
+                                                        momentum_arr, args.muon_backend_steps)
             rows, cols = params[name].shape
             new[name] = params[name] - (lr * max(1.0, rows / cols) ** 0.5) * update
         t = st["adam_t"] + 1.0
@@ -812,6 +822,11 @@ def main() -> int:
         f"val_max_tokens:{args.val_max_tokens} warmup_steps:{args.warmup_steps} "
         f"warmdown_iters:{args.warmdown_iters} "
         f"max_wallclock_seconds:{args.max_wallclock_seconds:g}")
+    # One `key:value` per line as well, for parsers that read single settings lines.
+    for key, value in (("iterations", args.iterations),
+                       ("train_batch_tokens", args.train_batch_tokens),
+                       ("train_seq_len", args.train_seq_len), ("model_params", n_params)):
+        log(f"{key}:{value}")
     log(f"optimizer:muon+adam matrix_lr:{args.matrix_lr} scalar_lr:{args.scalar_lr} "
         f"embed_lr:{opt.base_lr['embed']} head_lr:{args.head_lr} "
         f"muon_momentum:{args.muon_momentum} muon_backend_steps:{args.muon_backend_steps} "

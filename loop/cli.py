@@ -10,23 +10,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shutil
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
-from typing import TextIO
 
 import psutil
 
-from loop import endsummary, ideas_cli, report_cli, scheduler
+from loop import awake, endsummary, ideas_cli, report_cli, scheduler
+from loop.workspace import cli as workspace_cli
 from loop.config import Config, ConfigError, load_config
 from loop.datasets import DatasetError
 from loop.gitsession import GitError
 from loop.ledger import Ledger
 from loop.lock import LockHeld
-from loop.logparse import ProgressEstimator, parse_progress
+from loop.logparse import parse_progress
+from loop.progress import LiveStatus
 from loop.proposers.search import KnobError
 from loop.scheduler import Paths, UserError
 
@@ -132,13 +131,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _with_ladder(_config(args, repo), args.ladder)
     rules = scheduler.StopRules(
         max_experiments=args.max_experiments,
-        deadline=scheduler.deadline_from(args.until, args.hours),
+        # --until is a wall-clock deadline; --hours counts awake time (loop.awake).
+        deadline=scheduler.deadline_from(args.until, None),
+        hours=args.hours,
         max_consecutive_failures=cfg.max_consecutive_failures,
         stop_file=repo / cfg.stop_file,
     )
+    live = LiveStatus(sys.stdout, sys.stdout.isatty())  # one status line, or plain log lines
     daemon = scheduler.Scheduler(repo, cfg, rules, new_session=args.new_session,
-                                 out=lambda line: print(line, flush=True))
-    daemon.run()
+                                 out=live.log, events=live)
+    try:
+        with awake.keep_awake():  # caffeinate on macOS while the loop runs; no-op elsewhere
+            daemon.run()
+    finally:
+        live.close()
     summary = endsummary.end_of_run_summary(Ledger(daemon.paths.ledger).rows(), daemon.session)
     print(summary)
     endsummary.notify("autogolf run stopped", summary.splitlines()[0])
@@ -148,53 +154,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- bench
 
 
-class ProgressLine:
-    """The live line of `autogolf bench`: rewritten in place on a TTY, plain lines otherwise."""
-
-    def __init__(self, stream: TextIO, tty: bool):
-        self.stream, self.tty = stream, tty
-        self.estimator = ProgressEstimator(time.monotonic())
-        self._shown: tuple | None = None
-        self._last_print = 0.0
-        self._every = 0.2 if tty else 5.0
-
-    def __call__(self, line: str) -> None:
-        now = time.monotonic()
-        self.estimator.feed(line, now)
-        snap = self.estimator.snapshot(now)
-        key = (snap.phase, snap.step)
-        # A terminal line may change 5 times a second; a log file gets a line per phase
-        # change and at most one every 5 s, so a long run does not flood it.
-        same_phase = self._shown is not None and snap.phase == self._shown[0]
-        if key == self._shown or (same_phase and now - self._last_print < self._every):
-            return
-        self._shown, self._last_print = key, now
-        text = snap.line()
-        if self.tty:
-            width = shutil.get_terminal_size((100, 20)).columns - 1
-            self.stream.write("\r" + text[:width] + "\x1b[K")
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty and self._shown is not None:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     repo = find_repo(Path.cwd(), require_commit=False)  # a manual run needs no history
     cfg = _config(args, repo)
     if args.profile not in cfg.profiles:
         raise UserError(f"unknown profile {args.profile!r}; known: {', '.join(cfg.profiles)}")
-    progress = ProgressLine(sys.stdout, sys.stdout.isatty())
+    live = LiveStatus(sys.stdout, sys.stdout.isatty())
     print(f"autogolf bench: profile {args.profile} on {repo} (the current checkout)", flush=True)
+    live.rung_started(None, args.profile)
     try:
-        row = scheduler.manual_bench(repo, cfg, args.profile, on_line=progress,
-                                     out=lambda line: print(line, flush=True))
+        row = scheduler.manual_bench(repo, cfg, args.profile, on_line=live.output_line,
+                                     out=live.log)
     finally:
-        progress.close()
+        live.close()
     _print_metrics(row, args.profile)
     return 0 if row["status"] == "keep" else 1
 
@@ -410,6 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
     ideas = verbs.add_parser("ideas", help="the ideas backlog with tested outcomes; add, mark")
     ideas_cli.add_arguments(ideas)
     ideas.set_defaults(func=ideas_cli.main)
+
+    workspace = verbs.add_parser("workspace", help="shared workspace: init PATH, status")
+    workspace_cli.add_arguments(workspace)
+    workspace.set_defaults(func=workspace_cli.main)
 
     report = verbs.add_parser("report", help="a readable summary with a val_bpb chart")
     report_cli.add_arguments(report)

@@ -17,7 +17,10 @@ from typing import Any
 
 import yaml
 
+from loop.proposers.agent import PLACEHOLDER_PATTERN as _PLACEHOLDER
+from loop.proposers.agent import PLACEHOLDERS as AGENT_PLACEHOLDERS
 from loop.proposers.search import KNOB_KINDS, KNOB_SCALES, KNOB_TYPES, Knob
+from loop.workspace.settings import WorkspaceConfig, read_workspace
 
 DIRECTIONS = ("lower", "higher")
 PROPOSERS = ("search", "agent", "ideas")
@@ -62,6 +65,9 @@ ALWAYS_PROTECTED: tuple[str, ...] = (".git/**", ".autogolf/**", "autogolf.yaml",
 
 DEFAULT_TIMEOUTS = {"smoke": 300.0, "breadth": 900.0, "confirm": 2700.0, "full": 14400.0}
 DEFAULT_NOISE = {"smoke": 0.0, "breadth": 0.004, "confirm": 0.002, "full": 0.001}
+# Calibration runs of the incumbent per profile (1 = none: the fixed noise is used). The
+# CPU smoke profile is deterministic, and `full` takes hours: neither is calibrated.
+DEFAULT_NOISE_RUNS = {"smoke": 1, "breadth": 5, "confirm": 5, "full": 1}
 # name: (kind, type, low, high, scale); all live in autoresearch.sh's knob block.
 DEFAULT_KNOBS: dict[str, tuple[str, str, float, float, str]] = {
     "MATRIX_LR": ("env", "float", 0.005, 0.2, "log"),
@@ -118,9 +124,20 @@ class Config:
     protected: tuple[str, ...] = DEFAULT_PROTECTED
     proposer: str = "search"
     proposer_seed: int = 0
+    proposer_rotation: tuple[str, ...] = ()  # when given, experiments take these in turn
+    agent_command: tuple[str, ...] = ()  # argument list with {prompt_file} etc. (issue 8)
+    agent_timeout_s: float = 900.0
+    agent_last_rows: int = 12  # ledger rows shown in the agent's prompt
     knobs: tuple[Knob, ...] = field(default_factory=_default_knobs)
     noise_k: float = 2.0
     noise: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_NOISE))
+    # Issue 7 (loop/noise.py, loop/protocol.py, loop/verify.py).
+    noise_runs: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_NOISE_RUNS))
+    noise_recalibrate_every_keeps: int = 3  # re-measure the incumbent after N keeps
+    noise_rerun_close: int = 2  # extra runs of a candidate that wins by less than the margin
+    protocol_allow_change: tuple[str, ...] = ()  # loop.protocol.ALLOWABLE fields
+    verify_enabled: bool = False  # re-evaluate a kept artifact with loop/verify.py
+    verify_tolerance: float = 0.001  # |trainer val_bpb - trusted val_bpb| allowed
     max_consecutive_failures: int = 5
     stop_file: str = ".autogolf/STOP"
     # Not in DESIGN.md's first cut; for the runner, watchdog and pre-flight (issue 6).
@@ -128,6 +145,7 @@ class Config:
     max_memory_mb: int = 0  # the benchmark tree's RSS limit (0 = no limit)
     min_available_memory_mb: int = 0  # stop the benchmark when the machine has less free
     min_free_disk_mb: int = 2048  # pre-flight floor before each experiment
+    workspace: WorkspaceConfig | None = None  # shared collaboration workspace (issue 10)
 
 
 def is_editable(cfg: Config, relpath: str) -> bool:
@@ -211,7 +229,7 @@ def _parse_yaml(text: str, path: Path) -> Any:
 _TOP_KEYS = (
     "metric", "min_improvement", "artifact_cap_bytes", "dataset", "ladder", "full_every_keeps",
     "profiles", "benchmark", "checks", "editable", "protected", "proposer", "knobs", "noise",
-    "stop", "limits",
+    "stop", "limits", "agent", "workspace", "protocol", "verify",
 )  # fmt: skip
 
 
@@ -235,11 +253,15 @@ class _Reader:
         kw.update(self.commands(top))
         kw.update(self.globs(top))
         kw.update(self.proposer(top))
+        kw.update(self.agent(top, kw))
         probe = Config(**{k: v for k, v in kw.items() if k in ("editable", "protected")})
         self.put(kw, "knobs", self.knobs(top, probe))
         kw.update(self.noise(top, profiles))
+        kw.update(self.protocol(top))
+        kw.update(self.verify(top))
         kw.update(self.stop(top))
         kw.update(self.limits(top))
+        self.put(kw, "workspace", read_workspace(top.get("workspace"), self.fail))
         return kw
 
     # --- sections -----------------------------------------------------------------------
@@ -320,12 +342,58 @@ class _Reader:
             return {}
         if isinstance(value, str):  # `proposer: search` is shorthand for the name alone
             value = {"name": value}
-        section = self.mapping(value, "proposer", ("name", "seed"))
+        section = self.mapping(value, "proposer", ("name", "seed", "rotation"))
         kw: dict[str, Any] = {}
         self.put(kw, "proposer", self.choice(section, "name", "proposer.name", PROPOSERS))
         seed = self.number(section, "seed", where="proposer", minimum=0, integer=True)
         self.put(kw, "proposer_seed", seed)
+        self.put(kw, "proposer_rotation", self.rotation(section.get("rotation")))
         return kw
+
+    def rotation(self, value: Any) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        allowed = f"a non-empty list of proposers from: {', '.join(PROPOSERS)}"
+        if not isinstance(value, list) or not value:
+            self.fail("proposer.rotation", f"got {value!r}", allowed)
+            return None
+        bad = [i for i, name in enumerate(value) if name not in PROPOSERS]
+        for i in bad:
+            self.fail(f"proposer.rotation[{i}]", f"unknown proposer {value[i]!r}", allowed)
+        return None if bad else tuple(value)
+
+    def agent(self, top: dict, kw: dict[str, Any]) -> dict[str, Any]:
+        section = self.mapping(top.get("agent", {}), "agent",
+                               ("command", "timeout_s", "last_rows"))
+        out: dict[str, Any] = {}
+        self.put(out, "agent_command", self.agent_command(section))
+        timeout = self.number(section, "timeout_s", where="agent", positive=True)
+        self.put(out, "agent_timeout_s", timeout)
+        rows = self.number(section, "last_rows", where="agent", minimum=0, integer=True)
+        self.put(out, "agent_last_rows", rows)
+        wanted = "agent" in (kw.get("proposer"), *kw.get("proposer_rotation", ()))
+        if wanted and "command" not in section:
+            self.fail("agent.command", "missing: the agent proposer needs a command",
+                      'an argument list, e.g. ["claude", "-p", "{prompt}"]')
+        return out
+
+    def agent_command(self, section: dict) -> tuple[str, ...] | None:
+        if "command" not in section:
+            return None
+        value = section["command"]
+        allowed = ('a non-empty list of strings; placeholders: '
+                   + ", ".join("{" + p + "}" for p in AGENT_PLACEHOLDERS))
+        if not isinstance(value, list) or not value or not all(
+                isinstance(a, str) for a in value) or not value[0].strip():
+            self.fail("agent.command", f"got {value!r}", allowed)
+            return None
+        unknown = sorted({name for arg in value for name in _PLACEHOLDER.findall(arg)
+                          if name not in AGENT_PLACEHOLDERS})
+        if unknown:
+            shown = ", ".join("{" + n + "}" for n in unknown)
+            self.fail("agent.command", f"unknown placeholder {shown}", allowed)
+            return None
+        return tuple(value)
 
     def knobs(self, top: dict, globs: Config) -> tuple[Knob, ...] | None:
         if "knobs" not in top:
@@ -368,9 +436,14 @@ class _Reader:
             return None
 
     def noise(self, top: dict, profiles: dict[str, ProfileConfig]) -> dict[str, Any]:
-        section = self.mapping(top.get("noise", {}), "noise", ("k", "fixed"))
+        keys = ("k", "fixed", "runs", "recalibrate_every_keeps", "rerun_close")
+        section = self.mapping(top.get("noise", {}), "noise", keys)
         kw: dict[str, Any] = {}
         self.put(kw, "noise_k", self.number(section, "k", where="noise", minimum=0))
+        self.put(kw, "noise_runs", self.noise_runs(section, profiles))
+        for key in keys[3:]:
+            number = self.number(section, key, where="noise", minimum=0, integer=True)
+            self.put(kw, f"noise_{key}", number)
         if "fixed" in section:
             fixed = dict(DEFAULT_NOISE)
             for name, value in self.mapping(section["fixed"], "noise.fixed", None).items():
@@ -382,6 +455,54 @@ class _Reader:
                 if number is not None:
                     fixed[name] = number
             kw["noise"] = fixed
+        return kw
+
+    def noise_runs(self, section: dict, profiles: dict[str, ProfileConfig]
+                   ) -> dict[str, int] | None:
+        """`runs: 5` (every profile) or `runs: {breadth: 5, ...}` (the rest keep defaults)."""
+        if "runs" not in section:
+            return None
+        value = section["runs"]
+        if not isinstance(value, dict):
+            number = self.number(section, "runs", where="noise", minimum=1, integer=True)
+            return None if number is None else {name: number for name in profiles}
+        runs = {**DEFAULT_NOISE_RUNS, **{name: 1 for name in profiles
+                                         if name not in DEFAULT_NOISE_RUNS}}
+        for name, count in value.items():
+            if name not in profiles:
+                self.fail(f"noise.runs.{name}", "unknown profile", f"one of {', '.join(profiles)}")
+                continue
+            number = self.number({name: count}, name, where="noise.runs", minimum=1, integer=True)
+            if number is not None:
+                runs[name] = number
+        return runs
+
+    def protocol(self, top: dict) -> dict[str, Any]:
+        from loop.protocol import ALLOWABLE
+
+        section = self.mapping(top.get("protocol", {}), "protocol", ("allow_change",))
+        if "allow_change" not in section:
+            return {}
+        fields = section["allow_change"] or []
+        allowed = f"a list of: {', '.join(ALLOWABLE)} (never the seed, data or tokenizer)"
+        if not isinstance(fields, list):
+            self.fail("protocol.allow_change", f"got {fields!r}", allowed)
+            return {}
+        for i, name in enumerate(fields):
+            if name not in ALLOWABLE:
+                self.fail(f"protocol.allow_change[{i}]", f"got {name!r}", allowed)
+        return {"protocol_allow_change": tuple(f for f in fields if f in ALLOWABLE)}
+
+    def verify(self, top: dict) -> dict[str, Any]:
+        section = self.mapping(top.get("verify", {}), "verify", ("enabled", "tolerance"))
+        kw: dict[str, Any] = {}
+        if "enabled" in section:
+            if isinstance(section["enabled"], bool):
+                kw["verify_enabled"] = section["enabled"]
+            else:
+                self.fail("verify.enabled", f"got {section['enabled']!r}", "true | false")
+        self.put(kw, "verify_tolerance",
+                 self.number(section, "tolerance", where="verify", positive=True))
         return kw
 
     def stop(self, top: dict) -> dict[str, Any]:

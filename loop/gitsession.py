@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,6 +138,11 @@ class GitSession:
         # -ff also removes untracked nested repositories a proposer might have created.
         git(self.worktree, "clean", "-ffdq")
 
+    def code_hash(self, exclude: Iterable[str] = (), rev: str = "HEAD") -> str:
+        """sha256 of the tree of `rev` without the paths in `exclude` (bookkeeping files):
+        the same for two commits that differ only in those files, i.e. measure the same code."""
+        return tree_hash(self.worktree, exclude, rev)
+
     def apply_patch(self, patch: str) -> None:
         """Apply a patch (as produced by `diff`) to the worktree; all or nothing."""
         if not patch.strip():
@@ -177,6 +183,14 @@ def diff_hash(diff: str) -> str:
     ]
     normalised = "\n".join(lines).strip("\n")
     return hashlib.sha256(normalised.encode("utf-8")).hexdigest()
+
+
+def tree_hash(cwd: Path, exclude: Iterable[str] = (), rev: str = "HEAD") -> str:
+    """sha256 over `git ls-tree -r` of `rev` (mode, object id, path per file), minus `exclude`."""
+    skip = set(exclude)
+    out = git(cwd, "ls-tree", "-r", "-z", "--full-tree", rev)
+    kept = [entry for entry in out.split("\0") if entry and entry.split("\t", 1)[1] not in skip]
+    return hashlib.sha256("\0".join(kept).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _toplevel(repo: Path) -> Path:

@@ -4,9 +4,13 @@
     autogolf ideas add TEXT [--knobs "A=1 B=2"] [--patch PATH]
     autogolf ideas mark ID STATUS [--note TEXT]
 
-Works on `autoresearch.ideas.md` at the root of the main checkout (also when run inside a
-daemon worktree), or on `--file`. A bad id, status or knobs list is one line on stderr and
-exit 2; the file is then not written. Malformed entries are listed with their line numbers.
+Which backlog: once a daemon session exists, the daemon's live copy in the latest session's
+worktree (`.autogolf/worktrees/<session>/autoresearch.ideas.md`; the daemon commits edits made
+there before its next proposal); before that, the one at the root of the main checkout (also
+when run inside a daemon worktree). `--checkout` forces the checkout's file, `--file` names
+one. The first output line says which file. A bad id, status or knobs list is one line on
+stderr and exit 2; the file is then not written. Malformed entries are listed with their
+line numbers.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from loop.ideas import STATUSES, Idea, IdeasError, IdeasFile, parse_knobs
+from loop.ledger import Ledger
 
 IDEAS_FILE = "autoresearch.ideas.md"
 
@@ -27,7 +32,10 @@ IDEAS_FILE = "autoresearch.ideas.md"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options and sub-verbs of `autogolf ideas` on a parser the main CLI created."""
     parser.add_argument("--file", type=Path, default=None,
-                        help=f"the backlog (default: {IDEAS_FILE} at the repository root)")
+                        help=f"the backlog (default: the latest session worktree's {IDEAS_FILE}, "
+                             "else the checkout's)")
+    parser.add_argument("--checkout", action="store_true",
+                        help=f"use {IDEAS_FILE} of your checkout, not the session worktree's")
     parser.add_argument("--status", choices=STATUSES, default=None,
                         help="list only ideas with this status")
     verbs = parser.add_subparsers(dest="ideas_command", metavar="{list,add,mark}")
@@ -48,8 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run the verb; 0 on success, 2 on a problem the user can fix (message on stderr)."""
     out, err = out or sys.stdout, err or sys.stderr
-    path = args.file if args.file is not None else default_path(Path.cwd())
+    path, where = (args.file, "--file") if args.file is not None else backlog_path(
+        Path.cwd(), checkout=getattr(args, "checkout", False))
     command = getattr(args, "ideas_command", None) or "list"
+    out.write(f"backlog: {path} ({where})\n")
     try:
         if command == "add":
             return _add(path, args, out)
@@ -59,6 +69,27 @@ def main(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None
     except IdeasError as e:
         print(f"autogolf ideas: error: {e}", file=err)
         return 2
+
+
+def backlog_path(start: Path, checkout: bool = False) -> tuple[Path, str]:
+    """The backlog to work on and a few words saying which it is: the latest session
+    worktree's copy when there is one (unless `checkout`), else the main checkout's."""
+    mine = default_path(start)
+    session = None if checkout else latest_session(mine.parent)
+    worktree = mine.parent / ".autogolf" / "worktrees" / session if session else None
+    if worktree is not None and worktree.is_dir():
+        return worktree / IDEAS_FILE, f"the daemon's copy in session {session}'s worktree; " \
+                                      "--checkout for yours"
+    return mine, "your checkout"
+
+
+def latest_session(root: Path) -> str | None:
+    """The newest session named in the main checkout's ledger, or None."""
+    ledger = root / ".autogolf" / "ledger.jsonl"
+    if not ledger.is_file():
+        return None
+    names = [r.get("session") for r in Ledger(ledger).rows() if r.get("type") == "session"]
+    return next((n for n in reversed(names) if isinstance(n, str) and n), None)
 
 
 def default_path(start: Path) -> Path:

@@ -26,24 +26,33 @@ from typing import Any
 
 import psutil
 
-from loop import datasets, decision, gitsession, ideas, logparse, runner
+from loop import awake, datasets, decision, gitsession, ideas, logparse, preflight, runner, watchdog
 from loop import metrics as metriclines
 from loop.config import Config, is_editable
+from loop.events import RunEvents
 from loop.gitsession import GitSession, diff_hash
 from loop.ledger import Ledger
 from loop.lock import DaemonLock
 from loop.platform import blas_env
+from loop.proposers.agent import AgentConfigError, AgentProposer
 from loop.proposers.ideas import IdeasProposer
+from loop.proposers.rotation import Rotation
 from loop.proposers.search import KnobError, SearchProposer, read_knobs
+from loop.workspace.daemon import WorkspaceHook
 
 # Statuses that count towards the consecutive-failures stop rule.
-FAILURES = frozenset({"crash", "timeout", "checks_failed", "invalid_metric", "metric_mismatch"})
+FAILURES = frozenset({"crash", "timeout", "checks_failed", "invalid_metric", "metric_mismatch",
+                      "agent_failed", "agent_timeout", "agent_no_change", "agent_touched_git"})
 # Rows that say nothing about the change itself, so the same diff may be tried again.
 NOT_MEASURED = frozenset({"interrupted", "duplicate"})
 # A proposer that only repeats measured changes would otherwise spin forever writing rows.
 MAX_CONSECUTIVE_DUPLICATES = 25
 TRAINER = "benchmark/train_gpt_mlx.py"
-IDEAS_FILE = "autoresearch.ideas.md"  # the user's backlog, in the main checkout
+IDEAS_FILE = "autoresearch.ideas.md"  # the backlog; the daemon's live copy is the worktree's
+SESSION_DOC = "autoresearch.md"  # its "What has been tried" section is kept current
+# Files the daemon itself updates after each experiment (separate bookkeeping commits on the
+# session branch). They are not measured code: code hashes, hence incumbents, ignore them.
+BOOKKEEPING_FILES = (IDEAS_FILE, SESSION_DOC)
 
 
 class UserError(Exception):
@@ -146,18 +155,21 @@ def session_experiments(rows: list[dict], session: str | None) -> list[dict]:
 
 
 def incumbents(rows: list[dict], session: str | None, head: str | None = None,
-               dataset: str | None = None) -> dict[str, dict]:
+               dataset: str | None = None, code: str | None = None) -> dict[str, dict]:
     """Per profile: the latest kept/baseline measurement of the session.
 
-    With `head`, only measurements of that commit count (a keep at breadth makes an older
-    confirm figure stale); with `dataset`, only rows from that dataset (never compared across).
-    Each value: {"val_bpb", "id", "commit"}.
+    With `code` (GitSession.code_hash: the tree without the bookkeeping files), only
+    measurements of that code count (a keep at breadth makes an older confirm figure stale;
+    a bookkeeping commit changes nothing); rows written before code hashes existed are
+    matched by `head`, their commit. With `dataset`, only rows from that dataset (never
+    compared across). Each value: {"val_bpb", "id", "commit"}.
     """
     found: dict[str, dict] = {}
     for row in session_experiments(rows, session):
         if row.get("status") != "keep":
             continue
-        if (head and row.get("commit") != head) or (dataset and row.get("dataset") != dataset):
+        if not _same_code(row, "code", code, "commit", head) or (
+                dataset and row.get("dataset") != dataset):
             continue
         for profile, rung in (row.get("rungs") or {}).items():
             value = rung.get("val_bpb") if isinstance(rung, dict) else None
@@ -167,14 +179,22 @@ def incumbents(rows: list[dict], session: str | None, head: str | None = None,
     return found
 
 
+def _same_code(row: dict, code_key: str, code: str | None, commit_key: str,
+               commit: str | None) -> bool:
+    """Whether `row` measured that code: by code hash, else (older rows) by commit."""
+    if code and row.get(code_key):
+        return row[code_key] == code
+    return not commit or row.get(commit_key) == commit
+
+
 def find_duplicate(rows: list[dict], digest: str, base_commit: str,
-                   dataset: str | None) -> dict | None:
-    """An earlier measurement of the same diff on the same incumbent commit and dataset."""
+                   dataset: str | None, base_code: str | None = None) -> dict | None:
+    """An earlier measurement of the same diff on the same incumbent code and dataset."""
     for row in rows:
         if (
             row.get("type") == "experiment"
             and row.get("diff_hash") == digest
-            and row.get("base_commit") == base_commit
+            and _same_code(row, "base_code", base_code, "base_commit", base_commit)
             and row.get("dataset") == dataset
             and row.get("status") not in NOT_MEASURED
             and not row.get("baseline")
@@ -212,6 +232,7 @@ class StopRules:
     deadline: float | None = None  # time.time() after which no experiment starts
     max_consecutive_failures: int = 5  # 0 = never stop on failures
     stop_file: Path | None = None
+    hours: float | None = None  # --hours: awake time (loop.awake), counted from run()
 
 
 def deadline_from(until: str | None, hours: float | None,
@@ -263,9 +284,13 @@ class Experiment:
     incumbent_before: dict[str, float | None] = field(default_factory=dict)
     stage: str = "propose"
     verdict: dict | None = None  # {"status", "reason", "margin"} once decided
+    base_code: str | None = None  # code hash of `head` (GitSession.code_hash)
+    agent: dict | None = None  # how an agent proposer's attempt ended (its outcome, log...)
 
-    def row(self, commit: str | None = None) -> dict:
+    def row(self, commit: str | None = None, code: str | None = None) -> dict:
+        """`code`: the code hash `commit` measured (a keep's or a baseline's), else None."""
         verdict = self.verdict or {}
+        extra = {"agent": self.agent} if self.agent else {}
         return {
             "type": "experiment", "id": self.id, "session": self.session,
             "timestamp": utc_now(), "proposer": self.proposer, "idea": self.idea,
@@ -275,7 +300,8 @@ class Experiment:
             "base_commit": self.head, "commit": commit, "patch": self.patch,
             "diff_hash": self.diff_hash, "dataset": self.dataset,
             "trainer_hash": self.trainer_hash, "manual": self.manual, "baseline": self.baseline,
-        }
+            "base_code": self.base_code, "code": code,
+        } | extra
 
     @classmethod
     def from_state(cls, data: dict) -> Experiment:
@@ -292,23 +318,52 @@ class Measurement:
 
 def measure(command: str, cwd: Path, env: dict[str, str], timeout_s: float, log_path: Path,
             cap_bytes: int, on_line: Callable[[str], None] | None = None,
-            stop: Callable[[], bool] | None = None, grace_s: float = 10.0) -> Measurement:
-    """Run one benchmark in `cwd` and judge its output with the daemon's own parsers."""
+            stop: Callable[[], bool] | None = None, grace_s: float = 10.0,
+            guard: watchdog.RunGuard | None = None) -> Measurement:
+    """Run one benchmark in `cwd` and judge its output with the daemon's own parsers.
+
+    `guard` (memory watchdog + early abort) may end the run early; its verdict then wins.
+    """
     trainer = cwd / TRAINER
     # Completes the artifact size when the log has no size total (upstream's trainer).
     trainer_bytes = trainer.stat().st_size if trainer.is_file() else None
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    if guard is not None:
+        guard.forward, on_line, stop = on_line, guard.on_line, _either(stop, guard.stop)
     result = runner.run_command(command, cwd=cwd, env=env, timeout_s=timeout_s,
-                                log_path=log_path, on_line=on_line, stop=stop, grace_s=grace_s)
+                                log_path=log_path, on_line=on_line, stop=stop, grace_s=grace_s,
+                                on_start=guard.on_start if guard is not None else None)
     text = log_path.read_text(errors="replace") if log_path.exists() else ""
     values = metriclines.parse_metric_lines(text)
     parsed = logparse.parse_trainer_log(text)
     verdict = decision.judge_run(values, parsed, cap_bytes, result.exit_code, result.timed_out,
                                  trainer_bytes=trainer_bytes)
+    if guard is not None and guard.verdict is not None:
+        verdict = decision.Verdict(guard.verdict.status, guard.verdict.reason)
+    verdict = _explain_failure(verdict, trainer, log_path)
     rung = _rung_figures(values, parsed, verdict)
     rung.update(wall_s=round(result.wall_s, 3), exit_code=result.exit_code,
                 timed_out=result.timed_out, log=str(log_path))
+    if guard is not None and guard.verdict is not None:
+        rung["early_abort"] = guard.verdict.reason
     return Measurement(rung, verdict, rung.get("val_bpb") if verdict is None else None)
+
+
+def _either(first: Callable[[], bool] | None, second: Callable[[], bool]) -> Callable[[], bool]:
+    return lambda: bool(first is not None and first()) or second()
+
+
+def _explain_failure(verdict: decision.Verdict | None, trainer: Path,
+                     log_path: Path) -> decision.Verdict | None:
+    """A crash reason with the benchmark's last output line, and a missing trainer named."""
+    if verdict is None or verdict.status != "crash":
+        return verdict
+    reason = verdict.reason
+    if not trainer.is_file():
+        reason += f"; the trainer {trainer} is missing"
+    if not reason.startswith(("oom:", "diverged:")):
+        reason += f"; last output: {_last_line(log_path)}"
+    return dataclasses.replace(verdict, reason=reason)
 
 
 def _rung_figures(values: dict[str, float], parsed: logparse.TrainerLog,
@@ -367,21 +422,31 @@ class Scheduler:
     """`autogolf run`: experiments one after another until a stop rule fires."""
 
     def __init__(self, repo: Path, cfg: Config, rules: StopRules, *, new_session: bool = False,
-                 proposer: Any = None, out: Callable[[str], None] = print):
+                 proposer: Any = None, out: Callable[[str], None] = print,
+                 events: RunEvents | None = None):
         self.paths = Paths(Path(repo).resolve())
         self.cfg = cfg
         self.rules = rules
         self.out = out
+        self.events = events if events is not None else RunEvents()  # the live display
         self._new_session = new_session
-        self.proposer = proposer if proposer is not None else make_proposer(cfg, self.paths.repo)
+        self.proposer = proposer if proposer is not None else make_proposer(
+            cfg, self.paths.repo, lambda: self.git.worktree, self._stopping)
+        self._warned: set[str] = set()  # bookkeeping warnings already shown this run
         self._signal: str | None = None
         self.fatal: str | None = None  # why the run cannot go on (e.g. a failed baseline)
+        self._budget: awake.AwakeBudget | None = None  # set by _start_guards
+        self._preflight: preflight.Preflight | None = None
         self.session: str | None = None
         self.session_rows: list[dict] = []  # this session's experiment rows, in order
         self.token = f"{os.getpid()}-{time.time_ns()}"
         self.cache_root = datasets.cache_root(self.paths.repo)
         self.dataset = datasets.resolve(cfg.dataset, self.cache_root)  # DatasetError: fix-it text
         self.dataset_id = datasets.dataset_id(self.dataset)
+        # The shared workspace (SPEC 10), or None; its hooks never raise into the loop.
+        self.workspace = WorkspaceHook.create(cfg, self.paths.repo,
+                                              lambda: self.git.worktree / IDEAS_FILE,
+                                              ignore=BOOKKEEPING_FILES, out=out)
 
     # ---- the run
 
@@ -395,11 +460,14 @@ class Scheduler:
             self.rows = self.ledger.rows()
             for problem in self.ledger.problems:
                 self.out(f"warning: ledger: {problem}")
-            self._recover()
-            self._open_session()
-            self._clear_stale_stop_file()
             with self._signals():
                 try:
+                    # Inside the try: a failure to resume or open the session also leaves
+                    # a stop row saying why.
+                    self._recover()
+                    self._open_session()
+                    self._clear_stale_stop_file()
+                    self._start_guards()
                     reason = self._loop()
                 except Exception as exc:
                     # The ledger says why the night ended; the next `run` resumes the rest.
@@ -431,6 +499,9 @@ class Scheduler:
             duplicates = duplicates + 1 if row["status"] == "duplicate" else 0
             if row["status"] == "keep":
                 self._maybe_full()
+            if row["status"] == "agent_touched_git":
+                self.fatal = (f"{row['id']} agent_touched_git: {row['reason']}; check the "
+                              "repository's git config, hooks and refs before running again")
 
     def _stop_reason(self, done: int, failures: int, duplicates: int) -> str | None:
         rules = self.rules
@@ -442,6 +513,8 @@ class Scheduler:
             return f"reached --max-experiments {rules.max_experiments}"
         if rules.deadline is not None and time.time() >= rules.deadline:
             return "reached the time limit (--until/--hours)"
+        if self._budget is not None and self._budget.expired():
+            return f"reached --hours {rules.hours:g} of awake time (sleep is not counted)"
         if rules.stop_file is not None and rules.stop_file.exists():
             rules.stop_file.unlink(missing_ok=True)  # consumed, so the next `run` runs
             return f"stop file {self.paths.rel(rules.stop_file)} found (removed)"
@@ -450,7 +523,16 @@ class Scheduler:
                     "see the last rows")
         if duplicates >= MAX_CONSECUTIVE_DUPLICATES:
             return f"{duplicates} duplicates in a row: the proposer only repeats measured changes"
-        return None
+        problem = self._preflight.problem() if self._preflight is not None else None
+        return f"pre-flight: {problem}" if problem else None
+
+    def _start_guards(self) -> None:
+        """The --hours budget (awake time) and the pre-flight checks, from now on."""
+        self._budget = awake.AwakeBudget(self.rules.hours) if self.rules.hours else None
+        watch = preflight.DatasetWatch(self.cfg.dataset, self.dataset, self.dataset_id,
+                                       self.cache_root)
+        self._preflight = preflight.Preflight(self.paths.home, self.cfg.min_free_disk_mb, watch,
+                                              self.git.worktree, self.git.changed_files)
 
     def _clear_stale_stop_file(self) -> None:
         # A stop file left from before this run started would stop it at once, silently.
@@ -486,7 +568,9 @@ class Scheduler:
                           "dataset": self.dataset_id, "ladder": list(self.cfg.ladder),
                           "proposer": self.cfg.proposer})
             self.out(f"new session {self.session} (branch {self.git.branch})")
-        self.git.restore()  # the worktree is the daemon's: start every run from the branch head
+        # The worktree is the daemon's: start every run from the branch head, except a
+        # person's uncommitted backlog edits (`autogolf ideas add`), committed before proposing.
+        self._restore_keeping(self._bookkeeping_edits(None))
         self.out(f"ladder {' -> '.join(self.cfg.ladder)}, dataset {self.dataset_id}, "
                  f"worktree {self.paths.rel(self.git.worktree)}")
         # Views kept in memory: re-scanning a long ledger per stage would dominate the loop.
@@ -505,7 +589,10 @@ class Scheduler:
             data = state.get(key)
             if data and data.get("id") not in known:
                 exp = Experiment.from_state(data)
-                self._append(exp.row(self._recovered_commit(git, exp)))
+                commit = self._recovered_commit(git, exp)
+                code = gitsession.tree_hash(git.worktree, BOOKKEEPING_FILES, commit) \
+                    if commit else None
+                self._append(exp.row(commit, code))
                 self.out(f"resumed: recorded {exp.id} as {exp.verdict['status']}")
         # To the branch head, never further back: a keep recorded before the kill stays.
         git.restore()
@@ -535,11 +622,16 @@ class Scheduler:
         exp_id = f"E{self._next_number:04d}"  # ids are never reused, even when unrecorded
         self._next_number += 1
         return Experiment(id=exp_id, session=self.session, head=self.git.head(),
-                          proposer=proposer, dataset=self.dataset_id, **kw)
+                          proposer=proposer, dataset=self.dataset_id,
+                          base_code=self.git.code_hash(BOOKKEEPING_FILES), **kw)
 
     def _experiment(self) -> dict | None:
+        if self.workspace:  # others' claims, results and kept patches (ideas) before choosing
+            self.workspace.sync()
+        self._commit_bookkeeping("autogolf: commit backlog edits made in the session worktree")
         exp = self._new_experiment(getattr(self.proposer, "name", self.cfg.proposer))
         self._stage(exp, "propose")
+        self._emit("proposing", exp.id, exp.proposer)
         proposal = self.proposer.propose(self.git.worktree, self._history())
         if proposal is None:
             self.git.restore()
@@ -547,8 +639,12 @@ class Scheduler:
             self._next_number -= 1  # nothing was tried: the id stays free
             return None
         exp.description, exp.knobs, exp.idea = proposal.description, proposal.knobs, proposal.idea
+        exp.proposer = getattr(self.proposer, "name", exp.proposer)  # a rotation's current one
+        self._emit("experiment_started", exp.id, exp.proposer, exp.idea, exp.description)
         try:
+            self._agent_outcome(exp, getattr(proposal, "outcome", None))
             self._validate(exp)
+            self._claim_in_workspace(exp)
             self._checks(exp)
             self._climb(exp)
         except _Decided as decided:
@@ -560,6 +656,25 @@ class Scheduler:
             exp.verdict = {"status": "interrupted", "margin": None,
                            "reason": f"not judged: {failed}"}
         return self._finish(exp)
+
+    def _agent_outcome(self, exp: Experiment, outcome: Any) -> None:
+        """An agent proposer's attempt: record how it ended; one that left nothing to
+        validate (failed, timed out, no change, touched git) is decided here."""
+        if outcome is None:
+            return
+        exp.agent = {"outcome": outcome.kind, "reason": outcome.reason,
+                     "exit_code": outcome.exit_code, "wall_s": round(outcome.wall_s, 3),
+                     "log": self.paths.rel(outcome.log_path),
+                     "prompt": self.paths.rel(outcome.prompt_path),
+                     "undone_commit": outcome.undone_commit}
+        self._abandon_if_stopping("while the agent worked")
+        if outcome.status is None:
+            return  # agent_ok / agent_committed (already undone): validated like any diff
+        if outcome.status != "agent_touched_git":  # no more git there than the restore
+            with contextlib.suppress(gitsession.GitError):
+                diff = self.git.diff()
+                exp.diff_hash, exp.patch = diff_hash(diff), self._save_patch(exp.id, diff)
+        raise _Decided(outcome.status, outcome.reason)
 
     def _validate(self, exp: Experiment) -> None:
         self._stage(exp, "validate")
@@ -574,10 +689,20 @@ class Scheduler:
                            + ", ".join(sorted(forbidden)))
         if not changed:
             raise _Decided("duplicate", "the proposal changed nothing: it is the incumbent")
-        earlier = find_duplicate(self.rows, exp.diff_hash, exp.head, self.dataset_id)
+        earlier = find_duplicate(self.rows, exp.diff_hash, exp.head, self.dataset_id,
+                                 exp.base_code)
         if earlier:
             raise _Decided("duplicate", f"same change as {earlier['id']} ({earlier['status']}) "
                            f"on incumbent {exp.head[:10]}; not re-run")
+
+    def _claim_in_workspace(self, exp: Experiment) -> None:
+        """Skip a change another agent claimed or measured on the same incumbent; else claim."""
+        if not self.workspace:
+            return
+        taken = self.workspace.duplicate(exp)
+        if taken:
+            raise _Decided("duplicate", taken)
+        self.workspace.claim(exp)
 
     def _checks(self, exp: Experiment) -> None:
         self._abandon_if_stopping("before the checks")
@@ -597,7 +722,8 @@ class Scheduler:
 
     def _climb(self, exp: Experiment) -> None:
         """The ladder: win at every rung (cheap first) or stop at the first that is not won."""
-        known = incumbents(self.session_rows, self.session, exp.head, self.dataset_id)
+        known = incumbents(self.session_rows, self.session, exp.head, self.dataset_id,
+                           exp.base_code)
         exp.incumbent_before = {p: known.get(p, {}).get("val_bpb") for p in self.cfg.ladder}
         reasons = []
         for profile in self.cfg.ladder:
@@ -624,43 +750,113 @@ class Scheduler:
             return exp.incumbent_before[profile]
         # Set the candidate aside (its patch is saved), measure the branch head, put it back.
         self._stage(exp, f"baseline:{profile}")
-        self.git.restore()
+        # A person's backlog edits stay (git apply below leaves files outside the patch alone).
+        self._restore_keeping(self._bookkeeping_edits(exp))
         row = self._baseline(profile, parent=exp)
         if row["status"] == "interrupted":
             raise _Abandon(f"stopped by {self._signal} during the {profile} baseline")
         if row["status"] != "keep":
             raise _BaselineFailed(f"the incumbent failed its {profile} baseline "
                                   f"({row['id']}: {row['status']})")
-        self.git.apply_patch((self.paths.repo / exp.patch).read_text())
+        try:
+            self.git.apply_patch((self.paths.repo / exp.patch).read_text())
+        except (OSError, gitsession.GitError) as exc:
+            # A saved patch that is damaged or gone: the candidate cannot be put back.
+            raise _Abandon(f"its saved patch {exp.patch} could not be re-applied after the "
+                           f"{profile} baseline: {' '.join(str(exc).split())}") from exc
         exp.incumbent_before[profile] = row["rungs"][profile]["val_bpb"]
         return exp.incumbent_before[profile]
 
     def _finish(self, exp: Experiment) -> dict:
         """Commit a winner or restore the worktree, then append the one row."""
-        commit = None
+        commit = code = None
+        touched_git = exp.verdict["status"] == "agent_touched_git"
+        # A person's backlog edits made meanwhile are neither the candidate nor to be lost.
+        saved = {} if touched_git else self._bookkeeping_edits(exp)
         if exp.verdict["status"] == "keep":
             self._stage(exp, "commit")
+            self._reset_files(saved)
             commit = self.git.commit(commit_message(exp))
+            code = self.git.code_hash(BOOKKEEPING_FILES)
+            _write_files(self.git.worktree, saved)
         else:
             self._stage(exp, "restore")
-            self.git.restore(to=exp.head)  # also undoes commits a proposer made itself
-        row = exp.row(commit)
+            self._restore_keeping(saved, to=exp.head)  # also undoes a proposer's own commits
+        if (exp.agent or {}).get("undone_commit"):
+            exp.verdict["reason"] += (f" (the agent's own commit "
+                                      f"{exp.agent['undone_commit'][:10]} was undone)")
+        row = exp.row(commit, code)
+        if self.workspace:  # result post, results JSON, kept patch; sets row["workspace"]
+            self.workspace.publish(exp, row)
         self._stage(exp, "record")
         self._append(row)
         self._idle()
         self.out(_summary(row))
-        self._note_idea(row)
+        self._emit("decided", row["id"], row["status"], row["reason"])
+        if not touched_git:  # no more git in a repository the agent may have rigged
+            self._record_in_backlog(row)
         return row
 
-    def _note_idea(self, row: dict) -> None:
-        """Evidence for the backlog idea the experiment tested (SPEC 5's last step)."""
-        if not row.get("idea"):
-            return
+    # ---- bookkeeping: the backlog and the tried section, in the worktree (SPEC 5's last step)
+
+    def _record_in_backlog(self, row: dict) -> None:
+        """Evidence for the idea the experiment tested and the tried section, committed."""
+        if row.get("idea"):
+            self._bookkeeping_step(IDEAS_FILE, ideas.record_experiment,
+                                   self.git.worktree / IDEAS_FILE, row)
+        self._commit_bookkeeping(f"autogolf: record {row['id']} in the backlog")
+
+    def _commit_bookkeeping(self, message: str) -> None:
+        """Bring the tried section up to date, then commit changes to the bookkeeping files
+        (the daemon's own or a person's) as their own commit, which leaves the code hash and
+        so the incumbents as they are."""
+        self._bookkeeping_step(SESSION_DOC, ideas.update_tried_section,
+                               self.git.worktree / SESSION_DOC, self._tried_rows())
+        changed = self.git.changed_files()
+        if changed and set(changed) <= set(BOOKKEEPING_FILES):
+            self.git.commit(message)
+        elif changed:  # not the daemon's: the worktree starts every experiment at the head
+            self.out(f"warning: unexpected changes in the worktree, undone: {', '.join(changed)}")
+            self._restore_keeping(self._bookkeeping_edits(None))
+            self._commit_bookkeeping(message)
+
+    def _bookkeeping_step(self, name: str, step: Callable[..., Any], *args: Any) -> None:
         try:
-            ideas.record_experiment(self.paths.repo / IDEAS_FILE, row)
+            step(*args)
         except (OSError, ideas.IdeasError) as exc:
-            # The backlog is a person's document: a problem there never stops the loop.
-            self.out(f"warning: could not record {row['id']} in {IDEAS_FILE}: {exc}")
+            # The backlog and the session document are a person's: never stop the loop.
+            if f"{name}: {exc}" not in self._warned:
+                self._warned.add(f"{name}: {exc}")
+                self.out(f"warning: could not update {name} in the worktree: {exc}")
+
+    def _tried_rows(self) -> list[dict]:
+        """This session's experiments and the dead ends of earlier sessions on this dataset
+        (their keeps are not part of this branch's incumbent)."""
+        return [r for r in self._history()
+                if r.get("session") == self.session or r.get("status") != "keep"]
+
+    def _bookkeeping_edits(self, exp: Experiment | None) -> dict[str, bytes | None]:
+        """Bookkeeping files changed in the worktree that the candidate's patch does not
+        touch (a person's `autogolf ideas add` meanwhile): path -> content (None: deleted)."""
+        patch = ""
+        if exp is not None and exp.patch:
+            with contextlib.suppress(OSError):
+                patch = (self.paths.repo / exp.patch).read_text(errors="replace")
+        changed = set(self.git.changed_files())
+        return {name: _read_bytes(self.git.worktree / name) for name in BOOKKEEPING_FILES
+                if name in changed and f"diff --git a/{name} b/{name}\n" not in patch}
+
+    def _restore_keeping(self, saved: dict[str, bytes | None], to: str | None = None) -> None:
+        self.git.restore(to=to)
+        _write_files(self.git.worktree, saved)
+
+    def _reset_files(self, saved: dict[str, bytes | None]) -> None:
+        """Put the saved files back to their content at the head (before a commit)."""
+        for name in saved:
+            try:
+                gitsession.git(self.git.worktree, "checkout", "HEAD", "--", name)
+            except gitsession.GitError:
+                (self.git.worktree / name).unlink(missing_ok=True)  # not in the head
 
     # ---- baselines and `full`
 
@@ -668,7 +864,8 @@ class Scheduler:
         """Measure the incumbent at the ladder's first rung when the session has none yet."""
         profile = self.cfg.ladder[0]
         head = self.git.head()
-        if profile in incumbents(self.session_rows, self.session, head, self.dataset_id):
+        if profile in incumbents(self.session_rows, self.session, head, self.dataset_id,
+                                 self.git.code_hash(BOOKKEEPING_FILES)):
             return True
         row = self._baseline(profile)
         if row["status"] not in ("keep", "interrupted"):
@@ -686,6 +883,7 @@ class Scheduler:
         exp.stage = f"benchmark:{profile}"
         self._write_state(parent or exp, exp if parent else None)
         self.out(f"{exp.id} {profile}: {exp.description}")
+        self._emit("experiment_started", exp.id, "baseline", None, exp.description)
         run = self._measure(exp, profile)
         if self._signal:
             exp.verdict = {"status": "interrupted", "margin": None,
@@ -695,11 +893,12 @@ class Scheduler:
                            "reason": f"baseline at {profile}: {run.verdict.reason}"}
         else:
             exp.verdict = {"status": "keep", "reason": "baseline", "margin": None}
-        row = exp.row(commit=head)
+        row = exp.row(commit=head, code=exp.base_code)
         self._append(row)
         if parent is None:
             self._idle()
         self.out(_summary(row))
+        self._emit("decided", row["id"], row["status"], row["reason"])
         return row
 
     def _maybe_full(self) -> None:
@@ -719,9 +918,12 @@ class Scheduler:
             raise UserError(f"profile {profile!r} is in the ladder but not under `profiles:` "
                             "in autogolf.yaml; add it with a timeout_s")
         log = self.paths.experiment(exp.id) / f"bench-{profile}.log"
+        self._emit("rung_started", exp.id, profile)
         run = measure(self.cfg.benchmark_command, self.git.worktree, self._env(exp.id, profile),
                       self.cfg.profiles[profile].timeout_s, log, self.cfg.artifact_cap_bytes,
-                      stop=self._stopping, grace_s=self.cfg.kill_grace_s)
+                      on_line=lambda line: self._emit("output_line", line),
+                      stop=self._stopping, grace_s=self.cfg.kill_grace_s,
+                      guard=bench_guard(self.cfg, profile))
         run.rung["log"] = self.paths.rel(log)
         exp.rungs[profile] = run.rung
         return run
@@ -738,12 +940,22 @@ class Scheduler:
             return None  # a knob line the proposer cannot read: it will say so itself
 
     def _history(self) -> list[dict]:
-        return self.session_rows
+        """What proposers learn from: every session's experiments on this dataset, so a dead
+        end of an earlier session is not tried again."""
+        return [r for r in self.rows if r.get("type") == "experiment" and not r.get("manual")
+                and r.get("dataset") == self.dataset_id]
 
     def _save_patch(self, exp_id: str, diff: str) -> str:
         path = self.paths.experiment(exp_id) / "patch.diff"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(diff)
+        # Atomic, like the state file: a kill mid-write must not leave half a patch that a
+        # resumed daemon (or `show`) would take for the whole change.
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(diff)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
         return self.paths.rel(path)
 
     def _abandon_if_stopping(self, when: str) -> None:
@@ -772,6 +984,11 @@ class Scheduler:
         if row.get("type") == "experiment" and row.get("session") == self.session:
             self.session_rows.append(row)
 
+    def _emit(self, event: str, *args: Any) -> None:
+        """Tell the observer (loop.events); a display that fails never stops the loop."""
+        with contextlib.suppress(Exception):
+            getattr(self.events, event)(*args)
+
 
 @contextlib.contextmanager
 def catch_stop_signals(on_signal: Callable[[str], None]) -> Iterator[None]:
@@ -789,6 +1006,12 @@ def catch_stop_signals(on_signal: Callable[[str], None]) -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def bench_guard(cfg: Config, profile: str) -> watchdog.RunGuard:
+    """Memory watchdog (limits:) and early abort (the profile's timeout) for one benchmark."""
+    return watchdog.guard_for(cfg.profiles[profile].timeout_s, cfg.max_memory_mb,
+                              cfg.min_available_memory_mb)
 
 
 def bench_env(cache_root: Path, dataset: datasets.DatasetInfo, token: str, exp_id: str,
@@ -827,7 +1050,8 @@ def manual_bench(repo: Path, cfg: Config, profile: str,
         run = measure(cfg.benchmark_command, paths.repo,
                       bench_env(cache, dataset, f"manual-{os.getpid()}", exp.id, profile),
                       cfg.profiles[profile].timeout_s, log, cfg.artifact_cap_bytes,
-                      on_line=on_line, stop=lambda: bool(stopped), grace_s=cfg.kill_grace_s)
+                      on_line=on_line, stop=lambda: bool(stopped), grace_s=cfg.kill_grace_s,
+                      guard=bench_guard(cfg, profile))
         run.rung["log"] = paths.rel(log)
         exp.rungs[profile] = run.rung
         exp.verdict = _manual_verdict(run, stopped)
@@ -861,17 +1085,58 @@ def _manual_verdict(run: Measurement, stopped: list[str]) -> dict:
             "reason": "manual run: recorded, never compared with the incumbents"}
 
 
-def make_proposer(cfg: Config, repo: Path) -> Any:
-    """The proposer `autogolf.yaml` names, built from its settings."""
-    if cfg.proposer == "ideas":
-        return IdeasProposer(repo / IDEAS_FILE, cfg.knobs)
-    if cfg.proposer != "search":
-        raise UserError(f"proposer {cfg.proposer!r} cannot be configured yet (autogolf.yaml has "
-                        "no settings for its command); use `proposer: search` or `ideas`")
+def make_proposer(cfg: Config, repo: Path, worktree: Callable[[], Path] | None = None,
+                  stop: Callable[[], bool] | None = None) -> Any:
+    """The proposer `autogolf.yaml` names (or its rotation), built from its settings.
+
+    `worktree` gives the session worktree once it exists (the ideas proposer reads the
+    backlog there); `stop` ends a running agent early (a stop signal).
+    """
+    names = cfg.proposer_rotation or (cfg.proposer,)
+    built = {name: _proposer(name, cfg, repo, worktree or (lambda: repo), stop)
+             for name in dict.fromkeys(names)}
+    return built[names[0]] if len(names) == 1 else Rotation([built[n] for n in names])
+
+
+def _proposer(name: str, cfg: Config, repo: Path, worktree: Callable[[], Path],
+              stop: Callable[[], bool] | None) -> Any:
+    if name == "ideas":
+        return IdeasProposer(lambda: ideas.IdeasFile.load(worktree() / IDEAS_FILE,
+                                                          missing_ok=True), cfg.knobs)
+    if name == "agent":
+        return _agent_proposer(cfg, repo, stop)
     if not cfg.knobs:
         raise UserError("the search proposer has no knobs: declare some under `knobs:` in "
                         "autogolf.yaml")
     return SearchProposer(list(cfg.knobs), seed=cfg.proposer_seed)
+
+
+def _agent_proposer(cfg: Config, repo: Path, stop: Callable[[], bool] | None) -> AgentProposer:
+    if not cfg.agent_command:
+        raise UserError("the agent proposer has no command: set `agent: command: [...]` in "
+                        "autogolf.yaml (README has examples for pi, claude, codex and aider)")
+    try:
+        return AgentProposer(cfg.agent_command, cfg.agent_timeout_s,
+                             Paths(repo).home / "agent", editable=cfg.editable,
+                             protected=cfg.protected, last_rows=cfg.agent_last_rows,
+                             grace_s=cfg.kill_grace_s, stop=stop)
+    except AgentConfigError as exc:
+        raise UserError(f"agent.command: {exc}") from None
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _write_files(root: Path, saved: dict[str, bytes | None]) -> None:
+    for name, data in saved.items():
+        if data is None:
+            (root / name).unlink(missing_ok=True)
+        else:
+            (root / name).write_bytes(data)
 
 
 def _unique_session_name(existing: list[str]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -407,6 +408,11 @@ def _chromium() -> str | None:
     return next((path for path in map(shutil.which, BROWSERS) if path), None)
 
 
+def _browser_env() -> dict[str, str]:
+    """The test run preloads OpenBLAS for MLX; Chromium's GPU process aborts with it loaded."""
+    return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+
+
 def test_report_opens_in_headless_chromium_without_console_errors(built, tmp_path):
     browser = _chromium()
     if browser is None:
@@ -420,7 +426,7 @@ def test_report_opens_in_headless_chromium_without_console_errors(built, tmp_pat
          "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars",
          "--enable-logging=stderr", "--v=0", "--window-size=1280,2400",
          f"--screenshot={shot}", "--dump-dom", built.resolve().as_uri()],
-        capture_output=True, text=True, timeout=180)
+        capture_output=True, text=True, timeout=180, env=_browser_env())
     console = [ln for ln in done.stderr.splitlines() if ":CONSOLE" in ln or "Uncaught" in ln]
     assert done.returncode == 0, done.stderr[-2000:]
     assert console == []

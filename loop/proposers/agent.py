@@ -50,7 +50,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,7 +64,8 @@ OUTCOMES = (*TERMINAL, "agent_committed", "agent_ok")
 LAST_ROWS = 12
 MAX_REASON = 200
 MAX_DESCRIPTION = 200
-_PLACEHOLDER = re.compile(r"(?<!\$)\{([a-z_]+)\}")
+PLACEHOLDER_PATTERN = re.compile(r"(?<!\$)\{([a-z_]+)\}")
+_PLACEHOLDER = PLACEHOLDER_PATTERN
 # Files under a git dir that ordinary read-only git use or our own commit/reset rewrite:
 # not evidence that the agent tampered with the repository.
 _VOLATILE_DIRS = frozenset({"objects", "logs", "refs"})  # refs are compared by for-each-ref
@@ -109,10 +110,11 @@ class AgentProposer:
                  doc_path: Path | None = None, ideas_path: Path | None = None,
                  editable: Sequence[str] = (), protected: Sequence[str] = (),
                  last_rows: int = LAST_ROWS, env: dict[str, str] | None = None,
-                 grace_s: float = 10.0):
+                 grace_s: float = 10.0, stop: Callable[[], bool] | None = None):
         """`command`: argument list (a string is split like a shell would); `work_dir`: where
         each attempt's prompt, log and summary go (e.g. .autogolf/agent). `doc_path` and
-        `ideas_path` default to autoresearch.md and autoresearch.ideas.md in the worktree."""
+        `ideas_path` default to autoresearch.md and autoresearch.ideas.md in the worktree.
+        `stop`: polled while the agent runs; True kills it (the daemon got a stop signal)."""
         self.command = _check_command(command)
         if not timeout_s > 0:
             raise AgentConfigError(f"agent timeout must be positive, got {timeout_s!r}")
@@ -123,6 +125,7 @@ class AgentProposer:
         self.last_rows = last_rows
         self.env = dict(env or {})
         self.grace_s = grace_s
+        self.stop = stop
         self.last_outcome: AgentOutcome | None = None
 
     def propose(self, worktree: Path, history: list[dict]) -> AgentProposal:
@@ -192,7 +195,7 @@ class AgentProposer:
                "AUTOGOLF_WORKTREE": values["worktree"]}
         log = attempt / "agent.log"
         result = run_command(argv, cwd=worktree, env=env, timeout_s=self.timeout_s,
-                             log_path=log, grace_s=self.grace_s)
+                             log_path=log, grace_s=self.grace_s, stop=self.stop)
         touched = before.changes(worktree)
         before.repair(worktree)
         try:
@@ -414,9 +417,12 @@ def _idea_section(idea: Idea | None) -> str:
 
 
 def _incumbents_section(rows: list[dict]) -> str:
+    """The latest keep per profile of the current session (the session of the last row:
+    the history may hold earlier sessions' rows too, whose keeps are not this branch's)."""
+    session = next((r.get("session") for r in reversed(rows) if r.get("session")), None)
     best: dict[str, tuple[float, str]] = {}
     for row in rows:
-        if row.get("status") != "keep":
+        if row.get("status") != "keep" or row.get("session") != session:
             continue
         for profile, rung in (row.get("rungs") or {}).items():
             value = (rung or {}).get("val_bpb")

@@ -1,0 +1,121 @@
+"""Noise-aware keep decisions (SPEC section 6, issue 7): pure logic, no I/O.
+
+The same code run twice gives different val_bpb on an Apple GPU. The daemon measures the
+incumbent R times at a profile (a *calibration*), estimates the per-run spread robustly
+(median absolute deviation scaled to a standard deviation), and keeps a candidate only when
+it wins by `margin = max(min_improvement, k x noise)`, where `noise` is the standard error of
+the difference being judged: `spread x sqrt(1/n_candidate + 1/n_incumbent)` (a value that is
+the mean of several runs is less noisy than one run). A candidate that wins by less than the
+margin may be re-run and judged on its mean, against the margin for that many runs.
+
+The scheduler and the simulation in tests/test_noise.py call the same `judge` function, so
+the false-keep rate the test measures is the daemon's.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from loop import decision
+
+MAD_TO_SD = 1.4826  # MAD x this = the standard deviation, for normally distributed noise
+
+
+def robust_spread(values: Sequence[float]) -> float | None:
+    """The per-run standard deviation estimated as 1.4826 x MAD; None for fewer than 2 values."""
+    finite = [v for v in values if math.isfinite(v)]
+    if len(finite) < 2:
+        return None
+    center = statistics.median(finite)
+    return MAD_TO_SD * statistics.median(abs(v - center) for v in finite)
+
+
+@dataclass(frozen=True)
+class NoiseEstimate:
+    """The per-run spread of val_bpb at one profile and where it came from."""
+
+    spread: float | None
+    source: str  # "fixed" (autogolf.yaml noise.fixed) or "calibrated"
+    runs: int = 0  # calibration runs behind a calibrated spread
+    row_id: str | None = None  # the calibration's ledger row
+
+    def describe(self) -> str:
+        if self.source == "calibrated":
+            where = f" ({self.row_id})" if self.row_id else ""
+            return f"calibrated from {self.runs} runs{where}"
+        return "fixed (autogolf.yaml noise.fixed)"
+
+
+def comparison_noise(spread: float | None, n_candidate: int, n_incumbent: int) -> float | None:
+    """Standard error of (incumbent - candidate) when each is a mean of that many runs."""
+    if spread is None or not math.isfinite(spread):
+        return None
+    n_candidate, n_incumbent = max(n_candidate, 1), max(n_incumbent, 1)
+    return abs(spread) * math.sqrt(1 / n_candidate + 1 / n_incumbent)
+
+
+def margin_for(min_improvement: float, k: float, spread: float | None, n_candidate: int = 1,
+               n_incumbent: int = 1) -> float:
+    """max(min_improvement, k x noise of the comparison) (loop.decision.margin)."""
+    noise = comparison_noise(spread, n_candidate, n_incumbent)
+    return decision.margin(min_improvement, k, noise)
+
+
+def is_close(val_bpb: float, incumbent: float, margin: float) -> bool:
+    """A win, but by less than the margin: worth re-running."""
+    gain = incumbent - val_bpb
+    return 0 < gain < margin
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The decision settings of one profile."""
+
+    min_improvement: float
+    k: float
+    spread: float | None
+    rerun_close: int = 0  # extra runs for a candidate that wins by less than the margin
+
+
+@dataclass
+class Judgement:
+    verdict: decision.Verdict
+    values: list[float] = field(default_factory=list)  # every run of the candidate, in order
+    margin: float = 0.0
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+
+def judge(first: float, incumbent: float | None, n_incumbent: int, rule: Rule,
+          rerun: Callable[[], float]) -> Judgement:
+    """Keep or discard a candidate whose first run scored `first`.
+
+    `incumbent` is a mean of `n_incumbent` runs. A close win is re-run `rule.rerun_close`
+    times (`rerun()` returns one more score; it may raise to end the experiment) and judged
+    on the mean of all its runs, against the margin for that many runs.
+    """
+    margin = margin_for(rule.min_improvement, rule.k, rule.spread, 1, n_incumbent)
+    verdict = decision.compare(first, incumbent, margin)
+    values = [first]
+    if incumbent is None or rule.rerun_close <= 0 or not is_close(first, incumbent, margin):
+        return Judgement(verdict, values, margin)
+    values += [rerun() for _ in range(rule.rerun_close)]
+    margin = margin_for(rule.min_improvement, rule.k, rule.spread, len(values), n_incumbent)
+    verdict = decision.compare(statistics.fmean(values), incumbent, margin)
+    verdict.reason = f"mean of {len(values)} runs (a close win was re-run): {verdict.reason}"
+    return Judgement(verdict, values, margin)
+
+
+def calibration_due(keeps_since_calibration: int, every: int) -> bool:
+    """After every `every` keeps (0 = only at session start) the incumbent is re-measured."""
+    return every > 0 and keeps_since_calibration >= every
+
+
+def naive_keep(value: float, incumbent: float, min_improvement: float) -> bool:
+    """The rule without noise: one run, keep if better by min_improvement (for comparison)."""
+    return incumbent - value >= min_improvement

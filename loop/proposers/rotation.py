@@ -1,0 +1,35 @@
+"""Several proposers taking turns, one experiment each (`proposer: rotation:` in autogolf.yaml).
+
+Each experiment asks the next proposer in the rotation; one that has nothing to propose
+(returns None) is skipped for that experiment, and the rotation is over only when none of
+them has anything left. `name` is the proposer that made the latest proposal, so the ledger
+row names who actually proposed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from loop.proposers import Proposal
+
+
+class Rotation:
+    def __init__(self, proposers: Sequence[Any]):
+        if not proposers:
+            raise ValueError("a rotation needs at least one proposer")
+        self.proposers = list(proposers)
+        self.name: str = self.proposers[0].name
+        self._next = 0
+
+    def propose(self, worktree: Path, history: list[dict]) -> Proposal | None:
+        """The next proposer's proposal; the ones after it in turn while they return None."""
+        for _ in range(len(self.proposers)):
+            proposer = self.proposers[self._next]
+            self._next = (self._next + 1) % len(self.proposers)
+            proposal = proposer.propose(worktree, history)
+            if proposal is not None:
+                self.name = proposer.name
+                return proposal
+        return None

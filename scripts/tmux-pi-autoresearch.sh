@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Start the autogolf daemon in a detached tmux session that survives logout:
+#   bash scripts/tmux-pi-autoresearch.sh [autogolf run arguments...]
+#   e.g. bash scripts/tmux-pi-autoresearch.sh --until 07:00
+# The session runs scripts/run-pi-autoresearch.sh (caffeinate on macOS, a log under
+# .autogolf/logs/). Watch it with `tmux attach -t autogolf` (detach again: Ctrl-b d).
+# Does nothing (exit 0) when the session already exists.
+# Overrides: AUTOGOLF_TMUX_SESSION (session name, default autogolf), AUTOGOLF_LOG (log file).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+SESSION=${AUTOGOLF_TMUX_SESSION:-autogolf}
+
+if ! command -v tmux >/dev/null 2>&1; then
+    echo "tmux-pi-autoresearch: tmux is not installed (macOS: brew install tmux;" \
+        "Debian/Ubuntu: sudo apt-get install tmux)," >&2
+    echo "  or run the daemon in this terminal: bash scripts/run-pi-autoresearch.sh $*" >&2
+    exit 2
+fi
+
+if tmux has-session -t "=$SESSION" 2>/dev/null; then
+    echo "tmux-pi-autoresearch: the tmux session '$SESSION' already exists; nothing started."
+    echo "  watch it:  tmux attach -t $SESSION"
+    echo "  stop it:   touch $REPO/.autogolf/STOP  (after the current experiment)"
+    exit 0
+fi
+
+LOG=${AUTOGOLF_LOG:-$REPO/.autogolf/logs/run-$(date +%Y%m%d-%H%M%S).log}
+mkdir -p "$(dirname "$LOG")"
+printf -v run '%q ' bash "$REPO/scripts/run-pi-autoresearch.sh" "$@"
+# The log path goes in the command, not tmux's environment: a tmux server that is already
+# running would not pass our environment on to the new session.
+printf -v env_prefix 'env AUTOGOLF_LOG=%q ' "$LOG"
+if [ -n "${AUTOGOLF:-}" ]; then
+    printf -v env_prefix '%sAUTOGOLF=%q ' "$env_prefix" "$AUTOGOLF"
+fi
+tmux new-session -d -s "$SESSION" -c "$REPO" "$env_prefix$run"
+
+# A daemon that refuses to start (another holds the lock, a config error) ends its session
+# at once, and with it what it printed: show that here instead.
+sleep "${AUTOGOLF_TMUX_SETTLE_S:-2}"
+if ! tmux has-session -t "=$SESSION" 2>/dev/null; then
+    echo "tmux-pi-autoresearch: the daemon stopped right after starting; its log ($LOG) ends:" >&2
+    tail -n 15 "$LOG" 2>/dev/null | sed 's/^/  | /' >&2
+    exit 1
+fi
+
+echo "tmux-pi-autoresearch: autogolf is running in the tmux session '$SESSION'."
+echo "  watch it:  tmux attach -t $SESSION    (detach: Ctrl-b d; it keeps running)"
+echo "  its log:   $LOG"
+echo "  stop it:   touch $REPO/.autogolf/STOP  (after the current experiment)"
