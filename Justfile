@@ -1,6 +1,8 @@
 # Everyday autogolf tasks. `just` is optional: each recipe is the plain command next to it,
 # and the README gives the same commands in bash.   just --list   shows them all.
 
+set positional-arguments := true
+
 autogolf := ".venv/bin/autogolf"
 
 # Create .venv, install autogolf and its tools, build the offline sample data.
@@ -9,11 +11,11 @@ setup:
 
 # Lint and run the tests (extra arguments go to pytest, e.g. `just test -k progress`).
 test *args:
-    bash scripts/test.sh {{args}}
+    bash scripts/test.sh "$@"
 
 # The loop in this terminal, e.g. `just run --until 07:00` (arguments go to `autogolf run`).
 run *args:
-    {{autogolf}} run {{args}}
+    {{autogolf}} run "$@"
 
 # The demo: set up, then a few smoke experiments on the sample data and the results table.
 demo:
@@ -29,7 +31,7 @@ status:
 
 # The HTML + Markdown report under .autogolf/report/.
 report *args:
-    {{autogolf}} report {{args}}
+    {{autogolf}} report "$@"
 
 # Environment check: MLX, data, git, disk, BLAS.
 doctor:
@@ -37,12 +39,12 @@ doctor:
 
 # The ideas backlog with tested outcomes (`just ideas add "..."`; see `autogolf ideas -h`).
 ideas *args:
-    {{autogolf}} ideas {{args}}
+    {{autogolf}} ideas "$@"
 
 # Overnight in a detached tmux session (`tmux attach -t autogolf` to watch).
 overnight *args:
-    bash scripts/tmux-pi-autoresearch.sh {{args}}
+    bash scripts/tmux-pi-autoresearch.sh "$@"
 
 # Overnight in this terminal, with caffeinate on macOS and a log under .autogolf/logs/.
 night *args:
-    bash scripts/run-pi-autoresearch.sh {{args}}
+    bash scripts/run-pi-autoresearch.sh "$@"

@@ -110,6 +110,21 @@ case "$PROFILE" in
         ;;
 esac
 
+# Frozen protocol: when a candidate changed a protocol field that autogolf.yaml allows to
+# change (protocol.allow_change), the daemon re-measures the incumbent under the candidate's
+# value by setting AUTOGOLF_PROTOCOL_OVERRIDES="NAME=value ..." (loop/protocol.py). Only these
+# budget settings can be overridden; the seed and the data never.
+for setting in ${AUTOGOLF_PROTOCOL_OVERRIDES:-}; do
+    case "${setting%%=*}" in
+        VAL_MAX_TOKENS | ITERATIONS | TRAIN_BATCH_TOKENS | TRAIN_SEQ_LEN | MAX_WALLCLOCK_SECONDS)
+            printf -v "${setting%%=*}" '%s' "${setting#*=}"
+            ;;
+        *)
+            echo "autoresearch: ignoring protocol override $setting" >&2
+            ;;
+    esac
+done
+
 # Fractions -> the trainer's step counts for this profile (awk: bash has no floats).
 WARMDOWN_ITERS=$(awk -v n="$ITERATIONS" -v f="$WARMDOWN_FRAC" 'BEGIN { printf "%d", n * f + 0.5 }')
 MUON_MOMENTUM_WARMUP_STEPS=$(awk -v n="$ITERATIONS" -v f="$MUON_MOMENTUM_WARMUP_FRAC" \

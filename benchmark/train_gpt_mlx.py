@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import hashlib
 import math
 import os
 import pickle
@@ -223,6 +224,16 @@ def load_shard(path: str) -> np.ndarray:
     if size != HEADER_WORDS * 4 + 2 * count:
         raise ConfigError(f"shard {path}: size {size} != 1024 + 2 x {count} tokens")
     return np.fromfile(path, dtype="<u2", count=count, offset=HEADER_WORDS * 4)
+
+
+def file_sha256(paths: list[str]) -> str:
+    """sha256 over the bytes of these files, in the order given."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def shard_files(data_path: str, split: str) -> list[str]:
@@ -827,6 +838,15 @@ def main() -> int:
                        ("train_batch_tokens", args.train_batch_tokens),
                        ("train_seq_len", args.train_seq_len), ("model_params", n_params)):
         log(f"{key}:{value}")
+    # The frozen evaluation protocol (the daemon's loop/protocol.py) and the settings a
+    # trusted re-evaluation of the artifact needs (loop/verify.py): one per line.
+    for key, value in (("val_max_tokens", args.val_max_tokens),
+                       ("max_wallclock_seconds", f"{args.max_wallclock_seconds:g}"),
+                       ("tokenizer_sha256", file_sha256([args.tokenizer_path])),
+                       ("val_sha256", file_sha256(val_files)),
+                       ("logit_softcap", f"{args.logit_softcap:g}"),
+                       ("rope_base", f"{args.rope_base:g}")):
+        log(f"{key}:{value}")
     log(f"optimizer:muon+adam matrix_lr:{args.matrix_lr} scalar_lr:{args.scalar_lr} "
         f"embed_lr:{opt.base_lr['embed']} head_lr:{args.head_lr} "
         f"muon_momentum:{args.muon_momentum} muon_backend_steps:{args.muon_backend_steps} "
@@ -894,7 +914,9 @@ def main() -> int:
         elapsed = train_ms + 1000 * (now - t0)
         step_s = max(now - step_t0, 1e-9)
         finite = math.isfinite(loss)
-        if (not finite or step <= 10 or step == args.iterations
+        capped = (stop_at is None and args.max_wallclock_ms is not None
+                  and elapsed >= args.max_wallclock_ms)
+        if (not finite or capped or step <= 10 or step == args.iterations
                 or (args.train_log_every > 0 and step % args.train_log_every == 0)):
             log(f"step:{step}/{args.iterations} train_loss:{loss:.4f} "
                 f"train_time:{elapsed:.0f}ms step_avg:{elapsed / step:.2f}ms "
@@ -902,8 +924,7 @@ def main() -> int:
         if not finite:
             raise NonFiniteLoss(f"non-finite train_loss ({loss}) at step:{step}/"
                                 f"{args.iterations}; stopping (lower the learning rates?)")
-        if (stop_at is None and args.max_wallclock_ms is not None
-                and elapsed >= args.max_wallclock_ms):
+        if capped:
             stop_at = step
             log(f"stopping_early: wallclock_cap train_time:{elapsed:.0f}ms "
                 f"step:{step}/{args.iterations}")

@@ -18,16 +18,16 @@ from pathlib import Path
 import psutil
 
 from loop import awake, endsummary, ideas_cli, report_cli, scheduler
-from loop.workspace import cli as workspace_cli
 from loop.config import Config, ConfigError, load_config
 from loop.datasets import DatasetError
-from loop.gitsession import GitError
+from loop.gitsession import GitError, diff_hash
 from loop.ledger import Ledger
 from loop.lock import LockHeld
 from loop.logparse import parse_progress
 from loop.progress import LiveStatus
 from loop.proposers.search import KnobError
 from loop.scheduler import Paths, UserError
+from loop.workspace import cli as workspace_cli
 
 USER_ERRORS = (UserError, ConfigError, DatasetError, LockHeld, GitError, KnobError)
 LAST_ROWS = 15
@@ -211,6 +211,7 @@ def _print_session(rows: list[dict], session: str) -> None:
         inc = known.get(profile)
         where = f"  {inc['id']}  commit {str(inc['commit'])[:10]}" if inc else ""
         print(f"  {profile:<8} {_fmt(inc['val_bpb']) if inc else 'unknown':<12}{where}")
+    _print_margins(exps, profiles)
     candidates = [r for r in exps if not r.get("baseline")]
     counts = Counter(r.get("status") for r in candidates)
     summary = ", ".join(f"{status} {n}" for status, n in counts.most_common()) or "none yet"
@@ -220,6 +221,25 @@ def _print_session(rows: list[dict], session: str) -> None:
     if stop:
         print(f"last stop: {stop.get('timestamp')}  {stop.get('reason')}")
     _print_table(exps[-LAST_ROWS:], profiles)
+
+
+def _print_margins(exps: list[dict], profiles: list[str]) -> None:
+    """The margin of the latest decision per profile and where its noise came from."""
+    lines = []
+    for profile in profiles:
+        row = next((r for r in reversed(exps) if profile in (r.get("noise") or {})), None)
+        cal = next((r["calibration"] for r in reversed(exps)
+                    if (r.get("calibration") or {}).get("profile") == profile), None)
+        if row is not None:
+            info = row["noise"][profile]
+            lines.append(f"  {profile:<8} {_fmt(info.get('margin')):<12}  {row['id']}: "
+                         f"{info.get('source')}, spread {_fmt(info.get('spread'))}")
+        elif cal is not None:
+            lines.append(f"  {profile:<8} {_fmt(cal.get('margin')):<12}  calibrated from "
+                         f"{cal.get('runs')} runs, spread {_fmt(cal.get('spread'))}")
+    if lines:
+        print("margins (latest decision):")
+        print("\n".join(lines))
 
 
 def _profiles(rows: list[dict], session: str, exps: list[dict]) -> list[str]:
@@ -294,8 +314,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     _print_rungs(row)
     patch = paths.repo / row["patch"] if row.get("patch") else None
     if patch and patch.is_file():
-        print(f"\ndiff ({row['patch']}):")
-        print(patch.read_text(errors="replace").rstrip() or "(empty)")
+        _print_patch(row, patch.read_text(errors="replace"))
     for profile, rung in (row.get("rungs") or {}).items():
         if rung.get("log"):
             print(f"\nlog tail ({profile}, {rung['log']}):")
@@ -304,13 +323,23 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_patch(row: dict, text: str) -> None:
+    print(f"\ndiff ({row['patch']}):")
+    print(text.rstrip() or "(empty)")
+    if row.get("diff_hash") and diff_hash(text) != row["diff_hash"]:
+        # A kill or a full disk while it was written, or an edit since: say so, show anyway.
+        print(f"warning: {row['patch']} does not match the diff recorded in the ledger "
+              "(cut short or edited since the run); the diff above may be incomplete")
+
+
 def _print_header(row: dict) -> None:
     kind = " (baseline)" if row.get("baseline") else " (manual)" if row.get("manual") else ""
     print(f"{row['id']}{kind}  {row.get('status')}  session {row.get('session')}  "
           f"{row.get('timestamp')}")
     print(f"description: {row.get('description')}")
     print(f"decision:    {row.get('status')}: {row.get('reason')}")
-    print(f"margin:      {_fmt(row.get('margin'))}")
+    source = f"  ({row['margin_source']})" if row.get("margin_source") else ""
+    print(f"margin:      {_fmt(row.get('margin'))}{source}")
     before = row.get("incumbent_before") or {}
     print("incumbent:   " + (", ".join(f"{p} {_fmt(v)}" for p, v in before.items()) or "-"))
     print(f"proposer:    {row.get('proposer')}  idea: {row.get('idea') or '-'}")
@@ -354,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop after N experiments (baselines not counted)")
     run.add_argument("--until", metavar="HH:MM", help="start no experiment after this local time")
     run.add_argument("--hours", type=_positive_float, metavar="H",
-                     help="start no experiment after H hours")
+                     help="start no experiment after H hours of awake time (sleep not counted)")
     run.add_argument("--new-session", action="store_true",
                      help="start a new session (branch) instead of continuing the latest")
     run.add_argument("--ladder", metavar="A,B",

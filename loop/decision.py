@@ -17,7 +17,9 @@ STATUSES = ("keep", "discard", "crash", "timeout", "checks_failed", "over_cap",
             "forbidden_edit", "invalid_metric", "metric_mismatch", "duplicate", "interrupted",
             # Additions to SPEC's list: how an external coding agent's attempt ended when it
             # left nothing to validate (loop/proposers/agent.py).
-            "agent_failed", "agent_timeout", "agent_no_change", "agent_touched_git")
+            "agent_failed", "agent_timeout", "agent_no_change", "agent_touched_git",
+            # Issue 7 (loop/protocol.py): the candidate changed the frozen evaluation protocol.
+            "protocol_drift")
 
 # The METRIC val_bpb may be rounded by the extractor (4 decimals at worst, error <= 5e-5);
 # the raw log's exact line has 8. A larger difference is a different number, not rounding.

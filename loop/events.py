@@ -18,8 +18,9 @@ class RunEvents:
                            description: str) -> None:
         """`exp_id` has its change (or is a baseline, proposer "baseline") and starts."""
 
-    def rung_started(self, exp_id: str | None, profile: str) -> None:
-        """A benchmark of `exp_id` at profile `profile` starts (None: a manual bench)."""
+    def rung_started(self, exp_id: str | None, profile: str, tag: str = "") -> None:
+        """A benchmark of `exp_id` at `profile` starts (None: a manual bench); `tag` marks an
+        extra run of the same rung (a re-run or a noise calibration run, e.g. "-r2")."""
 
     def output_line(self, line: str) -> None:
         """One line of the running benchmark's output, without its newline."""

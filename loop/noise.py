@@ -33,6 +33,23 @@ def robust_spread(values: Sequence[float]) -> float | None:
     return MAD_TO_SD * statistics.median(abs(v - center) for v in finite)
 
 
+def pooled_spread(groups: Sequence[Sequence[float]]) -> float | None:
+    """robust_spread over several groups of repeated runs (each group = one code, many runs).
+
+    Calibrations and re-run candidates at a profile all measure the same noise; pooling them
+    makes the estimate better as a session goes on. Each run's absolute deviation from its
+    own group's median, then 1.4826 x their median: for one group, exactly robust_spread.
+    None while no group has 2 runs.
+    """
+    deviations = []
+    for group in groups:
+        finite = [v for v in group if math.isfinite(v)]
+        if len(finite) >= 2:
+            center = statistics.median(finite)
+            deviations += [abs(v - center) for v in finite]
+    return MAD_TO_SD * statistics.median(deviations) if deviations else None
+
+
 @dataclass(frozen=True)
 class NoiseEstimate:
     """The per-run spread of val_bpb at one profile and where it came from."""

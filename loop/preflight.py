@@ -89,6 +89,8 @@ class DatasetWatch:
             return None
         try:
             found = content_id(info)
+        except FileNotFoundError as exc:
+            return f"the dataset is missing or incomplete: {exc.filename} is gone"
         except (OSError, ValueError, datasets.DatasetError) as exc:
             return f"the dataset under {info.data_path} cannot be read: {exc}"
         if found != self.expected_id:

@@ -124,9 +124,9 @@ class LiveStatus(RunEvents):
             self._write_plain(f"{exp_id} proposed by {exp.who()} in {took}")
         self._redraw()
 
-    def rung_started(self, exp_id: str | None, profile: str) -> None:
+    def rung_started(self, exp_id: str | None, profile: str, tag: str = "") -> None:
         now = self._clock()
-        self._rung = _Rung(exp_id, profile, ProgressEstimator(now), logged_at=now)
+        self._rung = _Rung(exp_id, profile + tag, ProgressEstimator(now), logged_at=now)
         self._redraw()
 
     def output_line(self, line: str) -> None:
@@ -166,9 +166,10 @@ class LiveStatus(RunEvents):
         parts = [exp.exp_id if exp else ""]
         if rung is not None:
             snap = rung.snap or rung.estimator.snapshot(self._clock())
-            parts = [f"{rung.prefix() if exp is None else exp.exp_id + ' ' + rung.profile} "
-                     f"{progress_text(snap)}"]
-        if exp is not None:
+            parts = [f"{rung.prefix()} {progress_text(snap)}"]
+        if exp is not None and exp.proposer == "baseline":
+            parts.append(shorten(exp.description))  # "baseline <commit> at <profile>"
+        elif exp is not None:
             what = shorten(exp.description) if exp.description else "proposing..."
             parts.append(f"{exp.who()}: {what}")
         if self._last:

@@ -35,9 +35,11 @@ from loop.decision import STATUSES
 CAP_BYTES = 16_000_000
 # Statuses whose rung values are not a trustworthy measurement: shown as "unknown".
 FAILED = frozenset({"crash", "timeout", "checks_failed", "forbidden_edit", "invalid_metric",
-                    "metric_mismatch", "interrupted"})
+                    "metric_mismatch", "interrupted", "agent_failed", "agent_timeout",
+                    "agent_no_change", "agent_touched_git"})
 # Failed before any benchmark ran: no rung, charted on the session's first rung.
-NOT_BENCHMARKED = frozenset({"checks_failed", "forbidden_edit"})
+NOT_BENCHMARKED = frozenset({"checks_failed", "forbidden_edit", "agent_failed", "agent_timeout",
+                             "agent_no_change", "agent_touched_git"})
 MAX_PATCH_CHARS = 200_000
 UNKNOWN = "unknown"
 

@@ -64,6 +64,8 @@ PI_STATUS = {
     "invalid_metric": "crash", "metric_mismatch": "crash",
     "checks_failed": "checks_failed", "forbidden_edit": "checks_failed",
     "over_cap": "checks_failed",
+    "agent_failed": "crash", "agent_timeout": "crash", "agent_touched_git": "crash",
+    "agent_no_change": "discard",
 }
 BOOKKEEPING = frozenset({"val_bpb", "wall_s", "exit_code", "timed_out", "log"})
 

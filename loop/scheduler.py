@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -26,7 +28,20 @@ from typing import Any
 
 import psutil
 
-from loop import awake, datasets, decision, gitsession, ideas, logparse, preflight, runner, watchdog
+from loop import (
+    awake,
+    datasets,
+    decision,
+    gitsession,
+    ideas,
+    logparse,
+    noise,
+    preflight,
+    protocol,
+    runner,
+    verify,
+    watchdog,
+)
 from loop import metrics as metriclines
 from loop.config import Config, is_editable
 from loop.events import RunEvents
@@ -286,11 +301,13 @@ class Experiment:
     verdict: dict | None = None  # {"status", "reason", "margin"} once decided
     base_code: str | None = None  # code hash of `head` (GitSession.code_hash)
     agent: dict | None = None  # how an agent proposer's attempt ended (its outcome, log...)
+    trust: dict = field(default_factory=dict)  # issue 7: margin source, calibration, verify
 
     def row(self, commit: str | None = None, code: str | None = None) -> dict:
         """`code`: the code hash `commit` measured (a keep's or a baseline's), else None."""
         verdict = self.verdict or {}
         extra = {"agent": self.agent} if self.agent else {}
+        extra |= self.trust
         return {
             "type": "experiment", "id": self.id, "session": self.session,
             "timestamp": utc_now(), "proposer": self.proposer, "idea": self.idea,
@@ -344,6 +361,7 @@ def measure(command: str, cwd: Path, env: dict[str, str], timeout_s: float, log_
     rung = _rung_figures(values, parsed, verdict)
     rung.update(wall_s=round(result.wall_s, 3), exit_code=result.exit_code,
                 timed_out=result.timed_out, log=str(log_path))
+    rung["protocol"] = protocol.read_protocol(parsed)  # what the trainer says it used
     if guard is not None and guard.verdict is not None:
         rung["early_abort"] = guard.verdict.reason
     return Measurement(rung, verdict, rung.get("val_bpb") if verdict is None else None)
@@ -356,13 +374,12 @@ def _either(first: Callable[[], bool] | None, second: Callable[[], bool]) -> Cal
 def _explain_failure(verdict: decision.Verdict | None, trainer: Path,
                      log_path: Path) -> decision.Verdict | None:
     """A crash reason with the benchmark's last output line, and a missing trainer named."""
-    if verdict is None or verdict.status != "crash":
+    if (verdict is None or verdict.status != "crash"
+            or verdict.reason.startswith(("oom:", "diverged:"))):
         return verdict
-    reason = verdict.reason
+    reason = f"{verdict.reason}; last output: {_last_line(log_path)}"
     if not trainer.is_file():
-        reason += f"; the trainer {trainer} is missing"
-    if not reason.startswith(("oom:", "diverged:")):
-        reason += f"; last output: {_last_line(log_path)}"
+        reason += f"; the trainer {TRAINER} is missing from {trainer.parents[1]}"
     return dataclasses.replace(verdict, reason=reason)
 
 
@@ -430,8 +447,9 @@ class Scheduler:
         self.out = out
         self.events = events if events is not None else RunEvents()  # the live display
         self._new_session = new_session
+        self.token = f"{os.getpid()}-{time.time_ns()}"  # in children's env: orphans are found
         self.proposer = proposer if proposer is not None else make_proposer(
-            cfg, self.paths.repo, lambda: self.git.worktree, self._stopping)
+            cfg, self.paths.repo, lambda: self.git.worktree, self._stopping, self.token)
         self._warned: set[str] = set()  # bookkeeping warnings already shown this run
         self._signal: str | None = None
         self.fatal: str | None = None  # why the run cannot go on (e.g. a failed baseline)
@@ -439,7 +457,6 @@ class Scheduler:
         self._preflight: preflight.Preflight | None = None
         self.session: str | None = None
         self.session_rows: list[dict] = []  # this session's experiment rows, in order
-        self.token = f"{os.getpid()}-{time.time_ns()}"
         self.cache_root = datasets.cache_root(self.paths.repo)
         self.dataset = datasets.resolve(cfg.dataset, self.cache_root)  # DatasetError: fix-it text
         self.dataset_id = datasets.dataset_id(self.dataset)
@@ -499,6 +516,7 @@ class Scheduler:
             duplicates = duplicates + 1 if row["status"] == "duplicate" else 0
             if row["status"] == "keep":
                 self._maybe_full()
+                self._maybe_recalibrate()
             if row["status"] == "agent_touched_git":
                 self.fatal = (f"{row['id']} agent_touched_git: {row['reason']}; check the "
                               "repository's git config, hooks and refs before running again")
@@ -532,7 +550,11 @@ class Scheduler:
         watch = preflight.DatasetWatch(self.cfg.dataset, self.dataset, self.dataset_id,
                                        self.cache_root)
         self._preflight = preflight.Preflight(self.paths.home, self.cfg.min_free_disk_mb, watch,
-                                              self.git.worktree, self.git.changed_files)
+                                              self.git.worktree, self._foreign_changes)
+
+    def _foreign_changes(self) -> list[str]:
+        """Worktree changes the daemon did not make (a person's backlog edits are expected)."""
+        return [f for f in self.git.changed_files() if f not in BOOKKEEPING_FILES]
 
     def _clear_stale_stop_file(self) -> None:
         # A stop file left from before this run started would stop it at once, silently.
@@ -576,6 +598,7 @@ class Scheduler:
         # Views kept in memory: re-scanning a long ledger per stage would dominate the loop.
         self.session_rows = session_experiments(self.rows, self.session)
         self._next_number = int(next_id(self.rows)[1:])
+        self._commit_bookkeeping()  # a person's backlog edits; rows recorded before a kill
 
     def _recover(self) -> None:
         """Finish or undo the experiment a killed daemon left (state.json says which)."""
@@ -585,6 +608,7 @@ class Scheduler:
         kill_orphans(state.get("token"))
         git = GitSession.open(self.paths.repo, state["session"])
         known = {r.get("id") for r in self.rows if r.get("type") == "experiment"}
+        undo_to = None
         for key in ("nested", "experiment"):
             data = state.get(key)
             if data and data.get("id") not in known:
@@ -594,8 +618,10 @@ class Scheduler:
                     if commit else None
                 self._append(exp.row(commit, code))
                 self.out(f"resumed: recorded {exp.id} as {exp.verdict['status']}")
+                if key == "experiment" and commit is None and not exp.baseline:
+                    undo_to = exp.head  # e.g. an agent killed with us had committed
         # To the branch head, never further back: a keep recorded before the kill stays.
-        git.restore()
+        git.restore(to=undo_to)
         write_state(self.paths.state, {"session": state["session"], "experiment": None,
                                        "stage": "idle"})
 
@@ -628,13 +654,15 @@ class Scheduler:
     def _experiment(self) -> dict | None:
         if self.workspace:  # others' claims, results and kept patches (ideas) before choosing
             self.workspace.sync()
-        self._commit_bookkeeping("autogolf: commit backlog edits made in the session worktree")
+        self._commit_bookkeeping()  # e.g. a person's `autogolf ideas add` since the last one
         exp = self._new_experiment(getattr(self.proposer, "name", self.cfg.proposer))
         self._stage(exp, "propose")
         self._emit("proposing", exp.id, exp.proposer)
         proposal = self.proposer.propose(self.git.worktree, self._history())
         if proposal is None:
             self.git.restore()
+            self._report_skipped_ideas()
+            self._commit_bookkeeping()
             self._idle()
             self._next_number -= 1  # nothing was tried: the id stays free
             return None
@@ -735,14 +763,16 @@ class Scheduler:
             self._abandon_if_stopping(f"during the {profile} benchmark")
             if run.verdict is not None:
                 raise _Decided(run.verdict.status, f"at {profile}: {run.verdict.reason}")
-            margin = decision.margin(self.cfg.min_improvement, self.cfg.noise_k,
-                                     self.cfg.noise.get(profile))
-            verdict = decision.compare(run.val_bpb, incumbent, margin)
+            incumbent, n_incumbent = self._check_protocol(exp, profile, run, incumbent)
+            judged = self._judge(exp, profile, run.val_bpb, incumbent, n_incumbent)
+            verdict, margin = judged.verdict, judged.margin
             if verdict.status != "keep":
+                self._drop_artifact(exp.rungs[profile])
                 raise _Decided(verdict.status, f"at {profile}: {verdict.reason}", margin)
             reasons.append(f"at {profile}: {verdict.reason}")
             self.out(f"{exp.id} wins at {profile}: {_fmt(run.val_bpb)} vs {_fmt(incumbent)}")
         exp.verdict = {"status": "keep", "reason": "; ".join(reasons), "margin": margin}
+        self._verify_keep(exp)
 
     def _incumbent_at(self, exp: Experiment, profile: str) -> float | None:
         """The incumbent's score at a rung, measuring it first if this session has none."""
@@ -804,9 +834,21 @@ class Scheduler:
         if row.get("idea"):
             self._bookkeeping_step(IDEAS_FILE, ideas.record_experiment,
                                    self.git.worktree / IDEAS_FILE, row)
+        self._report_skipped_ideas()
         self._commit_bookkeeping(f"autogolf: record {row['id']} in the backlog")
 
-    def _commit_bookkeeping(self, message: str) -> None:
+    def _report_skipped_ideas(self) -> None:
+        """Ideas the ideas proposer could not apply (an unknown knob, a patch that does not
+        apply): a warning, and the idea marked invalid with the reason in the backlog."""
+        for proposer in getattr(self.proposer, "proposers", [self.proposer]):
+            for idea_id, why in getattr(proposer, "skipped", {}).items():
+                if idea_id not in self._warned:
+                    self._warned.add(idea_id)
+                    self.out(f"warning: idea {idea_id} cannot be applied: {why}")
+                    self._bookkeeping_step(IDEAS_FILE, _mark_invalid,
+                                           self.git.worktree / IDEAS_FILE, idea_id, why)
+
+    def _commit_bookkeeping(self, message: str | None = None) -> None:
         """Bring the tried section up to date, then commit changes to the bookkeeping files
         (the daemon's own or a person's) as their own commit, which leaves the code hash and
         so the incumbents as they are."""
@@ -814,7 +856,7 @@ class Scheduler:
                                self.git.worktree / SESSION_DOC, self._tried_rows())
         changed = self.git.changed_files()
         if changed and set(changed) <= set(BOOKKEEPING_FILES):
-            self.git.commit(message)
+            self.git.commit(message or f"autogolf: update {' and '.join(changed)}")
         elif changed:  # not the daemon's: the worktree starts every experiment at the head
             self.out(f"warning: unexpected changes in the worktree, undone: {', '.join(changed)}")
             self._restore_keeping(self._bookkeeping_edits(None))
@@ -892,6 +934,7 @@ class Scheduler:
             exp.verdict = {"status": run.verdict.status, "margin": None,
                            "reason": f"baseline at {profile}: {run.verdict.reason}"}
         else:
+            self._calibrate(exp, profile)
             exp.verdict = {"status": "keep", "reason": "baseline", "margin": None}
         row = exp.row(commit=head, code=exp.base_code)
         self._append(row)
@@ -900,6 +943,191 @@ class Scheduler:
         self.out(_summary(row))
         self._emit("decided", row["id"], row["status"], row["reason"])
         return row
+
+    # ---- trustworthy decisions (issue 7: loop/noise.py, loop/protocol.py, loop/verify.py)
+
+    def _noise_estimate(self, profile: str) -> noise.NoiseEstimate:
+        """The pooled calibrated spread at `profile`, else the fixed one from autogolf.yaml."""
+        groups, last = [], None
+        for row in self.session_rows:
+            rung = (row.get("rungs") or {}).get(profile)
+            runs = rung.get("runs") if isinstance(rung, dict) else None
+            if row.get("dataset") != self.dataset_id or not isinstance(runs, list):
+                continue
+            groups.append([v for v in runs if isinstance(v, (int, float))])
+            if (row.get("calibration") or {}).get("profile") == profile:
+                last = row
+        spread = noise.pooled_spread(groups)
+        if last is None or spread is None:
+            return noise.NoiseEstimate(self.cfg.noise.get(profile), "fixed")
+        return noise.NoiseEstimate(spread, "calibrated", sum(map(len, groups)), last["id"])
+
+    def _incumbent_rung(self, exp: Experiment, profile: str) -> dict:
+        known = incumbents(self.session_rows, self.session, exp.head, self.dataset_id,
+                           exp.base_code).get(profile) or {}
+        row = next((r for r in self.session_rows if r.get("id") == known.get("id")), {})
+        return (row.get("rungs") or {}).get(profile) or {}
+
+    def _judge(self, exp: Experiment, profile: str, first: float, incumbent: float | None,
+               n_incumbent: int) -> noise.Judgement:
+        """Keep/discard by the noise-aware margin; a close win is re-run (loop.noise.judge)."""
+        estimate = self._noise_estimate(profile)
+        rule = noise.Rule(self.cfg.min_improvement, self.cfg.noise_k, estimate.spread,
+                          self.cfg.noise_rerun_close)
+        counter = itertools.count(2)
+        judged = noise.judge(first, incumbent, n_incumbent, rule,
+                             lambda: self._rerun(exp, profile, next(counter)))
+        rung = exp.rungs[profile]
+        if len(judged.values) > 1:
+            rung.update(runs=judged.values, first_val_bpb=first, val_bpb=judged.mean)
+        exp.trust["margin_source"] = estimate.describe()
+        exp.trust.setdefault("noise", {})[profile] = {
+            "spread": estimate.spread, "source": estimate.describe(), "k": self.cfg.noise_k,
+            "margin": judged.margin, "runs": len(judged.values), "incumbent_runs": n_incumbent}
+        return judged
+
+    def _rerun(self, exp: Experiment, profile: str, number: int) -> float:
+        self._abandon_if_stopping(f"before re-run {number} at {profile}")
+        self.out(f"{exp.id} {profile}: close win, re-run {number}")
+        run = self._measure(exp, profile, tag=f"-r{number}")
+        self._abandon_if_stopping(f"during re-run {number} at {profile}")
+        if run.verdict is not None:
+            raise _Decided(run.verdict.status, f"at {profile} (re-run {number}): "
+                           f"{run.verdict.reason}")
+        return run.val_bpb
+
+    def _calibrate(self, exp: Experiment, profile: str) -> None:
+        """Measure a valid baseline R times in all: its score becomes the mean (issue 7)."""
+        total = self.cfg.noise_runs.get(profile, 1)
+        rung = exp.rungs[profile]
+        if total <= 1 or not isinstance(rung.get("val_bpb"), (int, float)):
+            return
+        values, failed = [rung["val_bpb"]], []
+        for number in range(2, total + 1):
+            if self._signal:
+                break
+            run = self._measure(exp, profile, tag=f"-r{number}")
+            if run.verdict is None:
+                values.append(run.val_bpb)
+            else:
+                failed.append(f"run {number}: {run.verdict.status}")
+        rung.update(runs=values, first_val_bpb=values[0], val_bpb=statistics.fmean(values))
+        spread = noise.robust_spread(values)
+        exp.trust["calibration"] = {
+            "profile": profile, "runs": len(values), "spread": spread, "failed": failed,
+            "margin": noise.margin_for(self.cfg.min_improvement, self.cfg.noise_k, spread, 1,
+                                       len(values))}
+        self.out(f"{exp.id} {profile}: calibrated from {len(values)} runs, spread "
+                 f"{_fmt(spread)}")
+
+    def _maybe_recalibrate(self) -> None:
+        """After every N keeps, measure the incumbent again at each calibrated rung."""
+        keeps = 0
+        for row in reversed(self.session_rows):
+            if row.get("calibration"):
+                break
+            keeps += row.get("status") == "keep" and not row.get("baseline")
+        if not noise.calibration_due(keeps, self.cfg.noise_recalibrate_every_keeps):
+            return
+        for profile in self.cfg.ladder:
+            if self.cfg.noise_runs.get(profile, 1) > 1 and not self._signal:
+                self._baseline(profile, description=f"recalibration of the incumbent at "
+                                                    f"{profile} after {keeps} keeps")
+
+    def _check_protocol(self, exp: Experiment, profile: str, run: Measurement,
+                        incumbent: float | None) -> tuple[float | None, int]:
+        """(incumbent score, its runs) under the candidate's protocol, or protocol_drift."""
+        inc_rung = self._incumbent_rung(exp, profile)
+        n_incumbent = len(inc_rung.get("runs") or [None])
+        if incumbent is None or "protocol" not in inc_rung:
+            return incumbent, n_incumbent
+        changed = protocol.differences(inc_rung["protocol"], run.rung.get("protocol") or {})
+        forbidden, allowed = protocol.split_changes(changed, self.cfg.protocol_allow_change)
+        if forbidden:
+            self._drop_artifact(run.rung)
+            raise _Decided("protocol_drift", f"at {profile}: the candidate changed the frozen "
+                           f"evaluation protocol: {protocol.describe(forbidden)}")
+        if not allowed:
+            return incumbent, n_incumbent
+        return self._remeasure_incumbent(exp, profile, run.rung["protocol"], allowed), 1
+
+    def _remeasure_incumbent(self, exp: Experiment, profile: str, new: dict,
+                             allowed: dict) -> float:
+        """The incumbent's score under the candidate's (allowed) protocol change."""
+        env = protocol.overrides(new, allowed)
+        self._stage(exp, f"incumbent:{profile}")
+        self._restore_keeping(self._bookkeeping_edits(exp))
+        try:
+            run = self._measure(exp, profile, tag="-incumbent", env_extra={
+                "AUTOGOLF_PROTOCOL_OVERRIDES": protocol.override_text(env)})
+        finally:
+            self.git.apply_patch((self.paths.repo / exp.patch).read_text())
+        exp.trust.setdefault("incumbent_remeasured", {})[profile] = {
+            "changes": protocol.describe(allowed), "overrides": env, "val_bpb": run.val_bpb,
+            "log": run.rung["log"]}
+        if run.verdict is not None or run.val_bpb is None:
+            raise _Decided("discard", f"at {profile}: the incumbent could not be re-measured "
+                           f"under the new protocol ({protocol.describe(allowed)})")
+        self.out(f"{exp.id} {profile}: incumbent re-measured under the new protocol: "
+                 f"{_fmt(run.val_bpb)}")
+        return run.val_bpb
+
+    def _artifact_of(self, rung: dict) -> Path | None:
+        log = rung.get("log")
+        if not log:
+            return None
+        try:
+            text = (self.paths.repo / log).read_text(errors="replace")
+        except OSError:
+            return None
+        path = logparse.parse_trainer_log(text).settings.get("artifact_path")
+        return None if not path else self.git.worktree / path
+
+    def _drop_artifact(self, rung: dict) -> None:
+        """Delete a model file kept only for verification (not when the user keeps models)."""
+        if not self.cfg.verify_enabled or os.environ.get("KEEP_MODEL") == "1":
+            return
+        path = self._artifact_of(rung)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def _verify_keep(self, exp: Experiment) -> None:
+        """Re-evaluate the kept candidate's last-rung artifact with the trusted code."""
+        if not self.cfg.verify_enabled:
+            return
+        profile = self.cfg.ladder[-1]
+        rung = exp.rungs.get(profile) or {}
+        claimed = rung.get("first_val_bpb", rung.get("val_bpb"))
+        self._stage(exp, f"verify:{profile}")
+        try:
+            check = self._verify_rung(rung, claimed)
+        finally:
+            self._drop_artifact(rung)
+        exp.trust["verify"] = {"profile": profile, **check.record()}
+        if check.status == "disagree":
+            exp.verdict = {"status": "metric_mismatch", "reason": check.reason,
+                           "margin": exp.verdict.get("margin")}
+        else:
+            exp.verdict["reason"] += f"; {check.reason}"
+
+    def _verify_rung(self, rung: dict, claimed: float | None) -> verify.Check:
+        path = self._artifact_of(rung)
+        p = rung.get("protocol") or {}
+        if path is None or claimed is None or not path.exists():
+            return verify.Check("error", "verify: no artifact_path in the trainer's log (or "
+                                "the file is gone): nothing to verify", claimed, None)
+        try:
+            text = (self.paths.repo / rung["log"]).read_text(errors="replace")
+            s = logparse.parse_trainer_log(text).settings
+            settings = verify.Settings(self.dataset.data_path, self.dataset.tokenizer_path,
+                                       int(p["train_seq_len"]), int(p["val_max_tokens"]),
+                                       float(s.get("logit_softcap", 30)),
+                                       float(s.get("rope_base", 10000)),
+                                       s.get("compute_dtype", "float32"))
+        except (KeyError, TypeError, ValueError, OSError) as exc:
+            return verify.Check("error", f"verify: the log lacks a setting it needs ({exc})",
+                                claimed, None)
+        return verify.verify(path, claimed, settings, self.cfg.verify_tolerance)
 
     def _maybe_full(self) -> None:
         every = self.cfg.full_every_keeps
@@ -913,19 +1141,30 @@ class Scheduler:
 
     # ---- plumbing
 
-    def _measure(self, exp: Experiment, profile: str) -> Measurement:
+    def _measure(self, exp: Experiment, profile: str, tag: str = "",
+                 env_extra: dict[str, str] | None = None) -> Measurement:
+        """One benchmark run; `tag` marks an extra run (re-run, calibration) kept apart."""
         if profile not in self.cfg.profiles:
             raise UserError(f"profile {profile!r} is in the ladder but not under `profiles:` "
                             "in autogolf.yaml; add it with a timeout_s")
-        log = self.paths.experiment(exp.id) / f"bench-{profile}.log"
-        self._emit("rung_started", exp.id, profile)
-        run = measure(self.cfg.benchmark_command, self.git.worktree, self._env(exp.id, profile),
+        log = self.paths.experiment(exp.id) / f"bench-{profile}{tag}.log"
+        self._emit("rung_started", exp.id, profile, tag)
+        env = self._env(exp.id + tag, profile) | (env_extra or {})
+        if self.cfg.verify_enabled:
+            env["KEEP_MODEL"] = "1"  # the artifact outlives the script, for loop/verify.py
+        run = measure(self.cfg.benchmark_command, self.git.worktree, env,
                       self.cfg.profiles[profile].timeout_s, log, self.cfg.artifact_cap_bytes,
                       on_line=lambda line: self._emit("output_line", line),
                       stop=self._stopping, grace_s=self.cfg.kill_grace_s,
                       guard=bench_guard(self.cfg, profile))
         run.rung["log"] = self.paths.rel(log)
-        exp.rungs[profile] = run.rung
+        if tag:
+            self._drop_artifact(run.rung)
+            exp.rungs.setdefault(profile, {}).setdefault("run_logs", []).append(run.rung["log"])
+        else:
+            exp.rungs[profile] = run.rung
+            if exp.baseline or profile != self.cfg.ladder[-1]:
+                self._drop_artifact(run.rung)  # only a last-rung candidate is ever verified
         return run
 
     def _env(self, exp_id: str, profile: str | None) -> dict[str, str]:
@@ -1086,32 +1325,34 @@ def _manual_verdict(run: Measurement, stopped: list[str]) -> dict:
 
 
 def make_proposer(cfg: Config, repo: Path, worktree: Callable[[], Path] | None = None,
-                  stop: Callable[[], bool] | None = None) -> Any:
+                  stop: Callable[[], bool] | None = None, token: str | None = None) -> Any:
     """The proposer `autogolf.yaml` names (or its rotation), built from its settings.
 
     `worktree` gives the session worktree once it exists (the ideas proposer reads the
-    backlog there); `stop` ends a running agent early (a stop signal).
+    backlog there); `stop` ends a running agent early (a stop signal); `token` goes into the
+    agent's environment so a resumed daemon kills an agent its killed predecessor left.
     """
     names = cfg.proposer_rotation or (cfg.proposer,)
-    built = {name: _proposer(name, cfg, repo, worktree or (lambda: repo), stop)
+    built = {name: _proposer(name, cfg, repo, worktree or (lambda: repo), stop, token)
              for name in dict.fromkeys(names)}
     return built[names[0]] if len(names) == 1 else Rotation([built[n] for n in names])
 
 
 def _proposer(name: str, cfg: Config, repo: Path, worktree: Callable[[], Path],
-              stop: Callable[[], bool] | None) -> Any:
+              stop: Callable[[], bool] | None, token: str | None) -> Any:
     if name == "ideas":
         return IdeasProposer(lambda: ideas.IdeasFile.load(worktree() / IDEAS_FILE,
                                                           missing_ok=True), cfg.knobs)
     if name == "agent":
-        return _agent_proposer(cfg, repo, stop)
+        return _agent_proposer(cfg, repo, stop, token)
     if not cfg.knobs:
         raise UserError("the search proposer has no knobs: declare some under `knobs:` in "
                         "autogolf.yaml")
     return SearchProposer(list(cfg.knobs), seed=cfg.proposer_seed)
 
 
-def _agent_proposer(cfg: Config, repo: Path, stop: Callable[[], bool] | None) -> AgentProposer:
+def _agent_proposer(cfg: Config, repo: Path, stop: Callable[[], bool] | None,
+                    token: str | None) -> AgentProposer:
     if not cfg.agent_command:
         raise UserError("the agent proposer has no command: set `agent: command: [...]` in "
                         "autogolf.yaml (README has examples for pi, claude, codex and aider)")
@@ -1119,9 +1360,16 @@ def _agent_proposer(cfg: Config, repo: Path, stop: Callable[[], bool] | None) ->
         return AgentProposer(cfg.agent_command, cfg.agent_timeout_s,
                              Paths(repo).home / "agent", editable=cfg.editable,
                              protected=cfg.protected, last_rows=cfg.agent_last_rows,
-                             grace_s=cfg.kill_grace_s, stop=stop)
+                             grace_s=cfg.kill_grace_s, stop=stop,
+                             env={"AUTOGOLF_DAEMON_TOKEN": token} if token else None)
     except AgentConfigError as exc:
         raise UserError(f"agent.command: {exc}") from None
+
+
+def _mark_invalid(path: Path, idea_id: str, why: str) -> None:
+    backlog = ideas.IdeasFile.load(path)
+    backlog.mark(idea_id, "invalid", note=f"autogolf: cannot be applied: {why}")
+    backlog.save()
 
 
 def _read_bytes(path: Path) -> bytes | None:

@@ -7,6 +7,10 @@ available memory; past `limits.max_memory_mb`, or under `limits.min_available_me
 it gives a reason starting with `oom:` and the run is stopped. The row is a `crash` whose
 reason says `oom` (SPEC's status list is fixed; the reason tells the cause apart).
 
+On Apple silicon, memory MLX allocates for the GPU (Metal buffers) may not all show in a
+process's RSS; the machine's available memory sees every allocation, so the floor
+(`min_available_memory_mb`) is the guard to rely on there, the RSS limit a second one.
+
 `RunGuard` puts the watchdog and the early abort (loop.earlyabort) behind the runner's
 three hooks: `on_start(pid)`, `on_line(line)` and `stop()`.
 """

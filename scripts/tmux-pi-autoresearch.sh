@@ -36,14 +36,30 @@ if [ -n "${AUTOGOLF:-}" ]; then
 fi
 tmux new-session -d -s "$SESSION" -c "$REPO" "$env_prefix$run"
 
+settled_log() {
+    # The daemon's last lines reach the log through `tee` a moment after it exits: wait
+    # (at most 5 s) until the log stops growing.
+    local before after
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        before=$(wc -c <"$1" 2>/dev/null || echo 0)
+        sleep 0.5
+        after=$(wc -c <"$1" 2>/dev/null || echo 0)
+        [ "$before" = "$after" ] && return 0
+    done
+}
+
 # A daemon that refuses to start (another holds the lock, a config error) ends its session
-# at once, and with it what it printed: show that here instead.
-sleep "${AUTOGOLF_TMUX_SETTLE_S:-2}"
-if ! tmux has-session -t "=$SESSION" 2>/dev/null; then
-    echo "tmux-pi-autoresearch: the daemon stopped right after starting; its log ($LOG) ends:" >&2
-    tail -n 15 "$LOG" 2>/dev/null | sed 's/^/  | /' >&2
-    exit 1
-fi
+# at once, and with it what it printed: watch it for a few seconds and show that here instead.
+settle_s=${AUTOGOLF_TMUX_SETTLE_S:-3}
+for ((i = 0; i < settle_s * 10; i++)); do
+    if ! tmux has-session -t "=$SESSION" 2>/dev/null; then
+        settled_log "$LOG"
+        echo "tmux-pi-autoresearch: the daemon stopped right after starting; its log ($LOG) ends:" >&2
+        tail -n 15 "$LOG" 2>/dev/null | sed 's/^/  | /' >&2
+        exit 1
+    fi
+    sleep 0.1
+done
 
 echo "tmux-pi-autoresearch: autogolf is running in the tmux session '$SESSION'."
 echo "  watch it:  tmux attach -t $SESSION    (detach: Ctrl-b d; it keeps running)"

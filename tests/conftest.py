@@ -39,16 +39,7 @@ def trainer_env(sample_dataset) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
-def cache_root(sample_dataset) -> Path:
-    """Where the sample data lives (the repo's own data/, shared, never copied)."""
-    return Path(sample_dataset.data_path).parents[2]
 
-
-@pytest.fixture
-def repo(tmp_path: Path, cache_root: Path, monkeypatch: pytest.MonkeyPatch):
-    """A small git repo whose benchmark is a fake (tests/scheduler_helpers.py); a test module
-    may define its own `repo` instead."""
-    from scheduler_helpers import make_repo
-
-    yield from make_repo(tmp_path, cache_root, monkeypatch)
+# The fake-benchmark repository of the scheduler tests, for every test module (a module may
+# define its own `repo` instead, as test_gitsession does).
+from scheduler_helpers import cache_root, repo  # noqa: E402, F401

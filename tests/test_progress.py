@@ -3,7 +3,7 @@
 Progress is read from a recorded capture of a real smoke benchmark (autoresearch.sh + the MLX
 trainer, tests/fixtures/smoke_bench_capture.log), replayed on a fake clock taken from the
 trainer's own `train_time` figures. The scheduler's events come from a run with the fake
-benchmark of test_scheduler (its fixtures are shared, not copied).
+benchmark in tests/scheduler_helpers.py (its `repo` fixture comes through conftest).
 """
 
 from __future__ import annotations
@@ -13,12 +13,10 @@ import re
 from pathlib import Path
 
 import pytest
-from test_scheduler import (  # noqa: F401 - `repo` and `cache_root` are pytest fixtures
+from scheduler_helpers import (  # the fixtures `repo` and `cache_root` come from conftest
     WIN_BOTH,
     Scripted,
-    cache_root,
     cli,
-    repo,
 )
 
 from loop import scheduler
@@ -209,6 +207,13 @@ def test_terminal_close_clears_the_status_line():
     assert out.getvalue().endswith(CLEAR_LINE + "summary\n")
 
 
+def test_an_extra_run_of_a_rung_is_told_apart():
+    live, out, clock = plain()
+    live.rung_started("E0001", "breadth", "-r2")
+    live.output_line("step:1/4 train_loss:5.0 train_time:10ms step_avg:10.00ms")
+    assert out.getvalue().startswith("E0001 breadth-r2 training step 1/4 (25%)")
+
+
 def test_terminal_nested_baseline_then_back_to_the_candidate():
     live, _, clock = terminal()
     live.experiment_started("E0003", "search", None, "LR=0.05")
@@ -236,8 +241,8 @@ class Recorder(RunEvents):
     def experiment_started(self, exp_id, proposer, idea, description):
         self.events.append(("started", exp_id, proposer, idea, description))
 
-    def rung_started(self, exp_id, profile):
-        self.events.append(("rung", exp_id, profile))
+    def rung_started(self, exp_id, profile, tag=""):
+        self.events.append(("rung", exp_id, profile, tag))
 
     def output_line(self, line):
         if line.startswith("step:"):
@@ -258,25 +263,48 @@ def train_lines(profile_steps: int = 4) -> list[tuple]:
     return steps + [("line", f"step:{profile_steps}/{profile_steps}")]  # the validation line
 
 
+def runs(events: list[tuple]) -> list[tuple]:
+    """The events with each benchmark run as one ("run", id, profile, tag) entry, after
+    checking that the run's output lines reached the observer."""
+    out: list[tuple] = []
+    for i, event in enumerate(events):
+        if event[0] == "rung":
+            assert events[i + 1: i + 1 + len(train_lines())] == train_lines(), event
+            out.append(("run", *event[1:]))
+        elif event[0] != "line":
+            out.append(event)
+    return out
+
+
+def extra_runs(events: list[tuple], exp_id: str, profile: str) -> list[str]:
+    """The tags of the extra runs (re-runs, noise calibration) of one rung; [] when none."""
+    tags = [e[3] for e in events if e[:3] == ("run", exp_id, profile)]
+    assert tags[0] == "" and len(set(tags)) == len(tags)
+    return tags[1:]
+
+
 def test_scheduler_emits_the_lifecycle_of_a_kept_change_with_a_nested_baseline(repo):
     recorder = Recorder()
     daemon(repo, recorder, {**WIN_BOTH, "idea": "I001"}).run()
-    baselines = {e[1]: e[4] for e in recorder.events if e[:1] == ("started",) and
-                 e[2] == "baseline"}
+    events = runs(recorder.events)
+    baselines = {e[1]: e[4] for e in events if e[:1] == ("started",) and e[2] == "baseline"}
     assert list(baselines) == ["E0001", "E0003"]
     assert re.fullmatch(r"baseline [0-9a-f]{10} at breadth", baselines["E0001"])
     assert re.fullmatch(r"baseline [0-9a-f]{10} at confirm", baselines["E0003"])
-    assert recorder.events == [
+    # Baselines may be measured more than once (noise calibration): each run is announced.
+    again_1 = [("run", "E0001", "breadth", t) for t in extra_runs(events, "E0001", "breadth")]
+    again_3 = [("run", "E0003", "confirm", t) for t in extra_runs(events, "E0003", "confirm")]
+    assert events == [
         ("started", "E0001", "baseline", None, baselines["E0001"]),
-        ("rung", "E0001", "breadth"), *train_lines(), ("decided", "E0001", "keep"),
+        ("run", "E0001", "breadth", ""), *again_1, ("decided", "E0001", "keep"),
         ("proposing", "E0002", "scripted"),
         ("started", "E0002", "scripted", "I001", "BONUS_BREADTH=0.01 BONUS_CONFIRM=0.01"),
-        ("rung", "E0002", "breadth"), *train_lines(),
+        ("run", "E0002", "breadth", ""),
         # E0002 won at breadth; the incumbent has no confirm figure yet, so it is measured
         # while E0002 waits, then E0002 climbs to confirm.
         ("started", "E0003", "baseline", None, baselines["E0003"]),
-        ("rung", "E0003", "confirm"), *train_lines(), ("decided", "E0003", "keep"),
-        ("rung", "E0002", "confirm"), *train_lines(), ("decided", "E0002", "keep"),
+        ("run", "E0003", "confirm", ""), *again_3, ("decided", "E0003", "keep"),
+        ("run", "E0002", "confirm", ""), ("decided", "E0002", "keep"),
     ]
 
 

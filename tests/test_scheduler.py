@@ -171,26 +171,7 @@ def test_over_the_artifact_cap_is_over_cap(repo):
     assert candidates(repo)[0]["status"] == "over_cap"
 
 
-def test_an_experiment_that_tests_an_idea_adds_its_evidence_to_the_backlog(repo):
-    backlog = repo / "autoresearch.ideas.md"
-    backlog.write_text("# Ideas\n\n- [I001] (untried) Lower the learning rate.\n")
-    run_daemon(repo, {"BONUS_BREADTH": -0.01, "idea": "I001"})
-    text = backlog.read_text()
-    assert "[I001] (exhausted)" in text and "E0002" in text
-    assert candidates(repo)[0]["idea"] == "I001"
-
-
-def test_ideas_proposer_applies_a_queued_idea_and_marks_it_with_the_evidence(repo):
-    (repo / "autoresearch.ideas.md").write_text(
-        "- [I001] (untried) A higher learning rate.\n  knobs: LR=0.05\n")
-    config = repo / "autogolf.yaml"
-    config.write_text(config.read_text().replace("proposer: search", "proposer: ideas"))
-    rules = scheduler.StopRules()
-    reason = scheduler.Scheduler(repo, load_config(config), rules, out=lambda s: None).run()
-    [row] = candidates(repo)
-    assert (row["idea"], row["status"], row["proposer"]) == ("I001", "keep", "ideas")
-    assert "[I001] (promising)" in (repo / "autoresearch.ideas.md").read_text()
-    assert reason == "the proposer has nothing left to propose"
+# (The ideas backlog through the scheduler: tests/test_scheduler_ideas.py.)
 
 
 # --------------------------------------------------------------------------- stop rules

@@ -17,7 +17,8 @@ from loop.watchdog import MemoryWatchdog, RunGuard, tree_rss
 # not in the process the watchdog is attached to.
 HOG_IN_CHILD = textwrap.dedent("""
     import subprocess, sys, time
-    code = "import sys, time; x = b'\\\\1' * (120 << 20); print('ready', flush=True); time.sleep(60)"
+    code = ("import sys, time; x = b'\\\\1' * (120 << 20); print('ready', flush=True); "
+            "time.sleep(60)")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     child.stdout.readline()
     print("ready", flush=True)

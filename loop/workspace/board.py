@@ -105,10 +105,12 @@ def valid_result(data: object) -> bool:
 
 def render_leaderboard(results: Iterable[dict], now: datetime | None = None,
                        generated_by: str | None = None) -> str:
-    """Best result per agent within each (dataset, profile, metric); never across them."""
+    """Best result per agent within each (dataset, profile, metric); never across them.
+    Only kept results rank (a result JSON without a status, from another tool, counts as one):
+    a discarded change's score is noise the keep rule did not accept."""
     groups: dict[tuple[str, str, str, str], dict[str, dict]] = {}
     for result in results:
-        if not valid_result(result):
+        if not valid_result(result) or result.get("status", "keep") != "keep":
             continue
         key = (str(result.get("dataset") or "unknown"), str(result.get("profile") or "unknown"),
                str(result.get("metric") or "score"), str(result.get("direction") or "lower"))
@@ -121,7 +123,8 @@ def render_leaderboard(results: Iterable[dict], now: datetime | None = None,
            f"Generated from `{RESULTS}/*.json` at {when}"
            + (f" by agent `{generated_by}`" if generated_by else "") + ". Do not edit: any "
            "agent regenerates this file from the results.", "",
-           "Best result per agent. Scores are compared only within one dataset and profile.", ""]
+           "Best kept result per agent. Scores are compared only within one dataset and "
+           "profile.", ""]
     if not groups:
         out.append("No results yet.")
     for key in sorted(groups):
@@ -189,7 +192,9 @@ class Board:
             return "queued"
 
     def flush(self) -> int:
-        """Send queued files in order; returns how many are still queued (Unreachable ends it)."""
+        """Send queued files in order; returns how many are still queued (Unreachable ends it).
+        A queued file whose name is taken by other bytes is set aside (`.NAME.conflict` in the
+        outbox, with a warning) so that it does not hold up the rest."""
         queued = self.queued()
         for i, rel in enumerate(queued):
             local = self.outbox / rel
@@ -197,6 +202,10 @@ class Board:
                 self._create(self.check_writable(rel), local.read_bytes())
             except Unreachable:
                 return len(queued) - i
+            except WriteRefused as exc:
+                local.replace(local.with_name(f".{local.name}.conflict"))
+                self.warn(f"queued {rel} not sent, kept as .{local.name}.conflict: {exc}")
+                continue
             local.unlink()
         return 0
 
@@ -231,10 +240,7 @@ class Board:
 
     def _send_queued_quietly(self) -> None:
         if self.queued():
-            try:
-                self.flush()
-            except AlreadyExists as exc:
-                self.warn(f"a queued workspace file conflicts and stays queued: {exc}")
+            self.flush()
 
     # ---- reading
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from loop.workspace import board as wb
@@ -27,8 +28,9 @@ def main(args: argparse.Namespace) -> int:
         if args.workspace_verb == "init":
             return _init(args.path)
         return _status(args)
-    except WorkspaceError as exc:
-        raise SystemExit(f"autogolf: error: {' '.join(str(exc).split())}") from None
+    except WorkspaceError as exc:  # a user error: one line, exit 2 (as loop.cli does)
+        print(f"autogolf: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
 
 
 def _init(location: str) -> int:

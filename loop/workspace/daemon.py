@@ -18,6 +18,7 @@ from typing import Any
 
 from loop import gitsession, ideas
 from loop.workspace import board as wb
+from loop.workspace import hfbucket
 from loop.workspace.settings import WorkspaceConfig, agent_id, open_storage
 from loop.workspace.storage import WorkspaceError
 
@@ -70,6 +71,8 @@ class WorkspaceHook:
             me = agent_id(ws)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if ws.backend == "hf-bucket" and not hfbucket.client_available():
+            raise ConfigError(f"workspace.backend: hf-bucket: {hfbucket.INSTALL_HINT}")
         board = wb.Board(open_storage(ws, repo), me, home / OUTBOX,
                          warn=lambda m: out(f"warning: {m}"))
         return cls(board, ws, home=home, ideas_file=ideas_file,
@@ -92,15 +95,16 @@ class WorkspaceHook:
                 self._offer_patch(post)
             if self._leaderboard_stale and not self.board.queued():
                 self._regenerate()
-        except (WorkspaceError, OSError, ideas.IdeasError) as exc:
-            self.out(f"warning: workspace sync failed ({self.board.storage.describe()}): {exc}")
+        except Exception as exc:  # noqa: BLE001 - the local loop never stops for the board
+            self.out(f"warning: workspace sync failed ({self.board.storage.describe()}): "
+                     f"{_describe(exc)}")
 
     def duplicate(self, exp: Any) -> str | None:
         """Why another agent's claim or result makes this experiment a duplicate, or None."""
         try:
             key = self._code_key(exp)
-        except gitsession.GitError as exc:
-            self.out(f"warning: workspace: cannot name the incumbent: {exc}")
+        except Exception as exc:  # noqa: BLE001 - no key: nothing to compare, not a stop
+            self.out(f"warning: workspace: cannot name the incumbent: {_describe(exc)}")
             return None
         for post in self._standing_posts():
             if (post["author"] != self.agent and post.get("diff_hash") == exp.diff_hash
@@ -114,10 +118,13 @@ class WorkspaceHook:
 
     def claim(self, exp: Any) -> None:
         """An experiment-proposal post, so that other agents skip this change."""
-        meta = self._meta("experiment-proposal", exp)
-        body = (f"Claim: agent {self.agent} is measuring {exp.id} ({exp.description}) on "
-                f"incumbent {meta['incumbent']}, ladder {' -> '.join(self.ladder)}.")
-        self._put(exp.id, self._post_path("claim", exp.id), wb.render_post(meta, body))
+        try:
+            meta = self._meta("experiment-proposal", exp)
+            body = (f"Claim: agent {self.agent} is measuring {exp.id} ({exp.description}) on "
+                    f"incumbent {meta['incumbent']}, ladder {' -> '.join(self.ladder)}.")
+            self._put(exp.id, self._post_path("claim", exp.id), wb.render_post(meta, body))
+        except Exception as exc:  # noqa: BLE001
+            self._failed(exp.id, exc)
 
     def publish(self, exp: Any, row: dict) -> None:
         """After the decision: the result post, results JSON and kept patch; sets row field."""
@@ -125,7 +132,10 @@ class WorkspaceHook:
         claimed = exp.id in self._status
         if status == "keep" or (self.ws.publish_every_experiment and claimed) or (
                 claimed and status in NOT_MEASURED):
-            self._publish_result(exp, row)
+            try:
+                self._publish_result(exp, row)
+            except Exception as exc:  # noqa: BLE001 - e.g. the local patch file is gone
+                self._failed(exp.id, exc)
         if exp.id in self._status:
             row["workspace"] = self._summary(self._status.pop(exp.id))
 
@@ -133,28 +143,40 @@ class WorkspaceHook:
 
     def _publish_result(self, exp: Any, row: dict) -> None:
         base = f"{exp.session}-{exp.id}"
-        patch = None
-        if row.get("status") == "keep" and exp.patch:
-            patch = f"{wb.SCRIPTS}/{wb.file_name(base + '-patch', self.agent, 'diff')}"
-            data = (self.home.parent / exp.patch).read_bytes()
-            self._put(exp.id, patch, data.decode("utf-8", errors="replace"))
-        results = []
-        if status_measured(row):
-            for profile, rung in (row.get("rungs") or {}).items():
-                if isinstance(rung.get("val_bpb"), (int, float)):
-                    path = f"{wb.RESULTS}/{wb.file_name(f'{base}-{profile}', self.agent, 'json')}"
-                    record = self._result_record(exp, row, profile, rung, patch)
-                    self._put(exp.id, path, _json(record))
-                    results.append(path)
+        patch, patch_bytes = self._publish_patch(exp, row, base)
+        results = self._publish_results(exp, row, base, patch)
         meta = self._meta("result", exp)
         meta.update(status=row.get("status"), score=_last_score(row), patch=patch,
-                    results=",".join(results) or None, commit=row.get("commit"))
+                    patch_bytes=patch_bytes, results=",".join(results) or None,
+                    commit=row.get("commit"))
         body = (f"Result: {exp.id} ({exp.description}) {row.get('status')}: {row.get('reason')}"
-                + (f"\n\nPatch: {patch}" if patch else ""))
+                + (f"\n\nPatch: {patch} ({patch_bytes} bytes)" if patch else ""))
         self._put(exp.id, self._post_path("result", exp.id), wb.render_post(meta, body))
         if results:
             self._leaderboard_stale = True
             self._regenerate()
+
+    def _publish_patch(self, exp: Any, row: dict, base: str) -> tuple[str | None, int | None]:
+        """The kept patch under artifacts/scripts/: (workspace path, size) or (None, None)."""
+        if row.get("status") != "keep" or not exp.patch:
+            return None, None
+        path = f"{wb.SCRIPTS}/{wb.file_name(base + '-patch', self.agent, 'diff')}"
+        data = (self.home.parent / exp.patch).read_bytes()
+        self._put(exp.id, path, data)
+        return path, len(data)
+
+    def _publish_results(self, exp: Any, row: dict, base: str, patch: str | None) -> list[str]:
+        """One results JSON per rung the daemon scored; returns their workspace paths."""
+        if not status_measured(row):
+            return []
+        paths = []
+        for profile, rung in (row.get("rungs") or {}).items():
+            if isinstance(rung.get("val_bpb"), (int, float)):
+                path = f"{wb.RESULTS}/{wb.file_name(f'{base}-{profile}', self.agent, 'json')}"
+                self._put(exp.id, path, _json(self._result_record(exp, row, profile, rung,
+                                                                  patch)))
+                paths.append(path)
+        return paths
 
     def _result_record(self, exp: Any, row: dict, profile: str, rung: dict,
                        patch: str | None) -> dict:
@@ -186,6 +208,10 @@ class WorkspaceHook:
             outcome = f"error: {exc}"
             self.out(f"warning: workspace: {exc}")
         self._status.setdefault(exp_id, []).append(outcome)
+
+    def _failed(self, exp_id: str, exc: Exception) -> None:
+        self.out(f"warning: workspace: {_describe(exc)}")
+        self._status.setdefault(exp_id, []).append(f"error: {_describe(exc)}")
 
     def _meta(self, kind: str, exp: Any) -> dict[str, object]:
         return {"type": kind, "agent_id": self.agent, "timestamp": _now(),
@@ -258,6 +284,11 @@ def _last_score(row: dict) -> float | None:
 
 def _json(record: dict) -> str:
     return json.dumps(record, indent=2, sort_keys=True) + "\n"
+
+
+def _describe(exc: Exception) -> str:
+    known = (WorkspaceError, OSError, ideas.IdeasError, gitsession.GitError)
+    return str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}"
 
 
 def _now() -> str:

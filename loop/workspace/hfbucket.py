@@ -17,6 +17,7 @@ daemon writes carries its own agent id, so the only writer that could race is it
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,11 @@ def _default_api() -> Any:
 
 # Tests replace this with a factory of a local stand-in (the hub is unreachable there).
 make_api: Callable[[], Any] = _default_api
+
+
+def client_available() -> bool:
+    """Whether an HfApi client can be made (huggingface_hub installed, or a stand-in set)."""
+    return make_api is not _default_api or importlib.util.find_spec("huggingface_hub") is not None
 
 
 class HfBucketStore:

@@ -1,0 +1,73 @@
+"""Two daemons on the real chain (trainer, harness, checks, git) sharing one workspace folder.
+
+Two committed copies of this repository (agents alice and bob) climb the `smoke` ladder one
+experiment each with the built-in search proposer and the same seed, so bob's first proposal
+is the change alice already claimed and measured: it is skipped without a benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from test_e2e_real import git, tracked_files
+
+from loop.ledger import Ledger
+from loop.platform import blas_env
+from loop.workspace import board as wb
+from loop.workspace.dirstore import DirStore
+
+
+def clone_as(repo_root: Path, dest: Path, agent: str, shared: Path) -> Path:
+    for rel in tracked_files(repo_root):
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(repo_root / rel, dest / rel)
+    config_path = dest / "autogolf.yaml"
+    config = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
+    config.update(ladder=["smoke"], workspace={"agent_id": agent, "path": str(shared)})
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    git(dest, "init", "-q", "-b", "main")
+    git(dest, "config", "user.email", "e2e@example.com")
+    git(dest, "config", "user.name", "e2e")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "-m", "start")
+    return dest
+
+
+def run(clone: Path, env: dict[str, str]) -> list[dict]:
+    done = subprocess.run([sys.executable, "-m", "loop.cli", "run", "--max-experiments", "1"],
+                          cwd=clone, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = Ledger(clone / ".autogolf" / "ledger.jsonl").rows()
+    return [r for r in rows if r.get("type") == "experiment" and not r.get("baseline")]
+
+
+@pytest.mark.slow
+def test_two_real_daemons_share_a_workspace(tmp_path, repo_root, sample_dataset):
+    shared = tmp_path / "shared"
+    env = {**os.environ, **blas_env(),
+           "AUTOGOLF_CACHE_ROOT": str(Path(sample_dataset.data_path).parents[2])}
+    env.pop("AUTOGOLF_AGENT_ID", None)
+    assert subprocess.run([sys.executable, "-m", "loop.cli", "workspace", "init", str(shared)],
+                          env=env, capture_output=True, text=True).returncode == 0
+    alice = clone_as(repo_root, tmp_path / "alice", "alice", shared)
+    bob = clone_as(repo_root, tmp_path / "bob", "bob", shared)
+
+    [a_row] = run(alice, env)
+    [b_row] = run(bob, env)
+
+    assert a_row["rungs"] and a_row["workspace"] == "sent"
+    assert b_row["status"] == "duplicate" and b_row["rungs"] == {}
+    assert "by agent alice" in b_row["reason"]
+    files = [p for p in DirStore(shared).list() if wb.owner_of(p)]
+    assert any("-claim-" in p for p in files)
+    for path in files:
+        assert wb.owner_of(path) == "alice", path  # bob skipped: he wrote nothing
+        if path.endswith(".json"):
+            assert json.loads((shared / path).read_text())["agent_id"] == "alice"
