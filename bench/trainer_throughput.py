@@ -89,10 +89,13 @@ def run_model(name: str, settings: dict[str, str], steps: int, grad_accum: int,
     with tempfile.TemporaryDirectory() as out:
         env["OUT_DIR"] = out
         before = load()
+        usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, str(TRAINER)], env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         wall = time.perf_counter() - t0
+        usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
     if proc.returncode != 0:
         print(proc.stdout[-3000:])
         raise SystemExit(f"{name}: trainer exited {proc.returncode}")
@@ -124,6 +127,9 @@ def run_model(name: str, settings: dict[str, str], steps: int, grad_accum: int,
           f"of {peak_gflops:.1f} GFLOP/s")
     print(f"  peak memory: MLX {peak_mlx} MiB, max RSS {rss_mib:.0f} MiB")
     print(f"  load before: {before}; after: {load()}")
+    # On a shared machine the trainer gets less than all cores; this says how much it got
+    # (OpenBLAS threads that spin while waiting count as busy, so it is an upper bound).
+    print(f"  CPU share: {cpu_s / wall:.2f} cores busy on average over the whole run")
 
 
 def main() -> None:

@@ -86,7 +86,10 @@ def infer_shape(params: dict[str, np.ndarray]) -> Shape:
     layers = len({int(m.group(1)) for n in params if (m := re.match(r"blocks\.(\d+)\.", n))})
     if layers == 0:
         raise Unsupported("no blocks")
-    heads = params.get("blocks.0.attn.q_gain", np.zeros(0)).shape[0]
+    missing = [f"blocks.0.{k}" for k in _BLOCK_KEYS if f"blocks.0.{k}" not in params]
+    if missing:
+        raise Unsupported(f"block 0 lacks {', '.join(missing[:3])}")
+    heads = params["blocks.0.attn.q_gain"].shape[0]
     if heads == 0 or dim % heads:
         raise Unsupported("attention heads cannot be read from blocks.0.attn.q_gain")
     kv_heads = params["blocks.0.attn.c_k.weight"].shape[0] // (dim // heads)
@@ -264,7 +267,8 @@ def verify(artifact: Path, claimed: float, settings: Settings, tolerance: float)
         trusted = trusted_val_bpb(artifact, settings)
     except Unsupported as exc:
         return Check("unsupported", f"verify: unsupported architecture ({exc})", claimed, None)
-    except (OSError, ValueError, zlib.error, pickle.UnpicklingError, KeyError) as exc:
+    except (OSError, ValueError, zlib.error, pickle.UnpicklingError, KeyError,
+            ImportError, EOFError) as exc:
         return Check("error", f"verify: could not evaluate {artifact}: {exc}", claimed, None)
     diff = abs(trusted - claimed)
     if diff > tolerance:

