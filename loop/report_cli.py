@@ -63,7 +63,7 @@ PI_STATUS = {
     "crash": "crash", "timeout": "crash", "interrupted": "crash",
     "invalid_metric": "crash", "metric_mismatch": "crash",
     "checks_failed": "checks_failed", "forbidden_edit": "checks_failed",
-    "over_cap": "checks_failed",
+    "over_cap": "checks_failed", "protocol_drift": "checks_failed",
     "agent_failed": "crash", "agent_timeout": "crash", "agent_touched_git": "crash",
     "agent_no_change": "discard",
 }

@@ -52,6 +52,10 @@ def clone(tmp_path: Path, repo_root: Path) -> Path:
 
 
 @pytest.mark.slow
+def _subject(repo: Path, sha: str) -> str:
+    return git(repo, "log", "-1", "--format=%s", sha).strip()
+
+
 def test_three_experiments_on_the_real_trainer_with_the_smoke_ladder(clone, sample_dataset):
     env = {**os.environ, **blas_env(),
            "AUTOGOLF_CACHE_ROOT": str(Path(sample_dataset.data_path).parents[2])}
@@ -74,7 +78,12 @@ def test_three_experiments_on_the_real_trainer_with_the_smoke_ladder(clone, samp
     branch = f"autogolf/{session}"
     kept = [r["commit"] for r in candidates if r["status"] == "keep"]
     on_branch = git(clone, "rev-list", f"{before[0]}..{branch}").split()
-    assert sorted(kept) == sorted(on_branch)  # every keep is a commit there, and only keeps
+    bookkeeping = [c for c in on_branch if _subject(clone, c).startswith("autogolf: ")]
+    # every keep is a commit there, and the only other commits are the backlog's bookkeeping
+    assert sorted(kept) == sorted(set(on_branch) - set(bookkeeping))
+    for sha in bookkeeping:
+        touched = set(git(clone, "diff-tree", "--no-commit-id", "--name-only", "-r", sha).split())
+        assert touched <= {"autoresearch.md", "autoresearch.ideas.md"}, (sha, touched)
 
     after = (git(clone, "rev-parse", "HEAD"), git(clone, "status", "--porcelain"),
              git(clone, "branch", "--show-current"))
