@@ -100,18 +100,7 @@ if [ -z "${DATA_PATH:-}" ] || [ -z "${TOKENIZER_PATH:-}" ]; then
     fi
     eval "$dataset_shell"
 fi
-if [ "$(uname -s)" = "Linux" ]; then  # fast BLAS, as in autoresearch.sh
-    for lib in /usr/lib/*-linux-gnu/openblas-pthread/libopenblas.so.0 \
-        /usr/lib/*/libopenblas.so.0 /usr/lib64/libopenblas.so.0; do
-        if [ -e "$lib" ]; then
-            case ":${LD_PRELOAD:-}:" in
-                *":$lib:"*) ;;
-                *) export LD_PRELOAD="$lib${LD_PRELOAD:+:$LD_PRELOAD}" ;;
-            esac
-            break
-        fi
-    done
-fi
+eval "$("$PYTHON" -m loop.platform --shell)"  # fast BLAS, as in autoresearch.sh
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/autoresearch-checks.XXXXXX")
 trap 'rm -rf -- "$tmp"' EXIT
 set +e

@@ -163,19 +163,8 @@ fi
 export DATA_PATH TOKENIZER_PATH
 
 # On Linux MLX's bundled reference BLAS is ~40x slower than OpenBLAS: preload it when present
-# (the same paths as loop/platform.py). macOS uses Accelerate.
-if [ "$(uname -s)" = "Linux" ]; then
-    for lib in /usr/lib/*-linux-gnu/openblas-pthread/libopenblas.so.0 \
-        /usr/lib/*/libopenblas.so.0 /usr/lib64/libopenblas.so.0; do
-        if [ -e "$lib" ]; then
-            case ":${LD_PRELOAD:-}:" in
-                *":$lib:"*) ;;
-                *) export LD_PRELOAD="$lib${LD_PRELOAD:+:$LD_PRELOAD}" ;;
-            esac
-            break
-        fi
-    done
-fi
+# (loop/platform.py knows where). macOS uses Accelerate.
+eval "$("$PYTHON" -m loop.platform --shell)"
 
 RUN_ID=${RUN_ID:-$(date -u +%Y%m%dT%H%M%SZ)-$PROFILE-$$}
 export RUN_ID

@@ -51,3 +51,17 @@ def blas_in_use() -> str:
 
 def free_disk_bytes(path: str | Path) -> int:
     return shutil.disk_usage(path).free
+
+
+def _print_shell_exports() -> None:
+    """`eval "$(python -m loop.platform --shell)"`: the BLAS preload for a shell script."""
+    import shlex
+
+    for key, value in blas_env().items():
+        print(f"export {key}={shlex.quote(value)}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--shell"]:
+        sys.exit("usage: python -m loop.platform --shell")
+    _print_shell_exports()

@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-eval "$(.venv/bin/python -c 'import shlex; from loop.platform import blas_env; print("".join(f"export {k}={shlex.quote(v)}\n" for k, v in blas_env().items()))')"
+eval "$(.venv/bin/python -m loop.platform --shell)"
 .venv/bin/python -m ruff check .
 exec .venv/bin/python -m pytest "$@"

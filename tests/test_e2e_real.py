@@ -32,16 +32,14 @@ def tracked_files(root: Path) -> list[str]:
     return sorted({f for f in out.split("\0") if f and (root / f).is_file()})
 
 
-@pytest.fixture
-def clone(tmp_path: Path, repo_root: Path) -> Path:
-    """A committed copy of the current tree with the smoke ladder configured."""
-    dest = tmp_path / "clone"
+def committed_copy(repo_root: Path, dest: Path, **config_updates: object) -> Path:
+    """A committed copy of the current tree at `dest`, with `autogolf.yaml` keys replaced."""
     for rel in tracked_files(repo_root):
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(repo_root / rel, dest / rel)
     config_path = dest / "autogolf.yaml"
     config = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
-    config["ladder"] = ["smoke"]
+    config.update(config_updates)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     git(dest, "init", "-q", "-b", "main")
     git(dest, "config", "user.email", "e2e@example.com")
@@ -49,6 +47,12 @@ def clone(tmp_path: Path, repo_root: Path) -> Path:
     git(dest, "add", "-A")
     git(dest, "commit", "-q", "-m", "start")
     return dest
+
+
+@pytest.fixture
+def clone(tmp_path: Path, repo_root: Path) -> Path:
+    """A committed copy of the current tree with the smoke ladder configured."""
+    return committed_copy(repo_root, tmp_path / "clone", ladder=["smoke"])
 
 
 @pytest.mark.slow

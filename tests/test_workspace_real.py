@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from test_e2e_real import git, tracked_files
+from test_e2e_real import committed_copy
 
 from loop.ledger import Ledger
 from loop.platform import blas_env
@@ -25,19 +23,8 @@ from loop.workspace.dirstore import DirStore
 
 
 def clone_as(repo_root: Path, dest: Path, agent: str, shared: Path) -> Path:
-    for rel in tracked_files(repo_root):
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(repo_root / rel, dest / rel)
-    config_path = dest / "autogolf.yaml"
-    config = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
-    config.update(ladder=["smoke"], workspace={"agent_id": agent, "path": str(shared)})
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    git(dest, "init", "-q", "-b", "main")
-    git(dest, "config", "user.email", "e2e@example.com")
-    git(dest, "config", "user.name", "e2e")
-    git(dest, "add", "-A")
-    git(dest, "commit", "-q", "-m", "start")
-    return dest
+    return committed_copy(repo_root, dest, ladder=["smoke"],
+                          workspace={"agent_id": agent, "path": str(shared)})
 
 
 def run(clone: Path, env: dict[str, str]) -> list[dict]:
