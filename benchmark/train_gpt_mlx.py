@@ -12,6 +12,7 @@ Exit codes: 0 ok, 1 unexpected error, 2 bad configuration or data, 3 non-finite 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
 import hashlib
@@ -25,11 +26,16 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-import mlx.core as mx
-import mlx.nn as nn
-import numpy as np
-import sentencepiece as spm
-from mlx.utils import tree_flatten, tree_unflatten
+# MLX orders a graph for evaluation breadth-first, at most this many ops wide (default 20).
+# Wider lets it interleave the ops of the two CPU streams that train two microbatches at once
+# (see TwoStreams). Read once, at MLX's first evaluation.
+os.environ.setdefault("MLX_BFS_MAX_WIDTH", "100000")
+
+import mlx.core as mx  # noqa: E402
+import mlx.nn as nn  # noqa: E402
+import numpy as np  # noqa: E402
+import sentencepiece as spm  # noqa: E402
+from mlx.utils import tree_flatten, tree_unflatten  # noqa: E402
 
 # -----------------------------------------------------------------------------------------
 # Hyperparameters (environment variable, default). Research knobs that are not environment
@@ -189,6 +195,45 @@ def keep_freed_memory_mapped() -> None:
     m_trim_threshold, m_mmap_threshold = -1, -3
     mallopt(m_mmap_threshold, 32 * 1024 * 1024)  # glibc's largest allowed value
     mallopt(m_trim_threshold, 1 << 30)
+
+
+class TwoStreams:
+    """Two CPU streams, to keep both cores busy while training.
+
+    MLX runs elementwise ops (softmax exponentials, norms, the backward's products) on one
+    thread per stream, and they are over half of a CPU step; only the BLAS matmuls use every
+    core. Work split across two streams, each with single-threaded OpenBLAS, runs one stream's
+    elementwise ops beside the other's matmuls: ~15% faster steps. Results are the same as on
+    one stream (the ops do not change). Disabled (every context a no-op), it changes nothing.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.streams = [mx.default_stream(mx.cpu), mx.new_stream(mx.cpu)] if enabled else []
+        self.blas = None
+        try:
+            lib = ctypes.CDLL(None)
+            self.blas = (lib.openblas_get_num_threads, lib.openblas_set_num_threads)
+        except (OSError, AttributeError):
+            pass
+
+    def on(self, i: int) -> Any:
+        """Context that puts the ops built inside it on stream i % 2."""
+        return mx.stream(self.streams[i % 2]) if self.enabled else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def busy(self) -> Any:
+        """OpenBLAS on one thread per stream while inside (validation keeps all threads)."""
+        if not self.enabled or self.blas is None:
+            yield
+            return
+        get_threads, set_threads = self.blas
+        threads = get_threads()
+        set_threads(1)
+        try:
+            yield
+        finally:
+            set_threads(threads)
 
 
 # -----------------------------------------------------------------------------------------
@@ -594,8 +639,11 @@ def muon_direction(grad: mx.array, buf: mx.array, momentum: mx.array, steps: int
 
 
 # Compiled once per matrix shape: ~1.7x faster than eager on the CPU. The momentum is an
-# array argument so that its warmup schedule does not trigger a recompile every step.
-_muon_direction = mx.compile(muon_direction)
+# array argument so that its warmup schedule does not trigger a recompile every step. One
+# compiled function per stream (a compiled graph keeps the stream it was traced on; MLX
+# caches traces by the Python function, hence the distinct lambdas).
+_muon_direction = [mx.compile(lambda *a: muon_direction(*a)),
+                   mx.compile(lambda *a: muon_direction(*a))]
 
 
 class Optimizers:
@@ -621,8 +669,11 @@ class Optimizers:
         return state
 
     def step(self, params: dict[str, mx.array], grads: dict[str, mx.array], step: int,
-             lr_mul: float) -> dict[str, mx.array]:
-        """New parameters (and self.state updated) after one step; nothing is evaluated."""
+             lr_mul: float, streams: TwoStreams | None = None) -> dict[str, mx.array]:
+        """New parameters (and self.state updated) after one step; nothing is evaluated.
+
+        With streams, the Muon matrices alternate between the two streams.
+        """
         args, st = self.args, self.state
         if args.grad_clip_norm > 0:
             norm = mx.sqrt(sum(mx.sum(g * g) for g in grads.values()))
@@ -634,11 +685,12 @@ class Optimizers:
         momentum = (1 - frac) * args.muon_momentum_warmup_start + frac * args.muon_momentum
         lr = self.base_lr["muon"] * lr_mul
         momentum_arr = mx.array(momentum, dtype=mx.float32)
-        for name in self.groups["muon"]:
-            st[f"{name}.buf"], update = _muon_direction(grads[name], st[f"{name}.buf"],
-                                                        momentum_arr, args.muon_backend_steps)
-            rows, cols = params[name].shape
-            new[name] = params[name] - (lr * max(1.0, rows / cols) ** 0.5) * update
+        for i, name in enumerate(self.groups["muon"]):
+            with streams.on(i) if streams else contextlib.nullcontext():
+                st[f"{name}.buf"], update = _muon_direction[i % 2](
+                    grads[name], st[f"{name}.buf"], momentum_arr, args.muon_backend_steps)
+                rows, cols = params[name].shape
+                new[name] = params[name] - (lr * max(1.0, rows / cols) ** 0.5) * update
         t = st["adam_t"] + 1.0
         st["adam_t"] = t
         b1, b2 = args.beta1, args.beta2
@@ -856,27 +908,35 @@ def main() -> int:
         set_params(model, p)
         return model.token_losses(x, y).mean()
 
-    loss_and_grad = mx.compile(mx.value_and_grad(loss_fn))
+    # On the CPU, consecutive microbatches run in pairs on two streams (see TwoStreams), each
+    # with its own compiled function (value_and_grad makes a new Python function each time).
+    micro_tokens = chunks * args.grad_accum_steps
+    streams = TwoStreams(mx.default_device() == mx.cpu and len(micro_tokens) > 1)
+    loss_and_grad = [mx.compile(mx.value_and_grad(loss_fn)) for _ in range(2)]
     evaluator = Evaluator(args, model, val_tokens, tables)
     loader = TrainLoader(train_files, args.vocab_size)
 
     def train_step(p: dict[str, mx.array], step: int, lr_mul: float
                    ) -> tuple[dict[str, mx.array], float]:
         total_loss, total_grads = None, None
-        for tokens in chunks * args.grad_accum_steps:
-            x, y = loader.next_batch(tokens, args.train_seq_len)
-            loss, grads = loss_and_grad(p, x, y)
-            w = tokens / args.train_batch_tokens
-            if total_grads is None:
-                total_loss = loss * w
-                total_grads = {k: g * w for k, g in grads.items()}
-            else:
-                total_loss = total_loss + loss * w
-                total_grads = {k: total_grads[k] + g * w for k, g in grads.items()}
-            if args.mlx_eager_eval:  # bounds memory to one chunk's activations
-                mx.eval(total_loss, total_grads)
-        new = opt.step(p, total_grads, step, lr_mul)
-        mx.eval(new, opt.state, total_loss)
+        with streams.busy():
+            for i, tokens in enumerate(micro_tokens):
+                x, y = loader.next_batch(tokens, args.train_seq_len)
+                with streams.on(i):
+                    loss, grads = loss_and_grad[i % 2](p, x, y)
+                w = tokens / args.train_batch_tokens
+                if total_grads is None:
+                    total_loss = loss * w
+                    total_grads = {k: g * w for k, g in grads.items()}
+                else:
+                    total_loss = total_loss + loss * w
+                    total_grads = {k: total_grads[k] + g * w for k, g in grads.items()}
+                # Bounds memory to the activations of one chunk (of a pair with two streams).
+                pair_done = not streams.enabled or i % 2 == 1 or i == len(micro_tokens) - 1
+                if args.mlx_eager_eval and pair_done:
+                    mx.eval(total_loss, total_grads)
+            new = opt.step(p, total_grads, step, lr_mul, streams)
+            mx.eval(new, opt.state, total_loss)
         return new, float(total_loss.item())
 
     # Warmup: compile and prime every code path, then restore the initial weights, optimizer
