@@ -2,9 +2,11 @@
 
 The scheduler only wires the other modules: the keep rule is loop.decision's, git is
 loop.gitsession's, child processes are loop.runner's, parsing is loop.metrics' and
-loop.logparse's. What it owns is the order of the stages, the incumbents per profile (derived
-from the session's ledger rows, so nothing else has to be kept in sync) and resuming: a small
-state file, written before every stage, says what to finish or undo after a kill.
+loop.logparse's, the backlog bookkeeping in the worktree is loop.backlog's, and noise
+margins, re-runs, calibration, protocol and verification are loop.trust's. What it owns is
+the order of the stages, the incumbents per profile (derived from the session's ledger rows,
+so nothing else has to be kept in sync) and resuming: a small state file, written before
+every stage, says what to finish or undo after a kill.
 """
 
 from __future__ import annotations
@@ -12,11 +14,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import itertools
 import json
 import os
 import signal
-import statistics
 import sys
 import threading
 import time
@@ -35,14 +35,13 @@ from loop import (
     gitsession,
     ideas,
     logparse,
-    noise,
     preflight,
     protocol,
     runner,
-    verify,
     watchdog,
 )
 from loop import metrics as metriclines
+from loop.backlog import BOOKKEEPING_FILES, IDEAS_FILE, Backlog, tried_rows
 from loop.config import Config, is_editable
 from loop.events import RunEvents
 from loop.gitsession import GitSession, diff_hash
@@ -53,6 +52,8 @@ from loop.proposers.agent import AgentConfigError, AgentProposer
 from loop.proposers.ideas import IdeasProposer
 from loop.proposers.rotation import Rotation
 from loop.proposers.search import KnobError, SearchProposer, read_knobs
+from loop.trust import Decided as _Decided
+from loop.trust import Trust
 from loop.workspace.daemon import WorkspaceHook
 
 # Statuses that count towards the consecutive-failures stop rule.
@@ -63,23 +64,10 @@ NOT_MEASURED = frozenset({"interrupted", "duplicate"})
 # A proposer that only repeats measured changes would otherwise spin forever writing rows.
 MAX_CONSECUTIVE_DUPLICATES = 25
 TRAINER = "benchmark/train_gpt_mlx.py"
-IDEAS_FILE = "autoresearch.ideas.md"  # the backlog; the daemon's live copy is the worktree's
-SESSION_DOC = "autoresearch.md"  # its "What has been tried" section is kept current
-# Files the daemon itself updates after each experiment (separate bookkeeping commits on the
-# session branch). They are not measured code: code hashes, hence incumbents, ignore them.
-BOOKKEEPING_FILES = (IDEAS_FILE, SESSION_DOC)
 
 
 class UserError(Exception):
     """A problem the user can fix; the CLI prints it as one line and exits 2."""
-
-
-class _Decided(Exception):
-    """An experiment's outcome is known before its ladder finished (forbidden, failed...)."""
-
-    def __init__(self, status: str, reason: str, margin: float | None = None):
-        super().__init__(reason)
-        self.verdict = {"status": status, "reason": reason, "margin": margin}
 
 
 class _Abandon(Exception):
@@ -450,7 +438,10 @@ class Scheduler:
         self.token = f"{os.getpid()}-{time.time_ns()}"  # in children's env: orphans are found
         self.proposer = proposer if proposer is not None else make_proposer(
             cfg, self.paths.repo, lambda: self.git.worktree, self._stopping, self.token)
-        self._warned: set[str] = set()  # bookkeeping warnings already shown this run
+        # The backlog and the tried section in the worktree (loop/backlog.py).
+        self.backlog = Backlog(lambda: self.git, self.paths.repo,
+                               lambda: tried_rows(self._history(), self.session),
+                               lambda message: self.out(f"warning: {message}"))
         self._signal: str | None = None
         self.fatal: str | None = None  # why the run cannot go on (e.g. a failed baseline)
         self._budget: awake.AwakeBudget | None = None  # set by _start_guards
@@ -464,6 +455,18 @@ class Scheduler:
         self.workspace = WorkspaceHook.create(cfg, self.paths.repo,
                                               lambda: self.git.worktree / IDEAS_FILE,
                                               ignore=BOOKKEEPING_FILES, out=out)
+        # Trustworthy decisions (loop/trust.py): noise margin, re-runs, calibration, the
+        # frozen protocol, verification of a keep. Lambdas: overrides and patches still apply.
+        self.trust = Trust(
+            cfg, self.paths.repo, lambda: self.git.worktree, self.dataset, self.dataset_id,
+            measure=lambda *args, **kw: self._measure(*args, **kw),
+            stage=lambda exp, stage: self._stage(exp, stage),
+            stopping=lambda: self._signal,
+            abandon_if_stopping=lambda when: self._abandon_if_stopping(when),
+            set_aside=lambda exp: self.backlog.restore_keeping(self.backlog.edits(exp.patch)),
+            put_back=lambda exp: self.git.apply_patch((self.paths.repo / exp.patch).read_text()),
+            baseline=lambda profile, text: self._baseline(profile, description=text),
+            out=lambda line: self.out(line))
 
     # ---- the run
 
@@ -516,7 +519,7 @@ class Scheduler:
             duplicates = duplicates + 1 if row["status"] == "duplicate" else 0
             if row["status"] == "keep":
                 self._maybe_full()
-                self._maybe_recalibrate()
+                self.trust.maybe_recalibrate(self.session_rows)
             if row["status"] == "agent_touched_git":
                 self.fatal = (f"{row['id']} agent_touched_git: {row['reason']}; check the "
                               "repository's git config, hooks and refs before running again")
@@ -592,13 +595,13 @@ class Scheduler:
             self.out(f"new session {self.session} (branch {self.git.branch})")
         # The worktree is the daemon's: start every run from the branch head, except a
         # person's uncommitted backlog edits (`autogolf ideas add`), committed before proposing.
-        self._restore_keeping(self._bookkeeping_edits(None))
+        self.backlog.restore_keeping(self.backlog.edits(None))
         self.out(f"ladder {' -> '.join(self.cfg.ladder)}, dataset {self.dataset_id}, "
                  f"worktree {self.paths.rel(self.git.worktree)}")
         # Views kept in memory: re-scanning a long ledger per stage would dominate the loop.
         self.session_rows = session_experiments(self.rows, self.session)
         self._next_number = int(next_id(self.rows)[1:])
-        self._commit_bookkeeping()  # a person's backlog edits; rows recorded before a kill
+        self.backlog.commit()  # a person's backlog edits; rows recorded before a kill
 
     def _recover(self) -> None:
         """Finish or undo the experiment a killed daemon left (state.json says which)."""
@@ -654,15 +657,15 @@ class Scheduler:
     def _experiment(self) -> dict | None:
         if self.workspace:  # others' claims, results and kept patches (ideas) before choosing
             self.workspace.sync()
-        self._commit_bookkeeping()  # e.g. a person's `autogolf ideas add` since the last one
+        self.backlog.commit()  # e.g. a person's `autogolf ideas add` since the last one
         exp = self._new_experiment(getattr(self.proposer, "name", self.cfg.proposer))
         self._stage(exp, "propose")
         self._emit("proposing", exp.id, exp.proposer)
         proposal = self.proposer.propose(self.git.worktree, self._history())
         if proposal is None:
             self.git.restore()
-            self._report_skipped_ideas()
-            self._commit_bookkeeping()
+            self.backlog.report_skipped(self.proposer)
+            self.backlog.commit()
             self._idle()
             self._next_number -= 1  # nothing was tried: the id stays free
             return None
@@ -763,16 +766,18 @@ class Scheduler:
             self._abandon_if_stopping(f"during the {profile} benchmark")
             if run.verdict is not None:
                 raise _Decided(run.verdict.status, f"at {profile}: {run.verdict.reason}")
-            incumbent, n_incumbent = self._check_protocol(exp, profile, run, incumbent)
-            judged = self._judge(exp, profile, run.val_bpb, incumbent, n_incumbent)
+            incumbent, n_incumbent = self.trust.check_protocol(
+                exp, profile, run, incumbent, self._incumbent_rung(exp, profile))
+            judged = self.trust.judge(self.session_rows, exp, profile, run.val_bpb, incumbent,
+                                      n_incumbent)
             verdict, margin = judged.verdict, judged.margin
             if verdict.status != "keep":
-                self._drop_artifact(exp.rungs[profile])
+                self.trust.drop_artifact(exp.rungs[profile])
                 raise _Decided(verdict.status, f"at {profile}: {verdict.reason}", margin)
             reasons.append(f"at {profile}: {verdict.reason}")
             self.out(f"{exp.id} wins at {profile}: {_fmt(run.val_bpb)} vs {_fmt(incumbent)}")
         exp.verdict = {"status": "keep", "reason": "; ".join(reasons), "margin": margin}
-        self._verify_keep(exp)
+        self.trust.verify_keep(exp)
 
     def _incumbent_at(self, exp: Experiment, profile: str) -> float | None:
         """The incumbent's score at a rung, measuring it first if this session has none."""
@@ -781,7 +786,7 @@ class Scheduler:
         # Set the candidate aside (its patch is saved), measure the branch head, put it back.
         self._stage(exp, f"baseline:{profile}")
         # A person's backlog edits stay (git apply below leaves files outside the patch alone).
-        self._restore_keeping(self._bookkeeping_edits(exp))
+        self.backlog.restore_keeping(self.backlog.edits(exp.patch))
         row = self._baseline(profile, parent=exp)
         if row["status"] == "interrupted":
             raise _Abandon(f"stopped by {self._signal} during the {profile} baseline")
@@ -802,16 +807,16 @@ class Scheduler:
         commit = code = None
         touched_git = exp.verdict["status"] == "agent_touched_git"
         # A person's backlog edits made meanwhile are neither the candidate nor to be lost.
-        saved = {} if touched_git else self._bookkeeping_edits(exp)
+        saved = {} if touched_git else self.backlog.edits(exp.patch)
         if exp.verdict["status"] == "keep":
             self._stage(exp, "commit")
-            self._reset_files(saved)
+            self.backlog.reset_files(saved)
             commit = self.git.commit(commit_message(exp))
             code = self.git.code_hash(BOOKKEEPING_FILES)
-            _write_files(self.git.worktree, saved)
+            self.backlog.put_back(saved)
         else:
             self._stage(exp, "restore")
-            self._restore_keeping(saved, to=exp.head)  # also undoes a proposer's own commits
+            self.backlog.restore_keeping(saved, to=exp.head)  # also undoes a proposer's own commits
         if (exp.agent or {}).get("undone_commit"):
             exp.verdict["reason"] += (f" (the agent's own commit "
                                       f"{exp.agent['undone_commit'][:10]} was undone)")
@@ -824,81 +829,8 @@ class Scheduler:
         self.out(_summary(row))
         self._emit("decided", row["id"], row["status"], row["reason"])
         if not touched_git:  # no more git in a repository the agent may have rigged
-            self._record_in_backlog(row)
+            self.backlog.record(row, self.proposer)
         return row
-
-    # ---- bookkeeping: the backlog and the tried section, in the worktree (SPEC 5's last step)
-
-    def _record_in_backlog(self, row: dict) -> None:
-        """Evidence for the idea the experiment tested and the tried section, committed."""
-        if row.get("idea"):
-            self._bookkeeping_step(IDEAS_FILE, ideas.record_experiment,
-                                   self.git.worktree / IDEAS_FILE, row)
-        self._report_skipped_ideas()
-        self._commit_bookkeeping(f"autogolf: record {row['id']} in the backlog")
-
-    def _report_skipped_ideas(self) -> None:
-        """Ideas the ideas proposer could not apply (an unknown knob, a patch that does not
-        apply): a warning, and the idea marked invalid with the reason in the backlog."""
-        for proposer in getattr(self.proposer, "proposers", [self.proposer]):
-            for idea_id, why in getattr(proposer, "skipped", {}).items():
-                if idea_id not in self._warned:
-                    self._warned.add(idea_id)
-                    self.out(f"warning: idea {idea_id} cannot be applied: {why}")
-                    self._bookkeeping_step(IDEAS_FILE, _mark_invalid,
-                                           self.git.worktree / IDEAS_FILE, idea_id, why)
-
-    def _commit_bookkeeping(self, message: str | None = None) -> None:
-        """Bring the tried section up to date, then commit changes to the bookkeeping files
-        (the daemon's own or a person's) as their own commit, which leaves the code hash and
-        so the incumbents as they are."""
-        self._bookkeeping_step(SESSION_DOC, ideas.update_tried_section,
-                               self.git.worktree / SESSION_DOC, self._tried_rows())
-        changed = self.git.changed_files()
-        if changed and set(changed) <= set(BOOKKEEPING_FILES):
-            self.git.commit(message or f"autogolf: update {' and '.join(changed)}")
-        elif changed:  # not the daemon's: the worktree starts every experiment at the head
-            self.out(f"warning: unexpected changes in the worktree, undone: {', '.join(changed)}")
-            self._restore_keeping(self._bookkeeping_edits(None))
-            self._commit_bookkeeping(message)
-
-    def _bookkeeping_step(self, name: str, step: Callable[..., Any], *args: Any) -> None:
-        try:
-            step(*args)
-        except (OSError, ideas.IdeasError) as exc:
-            # The backlog and the session document are a person's: never stop the loop.
-            if f"{name}: {exc}" not in self._warned:
-                self._warned.add(f"{name}: {exc}")
-                self.out(f"warning: could not update {name} in the worktree: {exc}")
-
-    def _tried_rows(self) -> list[dict]:
-        """This session's experiments and the dead ends of earlier sessions on this dataset
-        (their keeps are not part of this branch's incumbent)."""
-        return [r for r in self._history()
-                if r.get("session") == self.session or r.get("status") != "keep"]
-
-    def _bookkeeping_edits(self, exp: Experiment | None) -> dict[str, bytes | None]:
-        """Bookkeeping files changed in the worktree that the candidate's patch does not
-        touch (a person's `autogolf ideas add` meanwhile): path -> content (None: deleted)."""
-        patch = ""
-        if exp is not None and exp.patch:
-            with contextlib.suppress(OSError):
-                patch = (self.paths.repo / exp.patch).read_text(errors="replace")
-        changed = set(self.git.changed_files())
-        return {name: _read_bytes(self.git.worktree / name) for name in BOOKKEEPING_FILES
-                if name in changed and f"diff --git a/{name} b/{name}\n" not in patch}
-
-    def _restore_keeping(self, saved: dict[str, bytes | None], to: str | None = None) -> None:
-        self.git.restore(to=to)
-        _write_files(self.git.worktree, saved)
-
-    def _reset_files(self, saved: dict[str, bytes | None]) -> None:
-        """Put the saved files back to their content at the head (before a commit)."""
-        for name in saved:
-            try:
-                gitsession.git(self.git.worktree, "checkout", "HEAD", "--", name)
-            except gitsession.GitError:
-                (self.git.worktree / name).unlink(missing_ok=True)  # not in the head
 
     # ---- baselines and `full`
 
@@ -934,7 +866,7 @@ class Scheduler:
             exp.verdict = {"status": run.verdict.status, "margin": None,
                            "reason": f"baseline at {profile}: {run.verdict.reason}"}
         else:
-            self._calibrate(exp, profile)
+            self.trust.calibrate(exp, profile)
             exp.verdict = {"status": "keep", "reason": "baseline", "margin": None}
         row = exp.row(commit=head, code=exp.base_code)
         self._append(row)
@@ -944,190 +876,11 @@ class Scheduler:
         self._emit("decided", row["id"], row["status"], row["reason"])
         return row
 
-    # ---- trustworthy decisions (issue 7: loop/noise.py, loop/protocol.py, loop/verify.py)
-
-    def _noise_estimate(self, profile: str) -> noise.NoiseEstimate:
-        """The pooled calibrated spread at `profile`, else the fixed one from autogolf.yaml."""
-        groups, last = [], None
-        for row in self.session_rows:
-            rung = (row.get("rungs") or {}).get(profile)
-            runs = rung.get("runs") if isinstance(rung, dict) else None
-            if row.get("dataset") != self.dataset_id or not isinstance(runs, list):
-                continue
-            groups.append([v for v in runs if isinstance(v, (int, float))])
-            if (row.get("calibration") or {}).get("profile") == profile:
-                last = row
-        spread = noise.pooled_spread(groups)
-        if last is None or spread is None:
-            return noise.NoiseEstimate(self.cfg.noise.get(profile), "fixed")
-        return noise.NoiseEstimate(spread, "calibrated", sum(map(len, groups)), last["id"])
-
     def _incumbent_rung(self, exp: Experiment, profile: str) -> dict:
         known = incumbents(self.session_rows, self.session, exp.head, self.dataset_id,
                            exp.base_code).get(profile) or {}
         row = next((r for r in self.session_rows if r.get("id") == known.get("id")), {})
         return (row.get("rungs") or {}).get(profile) or {}
-
-    def _judge(self, exp: Experiment, profile: str, first: float, incumbent: float | None,
-               n_incumbent: int) -> noise.Judgement:
-        """Keep/discard by the noise-aware margin; a close win is re-run (loop.noise.judge)."""
-        estimate = self._noise_estimate(profile)
-        rule = noise.Rule(self.cfg.min_improvement, self.cfg.noise_k, estimate.spread,
-                          self.cfg.noise_rerun_close)
-        counter = itertools.count(2)
-        judged = noise.judge(first, incumbent, n_incumbent, rule,
-                             lambda: self._rerun(exp, profile, next(counter)))
-        rung = exp.rungs[profile]
-        if len(judged.values) > 1:
-            rung.update(runs=judged.values, first_val_bpb=first, val_bpb=judged.mean)
-        exp.trust["margin_source"] = estimate.describe()
-        exp.trust.setdefault("noise", {})[profile] = {
-            "spread": estimate.spread, "source": estimate.describe(), "k": self.cfg.noise_k,
-            "margin": judged.margin, "runs": len(judged.values), "incumbent_runs": n_incumbent}
-        return judged
-
-    def _rerun(self, exp: Experiment, profile: str, number: int) -> float:
-        self._abandon_if_stopping(f"before re-run {number} at {profile}")
-        self.out(f"{exp.id} {profile}: close win, re-run {number}")
-        run = self._measure(exp, profile, tag=f"-r{number}")
-        self._abandon_if_stopping(f"during re-run {number} at {profile}")
-        if run.verdict is not None:
-            raise _Decided(run.verdict.status, f"at {profile} (re-run {number}): "
-                           f"{run.verdict.reason}")
-        return run.val_bpb
-
-    def _calibrate(self, exp: Experiment, profile: str) -> None:
-        """Measure a valid baseline R times in all: its score becomes the mean (issue 7)."""
-        total = self.cfg.noise_runs.get(profile, 1)
-        rung = exp.rungs[profile]
-        if total <= 1 or not isinstance(rung.get("val_bpb"), (int, float)):
-            return
-        values, failed = [rung["val_bpb"]], []
-        for number in range(2, total + 1):
-            if self._signal:
-                break
-            run = self._measure(exp, profile, tag=f"-r{number}")
-            if run.verdict is None:
-                values.append(run.val_bpb)
-            else:
-                failed.append(f"run {number}: {run.verdict.status}")
-        rung.update(runs=values, first_val_bpb=values[0], val_bpb=statistics.fmean(values))
-        spread = noise.robust_spread(values)
-        exp.trust["calibration"] = {
-            "profile": profile, "runs": len(values), "spread": spread, "failed": failed,
-            "margin": noise.margin_for(self.cfg.min_improvement, self.cfg.noise_k, spread, 1,
-                                       len(values))}
-        self.out(f"{exp.id} {profile}: calibrated from {len(values)} runs, spread "
-                 f"{_fmt(spread)}")
-
-    def _maybe_recalibrate(self) -> None:
-        """After every N keeps, measure the incumbent again at each calibrated rung."""
-        keeps = 0
-        for row in reversed(self.session_rows):
-            if row.get("calibration"):
-                break
-            keeps += row.get("status") == "keep" and not row.get("baseline")
-        if not noise.calibration_due(keeps, self.cfg.noise_recalibrate_every_keeps):
-            return
-        for profile in self.cfg.ladder:
-            if self.cfg.noise_runs.get(profile, 1) > 1 and not self._signal:
-                self._baseline(profile, description=f"recalibration of the incumbent at "
-                                                    f"{profile} after {keeps} keeps")
-
-    def _check_protocol(self, exp: Experiment, profile: str, run: Measurement,
-                        incumbent: float | None) -> tuple[float | None, int]:
-        """(incumbent score, its runs) under the candidate's protocol, or protocol_drift."""
-        inc_rung = self._incumbent_rung(exp, profile)
-        n_incumbent = len(inc_rung.get("runs") or [None])
-        if incumbent is None or "protocol" not in inc_rung:
-            return incumbent, n_incumbent
-        changed = protocol.differences(inc_rung["protocol"], run.rung.get("protocol") or {})
-        forbidden, allowed = protocol.split_changes(changed, self.cfg.protocol_allow_change)
-        if forbidden:
-            self._drop_artifact(run.rung)
-            raise _Decided("protocol_drift", f"at {profile}: the candidate changed the frozen "
-                           f"evaluation protocol: {protocol.describe(forbidden)}")
-        if not allowed:
-            return incumbent, n_incumbent
-        return self._remeasure_incumbent(exp, profile, run.rung["protocol"], allowed), 1
-
-    def _remeasure_incumbent(self, exp: Experiment, profile: str, new: dict,
-                             allowed: dict) -> float:
-        """The incumbent's score under the candidate's (allowed) protocol change."""
-        env = protocol.overrides(new, allowed)
-        self._stage(exp, f"incumbent:{profile}")
-        self._restore_keeping(self._bookkeeping_edits(exp))
-        try:
-            run = self._measure(exp, profile, tag="-incumbent", env_extra={
-                "AUTOGOLF_PROTOCOL_OVERRIDES": protocol.override_text(env)})
-        finally:
-            self.git.apply_patch((self.paths.repo / exp.patch).read_text())
-        exp.trust.setdefault("incumbent_remeasured", {})[profile] = {
-            "changes": protocol.describe(allowed), "overrides": env, "val_bpb": run.val_bpb,
-            "log": run.rung["log"]}
-        if run.verdict is not None or run.val_bpb is None:
-            raise _Decided("discard", f"at {profile}: the incumbent could not be re-measured "
-                           f"under the new protocol ({protocol.describe(allowed)})")
-        self.out(f"{exp.id} {profile}: incumbent re-measured under the new protocol: "
-                 f"{_fmt(run.val_bpb)}")
-        return run.val_bpb
-
-    def _artifact_of(self, rung: dict) -> Path | None:
-        log = rung.get("log")
-        if not log:
-            return None
-        try:
-            text = (self.paths.repo / log).read_text(errors="replace")
-        except OSError:
-            return None
-        path = logparse.parse_trainer_log(text).settings.get("artifact_path")
-        return None if not path else self.git.worktree / path
-
-    def _drop_artifact(self, rung: dict) -> None:
-        """Delete a model file kept only for verification (not when the user keeps models)."""
-        if not self.cfg.verify_enabled or os.environ.get("KEEP_MODEL") == "1":
-            return
-        path = self._artifact_of(rung)
-        if path is not None:
-            path.unlink(missing_ok=True)
-
-    def _verify_keep(self, exp: Experiment) -> None:
-        """Re-evaluate the kept candidate's last-rung artifact with the trusted code."""
-        if not self.cfg.verify_enabled:
-            return
-        profile = self.cfg.ladder[-1]
-        rung = exp.rungs.get(profile) or {}
-        claimed = rung.get("first_val_bpb", rung.get("val_bpb"))
-        self._stage(exp, f"verify:{profile}")
-        try:
-            check = self._verify_rung(rung, claimed)
-        finally:
-            self._drop_artifact(rung)
-        exp.trust["verify"] = {"profile": profile, **check.record()}
-        if check.status == "disagree":
-            exp.verdict = {"status": "metric_mismatch", "reason": check.reason,
-                           "margin": exp.verdict.get("margin")}
-        else:
-            exp.verdict["reason"] += f"; {check.reason}"
-
-    def _verify_rung(self, rung: dict, claimed: float | None) -> verify.Check:
-        path = self._artifact_of(rung)
-        p = rung.get("protocol") or {}
-        if path is None or claimed is None or not path.exists():
-            return verify.Check("error", "verify: no artifact_path in the trainer's log (or "
-                                "the file is gone): nothing to verify", claimed, None)
-        try:
-            text = (self.paths.repo / rung["log"]).read_text(errors="replace")
-            s = logparse.parse_trainer_log(text).settings
-            settings = verify.Settings(self.dataset.data_path, self.dataset.tokenizer_path,
-                                       int(p["train_seq_len"]), int(p["val_max_tokens"]),
-                                       float(s.get("logit_softcap", 30)),
-                                       float(s.get("rope_base", 10000)),
-                                       s.get("compute_dtype", "float32"))
-        except (KeyError, TypeError, ValueError, OSError) as exc:
-            return verify.Check("error", f"verify: the log lacks a setting it needs ({exc})",
-                                claimed, None)
-        return verify.verify(path, claimed, settings, self.cfg.verify_tolerance)
 
     def _maybe_full(self) -> None:
         every = self.cfg.full_every_keeps
@@ -1159,12 +912,12 @@ class Scheduler:
                       guard=bench_guard(self.cfg, profile))
         run.rung["log"] = self.paths.rel(log)
         if tag:
-            self._drop_artifact(run.rung)
+            self.trust.drop_artifact(run.rung)
             exp.rungs.setdefault(profile, {}).setdefault("run_logs", []).append(run.rung["log"])
         else:
             exp.rungs[profile] = run.rung
             if exp.baseline or profile != self.cfg.ladder[-1]:
-                self._drop_artifact(run.rung)  # only a last-rung candidate is ever verified
+                self.trust.drop_artifact(run.rung)  # only a last-rung candidate is ever verified
         return run
 
     def _env(self, exp_id: str, profile: str | None) -> dict[str, str]:
@@ -1364,27 +1117,6 @@ def _agent_proposer(cfg: Config, repo: Path, stop: Callable[[], bool] | None,
                              env={"AUTOGOLF_DAEMON_TOKEN": token} if token else None)
     except AgentConfigError as exc:
         raise UserError(f"agent.command: {exc}") from None
-
-
-def _mark_invalid(path: Path, idea_id: str, why: str) -> None:
-    backlog = ideas.IdeasFile.load(path)
-    backlog.mark(idea_id, "invalid", note=f"autogolf: cannot be applied: {why}")
-    backlog.save()
-
-
-def _read_bytes(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-
-
-def _write_files(root: Path, saved: dict[str, bytes | None]) -> None:
-    for name, data in saved.items():
-        if data is None:
-            (root / name).unlink(missing_ok=True)
-        else:
-            (root / name).write_bytes(data)
 
 
 def _unique_session_name(existing: list[str]) -> str:
