@@ -215,20 +215,7 @@ def cache_root(sample_dataset) -> Path:
 
 @pytest.fixture
 def repo(tmp_path: Path, cache_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    root = tmp_path / "repo"
-    root.mkdir()
-    files = {
-        ".gitignore": ".autogolf/\nlogs/\n", "autogolf.yaml": CONFIG, "notes.md": "notes\n",
-        "fakebench.py": FAKEBENCH_SOURCE, "checks.py": CHECKS_SOURCE, "driver.py": DRIVER_SOURCE,
-        "knobs.sh": "LR=0.04\nBONUS_BREADTH=0\nBONUS_CONFIRM=0\nMODE=ok\n",
-    }
-    for name, text in files.items():
-        (root / name).write_text(text)
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.email", "test@example.com")
-    git(root, "config", "user.name", "test")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "start")
+    root = make_fake_repo(tmp_path / "repo", extra_files={"driver.py": DRIVER_SOURCE})
     signals = tmp_path / "signals"
     signals.mkdir()
     monkeypatch.setenv("AUTOGOLF_CACHE_ROOT", str(cache_root))
@@ -336,7 +323,8 @@ def assert_recovered(repo: Path, exp_id: str, status: str) -> None:
     assert candidates(repo)[-1]["description"] == "BONUS_BREADTH=-0.03"  # and it went on
 
 
-def make_fake_repo(root: Path, config: str = CONFIG) -> Path:
+def make_fake_repo(root: Path, config: str = CONFIG,
+                   extra_files: dict[str, str] | None = None) -> Path:
     """A committed git repository at `root` whose benchmark is the fake one (see
     test_scheduler); the caller sets AUTOGOLF_CACHE_ROOT (the `cache_root` fixture's path)."""
     root.mkdir(parents=True)
@@ -344,6 +332,7 @@ def make_fake_repo(root: Path, config: str = CONFIG) -> Path:
         ".gitignore": ".autogolf/\nlogs/\n", "autogolf.yaml": config, "notes.md": "notes\n",
         "fakebench.py": FAKEBENCH_SOURCE, "checks.py": CHECKS_SOURCE,
         "knobs.sh": "LR=0.04\nBONUS_BREADTH=0\nBONUS_CONFIRM=0\nMODE=ok\n",
+        **(extra_files or {}),
     }
     for name, text in files.items():
         (root / name).write_text(text)
