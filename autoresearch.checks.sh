@@ -94,7 +94,7 @@ fi
 
 # tiny-run: the real code path end to end on the cached data, in a throwaway output folder.
 if [ -z "${DATA_PATH:-}" ] || [ -z "${TOKENIZER_PATH:-}" ]; then
-    if ! dataset_shell=$("$PYTHON" -m loop.datasets --shell ${DATASET:+"$DATASET"} 2>&1); then
+    if ! dataset_shell=$("$PYTHON" -m loop.data.datasets --shell ${DATASET:+"$DATASET"} 2>&1); then
         fail tiny-run "no dataset: $dataset_shell"
         exit 1
     fi

@@ -9,7 +9,7 @@
 # trainer's exit code and print no METRIC lines. Never touches the network.
 #
 # Environment it honours: PROFILE, RUN_ID, PYTHON, DATASET (a dataset name for
-# `python -m loop.datasets`), DATA_PATH + TOKENIZER_PATH (both set: used as they are),
+# `python -m loop.data.datasets`), DATA_PATH + TOKENIZER_PATH (both set: used as they are),
 # KEEP_MODEL=1 (keep the run's model files, e.g. to submit the artifact).
 # Budget settings come from the profile block and knobs from the knob block; caller values for
 # those are overridden on purpose, so a stray variable in a shell cannot change the protocol.
@@ -112,7 +112,7 @@ esac
 
 # Frozen protocol: when a candidate changed a protocol field that autogolf.yaml allows to
 # change (protocol.allow_change), the daemon re-measures the incumbent under the candidate's
-# value by setting AUTOGOLF_PROTOCOL_OVERRIDES="NAME=value ..." (loop/protocol.py). Only these
+# value by setting AUTOGOLF_PROTOCOL_OVERRIDES="NAME=value ..." (loop/judge/protocol.py). Only these
 # budget settings can be overridden; the seed and the data never.
 for setting in ${AUTOGOLF_PROTOCOL_OVERRIDES:-}; do
     case "${setting%%=*}" in
@@ -150,11 +150,11 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 
 # Dataset: both paths given -> used as they are; else the dataset autogolf.yaml names (or
-# $DATASET). loop.datasets only reads local files; a missing dataset is an error with a fix-it.
+# $DATASET). loop.data.datasets only reads local files; a missing dataset is an error with a fix-it.
 if [ -n "${DATA_PATH:-}" ] && [ -n "${TOKENIZER_PATH:-}" ]; then
     DATASET_NAME=${DATASET_NAME:-custom}
 else
-    if ! dataset_shell=$("$PYTHON" -m loop.datasets --shell ${DATASET:+"$DATASET"}); then
+    if ! dataset_shell=$("$PYTHON" -m loop.data.datasets --shell ${DATASET:+"$DATASET"}); then
         echo "autoresearch: no dataset (see the message above)" >&2
         exit 2
     fi

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from loop import scheduler  # noqa: E402
 from loop.config import load_config  # noqa: E402
-from loop.ledger import Ledger  # noqa: E402
+from loop.store.ledger import Ledger  # noqa: E402
 
 CANNED_LOG = """\
 step:1/2 train_loss:5.0000 train_time:10ms step_avg:10.00ms tok_s:1000

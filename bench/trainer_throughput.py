@@ -145,7 +145,7 @@ def main() -> None:
     ap.add_argument("--grad-accum", type=int, default=8,
                     help="GRAD_ACCUM_STEPS (8 = the trainer default: 1024-token microbatches)")
     opts = ap.parse_args()
-    from loop import datasets
+    from loop.data import datasets
 
     info = datasets.resolve("sample", REPO)
     data = {"DATA_PATH": str(info.data_path), "TOKENIZER_PATH": str(info.tokenizer_path)}

@@ -890,8 +890,8 @@ def main() -> int:
                        ("train_batch_tokens", args.train_batch_tokens),
                        ("train_seq_len", args.train_seq_len), ("model_params", n_params)):
         log(f"{key}:{value}")
-    # The frozen evaluation protocol (the daemon's loop/protocol.py) and the settings a
-    # trusted re-evaluation of the artifact needs (loop/verify.py): one per line.
+    # The frozen evaluation protocol (the daemon's loop/judge/protocol.py) and the settings a
+    # trusted re-evaluation of the artifact needs (loop/judge/verify.py): one per line.
     for key, value in (("val_max_tokens", args.val_max_tokens),
                        ("max_wallclock_seconds", f"{args.max_wallclock_seconds:g}"),
                        ("tokenizer_sha256", file_sha256([args.tokenizer_path])),

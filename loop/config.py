@@ -113,7 +113,7 @@ class Config:
     direction: str = "lower"
     min_improvement: float = 0.002
     artifact_cap_bytes: int = 16_000_000
-    dataset: str = "sample"  # a key of loop.datasets.DATASETS
+    dataset: str = "sample"  # a key of loop.data.datasets.DATASETS
     ladder: tuple[str, ...] = ("breadth", "confirm")  # rungs, cheap first
     full_every_keeps: int = 0  # run `full` after every Nth keep (0 = only on request)
     profiles: dict[str, ProfileConfig] = field(default_factory=_default_profiles)
@@ -131,12 +131,12 @@ class Config:
     knobs: tuple[Knob, ...] = field(default_factory=_default_knobs)
     noise_k: float = 2.0
     noise: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_NOISE))
-    # Issue 7 (loop/noise.py, loop/protocol.py, loop/verify.py).
+    # Issue 7 (loop/judge/noise.py, loop/judge/protocol.py, loop/judge/verify.py).
     noise_runs: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_NOISE_RUNS))
     noise_recalibrate_every_keeps: int = 3  # re-measure the incumbent after N keeps
     noise_rerun_close: int = 2  # extra runs of a candidate that wins by less than the margin
-    protocol_allow_change: tuple[str, ...] = ()  # loop.protocol.ALLOWABLE fields
-    verify_enabled: bool = False  # re-evaluate a kept artifact with loop/verify.py
+    protocol_allow_change: tuple[str, ...] = ()  # loop.judge.protocol.ALLOWABLE fields
+    verify_enabled: bool = False  # re-evaluate a kept artifact with loop/judge/verify.py
     verify_tolerance: float = 0.001  # |trainer val_bpb - trusted val_bpb| allowed
     max_consecutive_failures: int = 5
     stop_file: str = ".autogolf/STOP"
@@ -478,7 +478,7 @@ class _Reader:
         return runs
 
     def protocol(self, top: dict) -> dict[str, Any]:
-        from loop.protocol import ALLOWABLE
+        from loop.judge.protocol import ALLOWABLE
 
         section = self.mapping(top.get("protocol", {}), "protocol", ("allow_change",))
         if "allow_change" not in section:
@@ -690,7 +690,7 @@ def _range_problem(low: float, high: float, type_: str, scale: str) -> str | Non
 
 def _known_datasets() -> tuple[str, ...]:
     try:
-        from loop.datasets import DATASETS
+        from loop.data.datasets import DATASETS
     except ImportError:  # data modules not installed: the two documented names
         return ("sample", "fineweb")
     return tuple(DATASETS)

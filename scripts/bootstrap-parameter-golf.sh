@@ -54,13 +54,13 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$mode" ] || { usage >&2; die "say --sample or --train-shards N"; }
 
-ROOT=$("$PY" -m loop.datasets --root) || die "cannot run $PY -m loop.datasets (run scripts/setup.sh)"
+ROOT=$("$PY" -m loop.data.datasets --root) || die "cannot run $PY -m loop.data.datasets (run scripts/setup.sh)"
 
 # ---------------------------------------------------------------------------- sample
 if [ "$mode" = sample ]; then
     args=(--root "$ROOT")
     [ "$force" = 1 ] && args+=(--force)
-    exec "$PY" -m loop.sample_data "${args[@]}"
+    exec "$PY" -m loop.data.sample_data "${args[@]}"
 fi
 
 # ---------------------------------------------------------------------------- real data
@@ -79,7 +79,7 @@ OFFLINE_HINT="without network, build the offline sample instead: bash scripts/bo
 
 verify() {
     [ -f "$TOKENIZER" ] || { echo "bootstrap: missing tokenizer $TOKENIZER" >&2; return 1; }
-    "$PY" -m loop.shards --validate "$DATA_DIR" --train-shards "$1"
+    "$PY" -m loop.data.shards --validate "$DATA_DIR" --train-shards "$1"
 }
 
 have_commit() {

@@ -18,7 +18,7 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def sample_dataset(repo_root: Path):
     """The offline sample dataset (built once if missing; `scripts/setup.sh` normally has)."""
-    from loop import datasets, sample_data
+    from loop.data import datasets, sample_data
 
     try:
         return datasets.resolve("sample", repo_root)

@@ -26,10 +26,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from loop import scheduler
 from loop.config import load_config
-from loop.ledger import Ledger
+from loop.daemon import scheduler
 from loop.proposers import Proposal
+from loop.store.ledger import Ledger
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -52,7 +52,7 @@ noise = random.Random(f"{profile}:{sorted(knobs.items())}").uniform(-1e-4, 1e-4)
 # NOISE=<sd>: run-to-run noise like an Apple GPU's, different for every RUN_ID (test_noise).
 noise += random.Random(run_id).gauss(0.0, float(knobs.get("NOISE", "0")))
 bpb = 1.0 + 0.1 * math.log(float(knobs.get("LR", "0.05")) / 0.05) ** 2 - bonus + noise
-# The frozen protocol (loop/protocol.py): each field a knob; the daemon's overrides win, as in
+# The frozen protocol (loop/judge/protocol.py): each field a knob; the daemon's overrides win, as in
 # autoresearch.sh. Scoring fewer val tokens "improves" the score: the drift a daemon must catch.
 overrides = os.environ.get("AUTOGOLF_PROTOCOL_OVERRIDES", "").split()
 overrides = dict(pair.split("=", 1) for pair in overrides)
@@ -64,7 +64,7 @@ bpb -= 0.05 * (protocol["VAL_MAX_TOKENS"] != "16384")
 for key, value in protocol.items():
     print(f"{key.lower()}:{value}")
 # BPB=<value> prints that score; ARTIFACT=<path> "exports" a copy of a real trainer artifact
-# (test_verify: the daemon re-evaluates it with loop/verify.py).
+# (test_verify: the daemon re-evaluates it with loop/judge/verify.py).
 bpb = float(knobs.get("BPB", bpb))
 if "ARTIFACT" in knobs:
     import shutil
@@ -131,7 +131,9 @@ DRIVER_SOURCE = '''\
 import json, os, sys, time
 from pathlib import Path
 sys.path.insert(0, os.environ["TESTS_DIR"])
-from loop import gitsession, ledger, scheduler
+from loop.store import gitsession
+from loop.store import ledger
+from loop.daemon import scheduler
 from loop.config import load_config
 from scheduler_helpers import Scripted
 
@@ -273,7 +275,7 @@ def fake_runs(tmp_path: Path) -> list[str]:
 
 
 def cli(repo: Path, *args: str, timeout: float = 60, env: dict | None = None):
-    return subprocess.run([sys.executable, "-m", "loop.cli", *args], cwd=repo, text=True,
+    return subprocess.run([sys.executable, "-m", "loop.ui.cli", *args], cwd=repo, text=True,
                           capture_output=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from loop.config import Config, is_editable
-from loop.gitsession import GitSession
 from loop.proposers import Proposer
 from loop.proposers.agent import AgentConfigError, AgentProposer
+from loop.store.gitsession import GitSession
 
 USER = ("-c", "user.name=Test User", "-c", "user.email=test@example.com")
 

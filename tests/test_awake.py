@@ -1,4 +1,4 @@
-"""Sleep awareness (loop.awake): the awake clock, the --hours budget, caffeinate."""
+"""Sleep awareness (loop.daemon.awake): the awake clock, the --hours budget, caffeinate."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from loop import awake
+from loop.daemon import awake
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux clock choice")

@@ -248,8 +248,8 @@ def test_knob_with_a_bad_kind_is_refused(tmp_path: Path) -> None:
 
 
 def test_knob_in_a_protected_file_is_refused(tmp_path: Path) -> None:
-    message = refused(tmp_path, "knobs:\n  X: {file: loop/cli.py, low: 1, high: 2}\n")
-    assert "knobs.X.file: 'loop/cli.py' is not an editable file" in message
+    message = refused(tmp_path, "knobs:\n  X: {file: loop/ui/cli.py, low: 1, high: 2}\n")
+    assert "knobs.X.file: 'loop/ui/cli.py' is not an editable file" in message
 
 
 def test_seed_cannot_be_a_knob(tmp_path: Path) -> None:
@@ -317,7 +317,7 @@ def test_spec_editable_files_are_editable(path: str) -> None:
         "autogolf.yaml",
         "benchmark/UPSTREAM_COMMIT.txt",
         "scripts/bootstrap-parameter-golf.sh",
-        "loop/decision.py",
+        "loop/judge/decision.py",
         "tests/test_config.py",
         "README.md",
         "Justfile",
@@ -344,7 +344,8 @@ def test_protected_wins_over_editable() -> None:
 def test_daemon_files_stay_protected_whatever_the_config_says() -> None:
     cfg = Config(editable=("**",), protected=())
     assert is_editable(cfg, "notes.md")
-    for path in ("autogolf.yaml", "loop/decision.py", ".autogolf/ledger.jsonl", ".git/config"):
+    for path in ("autogolf.yaml", "loop/judge/decision.py", ".autogolf/ledger.jsonl",
+                 ".git/config"):
         assert not is_editable(cfg, path), path
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from loop import datasets, shards
-from loop.datasets import DatasetError
+from loop.data import datasets, shards
+from loop.data.datasets import DatasetError
 
 
 def fake_dataset(root: Path, name: str = "sample", manifest: dict | None = None):

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from loop.decision import STATUSES, Verdict, check_edit, compare, judge_run, margin
-from loop.logparse import TrainerLog
+from loop.judge.decision import STATUSES, Verdict, check_edit, compare, judge_run, margin
+from loop.measure.logparse import TrainerLog
 
 CAP = 16_000_000
 
@@ -186,9 +186,9 @@ def test_edits_inside_the_editable_set_pass():
 
 
 def test_forbidden_file_is_refused_and_named():
-    verdict = check_edit(["autoresearch.sh", "loop/decision.py"], editable)
+    verdict = check_edit(["autoresearch.sh", "loop/judge/decision.py"], editable)
     assert verdict.status == "forbidden_edit"
-    assert "loop/decision.py" in verdict.reason and "autoresearch.sh" not in verdict.reason
+    assert "loop/judge/decision.py" in verdict.reason and "autoresearch.sh" not in verdict.reason
 
 
 def test_no_changes_is_not_a_forbidden_edit():

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from loop import doctor, shards
-from loop.doctor import FAIL, OK, WARN
+from loop.data import shards
+from loop.ui import doctor
+from loop.ui.doctor import FAIL, OK, WARN
 
 
 def git(*args: str, cwd: Path) -> None:

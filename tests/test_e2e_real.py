@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loop.ledger import Ledger
 from loop.platform import blas_env
+from loop.store.ledger import Ledger
 
 
 def git(repo: Path, *args: str) -> str:
@@ -66,7 +66,7 @@ def test_three_experiments_on_the_real_trainer_with_the_smoke_ladder(clone, samp
     before = (git(clone, "rev-parse", "HEAD"), git(clone, "status", "--porcelain"),
               git(clone, "branch", "--show-current"))
 
-    done = subprocess.run([sys.executable, "-m", "loop.cli", "run", "--max-experiments", "3"],
+    done = subprocess.run([sys.executable, "-m", "loop.ui.cli", "run", "--max-experiments", "3"],
                           cwd=clone, env=env, capture_output=True, text=True, timeout=900)
 
     assert done.returncode == 0, done.stdout + done.stderr

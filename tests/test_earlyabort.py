@@ -1,10 +1,10 @@
-"""Early abort (loop.earlyabort): NaN/inf losses and runs projected past their timeout."""
+"""Early abort (loop.measure.earlyabort): NaN/inf losses and runs projected past their timeout."""
 
 from __future__ import annotations
 
 import pytest
 
-from loop.earlyabort import Abort, EarlyAbort
+from loop.measure.earlyabort import Abort, EarlyAbort
 
 
 def step(n: int, total: int, loss: str = "4.0000", train_ms: float | None = None) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from loop import endsummary
+from loop.ui import endsummary
 
 LEDGER = Path(__file__).resolve().parent / "fixtures" / "ledger_all_statuses.jsonl"
 FIRST, SECOND = "20261123-0105", "20261124-0030"

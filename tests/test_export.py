@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from loop import report_cli
-from loop.decision import STATUSES
+from loop.judge.decision import STATUSES
+from loop.ui import report_cli
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 LEDGER = FIXTURES / "ledger_all_statuses.jsonl"

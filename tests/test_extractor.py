@@ -255,7 +255,7 @@ def test_junk_lines_that_resemble_trainer_lines_change_nothing(trainer: Path):
 
 
 def test_the_daemon_parser_reads_the_same_values(trainer: Path):
-    from loop.metrics import parse_metric_lines
+    from loop.measure.metrics import parse_metric_lines
 
     proc = run_extractor(FIXTURES / "upstream_mlx.log", "--trainer", trainer)
     ours = {k: float(v) for k, v in metrics_of(proc.stdout).items()}

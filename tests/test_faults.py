@@ -37,10 +37,10 @@ from scheduler_helpers import (
     worktree,
 )
 
-from loop import scheduler
 from loop.config import load_config
-from loop.ledger import Ledger
+from loop.daemon import scheduler
 from loop.proposers import Proposal
+from loop.store.ledger import Ledger
 
 # A benchmark that misbehaves on demand (FAULT=... in knobs.sh), else runs fakebench.py.
 # Every process it starts writes its pid into FAKE_SIGNAL_DIR, so the repo fixture's

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from loop.gitsession import GitError, GitSession, diff_hash
+from loop.store.gitsession import GitError, GitSession, diff_hash
 
 USER = ("-c", "user.name=Researcher", "-c", "user.email=researcher@example.com")
 

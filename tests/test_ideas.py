@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from loop import ideas
-from loop.ideas import (
+from loop.backlog import ideas
+from loop.backlog.ideas import (
     TRIED_END,
     TRIED_START,
     IdeasConflict,

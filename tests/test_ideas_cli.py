@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from loop import ideas_cli
-from loop.ideas import IdeasFile
+from loop.backlog.ideas import IdeasFile
+from loop.ui import ideas_cli
 
 BACKLOG = """# Ideas
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from loop.ideas import IdeasFile
+from loop.backlog.ideas import IdeasFile
 from loop.proposers import Proposer
 from loop.proposers.ideas import IdeasProposer
 from loop.proposers.search import Knob

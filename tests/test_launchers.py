@@ -8,6 +8,7 @@ where tmux is not installed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import plistlib
 import shutil
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,10 +28,11 @@ PLIST = ROOT / "scripts" / "launchd" / "com.autogolf.nightly.plist.example"
 
 FAKE_AUTOGOLF = """\
 #!/usr/bin/env bash
-echo "fake autogolf pid $$ in $PWD"
-for arg in "$@"; do printf 'arg <%s>\\n' "$arg"; done
+# The traps come first: a test signals as soon as it sees the arguments in the log.
 trap 'echo "fake autogolf: got TERM"; exit 0' TERM
 trap 'echo "fake autogolf: got INT"; exit 0' INT
+echo "fake autogolf pid $$ in $PWD"
+for arg in "$@"; do printf 'arg <%s>\\n' "$arg"; done
 case "${FAKE_MODE:-}" in
     wait) while [ ! -e "$FAKE_RELEASE" ]; do sleep 0.05; done ;;
     refuse) echo "autogolf: error: another autogolf process holds .autogolf/lock: pid 4242" >&2
@@ -150,11 +153,26 @@ def test_run_launcher_without_autogolf_says_to_set_up(home):
     assert not (home / ".autogolf").exists()
 
 
-def start_waiting(home: Path) -> tuple[subprocess.Popen, Path]:
+@pytest.fixture
+def started(home: Path) -> Iterator[list[subprocess.Popen]]:
+    """Launchers a test starts; their whole process group (daemon, tee) is killed afterwards,
+    also when the test fails."""
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+
+
+def start_waiting(home: Path, started: list[subprocess.Popen]
+                  ) -> tuple[subprocess.Popen, Path]:
     proc = subprocess.Popen(["bash", str(home / "scripts" / "run-pi-autoresearch.sh")],
                             env=launcher_env(home, FAKE_MODE="wait"), cwd=home.parent,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
+    started.append(proc)
     deadline = time.monotonic() + 20
     while not logs(home) or "arg <run>" not in logs(home)[0].read_text():
         assert proc.poll() is None and time.monotonic() < deadline, "the daemon never started"
@@ -162,19 +180,19 @@ def start_waiting(home: Path) -> tuple[subprocess.Popen, Path]:
     return proc, logs(home)[0]
 
 
-def test_sigterm_to_the_launcher_reaches_the_daemon_itself(home):
-    proc, log = start_waiting(home)
+def test_sigterm_to_the_launcher_reaches_the_daemon_itself(home, started):
+    proc, log = start_waiting(home, started)
     # The launcher became the daemon (exec): launchd's SIGTERM needs no forwarding.
     assert f"fake autogolf pid {proc.pid} " in log.read_text()
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=10) == 0
+    assert proc.wait(timeout=60) == 0
     assert "got TERM" in read_eventually(log, "got TERM")
 
 
-def test_ctrl_c_in_the_terminal_still_logs_the_daemons_last_words(home):
-    proc, log = start_waiting(home)
+def test_ctrl_c_in_the_terminal_still_logs_the_daemons_last_words(home, started):
+    proc, log = start_waiting(home, started)
     os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C goes to the whole group
-    assert proc.wait(timeout=10) == 0
+    assert proc.wait(timeout=60) == 0
     assert "got INT" in read_eventually(log, "got INT")  # tee ignored it and kept writing
 
 

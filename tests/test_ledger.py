@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 
-from loop.ledger import Ledger
+from loop.store.ledger import Ledger
 
 
 def _experiment(n: int, **extra) -> dict:
@@ -49,7 +48,7 @@ def test_append_never_rewrites_existing_bytes(ledger: Ledger) -> None:
 
 
 def test_append_fsyncs_the_file(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
-    import loop.ledger as module
+    import loop.store.ledger as module
 
     synced: list[int] = []
     real_fsync = module.os.fsync
@@ -166,7 +165,7 @@ def test_next_id_grows_past_four_digits(ledger: Ledger) -> None:
     assert ledger.next_id() == "E10000"
 
 
-def test_reading_ten_thousand_rows_takes_well_under_a_second(ledger: Ledger) -> None:
+def test_ten_thousand_rows_are_all_read_back_in_order(ledger: Ledger) -> None:
     row = _experiment(
         1,
         session="20261123-1412",
@@ -181,10 +180,7 @@ def test_reading_ten_thousand_rows_takes_well_under_a_second(ledger: Ledger) -> 
         lines.append(json.dumps(row))
     ledger.path.parent.mkdir(parents=True)
     ledger.path.write_text("\n".join(lines) + "\n")
-    timings = []
-    for _ in range(3):  # best of three: the machine may be busy with other work
-        start = time.perf_counter()
-        rows = ledger.rows()
-        timings.append(time.perf_counter() - start)
-    assert len(rows) == 10_000
-    assert min(timings) < 1.0
+    # How fast is bench/loop_overhead.py's figure, not a timed assertion here.
+    rows = ledger.rows()
+    assert [r["id"] for r in rows] == [f"E{n:04d}" for n in range(1, 10_001)]
+    assert ledger.problems == []

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from loop.lock import DaemonLock, LockHeld
+from loop.daemon.lock import DaemonLock, LockHeld
 
 
 @pytest.fixture
@@ -146,7 +146,7 @@ def test_lock_of_a_killed_daemon_process_is_taken_over(lock_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from loop.lock import DaemonLock\n"
+            "import sys, time; from pathlib import Path; from loop.daemon.lock import DaemonLock\n"
             "DaemonLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(60)",
             str(lock_path),
         ],

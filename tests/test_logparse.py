@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from loop.logparse import (
+from loop.measure.logparse import (
     ProgressEstimator,
     TrainerLog,
     format_seconds,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loop.metrics import parse_decimal, parse_metric_lines
+from loop.measure.metrics import parse_decimal, parse_metric_lines
 
 
 def test_reads_one_metric_per_line():

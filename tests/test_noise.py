@@ -1,6 +1,6 @@
-"""Noise calibration (loop/noise.py): the keep rule under a benchmark whose noise we control.
+"""Noise calibration (loop/judge/noise.py): the keep rule under a benchmark whose noise we control.
 
-The simulation plays the daemon's session with loop.noise.judge, the function the scheduler
+The simulation plays the daemon's session with loop.judge.noise.judge, the function the scheduler
 calls: calibrate the incumbent (R runs; incumbent = their mean, spread = 1.4826 x MAD), judge
 each candidate (close wins re-run and judged on their mean), a keep makes the candidate the
 incumbent, and every `recalibrate_every_keeps` keeps the incumbent is measured again. The
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from loop import noise
 from loop.config import Config
+from loop.judge import noise
 
 SIGMA = 0.01  # run-to-run spread on an Apple GPU at a small proxy (LESSONS.md: up to 0.03)
 DEFAULTS = Config()

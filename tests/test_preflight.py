@@ -1,4 +1,4 @@
-"""Pre-flight checks (loop.preflight): disk floor, dataset unchanged, worktree clean."""
+"""Pre-flight checks (loop.daemon.preflight): disk floor, dataset unchanged, worktree clean."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from loop import datasets, preflight
+from loop.daemon import preflight
+from loop.data import datasets
 
 
 @pytest.fixture

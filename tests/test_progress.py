@@ -1,4 +1,4 @@
-"""The live display of `autogolf run` / `bench` (loop.progress) and the loop's events.
+"""The live display of `autogolf run` / `bench` (loop.ui.progress) and the loop's events.
 
 Progress is read from a recorded capture of a real smoke benchmark (autoresearch.sh + the MLX
 trainer, tests/fixtures/smoke_bench_capture.log), replayed on a fake clock taken from the
@@ -19,10 +19,10 @@ from scheduler_helpers import (  # the fixtures `repo` and `cache_root` come fro
     cli,
 )
 
-from loop import scheduler
 from loop.config import load_config
-from loop.events import RunEvents
-from loop.progress import CLEAR_LINE, LiveStatus, bar
+from loop.daemon import scheduler
+from loop.daemon.events import RunEvents
+from loop.ui.progress import CLEAR_LINE, LiveStatus, bar
 
 FIXTURE = Path(__file__).parent / "fixtures" / "smoke_bench_capture.log"
 _TRAIN_TIME = re.compile(r"train_time:(\d+)ms")

@@ -1,4 +1,4 @@
-"""The frozen evaluation protocol (loop/protocol.py) and its enforcement by the scheduler.
+"""The frozen evaluation protocol (loop/judge/protocol.py) and its enforcement by the scheduler.
 
 The fake benchmark (tests/scheduler_helpers.py) prints each protocol field from a knob in
 knobs.sh, so a proposal that sets the knob changes what the "trainer" says it used - and
@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 from scheduler_helpers import baselines, candidates, fake_runs, run_daemon
 
-from loop import protocol
-from loop.decision import STATUSES
-from loop.logparse import TrainerLog
+from loop.judge import protocol
+from loop.judge.decision import STATUSES
+from loop.measure.logparse import TrainerLog
 
 WIN = {"BONUS_BREADTH": 0.01}  # a real improvement, far over the 0.002 margin
 

@@ -16,8 +16,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from loop import report, report_cli
-from loop.decision import STATUSES
+from loop.judge.decision import STATUSES
+from loop.ui import report, report_cli
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 LEDGER = FIXTURES / "ledger_all_statuses.jsonl"

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from loop.runner import RunResult, run_command
+from loop.measure.runner import RunResult, run_command
 
 PY = sys.executable
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from loop import sample_data, shards
-from loop.sample_data import BuildOptions, Document, SampleDataError
+from loop.data import sample_data, shards
+from loop.data.sample_data import BuildOptions, Document, SampleDataError
 
 # ----------------------------------------------------------------------------- the real sample
 

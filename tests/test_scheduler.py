@@ -1,4 +1,4 @@
-"""The loop (loop.scheduler) and the verbs (loop.cli) against a FAKE benchmark.
+"""The loop (loop.daemon.scheduler) and the verbs (loop.ui.cli) against a FAKE benchmark.
 
 Each test builds a small git repo whose benchmark is `fakebench.py`: it prints the trainer's
 log lines (SPEC section 3, so the daemon's own parser reads them) and METRIC lines at once,
@@ -39,9 +39,9 @@ from scheduler_helpers import (
     worktree,
 )
 
-from loop import scheduler
 from loop.config import load_config
-from loop.lock import DaemonLock
+from loop.daemon import scheduler
+from loop.daemon.lock import DaemonLock
 from loop.proposers import Proposal
 
 # --------------------------------------------------------------------------- the ladder

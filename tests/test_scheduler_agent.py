@@ -28,8 +28,8 @@ from scheduler_helpers import (
     worktree,
 )
 
-from loop import scheduler
 from loop.config import ConfigError, load_config
+from loop.daemon import scheduler
 
 EDIT_ALLOWED = """sed -i 's/^LR=0.04$/LR=0.05/' knobs.sh
 echo "LR 0.04 -> 0.05: closer to the optimum" > "$2" """

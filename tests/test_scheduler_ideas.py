@@ -25,11 +25,12 @@ from scheduler_helpers import (
     worktree,
 )
 
-from loop import ideas_cli, scheduler
+from loop.backlog.ideas import IdeasFile
 from loop.config import load_config
-from loop.gitsession import GitSession
-from loop.ideas import IdeasFile
+from loop.daemon import scheduler
 from loop.proposers.search import Knob, read_knobs
+from loop.store.gitsession import GitSession
+from loop.ui import ideas_cli
 
 # LR 0.04 -> 0.05 wins by ~0.005 (the fake's optimum); 0.2 loses by ~0.19.
 BACKLOG = """# Ideas backlog

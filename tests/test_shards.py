@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loop import shards
-from loop.shards import ShardError
+from loop.data import shards
+from loop.data.shards import ShardError
 
 
 def raw_shard(path: Path, magic=shards.MAGIC, version=shards.VERSION, count=None, body=(1, 2, 3)):

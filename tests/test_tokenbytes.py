@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from loop import tokenbytes
-from loop.tokenbytes import ByteTables, build_byte_tables, count_target_bytes
+from loop.data import tokenbytes
+from loop.data.tokenbytes import ByteTables, build_byte_tables, count_target_bytes
 
 BOS = 1
 
@@ -119,7 +119,7 @@ def test_counted_bytes_of_a_document_equal_its_utf8_length(sp, tables, text):
 
 def test_counted_bytes_of_the_val_shard_equal_its_decoded_utf8_length(sp, tables,
                                                                       sample_dataset):
-    from loop import shards
+    from loop.data import shards
 
     tokens = shards.load_tokens(shards.shard_files(sample_dataset.data_path, "val")[0])
     starts = np.flatnonzero(tokens == BOS)

@@ -1,4 +1,5 @@
-"""loop/verify.py: a trainer that lowers its own printed val_bpb is caught (one real smoke run).
+"""loop/judge/verify.py: a trainer that lowers its own printed val_bpb is caught (one real
+smoke run).
 
 The run uses a copy of the trainer edited the way a cheating proposer would: the model and
 its artifact are untouched, only the printed roundtrip val_bpb is multiplied by 0.9. The
@@ -17,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loop import logparse, protocol, verify
+from loop.judge import protocol, verify
+from loop.measure import logparse
 
 SMOKE = {  # autoresearch.sh's smoke profile
     "ITERATIONS": "30", "TRAIN_BATCH_TOKENS": "2048", "GRAD_ACCUM_STEPS": "1",

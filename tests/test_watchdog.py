@@ -1,4 +1,4 @@
-"""Memory watchdog and run guard (loop.watchdog)."""
+"""Memory watchdog and run guard (loop.measure.watchdog)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import textwrap
 import psutil
 import pytest
 
-from loop import watchdog
-from loop.earlyabort import Abort, EarlyAbort
-from loop.watchdog import MemoryWatchdog, RunGuard, tree_rss
+from loop.measure import watchdog
+from loop.measure.earlyabort import Abort, EarlyAbort
+from loop.measure.watchdog import MemoryWatchdog, RunGuard, tree_rss
 
 # A parent that starts a child holding ~120 MB, then both wait: the memory is in the tree,
 # not in the process the watchdog is attached to.

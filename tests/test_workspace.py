@@ -18,10 +18,11 @@ import yaml
 from scheduler_helpers import Scripted, git, make_fake_repo
 from test_workspace_storage import FakeBucketApi
 
-from loop import cli, scheduler
+from loop.backlog.ideas import IdeasFile
 from loop.config import ConfigError, load_config
-from loop.ideas import IdeasFile
-from loop.ledger import Ledger
+from loop.daemon import scheduler
+from loop.store.ledger import Ledger
+from loop.ui import cli
 from loop.workspace import board as wb
 from loop.workspace import hfbucket
 from loop.workspace.dirstore import DirStore
@@ -379,7 +380,7 @@ def test_cli_status_without_a_workspace_says_how_to_add_one(tmp_path, capsys, mo
 
 def test_unexpected_workspace_errors_never_stop_the_loop(shared: Workspace, tmp_path: Path,
                                                          monkeypatch):
-    from loop.workspace.daemon import WorkspaceHook
+    from loop.workspace.hook import WorkspaceHook
 
     alice = make_fake_repo(tmp_path / "alice")
 

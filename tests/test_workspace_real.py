@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from test_e2e_real import committed_copy
 
-from loop.ledger import Ledger
 from loop.platform import blas_env
+from loop.store.ledger import Ledger
 from loop.workspace import board as wb
 from loop.workspace.dirstore import DirStore
 
@@ -28,7 +28,7 @@ def clone_as(repo_root: Path, dest: Path, agent: str, shared: Path) -> Path:
 
 
 def run(clone: Path, env: dict[str, str]) -> list[dict]:
-    done = subprocess.run([sys.executable, "-m", "loop.cli", "run", "--max-experiments", "1"],
+    done = subprocess.run([sys.executable, "-m", "loop.ui.cli", "run", "--max-experiments", "1"],
                           cwd=clone, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = Ledger(clone / ".autogolf" / "ledger.jsonl").rows()
@@ -41,7 +41,7 @@ def test_two_real_daemons_share_a_workspace(tmp_path, repo_root, sample_dataset)
     env = {**os.environ, **blas_env(),
            "AUTOGOLF_CACHE_ROOT": str(Path(sample_dataset.data_path).parents[2])}
     env.pop("AUTOGOLF_AGENT_ID", None)
-    assert subprocess.run([sys.executable, "-m", "loop.cli", "workspace", "init", str(shared)],
+    assert subprocess.run([sys.executable, "-m", "loop.ui.cli", "workspace", "init", str(shared)],
                           env=env, capture_output=True, text=True).returncode == 0
     alice = clone_as(repo_root, tmp_path / "alice", "alice", shared)
     bob = clone_as(repo_root, tmp_path / "bob", "bob", shared)

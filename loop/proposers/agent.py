@@ -22,7 +22,8 @@ Example commands (none is required; put one under `agent: command:` in autogolf.
 daemon then rejects as edits outside the editable set.)
 
 What the daemon enforces, whatever the prompt says: the agent runs in its own process group
-with a timeout (loop.runner), so a hung agent and everything it started is killed. Afterwards
+with a timeout (loop.measure.runner), so a hung agent and everything it started is killed.
+Afterwards
 the attempt gets one outcome (`AgentOutcome.kind`), most severe first:
 
     agent_touched_git  git metadata changed (config, hooks, refs other than the session
@@ -54,9 +55,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loop.ideas import Idea, IdeasError, IdeasFile, row_delta, tested_ideas
+from loop.backlog.ideas import Idea, IdeasError, IdeasFile, row_delta, tested_ideas
+from loop.measure.runner import run_command
 from loop.proposers import Proposal
-from loop.runner import run_command
 
 PLACEHOLDERS = ("prompt_file", "prompt", "worktree", "summary_file")
 TERMINAL = ("agent_touched_git", "agent_timeout", "agent_failed", "agent_no_change")

@@ -17,7 +17,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from loop.ideas import Idea, IdeasFile, tested_ideas
+from loop.backlog.ideas import Idea, IdeasFile, tested_ideas
 from loop.proposers import Proposal
 from loop.proposers.search import Knob, KnobError, format_value, read_knobs, write_knob
 

@@ -28,7 +28,7 @@ def main(args: argparse.Namespace) -> int:
         if args.workspace_verb == "init":
             return _init(args.path)
         return _status(args)
-    except WorkspaceError as exc:  # a user error: one line, exit 2 (as loop.cli does)
+    except WorkspaceError as exc:  # a user error: one line, exit 2 (as loop.ui.cli does)
         print(f"autogolf: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
 
@@ -69,7 +69,7 @@ def _status(args: argparse.Namespace) -> int:
 def _storage_from(args: argparse.Namespace) -> tuple[Storage, str | None]:
     if args.path:
         return storage_for(args.path), None
-    from loop.cli import _config, find_repo
+    from loop.ui.cli import _config, find_repo
 
     repo = find_repo(Path.cwd(), require_commit=False)
     cfg = _config(args, repo)

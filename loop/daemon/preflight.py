@@ -4,7 +4,7 @@ Three checks, each answering with a message that says what is wrong, where, and 
 - free disk at the daemon's state folder above `limits.min_free_disk_mb` (logs, patches
   and the trainer's artifacts are written there; a full disk mid-run corrupts them);
 - the dataset is present and unchanged since the daemon started: its id
-  (loop.datasets.dataset_id, content hash included) must equal the one recorded then. The
+  (loop.data.datasets.dataset_id, content hash included) must equal the one recorded then. The
   files are re-hashed only when their names, sizes or mtimes moved (hashing each time would
   cost seconds on real data); for the sample, the hash is recomputed from the files
   themselves, not read from its manifest, so an edited shard is caught too;
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from loop import datasets
+from loop.data import datasets
 from loop.platform import free_disk_bytes
 
 MB = 1024 * 1024
@@ -73,7 +73,7 @@ class DatasetWatch:
 
     def __init__(self, key: str, info: datasets.DatasetInfo, expected_id: str,
                  root: Path | None = None) -> None:
-        self.key = key  # the name autogolf.yaml uses (a key of loop.datasets.DATASETS)
+        self.key = key  # the name autogolf.yaml uses (a key of loop.data.datasets.DATASETS)
         self.info = info
         self.expected_id = expected_id
         self.root = root

@@ -1,6 +1,6 @@
 """What the loop tells an observer while it works (the live display of `autogolf run`).
 
-The scheduler only emits these events; what is shown, and how, is loop.progress's job. Every
+The scheduler only emits these events; what is shown, and how, is loop.ui.progress's job. Every
 method is a no-op here, so an observer overrides only what it needs, and `RunEvents()` is the
 silent default. An observer must be quick: `output_line` runs once per line of trainer output.
 """

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from loop import gitsession, ideas
-from loop.gitsession import GitSession
+from loop.backlog import ideas
+from loop.store import gitsession
+from loop.store.gitsession import GitSession
 
 IDEAS_FILE = "autoresearch.ideas.md"  # the backlog; the daemon's live copy is the worktree's
 SESSION_DOC = "autoresearch.md"  # its "What has been tried" section is kept current

@@ -3,7 +3,7 @@
 A candidate can "improve" val_bpb by changing the measurement instead of the model: a new
 seed, fewer validation tokens, another tokenizer, more training steps. The protocol of a run
 is read from what the trainer says it actually used (its one-per-line `key:value` settings,
-collected by loop.logparse) - not from what the editable scripts were asked to do. Hashes of
+collected by loop.measure.logparse) - not from what the editable scripts were asked to do. Hashes of
 the tokenizer and of the validation shards are printed by the trainer from the bytes it
 loaded; the dataset itself is fixed by the daemon (rows of different datasets are never
 compared). A field missing from the log is recorded as None, and None differs from a value.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from loop.logparse import TrainerLog
+from loop.measure.logparse import TrainerLog
 
 # Protocol field -> the trainer's log key. Order = the order in reasons.
 FIELDS: dict[str, str] = {

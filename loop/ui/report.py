@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from loop.decision import STATUSES
+from loop.judge.decision import STATUSES
 
 CAP_BYTES = 16_000_000
 # Statuses whose rung values are not a trustworthy measurement: shown as "unknown".
@@ -373,7 +373,7 @@ def _field(item: Any, name: str) -> Any:
 
 
 def evidence_text(item: Any) -> str:
-    """One piece of evidence: a string as written, or a record (loop.ideas.Evidence or a
+    """One piece of evidence: a string as written, or a record (loop.backlog.ideas.Evidence or a
     dict with experiment/profile/delta/status) as "E0012 breadth delta=-0.0031 keep"."""
     if isinstance(item, str):
         return item
@@ -489,7 +489,7 @@ def render_chart(dataset: str, profile: str, points: list[Point], cap_bytes: int
                  salt: str) -> str:
     """One (dataset, profile) series as an SVG document: val_bpb above, size below."""
     # The object API (no pyplot) never touches a GUI backend or global figure state: it
-    # renders headless like Agg, straight to SVG. Imported here so `import loop.report`
+    # renders headless like Agg, straight to SVG. Imported here so `import loop.ui.report`
     # stays cheap for callers that only want the numbers.
     from matplotlib import rc_context
     from matplotlib.figure import Figure

@@ -1,6 +1,6 @@
 """The live display of `autogolf run` and `autogolf bench`.
 
-`LiveStatus` observes the loop's events (loop.events) and the benchmark's output lines. On a
+`LiveStatus` observes the loop's events (loop.daemon.events) and the benchmark's output lines. On a
 terminal it keeps one status line, rewritten in place and cut to the terminal's width:
 
     E0007 breadth [=========>          ] 140/300 ETA 3m10s | search: MATRIX_LR 0.04 -> 0.05
@@ -9,7 +9,7 @@ and the loop's own messages scroll above it. Anywhere else (launchd, a tmux log,
 writes plain lines, and only a few per benchmark: one per 10% of the steps, one per phase
 change, and at least one a minute while output flows, so a night's log stays readable.
 
-Step, total and ETA come from loop.logparse's ProgressEstimator, the same reading of the
+Step, total and ETA come from loop.measure.logparse's ProgressEstimator, the same reading of the
 trainer's `step:s/n` lines that `autogolf status` uses.
 """
 
@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from loop.events import RunEvents
-from loop.logparse import Progress, ProgressEstimator, format_seconds
+from loop.daemon.events import RunEvents
+from loop.measure.logparse import Progress, ProgressEstimator, format_seconds
 
 BAR_WIDTH = 20
 DESCRIPTION_CHARS = 60

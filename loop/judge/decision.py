@@ -11,14 +11,15 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from loop.logparse import TrainerLog
+from loop.measure.logparse import TrainerLog
 
 STATUSES = ("keep", "discard", "crash", "timeout", "checks_failed", "over_cap",
             "forbidden_edit", "invalid_metric", "metric_mismatch", "duplicate", "interrupted",
             # Additions to SPEC's list: how an external coding agent's attempt ended when it
             # left nothing to validate (loop/proposers/agent.py).
             "agent_failed", "agent_timeout", "agent_no_change", "agent_touched_git",
-            # Issue 7 (loop/protocol.py): the candidate changed the frozen evaluation protocol.
+            # Issue 7 (loop/judge/protocol.py): the candidate changed the frozen
+            # evaluation protocol.
             "protocol_drift")
 
 # The METRIC val_bpb may be rounded by the extractor (4 decimals at worst, error <= 5e-5);

@@ -11,7 +11,7 @@ ordered by the sha256 of their key (a fixed mix, not a random shuffle), the toke
 trained with one thread on a bounded, unsampled, unshuffled input handed over in memory (so
 no temporary path is recorded in the model), and the manifest carries no timestamps.
 
-`python -m loop.sample_data [--force] [--check]`; the bootstrap script calls this.
+`python -m loop.data.sample_data [--force] [--check]`; the bootstrap script calls this.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from types import ModuleType
 
 import numpy as np
 
-from loop import datasets, shards
+from loop.data import datasets
+from loop.data import shards
 
 BOS_ID = 1
 VOCAB_SIZE = 1024
@@ -559,7 +560,7 @@ def _shard_problems(path: Path, entry: dict, vocab_size: int | None) -> list[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loop.sample_data", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m loop.data.sample_data", description=__doc__)
     parser.add_argument("--root", type=Path, help="cache root (default: the main checkout)")
     parser.add_argument("--force", action="store_true", help="rebuild even if valid")
     parser.add_argument("--check", action="store_true", help="only validate; exit 1 if not ok")

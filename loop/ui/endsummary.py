@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections import Counter
 
-from loop import report
+from loop.ui import report
 
 NOTIFY_TIMEOUT_S = 10
 

@@ -2,7 +2,7 @@
 
 Every error a user can cause (bad config, no git commits, a lock held, a missing dataset)
 ends as one line on stderr that says what is wrong and how to fix it, exit code 2, no
-traceback. The work itself lives in loop.scheduler; this module parses and prints.
+traceback. The work itself lives in loop.daemon.scheduler; this module parses and prints.
 """
 
 from __future__ import annotations
@@ -17,16 +17,17 @@ from pathlib import Path
 
 import psutil
 
-from loop import awake, endsummary, ideas_cli, report_cli, scheduler
 from loop.config import Config, ConfigError, load_config
-from loop.datasets import DatasetError
-from loop.gitsession import GitError, diff_hash
-from loop.ledger import Ledger
-from loop.lock import LockHeld
-from loop.logparse import parse_progress
-from loop.progress import LiveStatus
+from loop.daemon import awake, scheduler
+from loop.daemon.lock import LockHeld
+from loop.daemon.scheduler import Paths, UserError
+from loop.data.datasets import DatasetError
+from loop.measure.logparse import parse_progress
 from loop.proposers.search import KnobError
-from loop.scheduler import Paths, UserError
+from loop.store.gitsession import GitError, diff_hash
+from loop.store.ledger import Ledger
+from loop.ui import endsummary, ideas_cli, report_cli
+from loop.ui.progress import LiveStatus
 from loop.workspace import cli as workspace_cli
 
 USER_ERRORS = (UserError, ConfigError, DatasetError, LockHeld, GitError, KnobError)
@@ -131,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _with_ladder(_config(args, repo), args.ladder)
     rules = scheduler.StopRules(
         max_experiments=args.max_experiments,
-        # --until is a wall-clock deadline; --hours counts awake time (loop.awake).
+        # --until is a wall-clock deadline; --hours counts awake time (loop.daemon.awake).
         deadline=scheduler.deadline_from(args.until, None),
         hours=args.hours,
         max_consecutive_failures=cfg.max_consecutive_failures,
@@ -366,7 +367,7 @@ def _print_rungs(row: dict) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from loop import doctor
+    from loop.ui import doctor
 
     return doctor.main(args.rest)
 

@@ -1,9 +1,10 @@
 """The loop: one experiment's lifecycle (SPEC 5), the profile ladder and the stop rules.
 
-The scheduler only wires the other modules: the keep rule is loop.decision's, git is
-loop.gitsession's, child processes are loop.runner's, parsing is loop.metrics' and
-loop.logparse's, the backlog bookkeeping in the worktree is loop.backlog's, and noise
-margins, re-runs, calibration, protocol and verification are loop.trust's. What it owns is
+The scheduler only wires the other modules: the keep rule is loop.judge.decision's, git is
+loop.store.gitsession's, child processes are loop.measure.runner's, parsing is
+loop.measure.metrics' and loop.measure.logparse's, the backlog bookkeeping in the worktree is
+loop.backlog.bookkeeping's, and noise
+margins, re-runs, calibration, protocol and verification are loop.judge.trust's. What it owns is
 the order of the stages, the incumbents per profile (derived from the session's ledger rows,
 so nothing else has to be kept in sync) and resuming: a small state file, written before
 every stage, says what to finish or undo after a kill.
@@ -28,33 +29,27 @@ from typing import Any
 
 import psutil
 
-from loop import (
-    awake,
-    datasets,
-    decision,
-    gitsession,
-    ideas,
-    logparse,
-    preflight,
-    protocol,
-    runner,
-    watchdog,
-)
-from loop import metrics as metriclines
-from loop.backlog import BOOKKEEPING_FILES, IDEAS_FILE, Backlog, tried_rows
+from loop.backlog import ideas
+from loop.backlog.bookkeeping import BOOKKEEPING_FILES, IDEAS_FILE, Backlog, tried_rows
 from loop.config import Config, is_editable
-from loop.events import RunEvents
-from loop.gitsession import GitSession, diff_hash
-from loop.ledger import Ledger
-from loop.lock import DaemonLock
+from loop.daemon import awake, preflight
+from loop.daemon.events import RunEvents
+from loop.daemon.lock import DaemonLock
+from loop.data import datasets
+from loop.judge import decision, protocol
+from loop.judge.trust import Decided as _Decided
+from loop.judge.trust import Trust
+from loop.measure import logparse, runner, watchdog
+from loop.measure import metrics as metriclines
 from loop.platform import blas_env
 from loop.proposers.agent import AgentConfigError, AgentProposer
 from loop.proposers.ideas import IdeasProposer
 from loop.proposers.rotation import Rotation
 from loop.proposers.search import KnobError, SearchProposer, read_knobs
-from loop.trust import Decided as _Decided
-from loop.trust import Trust
-from loop.workspace.daemon import WorkspaceHook
+from loop.store import gitsession
+from loop.store.gitsession import GitSession, diff_hash
+from loop.store.ledger import Ledger
+from loop.workspace.hook import WorkspaceHook
 
 # Statuses that count towards the consecutive-failures stop rule.
 FAILURES = frozenset({"crash", "timeout", "checks_failed", "invalid_metric", "metric_mismatch",
@@ -235,7 +230,7 @@ class StopRules:
     deadline: float | None = None  # time.time() after which no experiment starts
     max_consecutive_failures: int = 5  # 0 = never stop on failures
     stop_file: Path | None = None
-    hours: float | None = None  # --hours: awake time (loop.awake), counted from run()
+    hours: float | None = None  # --hours: awake time (loop.daemon.awake), counted from run()
 
 
 def deadline_from(until: str | None, hours: float | None,
@@ -438,7 +433,7 @@ class Scheduler:
         self.token = f"{os.getpid()}-{time.time_ns()}"  # in children's env: orphans are found
         self.proposer = proposer if proposer is not None else make_proposer(
             cfg, self.paths.repo, lambda: self.git.worktree, self._stopping, self.token)
-        # The backlog and the tried section in the worktree (loop/backlog.py).
+        # The backlog and the tried section in the worktree (loop/backlog/bookkeeping.py).
         self.backlog = Backlog(lambda: self.git, self.paths.repo,
                                lambda: tried_rows(self._history(), self.session),
                                lambda message: self.out(f"warning: {message}"))
@@ -455,7 +450,7 @@ class Scheduler:
         self.workspace = WorkspaceHook.create(cfg, self.paths.repo,
                                               lambda: self.git.worktree / IDEAS_FILE,
                                               ignore=BOOKKEEPING_FILES, out=out)
-        # Trustworthy decisions (loop/trust.py): noise margin, re-runs, calibration, the
+        # Trustworthy decisions (loop/judge/trust.py): noise margin, re-runs, calibration, the
         # frozen protocol, verification of a keep. Lambdas: overrides and patches still apply.
         self.trust = Trust(
             cfg, self.paths.repo, lambda: self.git.worktree, self.dataset, self.dataset_id,
@@ -904,7 +899,7 @@ class Scheduler:
         self._emit("rung_started", exp.id, profile, tag)
         env = self._env(exp.id + tag, profile) | (env_extra or {})
         if self.cfg.verify_enabled:
-            env["KEEP_MODEL"] = "1"  # the artifact outlives the script, for loop/verify.py
+            env["KEEP_MODEL"] = "1"  # the artifact outlives the script, for loop/judge/verify.py
         run = measure(self.cfg.benchmark_command, self.git.worktree, env,
                       self.cfg.profiles[profile].timeout_s, log, self.cfg.artifact_cap_bytes,
                       on_line=lambda line: self._emit("output_line", line),
@@ -977,7 +972,7 @@ class Scheduler:
             self.session_rows.append(row)
 
     def _emit(self, event: str, *args: Any) -> None:
-        """Tell the observer (loop.events); a display that fails never stops the loop."""
+        """Tell the observer (loop.daemon.events); a display that fails never stops the loop."""
         with contextlib.suppress(Exception):
             getattr(self.events, event)(*args)
 

@@ -2,7 +2,8 @@
 calibration of the incumbent, the frozen evaluation protocol and the re-evaluation of a kept
 candidate's artifact with the daemon's own code.
 
-The arithmetic is loop.noise's, loop.protocol's and loop.verify's; this module applies it to
+The arithmetic is loop.judge.noise's, loop.judge.protocol's and loop.judge.verify's; this
+module applies it to
 one experiment. The scheduler builds one `Trust` with what it needs (a `measure` callback
 that runs one benchmark, stage/stop callbacks, ways to set the candidate aside) and calls it.
 """
@@ -16,8 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from loop import datasets, logparse, noise, protocol, verify
 from loop.config import Config
+from loop.data import datasets
+from loop.judge import noise, protocol, verify
+from loop.measure import logparse
 
 
 class Decided(Exception):
@@ -83,7 +86,7 @@ class Trust:
 
     def judge(self, session_rows: list[dict], exp: Any, profile: str, first: float,
               incumbent: float | None, n_incumbent: int) -> noise.Judgement:
-        """Keep/discard by the noise-aware margin; a close win is re-run (loop.noise.judge)."""
+        """Keep/discard by the noise-aware margin; a close win is re-run (noise.judge)."""
         estimate = self.noise_estimate(session_rows, profile)
         rule = noise.Rule(self.cfg.min_improvement, self.cfg.noise_k, estimate.spread,
                           self.cfg.noise_rerun_close)

@@ -17,7 +17,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from loop import datasets, sample_data, shards
+from loop.data import datasets, sample_data, shards
 from loop.platform import blas_in_use, free_disk_bytes, openblas_path
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"

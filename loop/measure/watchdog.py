@@ -11,7 +11,7 @@ On Apple silicon, memory MLX allocates for the GPU (Metal buffers) may not all s
 process's RSS; the machine's available memory sees every allocation, so the floor
 (`min_available_memory_mb`) is the guard to rely on there, the RSS limit a second one.
 
-`RunGuard` puts the watchdog and the early abort (loop.earlyabort) behind the runner's
+`RunGuard` puts the watchdog and the early abort (loop.measure.earlyabort) behind the runner's
 three hooks: `on_start(pid)`, `on_line(line)` and `stop()`.
 """
 
@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import psutil
 
-from loop.earlyabort import Abort, EarlyAbort
+from loop.measure.earlyabort import Abort, EarlyAbort
 
 MB = 1024 * 1024
 # psutil reads every process of the tree: twice a second is prompt enough for memory that

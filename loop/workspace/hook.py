@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from loop import gitsession, ideas
+from loop.backlog import ideas
+from loop.store import gitsession
 from loop.workspace import board as wb
 from loop.workspace import hfbucket
 from loop.workspace.settings import WorkspaceConfig, agent_id, open_storage

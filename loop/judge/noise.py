@@ -19,7 +19,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from loop import decision
+from loop.judge import decision
 
 MAD_TO_SD = 1.4826  # MAD x this = the standard deviation, for normally distributed noise
 
@@ -76,7 +76,7 @@ def comparison_noise(spread: float | None, n_candidate: int, n_incumbent: int) -
 
 def margin_for(min_improvement: float, k: float, spread: float | None, n_candidate: int = 1,
                n_incumbent: int = 1) -> float:
-    """max(min_improvement, k x noise of the comparison) (loop.decision.margin)."""
+    """max(min_improvement, k x noise of the comparison) (loop.judge.decision.margin)."""
     noise = comparison_noise(spread, n_candidate, n_incumbent)
     return decision.margin(min_improvement, k, noise)
 

@@ -23,8 +23,8 @@ import textwrap
 from pathlib import Path
 from typing import TextIO
 
-from loop.ideas import STATUSES, Idea, IdeasError, IdeasFile, parse_knobs
-from loop.ledger import Ledger
+from loop.backlog.ideas import STATUSES, Idea, IdeasError, IdeasFile, parse_knobs
+from loop.store.ledger import Ledger
 
 IDEAS_FILE = "autoresearch.ideas.md"
 

@@ -4,7 +4,7 @@ A shard is a 1024-byte header of 256 little-endian int32 (magic, version, token 
 zeros) followed by the tokens as little-endian uint16. Every error names the file and the
 problem, because the user meets these errors at night in a log, far from the cause.
 
-`python -m loop.shards --validate DIR` checks every shard in DIR (used by the bootstrap script
+`python -m loop.data.shards --validate DIR` checks every shard in DIR (used by the bootstrap script
 after a download).
 """
 
@@ -193,7 +193,7 @@ def validate_directory(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loop.shards", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m loop.data.shards", description=__doc__)
     parser.add_argument("--validate", metavar="DIR", required=True, help="dataset directory")
     parser.add_argument("--vocab-size", type=int, help="also scan every token id (slow)")
     parser.add_argument("--train-shards", type=int, help="require at least this many")

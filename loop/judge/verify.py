@@ -5,7 +5,7 @@ artifact the trainer wrote (SPEC section 3 export: a zlib-compressed pickle of
 {"quantized": {name: int8[rows, cols]}, "scales": {name: float16[rows]}, "passthrough":
 {name: float}}), dequantizes it, runs the *baseline* architecture's forward pass written here
 (MLX, independent of the trainer's code) over the same validation window, and counts target
-bytes with loop.tokenbytes. A candidate whose tensors do not fit the baseline architecture
+bytes with loop.data.tokenbytes. A candidate whose tensors do not fit the baseline architecture
 cannot be verified: that is reported as unsupported, never as agreement.
 
 Unpickling runs code, and the artifact comes from an editable program: only numpy arrays,
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loop import shards, tokenbytes
+from loop.data import shards, tokenbytes
 
 RMS_EPS = 1e-6
 EVAL_TOKENS_PER_BATCH = 16384

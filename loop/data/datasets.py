@@ -4,7 +4,7 @@ Caches (data, tokenizers, the upstream clone) live in the main checkout, so a da
 under `.autogolf/` shares them instead of copying gigabytes. A results row records
 `dataset_id(info)` so that results from different datasets are never compared.
 
-`python -m loop.datasets --shell [NAME]` prints DATA_PATH, TOKENIZER_PATH, DATASET_NAME and
+`python -m loop.data.datasets --shell [NAME]` prints DATA_PATH, TOKENIZER_PATH, DATASET_NAME and
 DATASET_ID for `eval` in bash; `--root` prints the cache root.
 """
 
@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from loop import shards
+from loop.data import shards
 
 CACHE_ENV = "AUTOGOLF_CACHE_ROOT"
 SAMPLE_FIX = "bash scripts/bootstrap-parameter-golf.sh --sample"
@@ -245,7 +245,7 @@ def shell_lines(info: DatasetInfo) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loop.datasets", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m loop.data.datasets", description=__doc__)
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--shell", nargs="?", const="", metavar="NAME",
                        help="print shell assignments for NAME (default: autogolf.yaml)")

@@ -51,10 +51,10 @@ import webbrowser
 from pathlib import Path
 from typing import Any
 
-from loop import report
+from loop.backlog.ideas import IdeasError, IdeasFile
 from loop.config import ConfigError, load_config
-from loop.ideas import IdeasError, IdeasFile
-from loop.ledger import Ledger
+from loop.store.ledger import Ledger
+from loop.ui import report
 
 IDEAS_FILE = "autoresearch.ideas.md"
 

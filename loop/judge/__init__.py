@@ -1,0 +1,2 @@
+"""Judging a measured run: the whole keep rule (validity, noise, protocol, verification).
+"""

@@ -1,0 +1,2 @@
+"""The researcher's interface: the CLI verbs, live progress, report, doctor, summaries.
+"""
