@@ -25,8 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from loop import scheduler  # noqa: E402
 from loop.config import load_config  # noqa: E402
+from loop.daemon import scheduler  # noqa: E402
+from loop.store import rows as rows_view  # noqa: E402
 from loop.store.ledger import Ledger  # noqa: E402
 
 CANNED_LOG = """\
@@ -125,9 +126,9 @@ def ledger_read(n: int) -> float:
         path.write_text("".join(json.dumps(r) + "\n" for r in fake_rows(n)))
         start = time.perf_counter()
         rows = Ledger(path).rows()
-        scheduler.incumbents(rows, "old", "a" * 40, "sample_sp1024:0123456789abcdef")
-        scheduler.find_duplicate(rows, "f" * 64, "a" * 40, "sample_sp1024:0123456789abcdef")
-        scheduler.next_id(rows)
+        rows_view.incumbents(rows, "old", "a" * 40, "sample_sp1024:0123456789abcdef")
+        rows_view.find_duplicate(rows, "f" * 64, "a" * 40, "sample_sp1024:0123456789abcdef")
+        rows_view.next_id(rows)
         elapsed = time.perf_counter() - start
         assert len(rows) == n
         return elapsed

@@ -276,6 +276,14 @@ class _Reader:
         kw: dict[str, Any] = {}
         self.put(kw, "metric", self.string(section, "name", "metric.name", _METRIC_NAME))
         self.put(kw, "direction", self.choice(section, "direction", "metric.direction", DIRECTIONS))
+        # The judge scores val_bpb itself (lower is better); a keep never rests on a figure
+        # the judged code prints, so another metric or direction cannot be honoured: refused.
+        if kw.get("metric", "val_bpb") != "val_bpb":
+            self.fail("metric.name", f"got {kw['metric']!r}: the keep rule judges val_bpb only",
+                      "val_bpb")
+        if kw.get("direction", "lower") != "lower":
+            self.fail("metric.direction", f"got {kw['direction']!r}: val_bpb is better when "
+                      "lower", "lower")
         return kw
 
     def dataset(self, top: dict) -> str | None:

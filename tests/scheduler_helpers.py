@@ -28,7 +28,7 @@ import pytest
 
 from loop.config import load_config
 from loop.daemon import scheduler
-from loop.proposers import Proposal
+from loop.proposers import Proposal, Proposer
 from loop.store.ledger import Ledger
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -170,7 +170,7 @@ scheduler.Scheduler(repo, load_config(repo / "autogolf.yaml"), rules, proposer=p
 '''
 
 
-class Scripted:
+class Scripted(Proposer):
     """A proposer whose proposals are given: each step sets knobs in knobs.sh, or edits any
     file when given {"file": path, "text": content}, or is a function(worktree) -> Proposal."""
 

@@ -7,7 +7,6 @@ import os
 import shlex
 import stat
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -107,12 +106,11 @@ def test_a_protected_edit_is_left_for_the_forbidden_edit_check(tmp_path: Path,
 
 def test_an_agent_past_its_timeout_is_killed_and_agent_timeout(tmp_path: Path,
                                                                session: GitSession) -> None:
-    started = time.monotonic()
     proposal = proposer(tmp_path, "echo started\nsleep 60", timeout_s=1).propose(
         session.worktree, [])
     assert proposal.outcome.kind == "agent_timeout"
     assert proposal.outcome.status == "agent_timeout"
-    assert time.monotonic() - started < 20
+    assert proposal.outcome.wall_s < 30  # killed, not the agent's 60 s
 
 
 def test_a_non_zero_exit_is_agent_failed_with_its_last_line(tmp_path: Path,

@@ -200,6 +200,16 @@ def test_unknown_direction_is_refused(tmp_path: Path) -> None:
     assert "metric.direction: got 'down' (allowed: lower | higher)" in message
 
 
+def test_higher_is_better_is_refused_because_the_judge_scores_val_bpb(tmp_path: Path) -> None:
+    message = refused(tmp_path, "metric: {name: val_bpb, direction: higher}\n")
+    assert "metric.direction: got 'higher': val_bpb is better when lower" in message
+
+
+def test_a_metric_other_than_val_bpb_is_refused(tmp_path: Path) -> None:
+    message = refused(tmp_path, "metric: {name: val_loss}\n")
+    assert "metric.name: got 'val_loss': the keep rule judges val_bpb only" in message
+
+
 def test_unknown_proposer_is_refused(tmp_path: Path) -> None:
     assert "proposer.name: got 'gpt'" in refused(tmp_path, "proposer: gpt\n")
 

@@ -292,7 +292,7 @@ def test_bootstrap_real_gives_up_on_a_silent_network_within_the_timeout(repo_roo
     started = time.monotonic()
     done = bootstrap(repo_root, tmp_path, "--train-shards", "1",
                      AUTOGOLF_NET_TIMEOUT="1", PATH=path)
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 25  # the fake git's child sleeps 30 s
     assert done.returncode == 1
     assert "no answer within 1s" in done.stderr
 

@@ -6,8 +6,11 @@ import math
 
 import pytest
 
-from loop.judge.decision import STATUSES, Verdict, check_edit, compare, judge_run, margin
+from loop.judge.judge import compare, judge_run
+from loop.judge.noise import margin
+from loop.judge.verdict import Verdict
 from loop.measure.logparse import TrainerLog
+from loop.store.statuses import NAMES as STATUSES
 
 CAP = 16_000_000
 
@@ -173,26 +176,6 @@ def test_margin(min_improvement, k, noise, expected):
 def test_margin_refuses_negative_settings():
     with pytest.raises(ValueError):
         margin(-0.001, 2.0, None)
-
-
-# --- check_edit -----------------------------------------------------------------------------
-
-def editable(path: str) -> bool:
-    return path in {"autoresearch.sh", "benchmark/train_gpt_mlx.py"}
-
-
-def test_edits_inside_the_editable_set_pass():
-    assert check_edit(["autoresearch.sh", "benchmark/train_gpt_mlx.py"], editable) is None
-
-
-def test_forbidden_file_is_refused_and_named():
-    verdict = check_edit(["autoresearch.sh", "loop/judge/decision.py"], editable)
-    assert verdict.status == "forbidden_edit"
-    assert "loop/judge/decision.py" in verdict.reason and "autoresearch.sh" not in verdict.reason
-
-
-def test_no_changes_is_not_a_forbidden_edit():
-    assert check_edit([], editable) is None
 
 
 # --- Verdict ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from loop.judge.decision import STATUSES
+from loop.store.statuses import NAMES as STATUSES
 from loop.ui import report_cli
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

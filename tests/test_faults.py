@@ -39,6 +39,7 @@ from scheduler_helpers import (
 
 from loop.config import load_config
 from loop.daemon import scheduler
+from loop.daemon.events import RunEvents
 from loop.proposers import Proposal
 from loop.store.ledger import Ledger
 
@@ -193,11 +194,10 @@ def with_timeout(repo: Path, profile: str, seconds: float) -> dict:
 
 def test_a_hanging_benchmark_is_a_timeout(frepo, fault):
     fault.inject()
-    started = time.monotonic()
     run_daemon(frepo, {"MODE": "hang"},
                profiles=with_timeout(frepo, "breadth", 2), **FAST)
     row = candidates(frepo)[-1]
-    assert row["status"] == "timeout" and time.monotonic() - started < 20
+    assert row["status"] == "timeout" and row["rungs"]["breadth"]["wall_s"] < 30  # hang: 60 s
     fault.done(row["id"])
 
 
@@ -213,13 +213,12 @@ def test_a_benchmark_whose_child_ignores_sigterm_leaves_no_process(frepo, fault)
 
 def test_a_benchmark_past_the_memory_limit_is_stopped_as_oom(frepo, fault):
     fault.inject()
-    started = time.monotonic()
     run_daemon(frepo, {"FAULT": "hog"}, max_memory_mb=200, **FAST)
     row = candidates(frepo)[-1]
     assert row["status"] == "crash"
     assert "oom: " in row["reason"] and "limits.max_memory_mb 200" in row["reason"]
     assert row["rungs"]["breadth"]["early_abort"].startswith("oom: ")
-    assert time.monotonic() - started < 20  # long before the 30 s timeout
+    assert not row["rungs"]["breadth"]["timed_out"]  # stopped by the watchdog, not the timeout
     fault.done(row["id"])
 
 
@@ -234,23 +233,21 @@ def test_a_machine_under_the_available_memory_floor_stops_the_benchmark(frepo, f
 
 def test_a_nan_loss_stops_the_run_at_once_as_diverged(frepo, fault):
     fault.inject()
-    started = time.monotonic()
     run_daemon(frepo, {"FAULT": "nan"}, **FAST)
     row = candidates(frepo)[-1]
     assert (row["status"], row["reason"]) == (
         "crash", "at breadth: diverged: train_loss nan at step 2/4")
-    assert time.monotonic() - started < 15
+    assert not row["rungs"]["breadth"]["timed_out"]
     fault.done(row["id"])
 
 
 def test_a_run_projected_past_its_timeout_is_stopped_early(frepo, fault):
     fault.inject()
-    started = time.monotonic()
     run_daemon(frepo, {"FAULT": "slow"},
                profiles=with_timeout(frepo, "breadth", 20), **FAST)
     row = candidates(frepo)[-1]
     assert row["status"] == "timeout" and "projected" in row["reason"]
-    assert time.monotonic() - started < 10  # not the 20 s timeout
+    assert not row["rungs"]["breadth"]["timed_out"]  # stopped early, not at the 20 s timeout
     fault.done(row["id"])
 
 
@@ -319,19 +316,22 @@ def test_a_dataset_changed_during_the_run_stops_it(frepo, fault, private_data, d
     fault.done()
 
 
-class StrayEdit(scheduler.Scheduler):
-    """A daemon whose worktree someone edits between two experiments."""
+class StrayEdit(RunEvents):
+    """Someone edits the daemon's worktree between two experiments."""
 
-    def _experiment(self) -> dict | None:
-        row = super()._experiment()
-        (self.git.worktree / "stray.txt").write_text("not the daemon's\n")
-        return row
+    def __init__(self, repo: Path):
+        self.repo = repo
+
+    def recorded(self, row: dict) -> None:
+        if not row.get("baseline"):
+            (worktree(self.repo) / "stray.txt").write_text("not the daemon's\n")
 
 
 def test_a_worktree_changed_behind_the_daemons_back_stops_the_run(frepo, fault):
     cfg = dataclasses.replace(load_config(frepo / "autogolf.yaml"))
-    daemon = StrayEdit(frepo, cfg, scheduler.StopRules(), proposer=Scripted({"LR": 0.042}),
-                       out=lambda s: None)
+    daemon = scheduler.Scheduler(frepo, cfg, scheduler.StopRules(),
+                                 proposer=Scripted({"LR": 0.042}), out=lambda s: None,
+                                 events=StrayEdit(frepo))
     fault.inject()
     reason = daemon.run()
     assert reason.startswith("pre-flight: the daemon's worktree") and "stray.txt" in reason
@@ -393,21 +393,24 @@ def test_a_half_written_patch_breaks_neither_show_nor_resume(frepo, fault):
     fault.done(candidates(frepo)[-1]["id"])
 
 
-class TruncatesPatch(scheduler.Scheduler):
+class TruncatesPatch(RunEvents):
     """Damages the candidate's saved patch while the confirm baseline runs."""
 
-    def _baseline(self, profile: str, parent: scheduler.Experiment | None = None,
-                  description: str | None = None) -> dict:
-        if parent is not None and parent.patch:
-            path = self.paths.repo / parent.patch
-            path.write_text(path.read_text()[:40])
-        return super()._baseline(profile, parent, description)
+    def __init__(self, repo: Path):
+        self.repo = repo
+
+    def experiment_started(self, exp_id: str, proposer: str, idea: str | None,
+                           description: str) -> None:
+        if proposer == "baseline" and description.endswith(" at confirm"):
+            for path in (self.repo / ".autogolf" / "experiments").glob("*/patch.diff"):
+                path.write_text(path.read_text()[:40])
 
 
 def test_a_patch_damaged_before_it_is_reapplied_abandons_only_that_candidate(frepo, fault):
     cfg = dataclasses.replace(load_config(frepo / "autogolf.yaml"), ladder=("breadth", "confirm"))
-    daemon = TruncatesPatch(frepo, cfg, scheduler.StopRules(max_experiments=2),
-                            proposer=Scripted(WIN_BOTH, {"LR": 0.042}), out=lambda s: None)
+    daemon = scheduler.Scheduler(frepo, cfg, scheduler.StopRules(max_experiments=2),
+                                 proposer=Scripted(WIN_BOTH, {"LR": 0.042}),
+                                 out=lambda s: None, events=TruncatesPatch(frepo))
     fault.inject()
     daemon.run()
     damaged, after = candidates(frepo)[-2:]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from loop.store.ledger import Ledger
+from loop.store.rows import next_id
 
 
 def _experiment(n: int, **extra) -> dict:
@@ -150,19 +151,19 @@ def test_experiments_are_the_rows_of_type_experiment(ledger: Ledger) -> None:
 
 
 def test_next_id_of_an_empty_ledger_is_E0001(ledger: Ledger) -> None:
-    assert ledger.next_id() == "E0001"
+    assert next_id(ledger.rows()) == "E0001"
 
 
 def test_next_id_follows_the_highest_id_present(ledger: Ledger) -> None:
     ledger.append(_experiment(3))
     ledger.append(_experiment(1))
     ledger.append({"type": "session", "id": "not-an-experiment-id"})
-    assert ledger.next_id() == "E0004"
+    assert next_id(ledger.rows()) == "E0004"
 
 
 def test_next_id_grows_past_four_digits(ledger: Ledger) -> None:
     ledger.append(_experiment(9999))
-    assert ledger.next_id() == "E10000"
+    assert next_id(ledger.rows()) == "E10000"
 
 
 def test_ten_thousand_rows_are_all_read_back_in_order(ledger: Ledger) -> None:

@@ -1,10 +1,10 @@
 """Noise calibration (loop/judge/noise.py): the keep rule under a benchmark whose noise we control.
 
-The simulation plays the daemon's session with loop.judge.noise.judge, the function the scheduler
-calls: calibrate the incumbent (R runs; incumbent = their mean, spread = 1.4826 x MAD), judge
-each candidate (close wins re-run and judged on their mean), a keep makes the candidate the
-incumbent, and every `recalibrate_every_keeps` keeps the incumbent is measured again. The
-settings are the daemon's defaults (loop.config.Config).
+The simulation plays the daemon's session with loop.judge.judge.judge_with_reruns, the function
+the judge calls: calibrate the incumbent (R runs; incumbent = their mean, spread = 1.4826 x
+MAD), judge each candidate (close wins re-run and judged on their mean), a keep makes the
+candidate the incumbent, and every `recalibrate_every_keeps` keeps the incumbent is measured
+again. The settings are the daemon's defaults (loop.config.Config).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 
 from loop.config import Config
 from loop.judge import noise
+from loop.judge.judge import Rule, judge_with_reruns
 
 SIGMA = 0.01  # run-to-run spread on an Apple GPU at a small proxy (LESSONS.md: up to 0.03)
 DEFAULTS = Config()
@@ -49,8 +50,8 @@ class Session:
 
     def experiment(self, true_gain: float) -> bool:
         quality = self.truth - true_gain
-        rule = noise.Rule(self.min_improvement, self.k, self.spread, self.rerun_close)
-        judged = noise.judge(self.run(quality), self.incumbent, self.n_incumbent, rule,
+        rule = Rule(self.min_improvement, self.k, self.spread, self.rerun_close)
+        judged = judge_with_reruns(self.run(quality), self.incumbent, self.n_incumbent, rule,
                              lambda: self.run(quality))
         if len(judged.values) > 1:  # a re-run candidate is one more group of repeated runs
             self.groups.append(judged.values)
@@ -161,9 +162,9 @@ def test_margin_is_k_times_the_noise_of_the_comparison_never_below_min_improveme
 
 
 def test_a_close_win_is_rerun_and_judged_on_its_mean():
-    rule = noise.Rule(0.002, 2.0, 0.01, rerun_close=2)
+    rule = Rule(0.002, 2.0, 0.01, rerun_close=2)
     reruns = iter([0.97, 0.97])
-    judged = noise.judge(0.99, 1.0, 5, rule, lambda: next(reruns))
+    judged = judge_with_reruns(0.99, 1.0, 5, rule, lambda: next(reruns))
     assert judged.values == [0.99, 0.97, 0.97]
     assert judged.verdict.status == "keep"
     assert judged.margin == pytest.approx(2 * 0.01 * (1 / 3 + 1 / 5) ** 0.5)
@@ -171,14 +172,14 @@ def test_a_close_win_is_rerun_and_judged_on_its_mean():
 
 
 def test_a_clear_win_or_a_loss_is_not_rerun():
-    rule = noise.Rule(0.002, 2.0, 0.01, rerun_close=2)
+    rule = Rule(0.002, 2.0, 0.01, rerun_close=2)
 
     def never() -> float:
         raise AssertionError("re-run")
 
-    assert noise.judge(0.95, 1.0, 5, rule, never).verdict.status == "keep"
-    assert noise.judge(1.01, 1.0, 5, rule, never).verdict.status == "discard"
-    assert noise.judge(0.99, None, 5, rule, never).verdict.status == "keep"  # baseline
+    assert judge_with_reruns(0.95, 1.0, 5, rule, never).verdict.status == "keep"
+    assert judge_with_reruns(1.01, 1.0, 5, rule, never).verdict.status == "discard"
+    assert judge_with_reruns(0.99, None, 5, rule, never).verdict.status == "keep"  # baseline
 
 
 def test_calibration_is_due_after_every_n_keeps_and_never_when_zero():

@@ -22,6 +22,7 @@ from scheduler_helpers import (  # the fixtures `repo` and `cache_root` come fro
 from loop.config import load_config
 from loop.daemon import scheduler
 from loop.daemon.events import RunEvents
+from loop.store.ledger import Ledger
 from loop.ui.progress import CLEAR_LINE, LiveStatus, bar
 
 FIXTURE = Path(__file__).parent / "fixtures" / "smoke_bench_capture.log"
@@ -327,7 +328,7 @@ class Broken(RunEvents):
 
 def test_a_failing_display_never_stops_the_loop_or_changes_its_rows(repo):
     assert daemon(repo, Broken(), WIN_BOTH).run() == "reached --max-experiments 1"
-    got = [(r["id"], r["status"]) for r in scheduler.Ledger(repo / ".autogolf/ledger.jsonl").rows()
+    got = [(r["id"], r["status"]) for r in Ledger(repo / ".autogolf/ledger.jsonl").rows()
            if r.get("type") == "experiment"]
     assert got == [("E0001", "keep"), ("E0003", "keep"), ("E0002", "keep")]
 

@@ -11,8 +11,8 @@ import pytest
 from scheduler_helpers import baselines, candidates, fake_runs, run_daemon
 
 from loop.judge import protocol
-from loop.judge.decision import STATUSES
 from loop.measure.logparse import TrainerLog
+from loop.store.statuses import NAMES as STATUSES
 
 WIN = {"BONUS_BREADTH": 0.01}  # a real improvement, far over the 0.002 margin
 

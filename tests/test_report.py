@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from loop.judge.decision import STATUSES
+from loop.store.statuses import NAMES as STATUSES
 from loop.ui import report, report_cli
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

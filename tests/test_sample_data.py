@@ -153,7 +153,7 @@ def test_two_builds_are_byte_identical(mini_stdlib, tmp_path):
 
 
 def test_two_builds_in_processes_with_different_hash_seeds_are_identical(mini_stdlib, tmp_path):
-    code = ("import sys; from pathlib import Path; from loop import sample_data as s; "
+    code = ("import sys; from pathlib import Path; from loop.data import sample_data as s; "
             "s.build_sample(Path(sys.argv[1]), s.BuildOptions(stdlib=Path(sys.argv[2]), "
             "min_train_tokens=10_000, min_val_tokens=1_000, val_tokens=5_000))")
     for name, seed in (("a", "1"), ("b", "2")):
@@ -280,7 +280,7 @@ def test_val_split_takes_the_fewest_docs_reaching_the_target():
 
 def test_builtin_module_text_does_not_depend_on_how_python_started(repo_root):
     """`site` adds help/license/... to builtins; the sample must not pick them up."""
-    code = ("import hashlib; from loop import sample_data as s; "
+    code = ("import hashlib; from loop.data import sample_data as s; "
             "print(hashlib.sha256(repr(s.builtin_documents()).encode()).hexdigest())")
     path = os.pathsep.join([str(repo_root), str(Path(np.__file__).parents[1])])
     env = dict(os.environ, PYTHONPATH=path)

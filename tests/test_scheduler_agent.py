@@ -29,7 +29,8 @@ from scheduler_helpers import (
 )
 
 from loop.config import ConfigError, load_config
-from loop.daemon import scheduler
+from loop.errors import UserError
+from loop.proposers.registry import make_proposer
 
 EDIT_ALLOWED = """sed -i 's/^LR=0.04$/LR=0.05/' knobs.sh
 echo "LR 0.04 -> 0.05: closer to the optimum" > "$2" """
@@ -166,12 +167,12 @@ def test_a_stop_signal_ends_a_running_agent_and_records_interrupted(checkout: Pa
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=signal_when_the_agent_runs, daemon=True).start()
-    began = time.monotonic()
     reason = run_agent(checkout, tmp_path, "sed -i 's/^LR=0.04$/LR=0.05/' knobs.sh\n"
                        f"touch {started}\nsleep 30", max_experiments=3)
     [row] = candidates(checkout)
     assert row["status"] == "interrupted" and "while the agent worked" in row["reason"]
-    assert reason == "stopped by SIGTERM" and time.monotonic() - began < 20
+    assert reason == "stopped by SIGTERM"
+    assert row["agent"]["wall_s"] < 25  # the agent was stopped, not waited for (sleep 30)
     assert_restored(checkout)
 
 
@@ -196,8 +197,8 @@ def test_the_prompt_has_the_doc_backlog_incumbents_rows_and_an_untried_idea(
 
 def test_an_agent_without_a_command_is_a_user_error(repo: Path) -> None:
     cfg = load_config(repo / "autogolf.yaml")
-    with pytest.raises(scheduler.UserError, match="agent: command"):
-        scheduler.make_proposer(dataclasses.replace(cfg, proposer="agent"), repo)
+    with pytest.raises(UserError, match="agent: command"):
+        make_proposer(dataclasses.replace(cfg, proposer="agent"), repo)
 
 
 # --------------------------------------------------------------------------- configuration

@@ -25,9 +25,11 @@ from scheduler_helpers import (
     worktree,
 )
 
+from loop.backlog.bookkeeping import BOOKKEEPING_FILES
 from loop.backlog.ideas import IdeasFile
 from loop.config import load_config
 from loop.daemon import scheduler
+from loop.daemon.events import RunEvents
 from loop.proposers.search import Knob, read_knobs
 from loop.store.gitsession import GitSession
 from loop.ui import ideas_cli
@@ -225,21 +227,20 @@ def test_ideas_verb_works_on_the_session_worktree_and_the_daemon_commits_a_perso
 
 
 def test_a_persons_backlog_edit_during_an_experiment_survives_its_discard(
-        backlog_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        backlog_repo: Path) -> None:
     repo = backlog_repo
-    real_checks = scheduler.Scheduler._checks
 
-    def checks_while_a_person_adds_an_idea(self: scheduler.Scheduler, exp) -> None:
-        backlog = IdeasFile.load(self.git.worktree / "autoresearch.ideas.md")
-        backlog.add("Added by hand while E0002 ran")
-        backlog.save()
-        real_checks(self, exp)
+    class PersonAddsAnIdea(RunEvents):
+        def rung_started(self, exp_id: str | None, profile: str, tag: str = "") -> None:
+            if exp_id == "E0002":  # while the candidate's benchmark runs
+                backlog = IdeasFile.load(worktree(repo) / "autoresearch.ideas.md")
+                backlog.add("Added by hand while E0002 ran")
+                backlog.save()
 
-    monkeypatch.setattr(scheduler.Scheduler, "_checks", checks_while_a_person_adds_an_idea)
     cfg = load_config(repo / "autogolf.yaml")
     scheduler.Scheduler(repo, cfg, scheduler.StopRules(),
                         proposer=Scripted({"BONUS_BREADTH": -0.01, "idea": "I001"}),
-                        out=lambda s: None).run()
+                        out=lambda s: None, events=PersonAddsAnIdea()).run()
     [row] = candidates(repo)
     assert row["status"] == "discard"
     assert "autoresearch.ideas.md" not in (repo / row["patch"]).read_text()
@@ -255,14 +256,14 @@ def test_a_persons_backlog_edit_during_an_experiment_survives_its_discard(
 def test_code_hash_ignores_the_bookkeeping_files_only(backlog_repo: Path) -> None:
     repo = backlog_repo
     session = GitSession.open(repo, "s1")
-    before = session.code_hash(scheduler.BOOKKEEPING_FILES)
+    before = session.code_hash(BOOKKEEPING_FILES)
     (session.worktree / "autoresearch.md").write_text(DOC + "more notes\n")
     session.commit("bookkeeping")
-    assert session.code_hash(scheduler.BOOKKEEPING_FILES) == before
+    assert session.code_hash(BOOKKEEPING_FILES) == before
     assert session.code_hash() != before  # without exclusions the tree differs
     (session.worktree / "knobs.sh").write_text("LR=0.05\n")
     session.commit("code")
-    assert session.code_hash(scheduler.BOOKKEEPING_FILES) != before
+    assert session.code_hash(BOOKKEEPING_FILES) != before
 
 
 

@@ -3,9 +3,12 @@
 After every experiment the daemon records evidence for the idea it tested in the ideas
 backlog, keeps the "What has been tried" section of the session document current, and
 commits both as their own commits on the session branch (the code hash, hence the
-incumbents, ignores them). A person may edit the backlog meanwhile (`autogolf ideas add`):
-those uncommitted edits survive the restores and commits of an experiment. The scheduler
-calls this; nothing here decides anything about a run.
+incumbents, ignores them). It does so as a subscriber of the loop's events (proposing,
+recorded, nothing_proposed); nothing here decides anything about a run.
+
+A person may edit the backlog meanwhile (`autogolf ideas add`): those uncommitted edits
+survive the restores and commits of an experiment, through `edits`, `restore_keeping` and
+`put_back`, which the loop uses when it commits or restores the worktree.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from loop.backlog import ideas
+from loop.daemon.events import RunEvents
 from loop.store import gitsession
 from loop.store.gitsession import GitSession
 
@@ -26,43 +30,56 @@ SESSION_DOC = "autoresearch.md"  # its "What has been tried" section is kept cur
 BOOKKEEPING_FILES = (IDEAS_FILE, SESSION_DOC)
 
 
-class Backlog:
+class Bookkeeping(RunEvents):
     """The bookkeeping files of one session worktree.
 
-    `git` gives the session (it opens after the scheduler is built); `repo` is where saved
-    patches are found; `tried_rows` gives the rows the tried section lists; `warn` shows one
-    warning line (without the "warning: " prefix).
+    `git` is the session; `repo` is where saved patches are found; `proposer` reports the
+    ideas it could not apply; `tried_rows` gives the rows the tried section lists; `warn`
+    shows one warning line (without the "warning: " prefix).
     """
 
-    def __init__(self, git: Callable[[], GitSession], repo: Path,
+    def __init__(self, git: GitSession, repo: Path, proposer: Any,
                  tried_rows: Callable[[], list[dict]], warn: Callable[[str], None]):
-        self._git = git
+        self.git = git
         self.repo = repo
+        self.proposer = proposer
         self._tried_rows = tried_rows
         self._warn = warn
         self._warned: set[str] = set()  # bookkeeping warnings already shown this run
 
-    @property
-    def git(self) -> GitSession:
-        return self._git()
+    # ---- the loop's events
 
-    def record(self, row: dict, proposer: Any) -> None:
+    def proposing(self, exp_id: str, proposer: str) -> None:
+        self.commit()  # e.g. a person's `autogolf ideas add` since the last experiment
+
+    def nothing_proposed(self) -> None:
+        self.report_skipped()
+        self.commit()
+
+    def recorded(self, row: dict) -> None:
+        if row.get("status") == "agent_touched_git" or row.get("baseline"):
+            return  # no more git in a repository the agent may have rigged
+        self.record(row)
+
+    # ---- the records
+
+    def record(self, row: dict) -> None:
         """Evidence for the idea the experiment tested and the tried section, committed."""
         if row.get("idea"):
             self._step(IDEAS_FILE, ideas.record_experiment, self.git.worktree / IDEAS_FILE, row)
-        self.report_skipped(proposer)
+        self.report_skipped()
         self.commit(f"autogolf: record {row['id']} in the backlog")
 
-    def report_skipped(self, proposer: Any) -> None:
+    def report_skipped(self) -> None:
         """Ideas the ideas proposer could not apply (an unknown knob, a patch that does not
         apply): a warning, and the idea marked invalid with the reason in the backlog."""
-        for each in getattr(proposer, "proposers", [proposer]):
-            for idea_id, why in getattr(each, "skipped", {}).items():
-                if idea_id not in self._warned:
-                    self._warned.add(idea_id)
-                    self._warn(f"idea {idea_id} cannot be applied: {why}")
-                    self._step(IDEAS_FILE, mark_invalid, self.git.worktree / IDEAS_FILE,
-                               idea_id, why)
+        skipped = self.proposer.skipped_ideas() if self.proposer is not None else {}
+        for idea_id, why in skipped.items():
+            if idea_id not in self._warned:
+                self._warned.add(idea_id)
+                self._warn(f"idea {idea_id} cannot be applied: {why}")
+                self._step(IDEAS_FILE, mark_invalid, self.git.worktree / IDEAS_FILE,
+                           idea_id, why)
 
     def commit(self, message: str | None = None) -> None:
         """Bring the tried section up to date, then commit changes to the bookkeeping files

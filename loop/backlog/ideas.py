@@ -21,12 +21,14 @@ number and left exactly as written; it is never offered to a proposer.
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from loop.store.files import atomic_write
+from loop.store.statuses import STATUSES as EXPERIMENT_STATUSES
+from loop.store.statuses import names_where
 
 STATUSES = ("untried", "promising", "exhausted", "invalid")
 DATA_KEYS = ("knobs", "patch", "evidence", "note")
@@ -36,19 +38,9 @@ TRIED_END = "<!-- autogolf:tried:end -->"
 # What an experiment's final status says about the idea it tested. Statuses not listed
 # (duplicate, interrupted, the agent_* outcomes) say nothing about the idea itself: the
 # evidence line is still written, the idea's status is left alone.
-STATUS_AFTER = {
-    "keep": "promising",
-    "discard": "exhausted",
-    "over_cap": "exhausted",
-    "crash": "exhausted",
-    "timeout": "exhausted",
-    "checks_failed": "invalid",
-    "forbidden_edit": "invalid",
-    "invalid_metric": "invalid",
-    "metric_mismatch": "invalid",
-}
-# Rows that measured nothing: the idea may be tried again.
-UNTESTED = frozenset({"interrupted"})
+STATUS_AFTER = {name: s.idea_after for name, s in EXPERIMENT_STATUSES.items() if s.idea_after}
+# Rows that tested nothing: the idea may be tried again.
+UNTESTED = names_where(tests_idea=False)
 # The tried section is read by a fresh agent on every experiment: keep it short.
 MAX_DEAD_ENDS = 30
 MAX_REASON = 200
@@ -425,7 +417,7 @@ class IdeasFile:
         if current != self._loaded:
             raise IdeasConflict(f"{self.path} changed on disk since it was read; "
                                 "reload and try again")
-        _atomic_write(self.path, self.text)
+        atomic_write(self.path, self.text)
         self._loaded = self.text
 
     # ---- helpers
@@ -476,23 +468,6 @@ def _read_or_none(path: Path) -> str | None:
         return path.read_bytes().decode("utf-8", errors="surrogateescape")
     except FileNotFoundError:
         return None
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    # A daemon killed mid-write must not leave a half-written backlog a person then loses.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 # ------------------------------------------------------------------- what the daemon records
@@ -566,7 +541,7 @@ def update_tried_section(md_path: Path | str, rows: Iterable[dict]) -> bool:
     new = text[:start + len(TRIED_START)] + nl + body + nl + text[end:]
     if new == text:
         return False
-    _atomic_write(path, new)
+    atomic_write(path, new)
     return True
 
 

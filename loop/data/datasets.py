@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loop.data import shards
+from loop.store.gitsession import main_checkout
 
 CACHE_ENV = "AUTOGOLF_CACHE_ROOT"
 SAMPLE_FIX = "bash scripts/bootstrap-parameter-golf.sh --sample"
@@ -95,28 +96,6 @@ class DatasetInfo:
         return json.loads(self.manifest_path.read_text(encoding="utf-8"))
 
 
-def _main_checkout_of(start: Path) -> Path | None:
-    """The main checkout owning the git repository that contains start, if any.
-
-    Read from the `.git` entry directly (no git subprocess): a directory means start is in
-    the main checkout; a file means a linked worktree whose gitdir names the common dir.
-    """
-    for folder in (start, *start.parents):
-        dot_git = folder / ".git"
-        if dot_git.is_dir():
-            return folder
-        if dot_git.is_file():
-            text = dot_git.read_text(encoding="utf-8", errors="replace").strip()
-            if not text.startswith("gitdir:"):
-                return None
-            gitdir = (folder / text[len("gitdir:"):].strip()).resolve()
-            commondir_file = gitdir / "commondir"
-            if not commondir_file.is_file():
-                return folder  # a submodule or an unusual layout: treat as its own root
-            common = (gitdir / commondir_file.read_text(encoding="utf-8").strip()).resolve()
-            return common.parent if common.name == ".git" else folder
-    return None
-
 
 def cache_root(start: Path | None = None) -> Path:
     """Root under which data/ and .upstream/ live (see module docstring)."""
@@ -124,7 +103,7 @@ def cache_root(start: Path | None = None) -> Path:
     if env:
         return Path(env).expanduser().resolve()
     start = (start or Path.cwd()).resolve()
-    return _main_checkout_of(start) or start
+    return main_checkout(start) or start
 
 
 def spec_for(name: str) -> DatasetSpec:

@@ -40,6 +40,8 @@ import numpy as np
 from loop.data import datasets
 from loop.data import shards
 
+from loop.store.files import atomic_write
+
 BOS_ID = 1
 VOCAB_SIZE = 1024
 MIN_TRAIN_TOKENS = 1_500_000
@@ -388,13 +390,6 @@ class BuildOptions:
     stdlib: Path | None = None
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _check_minimums(train: int, val: int, lib: Path, opts: BuildOptions) -> None:
     if train >= opts.min_train_tokens and val >= opts.min_val_tokens:
         return
@@ -474,8 +469,8 @@ def _write_sample(root: Path, lib: Path, model: bytes, splits: tuple, counts: di
     """Tokenizer first, then the shards and manifest staged and swapped in as one folder, so
     a present manifest always means a complete build."""
     spec = datasets.DATASETS["sample"]
-    _write_bytes_atomic(root / spec.tokenizer, model)
-    _write_bytes_atomic((root / spec.tokenizer).with_suffix(".vocab"),
+    atomic_write(root / spec.tokenizer, model)
+    atomic_write((root / spec.tokenizer).with_suffix(".vocab"),
                         vocab_text(model).encode("utf-8"))
     final = root / spec.data_dir
     staging = final.with_name(f".{final.name}.building-{os.getpid()}")

@@ -8,18 +8,16 @@ the difference being judged: `spread x sqrt(1/n_candidate + 1/n_incumbent)` (a v
 the mean of several runs is less noisy than one run). A candidate that wins by less than the
 margin may be re-run and judged on its mean, against the margin for that many runs.
 
-The scheduler and the simulation in tests/test_noise.py call the same `judge` function, so
-the false-keep rate the test measures is the daemon's.
+The judge (loop.judge.judge.judge_with_reruns) and the simulation in tests/test_noise.py
+use these same functions, so the false-keep rate the test measures is the daemon's.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-
-from loop.judge import decision
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 MAD_TO_SD = 1.4826  # MAD x this = the standard deviation, for normally distributed noise
 
@@ -74,58 +72,25 @@ def comparison_noise(spread: float | None, n_candidate: int, n_incumbent: int) -
     return abs(spread) * math.sqrt(1 / n_candidate + 1 / n_incumbent)
 
 
+def margin(min_improvement: float, k: float, noise: float | None) -> float:
+    """max(min_improvement, k x noise); an unknown noise (None, NaN) leaves min_improvement."""
+    if not (min_improvement >= 0 and k >= 0):
+        raise ValueError(f"min_improvement and k must be >= 0, got {min_improvement}, {k}")
+    if noise is None or not math.isfinite(noise):
+        return min_improvement
+    return max(min_improvement, k * abs(noise))
+
+
 def margin_for(min_improvement: float, k: float, spread: float | None, n_candidate: int = 1,
                n_incumbent: int = 1) -> float:
-    """max(min_improvement, k x noise of the comparison) (loop.judge.decision.margin)."""
-    noise = comparison_noise(spread, n_candidate, n_incumbent)
-    return decision.margin(min_improvement, k, noise)
+    """max(min_improvement, k x noise of the comparison)."""
+    return margin(min_improvement, k, comparison_noise(spread, n_candidate, n_incumbent))
 
 
 def is_close(val_bpb: float, incumbent: float, margin: float) -> bool:
     """A win, but by less than the margin: worth re-running."""
     gain = incumbent - val_bpb
     return 0 < gain < margin
-
-
-@dataclass(frozen=True)
-class Rule:
-    """The decision settings of one profile."""
-
-    min_improvement: float
-    k: float
-    spread: float | None
-    rerun_close: int = 0  # extra runs for a candidate that wins by less than the margin
-
-
-@dataclass
-class Judgement:
-    verdict: decision.Verdict
-    values: list[float] = field(default_factory=list)  # every run of the candidate, in order
-    margin: float = 0.0
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.values)
-
-
-def judge(first: float, incumbent: float | None, n_incumbent: int, rule: Rule,
-          rerun: Callable[[], float]) -> Judgement:
-    """Keep or discard a candidate whose first run scored `first`.
-
-    `incumbent` is a mean of `n_incumbent` runs. A close win is re-run `rule.rerun_close`
-    times (`rerun()` returns one more score; it may raise to end the experiment) and judged
-    on the mean of all its runs, against the margin for that many runs.
-    """
-    margin = margin_for(rule.min_improvement, rule.k, rule.spread, 1, n_incumbent)
-    verdict = decision.compare(first, incumbent, margin)
-    values = [first]
-    if incumbent is None or rule.rerun_close <= 0 or not is_close(first, incumbent, margin):
-        return Judgement(verdict, values, margin)
-    values += [rerun() for _ in range(rule.rerun_close)]
-    margin = margin_for(rule.min_improvement, rule.k, rule.spread, len(values), n_incumbent)
-    verdict = decision.compare(statistics.fmean(values), incumbent, margin)
-    verdict.reason = f"mean of {len(values)} runs (a close win was re-run): {verdict.reason}"
-    return Judgement(verdict, values, margin)
 
 
 def calibration_due(keeps_since_calibration: int, every: int) -> bool:

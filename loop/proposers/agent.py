@@ -49,15 +49,16 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from loop.backlog.ideas import Idea, IdeasError, IdeasFile, row_delta, tested_ideas
+from loop.judge.verdict import Verdict
 from loop.measure.runner import run_command
-from loop.proposers import Proposal
+from loop.proposers.base import Proposal, Proposer
+from loop.store.gitsession import GitError, git
 
 PLACEHOLDERS = ("prompt_file", "prompt", "worktree", "summary_file")
 TERMINAL = ("agent_touched_git", "agent_timeout", "agent_failed", "agent_no_change")
@@ -98,13 +99,26 @@ class AgentOutcome:
         """The ledger status to record without validating, or None to validate the diff."""
         return self.kind if self.terminal else None
 
+    def for_the_row(self, work_dir: Path) -> dict:
+        """The Proposal fields the loop records: the attempt (the row's `agent`), the
+        verdict of an attempt that left nothing to validate, a note on an undone commit."""
+        home = work_dir.parent.parent  # work_dir is <repo>/.autogolf/agent
+        attempt = {"outcome": self.kind, "reason": self.reason, "exit_code": self.exit_code,
+                   "wall_s": round(self.wall_s, 3), "log": _rel(self.log_path, home),
+                   "prompt": _rel(self.prompt_path, home), "undone_commit": self.undone_commit}
+        note = (f" (the agent's own commit {self.undone_commit[:10]} was undone)"
+                if self.undone_commit else None)
+        return {"attempt": attempt, "note": note,
+                "verdict": Verdict(self.status, self.reason) if self.status else None,
+                "touched_git": self.kind == "agent_touched_git"}
+
 
 @dataclass
 class AgentProposal(Proposal):
     outcome: AgentOutcome | None = None
 
 
-class AgentProposer:
+class AgentProposer(Proposer):
     name = "agent"
 
     def __init__(self, command: Sequence[str] | str, timeout_s: float, work_dir: Path, *,
@@ -149,7 +163,8 @@ class AgentProposer:
                             attempt, prompt_path, values)
         self.last_outcome = outcome
         return AgentProposal(description=_description(summary_path, outcome, idea),
-                             knobs=None, idea=idea.id if idea else None, outcome=outcome)
+                             knobs=None, idea=idea.id if idea else None, outcome=outcome,
+                             **outcome.for_the_row(self.work_dir))
 
     # ---- the prompt
 
@@ -202,8 +217,8 @@ class AgentProposer:
         try:
             undone = _undo_commits(worktree, before.head)
             changed = _changed_files(worktree)
-        except subprocess.CalledProcessError as e:  # git itself broken by the agent
-            touched.append(f"git fails in the worktree ({(e.stderr or '').strip()[:80]})")
+        except GitError as e:  # git itself broken by the agent
+            touched.append(f"git fails in the worktree ({str(e).split(': ', 1)[-1][:80]})")
             undone, changed = None, []
         kind, reason = _judge(result.exit_code, result.timed_out, touched, undone, changed,
                               self.timeout_s, log)
@@ -269,7 +284,7 @@ class GitState:
             if (_git_out(worktree, "symbolic-ref", "-q", "HEAD") or None) != self.head_ref:
                 return ["HEAD (switched branch or detached)"]
             refs, files = _refs(worktree, self.head_ref), _git_files(worktree)
-        except subprocess.CalledProcessError as e:
+        except GitError as e:
             return [f"git no longer works in the worktree ({e})"]
         found = _dict_changes("ref", self.refs, refs) + _dict_changes("file", self.files, files)
         found += [f"nested {p}" for p in sorted(_nested_git(worktree) - self.nested)]
@@ -364,11 +379,9 @@ def _dict_changes(what: str, old: dict[str, str], new: dict[str, str]) -> list[s
 
 
 def _git_out(cwd: Path, *args: str, strip: bool = True) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
-    if done.returncode != 0 and not (args[:2] == ("symbolic-ref", "-q") and done.returncode == 1):
-        raise subprocess.CalledProcessError(done.returncode, ["git", *args], done.stdout,
-                                            done.stderr)
-    return done.stdout.strip() if strip else done.stdout
+    # `symbolic-ref -q` exits 1 on a detached HEAD: an answer, not a failure.
+    out = git(cwd, *args, ok=(0, 1) if args[:2] == ("symbolic-ref", "-q") else (0,))
+    return out.strip() if strip else out
 
 
 # --------------------------------------------------------------------------- prompt parts
@@ -486,6 +499,13 @@ def _description(summary: Path, outcome: AgentOutcome, idea: Idea | None) -> str
         files = ", ".join(outcome.changed[:3]) or "no files"
         text = f"agent ({target}): {files}"
     return text if len(text) <= MAX_DESCRIPTION else text[: MAX_DESCRIPTION - 3] + "..."
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _read(path: Path) -> str | None:

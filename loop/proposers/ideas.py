@@ -13,13 +13,13 @@ its reason kept in `skipped` for the scheduler to report (e.g. mark the idea inv
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from loop.backlog.ideas import Idea, IdeasFile, tested_ideas
-from loop.proposers import Proposal
+from loop.proposers.base import Proposal, Proposer
 from loop.proposers.search import Knob, KnobError, format_value, read_knobs, write_knob
+from loop.store.gitsession import GitError, git
 
 # Where an undeclared knob is looked for, in order: (file, kind) as in search.Knob.
 FALLBACK_FILES = (("autoresearch.sh", "env"), ("benchmark/train_gpt_mlx.py", "const"))
@@ -33,7 +33,7 @@ class IdeaNotApplicable(Exception):
     """This idea cannot be applied to the worktree; the message says why."""
 
 
-class IdeasProposer:
+class IdeasProposer(Proposer):
     name = "ideas"
 
     def __init__(self, ideas: Path | str | Callable[[], IdeasFile],
@@ -62,6 +62,9 @@ class IdeasProposer:
             except IdeaNotApplicable as e:
                 self.skipped[idea.id] = str(e)
         return None
+
+    def skipped_ideas(self) -> dict[str, str]:
+        return dict(self.skipped)
 
     def _apply(self, worktree: Path, idea: Idea, base: Path) -> Proposal:
         settings = [(self._knob(worktree, name, value), value)
@@ -119,12 +122,13 @@ def _patch_path(idea: Idea, base: Path) -> Path:
 
 
 def _git_apply(worktree: Path, patch: Path, check: bool) -> None:
-    args = ["git", "apply", "--whitespace=nowarn", *(["--check"] if check else []), str(patch)]
-    done = subprocess.run(args, cwd=worktree, capture_output=True, text=True)
-    if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip().splitlines()
+    args = ["apply", "--whitespace=nowarn", *(["--check"] if check else []), str(patch)]
+    try:
+        git(worktree, *args)
+    except GitError as exc:
+        detail = str(exc).split(": ", 1)[-1].strip().splitlines()
         raise IdeaNotApplicable(f"patch {patch.name} does not apply: "
-                                f"{detail[0] if detail else 'git apply failed'}")
+                                f"{detail[0] if detail else 'git apply failed'}") from None
 
 
 def _describe(idea: Idea, changes: list[str]) -> str:

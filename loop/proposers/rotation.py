@@ -10,18 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from loop.proposers import Proposal
+from loop.proposers.base import Proposal, Proposer
 
 
-class Rotation:
-    def __init__(self, proposers: Sequence[Any]):
+class Rotation(Proposer):
+    def __init__(self, proposers: Sequence[Proposer]):
         if not proposers:
             raise ValueError("a rotation needs at least one proposer")
         self.proposers = list(proposers)
         self.name: str = self.proposers[0].name
         self._next = 0
+        self._last: Proposer | None = None
 
     def propose(self, worktree: Path, history: list[dict]) -> Proposal | None:
         """The next proposer's proposal; the ones after it in turn while they return None."""
@@ -31,5 +31,13 @@ class Rotation:
             proposal = proposer.propose(worktree, history)
             if proposal is not None:
                 self.name = proposer.name
+                self._last = proposer
                 return proposal
         return None
+
+    def after_verdict(self, row: dict) -> None:
+        if self._last is not None:
+            self._last.after_verdict(row)
+
+    def skipped_ideas(self) -> dict[str, str]:
+        return {k: v for p in self.proposers for k, v in p.skipped_ideas().items()}

@@ -10,15 +10,15 @@ proposes a configuration that any ledger row already measured. Works offline, no
 from __future__ import annotations
 
 import math
-import os
 import random
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loop.proposers import Proposal
+from loop.proposers.base import Proposal, Proposer
+from loop.store.files import atomic_write
+from loop.store.statuses import names_where
 
 KNOB_KINDS = ("env", "const")
 KNOB_TYPES = ("float", "int")
@@ -35,8 +35,8 @@ CANONICAL_DIGITS = 6                  # significant digits when comparing config
 # Ledger statuses that say something about a direction. A failed check, a duplicate or an
 # interrupted run measured nothing; a crash, timeout or oversized artifact did (e.g. LR up ->
 # divergence), so they count as losses.
-_WIN = frozenset({"keep"})
-_LOSS = frozenset({"discard", "crash", "timeout", "over_cap"})
+_WIN = names_where(search="win")
+_LOSS = names_where(search="loss")
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NUMBER = r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?"
@@ -182,21 +182,7 @@ def write_knob(worktree: Path, knob: Knob, value: float | int) -> None:
     line, parsed = _locate(text, knob, path)
     start = line.start(1) + parsed.start("val")
     end = line.start(1) + parsed.end("val")
-    _atomic_write(path, text[:start] + format_value(knob, value) + text[end:])
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    # A daemon killed mid-write must not leave a half-written script in the worktree.
-    mode = path.stat().st_mode
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, mode & 0o7777)  # autoresearch.sh may be executable
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write(path, text[:start] + format_value(knob, value) + text[end:])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,7 +324,7 @@ class _Move:
     weight: float
 
 
-class SearchProposer:
+class SearchProposer(Proposer):
     """Moves one knob (sometimes two) one small step from the incumbent in the worktree."""
 
     name = "search"

@@ -29,8 +29,13 @@ class GitError(Exception):
     """A git operation failed; the message says which and what git answered."""
 
 
-def git(cwd: Path, *args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> str:
-    """Run `git args` in `cwd` and return stdout; GitError with git's message on failure."""
+def git(cwd: Path, *args: str, stdin: str | None = None, env: dict[str, str] | None = None,
+        ok: tuple[int, ...] = (0,), timeout: float | None = None) -> str:
+    """Run `git args` in `cwd` and return stdout; GitError with git's message on failure.
+
+    The daemon's one way to run git. `ok`: exit codes that are answers, not failures (e.g.
+    `symbolic-ref -q` exits 1 on a detached HEAD); `timeout`: seconds before GitError.
+    """
     child_env = {k: v for k, v in os.environ.items() if k not in _REDIRECTING_ENV}
     child_env.update(env or {})
     child_env["GIT_TERMINAL_PROMPT"] = "0"  # never wait for a password at night
@@ -42,13 +47,41 @@ def git(cwd: Path, *args: str, stdin: str | None = None, env: dict[str, str] | N
             capture_output=True,
             text=True,
             env=child_env,
+            timeout=timeout,
         )
     except FileNotFoundError as exc:
         raise GitError("git is not installed (or not on PATH)") from exc
-    if done.returncode != 0:
+    except subprocess.TimeoutExpired as exc:
+        raise GitError(f"git {' '.join(args[:3])} in {cwd} took over {timeout:g} s") from exc
+    if done.returncode not in ok:
         detail = (done.stderr or done.stdout).strip()
         raise GitError(f"git {' '.join(args[:3])} failed in {cwd}: {detail}")
     return done.stdout
+
+
+def main_checkout(start: Path) -> Path | None:
+    """The main checkout owning the git repository that contains `start`, if any: the one
+    way the daemon finds it (a session worktree under .autogolf/ belongs to it).
+
+    Read from the `.git` entry directly (no git subprocess): a directory means start is in
+    the main checkout; a file means a linked worktree whose gitdir names the common dir.
+    """
+    start = Path(start).resolve()
+    for folder in (start, *start.parents):
+        dot_git = folder / ".git"
+        if dot_git.is_dir():
+            return folder
+        if dot_git.is_file():
+            text = dot_git.read_text(encoding="utf-8", errors="replace").strip()
+            if not text.startswith("gitdir:"):
+                return None
+            gitdir = (folder / text[len("gitdir:"):].strip()).resolve()
+            commondir_file = gitdir / "commondir"
+            if not commondir_file.is_file():
+                return folder  # a submodule or an unusual layout: treat as its own root
+            common = (gitdir / commondir_file.read_text(encoding="utf-8").strip()).resolve()
+            return common.parent if common.name == ".git" else folder
+    return None
 
 
 @dataclass

@@ -15,6 +15,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from loop.store.files import fsync_dir
+
 _ID_RE = re.compile(r"^E(\d+)$")
 
 
@@ -46,7 +48,7 @@ class Ledger:
         finally:
             os.close(fd)
         if created:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
 
     def rows(self) -> list[dict[str, Any]]:
         """Every readable row in file order; refreshes `problems` for what was skipped."""
@@ -91,15 +93,6 @@ class Ledger:
     def experiments(self) -> list[dict[str, Any]]:
         """The rows of type "experiment"."""
         return [row for row in self.rows() if row.get("type") == "experiment"]
-
-    def next_id(self) -> str:
-        """The id after the highest "E<n>" id present: "E0001" for an empty ledger."""
-        highest = 0
-        for row in self.rows():
-            match = _ID_RE.match(str(row.get("id", "")))
-            if match:
-                highest = max(highest, int(match.group(1)))
-        return f"E{highest + 1:04d}"
 
 
 def _parse_fast(body: bytes) -> list[dict[str, Any]] | None:
@@ -150,10 +143,3 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a newly created file's directory entry durable (POSIX needs the dir fsynced)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

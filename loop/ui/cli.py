@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -20,13 +19,17 @@ import psutil
 from loop.config import Config, ConfigError, load_config
 from loop.daemon import awake, scheduler
 from loop.daemon.lock import LockHeld
-from loop.daemon.scheduler import Paths, UserError
+from loop.daemon.session import Paths, read_state
+from loop.daemon.stoprules import deadline_from
 from loop.data.datasets import DatasetError
+from loop.errors import UserError
 from loop.measure.logparse import parse_progress
 from loop.proposers.search import KnobError
-from loop.store.gitsession import GitError, diff_hash
+from loop.store import rows as rows_view
+from loop.store.gitsession import GitError, diff_hash, git, main_checkout
 from loop.store.ledger import Ledger
 from loop.ui import endsummary, ideas_cli, report_cli
+from loop.ui.bench import manual_bench
 from loop.ui.progress import LiveStatus
 from loop.workspace import cli as workspace_cli
 
@@ -38,24 +41,22 @@ LOG_TAIL = 15
 # --------------------------------------------------------------------------- helpers
 
 
-def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
-    except FileNotFoundError:
-        raise UserError("git is not installed or not on PATH; install git first") from None
-
-
 def find_repo(start: Path, require_commit: bool = True) -> Path:
     """The main checkout around `start` (also from inside a daemon worktree)."""
-    common = _git(start, "rev-parse", "--git-common-dir")
-    if common.returncode != 0:
+    repo = main_checkout(start)
+    if repo is None:
         raise UserError(f"{start} is not inside a git repository: run autogolf from your "
                         "research repo (or `git init && git add -A && git commit -m start`)")
-    git_dir = (start / common.stdout.strip()).resolve()
-    repo = git_dir.parent if git_dir.name == ".git" else start.resolve()
-    if require_commit and _git(repo, "rev-parse", "--verify", "-q", "HEAD").returncode != 0:
-        raise UserError(f"the repository {repo} has no commits yet: the loop branches from "
-                        "your HEAD, so commit first (`git add -A && git commit -m start`)")
+    if require_commit:
+        try:
+            git(repo, "rev-parse", "--verify", "-q", "HEAD")
+        except GitError as exc:
+            if "not installed" in str(exc):
+                raise UserError("git is not installed or not on PATH; install git first") \
+                    from None
+            raise UserError(f"the repository {repo} has no commits yet: the loop branches "
+                            "from your HEAD, so commit first (`git add -A && git commit -m "
+                            "start`)") from None
     return repo
 
 
@@ -133,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     rules = scheduler.StopRules(
         max_experiments=args.max_experiments,
         # --until is a wall-clock deadline; --hours counts awake time (loop.daemon.awake).
-        deadline=scheduler.deadline_from(args.until, None),
+        deadline=deadline_from(args.until, None),
         hours=args.hours,
         max_consecutive_failures=cfg.max_consecutive_failures,
         stop_file=repo / cfg.stop_file,
@@ -164,7 +165,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"autogolf bench: profile {args.profile} on {repo} (the current checkout)", flush=True)
     live.rung_started(None, args.profile)
     try:
-        row = scheduler.manual_bench(repo, cfg, args.profile, on_line=live.output_line,
+        row = manual_bench(repo, cfg, args.profile, on_line=live.output_line,
                                      out=live.log)
     finally:
         live.close()
@@ -189,7 +190,7 @@ def _print_metrics(row: dict, profile: str) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     paths = Paths(find_repo(Path.cwd(), require_commit=False))
     rows = _rows(paths)
-    names = scheduler.sessions(rows)
+    names = rows_view.sessions(rows)
     session = args.session or (names[-1] if names else None)
     if session is None:
         print("no session yet: start one with `autogolf run`")
@@ -203,9 +204,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _print_session(rows: list[dict], session: str) -> None:
-    exps = scheduler.session_experiments(rows, session)
+    exps = rows_view.session_experiments(rows, session)
     print(f"session {session}  (branch autogolf/{session})")
-    known = scheduler.incumbents(rows, session)
+    known = rows_view.incumbents(rows, session)
     profiles = _profiles(rows, session, exps)
     print("incumbents:")
     for profile in profiles:
@@ -275,7 +276,7 @@ def _score(rung: dict | None) -> str:
 
 
 def _print_running(paths: Paths) -> None:
-    state = scheduler.read_state(paths.state) or {}
+    state = read_state(paths.state) or {}
     exp = state.get("experiment")
     alive = isinstance(state.get("pid"), int) and psutil.pid_exists(state["pid"])
     stage = state.get("stage", "?")
@@ -305,7 +306,7 @@ def _print_running(paths: Paths) -> None:
 
 def cmd_show(args: argparse.Namespace) -> int:
     paths = Paths(find_repo(Path.cwd(), require_commit=False))
-    exp_id = scheduler.normalise_id(args.id)
+    exp_id = rows_view.normalise_id(args.id)
     rows = [r for r in _rows(paths) if r.get("type") == "experiment" and r.get("id") == exp_id]
     if not rows:
         raise UserError(f"no experiment {exp_id} in {paths.rel(paths.ledger)}; "

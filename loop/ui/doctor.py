@@ -12,13 +12,13 @@ import argparse
 import json
 import platform
 import shutil
-import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from loop.data import datasets, sample_data, shards
 from loop.platform import blas_in_use, free_disk_bytes, openblas_path
+from loop.store.gitsession import GitError, git
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 GIB = 1024**3
@@ -91,11 +91,11 @@ def check_blas() -> list[Check]:
     return [Check("blas", OK, detail)]
 
 
-def _run_git(root: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
+def _run_git(root: Path, *args: str) -> str | None:
+    """git's answer, or None when git failed (the check then says what that means)."""
     try:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                              timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
+        return git(root, *args, timeout=30).strip()
+    except (OSError, GitError):
         return None
 
 
@@ -105,21 +105,17 @@ def check_git(root: Path) -> list[Check]:
     if shutil.which("git") is None:
         return [Check("git", FAIL, "git is not installed", "install git (xcode-select "
                       "--install on macOS, apt-get install git on Linux)")]
-    top = _run_git(root, "rev-parse", "--show-toplevel")
-    if top is None or top.returncode != 0:
+    if _run_git(root, "rev-parse", "--show-toplevel") is None:
         fix = f"cd {root} && git init && git add -A && git commit -m start"
         return [Check("git", FAIL, f"{root} is not a git repository", fix)]
     head = _run_git(root, "rev-parse", "--short", "HEAD")
-    if head is None or head.returncode != 0:
+    if head is None:
         fix = "git add -A && git commit -m start (the loop branches from your HEAD)"
         return [Check("git", FAIL, "no commits yet", fix)]
-    branch = _run_git(root, "rev-parse", "--abbrev-ref", "HEAD")
+    branch_name = _run_git(root, "rev-parse", "--abbrev-ref", "HEAD") or "unknown"
     status = _run_git(root, "status", "--porcelain")
-    branch_name = branch.stdout.strip() if branch and branch.returncode == 0 else "unknown"
-    changed = (
-        str(len(status.stdout.splitlines())) if status and status.returncode == 0 else "unknown"
-    )
-    detail = f"branch {branch_name} at {head.stdout.strip()}, {changed} uncommitted changes"
+    changed = "unknown" if status is None else str(len(status.splitlines()))
+    detail = f"branch {branch_name} at {head}, {changed} uncommitted changes"
     if changed not in ("0", "unknown"):
         note = "the loop starts from HEAD; commit what it should build on"
         return [Check("git", WARN, detail, note)]

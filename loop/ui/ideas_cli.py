@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 from typing import TextIO
 
 from loop.backlog.ideas import STATUSES, Idea, IdeasError, IdeasFile, parse_knobs
+from loop.store.gitsession import main_checkout
 from loop.store.ledger import Ledger
 
 IDEAS_FILE = "autoresearch.ideas.md"
@@ -94,16 +94,7 @@ def latest_session(root: Path) -> str | None:
 
 def default_path(start: Path) -> Path:
     """The backlog of the main checkout that owns `start` (a daemon worktree included)."""
-    try:
-        done = subprocess.run(["git", "rev-parse", "--git-common-dir"], cwd=start,
-                              capture_output=True, text=True)
-    except FileNotFoundError:
-        return start / IDEAS_FILE
-    if done.returncode != 0:
-        return start / IDEAS_FILE
-    common = (start / done.stdout.strip()).resolve()  # git may answer relative to start
-    root = common.parent if common.name == ".git" else start
-    return root / IDEAS_FILE
+    return (main_checkout(start) or start) / IDEAS_FILE
 
 
 # --------------------------------------------------------------------------------- verbs

@@ -30,16 +30,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from loop.judge.decision import STATUSES
+from loop.store.statuses import NAMES as STATUSES
+from loop.store.statuses import names_where
 
 CAP_BYTES = 16_000_000
 # Statuses whose rung values are not a trustworthy measurement: shown as "unknown".
-FAILED = frozenset({"crash", "timeout", "checks_failed", "forbidden_edit", "invalid_metric",
-                    "metric_mismatch", "interrupted", "agent_failed", "agent_timeout",
-                    "agent_no_change", "agent_touched_git"})
+FAILED = names_where(failed_run=True)
 # Failed before any benchmark ran: no rung, charted on the session's first rung.
-NOT_BENCHMARKED = frozenset({"checks_failed", "forbidden_edit", "agent_failed", "agent_timeout",
-                             "agent_no_change", "agent_touched_git"})
+NOT_BENCHMARKED = names_where(benchmarked=False)
 MAX_PATCH_CHARS = 200_000
 UNKNOWN = "unknown"
 

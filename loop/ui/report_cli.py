@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import webbrowser
 from pathlib import Path
@@ -53,20 +52,14 @@ from typing import Any
 
 from loop.backlog.ideas import IdeasError, IdeasFile
 from loop.config import ConfigError, load_config
+from loop.store.gitsession import main_checkout
 from loop.store.ledger import Ledger
+from loop.store.statuses import STATUSES as STATUS_TABLE
 from loop.ui import report
 
 IDEAS_FILE = "autoresearch.ideas.md"
 
-PI_STATUS = {
-    "keep": "keep", "discard": "discard", "duplicate": "discard",
-    "crash": "crash", "timeout": "crash", "interrupted": "crash",
-    "invalid_metric": "crash", "metric_mismatch": "crash",
-    "checks_failed": "checks_failed", "forbidden_edit": "checks_failed",
-    "over_cap": "checks_failed", "protocol_drift": "checks_failed",
-    "agent_failed": "crash", "agent_timeout": "crash", "agent_touched_git": "crash",
-    "agent_no_change": "discard",
-}
+PI_STATUS = {name: s.pi for name, s in STATUS_TABLE.items()}
 BOOKKEEPING = frozenset({"val_bpb", "wall_s", "exit_code", "timed_out", "log"})
 
 
@@ -75,15 +68,7 @@ BOOKKEEPING = frozenset({"val_bpb", "wall_s", "exit_code", "timed_out", "log"})
 
 def repo_root(start: Path) -> Path:
     """The main checkout around `start` (also from a daemon worktree); `start` otherwise."""
-    try:
-        done = subprocess.run(["git", "rev-parse", "--git-common-dir"], cwd=start,
-                              capture_output=True, text=True)
-    except FileNotFoundError:
-        return start.resolve()
-    if done.returncode != 0:
-        return start.resolve()
-    git_dir = (start / done.stdout.strip()).resolve()
-    return git_dir.parent if git_dir.name == ".git" else start.resolve()
+    return main_checkout(start) or start.resolve()
 
 
 def _error(message: str) -> int:

@@ -1,10 +1,11 @@
 """What `autogolf run` does with a shared workspace (SPEC section 10), in one object.
 
-The scheduler calls four hooks: `sync` before choosing an experiment, `duplicate` after the
-proposal, `claim` before the benchmark and `publish` when the row is ready. None of them ever
-raises: a workspace problem is a warning, and the ledger row's `workspace` field says what
-happened to the posts ("sent", "queued" - kept in .autogolf/workspace-outbox/ and sent later -
-or "error: ...").
+It subscribes to the loop's events - `proposing` (sync: read the board before choosing) and
+`recording` (publish the result when the row is ready) - and the loop asks it two questions
+after validating a change: `duplicate` (did another agent claim or measure it?) and `claim`
+(post that this agent measures it). None of them ever raises: a workspace problem is a
+warning, and the ledger row's `workspace` field says what happened to the posts ("sent",
+"queued" - kept in .autogolf/workspace-outbox/ and sent later - or "error: ...").
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from loop.backlog import ideas
+from loop.daemon.events import RunEvents
 from loop.store import gitsession
+from loop.store.statuses import names_where
 from loop.workspace import board as wb
 from loop.workspace import hfbucket
 from loop.workspace.settings import WorkspaceConfig, agent_id, open_storage
 from loop.workspace.storage import WorkspaceError
 
 # A later post with one of these statuses releases the claim: nothing was measured.
-NOT_MEASURED = frozenset({"interrupted", "duplicate"})
+NOT_MEASURED = names_where(says_about_change=False)
 OUTBOX = "workspace-outbox"
 PATCHES = "workspace-patches"
 
@@ -39,7 +42,7 @@ def code_key(repo: Path, head: str, editable: Callable[[str], bool]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
-class WorkspaceHook:
+class WorkspaceHook(RunEvents):
     def __init__(self, board: wb.Board, ws: WorkspaceConfig, *, home: Path,
                  ideas_file: Callable[[], Path],
                  editable: Callable[[str], bool], ladder: tuple[str, ...], metric: str,
@@ -84,6 +87,15 @@ class WorkspaceHook:
     @property
     def agent(self) -> str:
         return self.board.agent_id
+
+    # ---- the loop's events
+
+    def proposing(self, exp_id: str, proposer: str) -> None:
+        self.sync()
+
+    def recording(self, exp: Any, row: dict) -> None:
+        if not row.get("baseline"):
+            self.publish(exp, row)
 
     # ---- hooks (never raise)
 

@@ -1,0 +1,606 @@
+"""The keep rule (SPEC section 6), all of it: is a run valid, is the candidate better, by how
+much, on how many runs, under the same protocol, and does the kept artifact say the same.
+
+Reading order - one experiment's path through this module:
+
+1. `Judge.climb(exp, rows)`: the ladder, cheap rung first. At each rung the candidate is
+   measured (`Judge.measure`, one benchmark through the loop's `Bench`), the run is checked
+   for validity (`assess`: exit status, timeout, a finite score, printed figures that agree
+   with the trainer's own lines, the size cap), its protocol is compared with the
+   incumbent's (`check_protocol`), and it is compared with the incumbent (`judge_rung`:
+   the noise-aware margin, re-runs of a close win). The first rung not won decides.
+2. A candidate that won every rung is verified (`verify_keep`): its artifact re-scored by
+   the daemon's own code, when `verify.enabled`.
+3. Incumbents: a rung with no incumbent yet asks the loop for a baseline (`Bench.baseline`);
+   a baseline's own measurement is judged by `measure_baseline` (calibrated by repeated
+   runs, loop.judge.noise); `maybe_recalibrate` re-measures the incumbent after N keeps.
+
+What it decides is a `Verdict` (loop.judge.verdict), the one type that ends in the row.
+The arithmetic lives in loop.judge.noise (spread, margin), loop.judge.protocol (what must
+stay equal) and loop.judge.verify (the trusted re-evaluation); this module applies it.
+The judge never touches git or the ledger: it measures through `Bench`, an interface the
+loop implements (loop.daemon.scheduler), and writes its evidence into the experiment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import os
+import statistics
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loop.config import Config
+from loop.data import datasets
+from loop.errors import UserError
+from loop.judge import noise, protocol, verify
+from loop.judge.verdict import Abandon, Decided, Verdict
+from loop.measure import logparse
+from loop.measure.logparse import TrainerLog
+from loop.measure.pipeline import TRAINER, Run
+from loop.store.rows import Experiment, incumbent_rung, incumbents
+
+# The METRIC val_bpb may be rounded by the extractor (4 decimals at worst, error <= 5e-5);
+# the raw log's exact line has 8. A larger difference is a different number, not rounding.
+BPB_TOLERANCE = 5e-5
+# Scores are printed with 8 decimals, so differences below 1e-9 are float noise: a candidate
+# exactly at the margin must not lose because 1.2365 - 1.2345 is 0.0019999999999997797.
+_FLOAT_SLACK = 1e-9
+
+
+class Bench(ABC):
+    """What the judge needs from the loop: runs of the benchmark, and incumbents.
+
+    The loop implements it because it owns the worktree, the ledger and the state file.
+    """
+
+    @abstractmethod
+    def run(self, exp: Experiment, profile: str, tag: str = "",
+            env_extra: dict[str, str] | None = None) -> Run:
+        """One benchmark of the worktree as it is (the candidate, or a baseline's head)."""
+
+    @abstractmethod
+    def run_incumbent(self, exp: Experiment, profile: str, tag: str,
+                      env_extra: dict[str, str]) -> Run:
+        """One benchmark of the incumbent: the candidate set aside, then put back."""
+
+    @abstractmethod
+    def baseline(self, profile: str, parent: Experiment | None = None,
+                 description: str | None = None) -> dict:
+        """Measure the incumbent at `profile` as its own ledger row (returned); with
+        `parent`, that candidate is set aside meanwhile and put back after."""
+
+    @abstractmethod
+    def checkpoint(self, exp: Experiment, stage: str) -> None:
+        """`exp` is entering `stage` (the loop records it, to resume after a kill)."""
+
+    @abstractmethod
+    def stop_requested(self) -> str | None:
+        """The stop signal's name once a stop was requested, else None."""
+
+    @abstractmethod
+    def say(self, line: str) -> None:
+        """One line for the person watching."""
+
+
+@dataclass
+class Measurement:
+    """A run as the judge reads it."""
+
+    rung: dict  # the ledger rung: METRIC values + wall_s, exit_code, timed_out, log
+    verdict: Verdict | None  # None = a valid run
+    val_bpb: float | None  # the daemon's own reading of the score (None unless valid)
+
+
+# --------------------------------------------------------------------------- validity
+
+
+def assess(run: Run, cap_bytes: int) -> Measurement:
+    """Is this run a valid measurement, and what are its figures?"""
+    verdict = judge_run(run.metrics, run.log, cap_bytes, run.exit_code, run.timed_out,
+                        trainer_bytes=run.trainer_bytes)
+    if run.early_abort is not None:
+        verdict = Verdict(*run.early_abort)
+    verdict = _explain_failure(verdict, run)
+    rung = _rung_figures(run.metrics, run.log, verdict)
+    rung.update(wall_s=round(run.wall_s, 3), exit_code=run.exit_code,
+                timed_out=run.timed_out, log=str(run.log_path))
+    rung["protocol"] = protocol.read_protocol(run.log)  # what the trainer says it used
+    if run.early_abort is not None:
+        rung["early_abort"] = run.early_abort[1]
+    return Measurement(rung, verdict, rung.get("val_bpb") if verdict is None else None)
+
+
+def judge_run(metrics: dict[str, float], log: TrainerLog, cap_bytes: int,
+              exit_code: int | None, timed_out: bool, *,
+              trainer_bytes: int | None = None) -> Verdict | None:
+    """Why a finished benchmark is not a valid measurement, or None when it is.
+
+    `metrics` are the script's METRIC lines, `log` the daemon's own reading of the raw output.
+    `trainer_bytes` (the trainer file's UTF-8 size) completes the artifact size of a log that
+    has neither a total line nor a `Code size:` line (upstream's trainer).
+    """
+    failure = _process_failure(log, exit_code, timed_out)
+    if failure is not None:
+        return failure
+    bpb = _claimed(metrics, "val_bpb")
+    if bpb is None:
+        return Verdict("invalid_metric", "no finite METRIC val_bpb line in the output "
+                       "(unknown, not 0)")
+    total = _claimed(metrics, "total_bytes")
+    if total is None:
+        return Verdict("invalid_metric", "no finite METRIC total_bytes line: the artifact size "
+                       "is unknown, and unknown is never under the cap")
+    log_total = _log_total(log, trainer_bytes)
+    mismatch = _bpb_mismatch(bpb, log) or _bytes_mismatch(total, log_total)
+    if mismatch is not None:
+        return mismatch
+    if log_total is not None and log_total > cap_bytes:
+        return Verdict("over_cap", f"artifact {log_total:,} bytes > cap {cap_bytes:,} bytes "
+                       f"(over by {log_total - cap_bytes:,})", val_bpb=bpb)
+    return None
+
+
+def _process_failure(log: TrainerLog, exit_code: int | None, timed_out: bool) -> Verdict | None:
+    if timed_out:
+        return Verdict("timeout", "benchmark exceeded its time limit and was stopped"
+                       + (f" at step {log.last_step}/{log.iterations}" if log.last_step else ""))
+    if exit_code is None:
+        return Verdict("crash", "benchmark ended without an exit status (killed by a signal?)")
+    if exit_code != 0:
+        hint = "; the trainer printed a non-finite train_loss" if log.nonfinite_loss else ""
+        return Verdict("crash", f"benchmark exited with code {exit_code}{hint}")
+    if log.nonfinite_loss:
+        # The trainer exits non-zero on a non-finite loss; exit 0 means the editable script
+        # swallowed it. A diverged run is a crash whatever the script says.
+        return Verdict("crash", "benchmark exited 0 but the trainer printed a non-finite "
+                       "train_loss (diverged)")
+    return None
+
+
+def _claimed(metrics: dict[str, float], name: str) -> float | None:
+    value = metrics.get(name)
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _bpb_mismatch(claimed: float, log: TrainerLog) -> Verdict | None:
+    exact = log.exact_val_bpb
+    if exact is None:
+        return Verdict("metric_mismatch", f"METRIC val_bpb={claimed} but the raw log has no "
+                       "finite final_int8_zlib_roundtrip_exact val_bpb")
+    if abs(claimed - exact) > BPB_TOLERANCE + _FLOAT_SLACK:
+        return Verdict("metric_mismatch", f"METRIC val_bpb={claimed} but the trainer's "
+                       f"final_int8_zlib_roundtrip_exact says {exact:.8f} "
+                       f"(differs by {abs(claimed - exact):.8f} > {BPB_TOLERANCE})")
+    return None
+
+
+def _bytes_mismatch(claimed: float, log_total: int | None) -> Verdict | None:
+    if log_total is None:
+        return Verdict("metric_mismatch", f"METRIC total_bytes={claimed:.0f} but the raw log "
+                       "has no size lines to confirm it (serialized_model_int8_zlib + code)")
+    if abs(claimed - log_total) >= 0.5:  # a byte count: any whole-byte difference
+        return Verdict("metric_mismatch", f"METRIC total_bytes={claimed:.0f} but the trainer's "
+                       f"own size lines say {log_total} bytes")
+    return None
+
+
+def _log_total(log: TrainerLog, trainer_bytes: int | None) -> int | None:
+    total = log.artifact_bytes()
+    if total is None and log.serialized_bytes is not None and trainer_bytes is not None:
+        total = log.serialized_bytes + trainer_bytes  # upstream's log has no Code size line
+    return total
+
+
+def _explain_failure(verdict: Verdict | None, run: Run) -> Verdict | None:
+    """A crash reason with the benchmark's last output line, and a missing trainer named."""
+    if (verdict is None or verdict.status != "crash"
+            or verdict.reason.startswith(("oom:", "diverged:"))):
+        return verdict
+    reason = f"{verdict.reason}; last output: {run.last_line()}"
+    if run.trainer_missing:
+        reason += f"; the trainer {TRAINER} is missing from the worktree"
+    return dataclasses.replace(verdict, reason=reason)
+
+
+def _rung_figures(values: dict[str, float], parsed: TrainerLog,
+                  verdict: Verdict | None) -> dict[str, Any]:
+    """The METRIC values, with val_bpb as the daemon reads it from the raw log."""
+    rung: dict[str, Any] = dict(values)
+    claimed = rung.pop("val_bpb", None)
+    if verdict is None or verdict.status == "over_cap":
+        # The score the daemon believes is its own re-reading of the raw log; the METRIC
+        # value agreed with it (judge_run checked), but it comes from an editable script.
+        rung["val_bpb"] = parsed.exact_val_bpb if parsed.exact_val_bpb is not None else claimed
+        return rung
+    # A run the daemon did not accept has no score; what each side said is kept apart.
+    if claimed is not None:
+        rung["metric_val_bpb"] = claimed
+    if parsed.exact_val_bpb is not None:
+        rung["log_val_bpb"] = parsed.exact_val_bpb
+    return rung
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def compare(val_bpb: float, incumbent: float | None, margin: float) -> Verdict:
+    """keep when val_bpb <= incumbent - margin, else discard; no incumbent = a baseline keep."""
+    if not math.isfinite(val_bpb):
+        raise ValueError(f"compare() needs a finite val_bpb (judge_run first), got {val_bpb}")
+    if incumbent is None:
+        return Verdict("keep", f"baseline: val_bpb {_fmt(val_bpb)} measured with no incumbent "
+                       "at this profile; it becomes the incumbent", margin, val_bpb)
+    gain = incumbent - val_bpb
+    head = "val_bpb {} vs incumbent {}: ".format(*_fmt_pair(val_bpb, incumbent))
+    shown_gain, shown_margin = _fmt_pair(gain, margin)
+    if gain >= margin - _FLOAT_SLACK:
+        return Verdict("keep", head + f"improved by {shown_gain} >= margin {shown_margin}",
+                       margin, val_bpb)
+    if gain > 0:
+        why = f"improved by only {shown_gain} < margin {shown_margin}"
+    elif gain == 0:
+        why = f"no change; needs an improvement of at least margin {_fmt(margin)}"
+    else:
+        why = f"worse by {_fmt(-gain)} (margin {_fmt(margin)})"
+    return Verdict("discard", head + why, margin, val_bpb)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The decision settings of one profile."""
+
+    min_improvement: float
+    k: float
+    spread: float | None
+    rerun_close: int = 0  # extra runs for a candidate that wins by less than the margin
+
+
+@dataclass
+class Judgement:
+    verdict: Verdict
+    values: list[float] = field(default_factory=list)  # every run of the candidate, in order
+    margin: float = 0.0
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+
+def judge_with_reruns(first: float, incumbent: float | None, n_incumbent: int, rule: Rule,
+                      rerun: Callable[[], float]) -> Judgement:
+    """Keep or discard a candidate whose first run scored `first`.
+
+    `incumbent` is a mean of `n_incumbent` runs. A close win is re-run `rule.rerun_close`
+    times (`rerun()` returns one more score; it may raise to end the experiment) and judged
+    on the mean of all its runs, against the margin for that many runs.
+    """
+    margin = noise.margin_for(rule.min_improvement, rule.k, rule.spread, 1, n_incumbent)
+    verdict = compare(first, incumbent, margin)
+    values = [first]
+    if incumbent is None or rule.rerun_close <= 0 or not noise.is_close(first, incumbent,
+                                                                         margin):
+        return Judgement(verdict, values, margin)
+    values += [rerun() for _ in range(rule.rerun_close)]
+    margin = noise.margin_for(rule.min_improvement, rule.k, rule.spread, len(values),
+                              n_incumbent)
+    verdict = compare(statistics.fmean(values), incumbent, margin)
+    verdict.reason = f"mean of {len(values)} runs (a close win was re-run): {verdict.reason}"
+    return Judgement(verdict, values, margin)
+
+
+def _fmt(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.4f}"
+
+
+def _fmt_pair(a: float, b: float) -> tuple[str, str]:
+    """Both numbers with 4 decimals, or more when 4 would print two different numbers alike
+    (a reason saying "improved by only 0.0020 < margin 0.0020" would read as a bug)."""
+    for digits in range(4, 9):
+        left, right = f"{a:.{digits}f}", f"{b:.{digits}f}"
+        if left != right:
+            return left, right
+    return f"{a:.4f}", f"{b:.4f}"  # equal to 8 decimals: the same score
+
+
+# --------------------------------------------------------------------------- the judge
+
+
+class Judge:
+    """The keep rule applied to experiments, measuring through `bench`."""
+
+    def __init__(self, cfg: Config, repo: Path, worktree: Path,
+                 dataset: datasets.DatasetInfo, dataset_id: str, bench: Bench):
+        self.cfg = cfg
+        self.repo = repo  # logs are recorded relative to it
+        self.worktree = worktree  # where artifacts are found
+        self.dataset = dataset
+        self.dataset_id = dataset_id
+        self.bench = bench
+        # The trainer's lines of each run, parsed once by the pipeline (by rung log path).
+        self._logs: dict[str, TrainerLog] = {}
+
+    # ---- one run
+
+    def measure(self, exp: Experiment, profile: str, tag: str = "",
+                env_extra: dict[str, str] | None = None) -> Measurement:
+        """One benchmark of the worktree, assessed; `tag` marks an extra run (re-run,
+        calibration) whose log is listed under the rung's `run_logs`."""
+        if profile not in self.cfg.profiles:
+            raise UserError(f"profile {profile!r} is in the ladder but not under `profiles:` "
+                             "in autogolf.yaml; add it with a timeout_s")
+        if self.cfg.verify_enabled:
+            env_extra = {"KEEP_MODEL": "1", **(env_extra or {})}  # for loop/judge/verify.py
+        return self._record(exp, profile, tag, self.bench.run(exp, profile, tag, env_extra))
+
+    def _record(self, exp: Experiment, profile: str, tag: str, run: Run) -> Measurement:
+        measured = assess(run, self.cfg.artifact_cap_bytes)
+        measured.rung["log"] = self._rel(run.log_path)
+        self._logs[measured.rung["log"]] = run.log
+        if tag:
+            self.drop_artifact(measured.rung)
+            exp.rungs.setdefault(profile, {}).setdefault("run_logs", []).append(
+                measured.rung["log"])
+        else:
+            exp.rungs[profile] = measured.rung
+            if exp.baseline or profile != self.cfg.ladder[-1]:
+                self.drop_artifact(measured.rung)  # only a last-rung candidate is verified
+        return measured
+
+    # ---- the ladder
+
+    def climb(self, exp: Experiment, rows: list[dict]) -> Verdict:
+        """Win at every rung (cheap first), or the verdict of the first rung not won.
+
+        `rows` are the session's experiment rows (incumbents, noise). Raises Decided for an
+        outcome known early, Abandon when a stop was requested.
+        """
+        known = incumbents(rows, exp.session, exp.head, self.dataset_id, exp.base_code)
+        exp.incumbent_before = {p: known.get(p, {}).get("val_bpb") for p in self.cfg.ladder}
+        reasons, margin = [], None
+        for profile in self.cfg.ladder:
+            incumbent = self._incumbent_at(exp, profile)
+            self._abandon_if_stopping(f"before the {profile} benchmark")
+            self.bench.checkpoint(exp, f"benchmark:{profile}")
+            self.bench.say(f"{exp.id} {profile}: {exp.description}")
+            run = self.measure(exp, profile)
+            self._abandon_if_stopping(f"during the {profile} benchmark")
+            if run.verdict is not None:
+                raise Decided(run.verdict.status, f"at {profile}: {run.verdict.reason}")
+            inc_rung = incumbent_rung(rows, exp.session, profile, exp.head, self.dataset_id,
+                                      exp.base_code)
+            incumbent, n_incumbent = self.check_protocol(exp, profile, run, incumbent, inc_rung)
+            judged = self.judge_rung(rows, exp, profile, run.val_bpb, incumbent, n_incumbent)
+            margin = judged.margin
+            if judged.verdict.status != "keep":
+                self.drop_artifact(exp.rungs[profile])
+                raise Decided(judged.verdict.status, f"at {profile}: {judged.verdict.reason}",
+                              margin)
+            reasons.append(f"at {profile}: {judged.verdict.reason}")
+            self.bench.say(f"{exp.id} wins at {profile}: {_fmt(run.val_bpb)} vs "
+                           f"{_fmt(incumbent)}")
+        return self.verify_keep(exp, Verdict("keep", "; ".join(reasons), margin))
+
+    def _incumbent_at(self, exp: Experiment, profile: str) -> float | None:
+        """The incumbent's score at a rung, measuring a baseline first if there is none."""
+        if exp.incumbent_before.get(profile) is not None:
+            return exp.incumbent_before[profile]
+        self.bench.checkpoint(exp, f"baseline:{profile}")
+        row = self.bench.baseline(profile, parent=exp)
+        exp.incumbent_before[profile] = row["rungs"][profile]["val_bpb"]
+        return exp.incumbent_before[profile]
+
+    def _abandon_if_stopping(self, when: str) -> None:
+        signal = self.bench.stop_requested()
+        if signal:
+            raise Abandon(f"stopped by {signal} {when}")
+
+    # ---- baselines and noise
+
+    def measure_baseline(self, exp: Experiment, profile: str) -> Verdict:
+        """A baseline's verdict: `keep` (it is the incumbent) when valid, calibrated by
+        repeated runs; the failure otherwise; `interrupted` when a stop came meanwhile."""
+        run = self.measure(exp, profile)
+        signal = self.bench.stop_requested()
+        if signal:
+            return Verdict("interrupted", f"stopped by {signal} during the baseline")
+        if run.verdict is not None:
+            return Verdict(run.verdict.status, f"baseline at {profile}: {run.verdict.reason}")
+        self.calibrate(exp, profile)
+        return Verdict("keep", "baseline")
+
+    def noise_estimate(self, rows: list[dict], profile: str) -> noise.NoiseEstimate:
+        """The pooled calibrated spread at `profile`, else the fixed one from autogolf.yaml."""
+        groups, last = [], None
+        for row in rows:
+            rung = (row.get("rungs") or {}).get(profile)
+            runs = rung.get("runs") if isinstance(rung, dict) else None
+            if row.get("dataset") != self.dataset_id or not isinstance(runs, list):
+                continue
+            groups.append([v for v in runs if isinstance(v, (int, float))])
+            if (row.get("calibration") or {}).get("profile") == profile:
+                last = row
+        spread = noise.pooled_spread(groups)
+        if last is None or spread is None:
+            return noise.NoiseEstimate(self.cfg.noise.get(profile), "fixed")
+        return noise.NoiseEstimate(spread, "calibrated", sum(map(len, groups)), last["id"])
+
+    def judge_rung(self, rows: list[dict], exp: Experiment, profile: str, first: float,
+                   incumbent: float | None, n_incumbent: int) -> Judgement:
+        """Keep/discard by the noise-aware margin; a close win is re-run."""
+        estimate = self.noise_estimate(rows, profile)
+        rule = Rule(self.cfg.min_improvement, self.cfg.noise_k, estimate.spread,
+                          self.cfg.noise_rerun_close)
+        counter = itertools.count(2)
+        judged = judge_with_reruns(first, incumbent, n_incumbent, rule,
+                             lambda: self.rerun(exp, profile, next(counter)))
+        rung = exp.rungs[profile]
+        if len(judged.values) > 1:
+            rung.update(runs=judged.values, first_val_bpb=first, val_bpb=judged.mean)
+        exp.trust["margin_source"] = estimate.describe()
+        exp.trust.setdefault("noise", {})[profile] = {
+            "spread": estimate.spread, "source": estimate.describe(), "k": self.cfg.noise_k,
+            "margin": judged.margin, "runs": len(judged.values), "incumbent_runs": n_incumbent}
+        return judged
+
+    def rerun(self, exp: Experiment, profile: str, number: int) -> float:
+        self._abandon_if_stopping(f"before re-run {number} at {profile}")
+        self.bench.say(f"{exp.id} {profile}: close win, re-run {number}")
+        run = self.measure(exp, profile, tag=f"-r{number}")
+        self._abandon_if_stopping(f"during re-run {number} at {profile}")
+        if run.verdict is not None:
+            raise Decided(run.verdict.status, f"at {profile} (re-run {number}): "
+                          f"{run.verdict.reason}")
+        return run.val_bpb
+
+    def calibrate(self, exp: Experiment, profile: str) -> None:
+        """Measure a valid baseline R times in all: its score becomes the mean (issue 7)."""
+        total = self.cfg.noise_runs.get(profile, 1)
+        rung = exp.rungs[profile]
+        if total <= 1 or not isinstance(rung.get("val_bpb"), (int, float)):
+            return
+        values, failed = [rung["val_bpb"]], []
+        for number in range(2, total + 1):
+            if self.bench.stop_requested():
+                break
+            run = self.measure(exp, profile, tag=f"-r{number}")
+            if run.verdict is None:
+                values.append(run.val_bpb)
+            else:
+                failed.append(f"run {number}: {run.verdict.status}")
+        rung.update(runs=values, first_val_bpb=values[0], val_bpb=statistics.fmean(values))
+        spread = noise.robust_spread(values)
+        exp.trust["calibration"] = {
+            "profile": profile, "runs": len(values), "spread": spread, "failed": failed,
+            "margin": noise.margin_for(self.cfg.min_improvement, self.cfg.noise_k, spread, 1,
+                                       len(values))}
+        self.bench.say(f"{exp.id} {profile}: calibrated from {len(values)} runs, spread "
+                       f"{_fmt(spread)}")
+
+    def maybe_recalibrate(self, rows: list[dict]) -> None:
+        """After every N keeps, measure the incumbent again at each calibrated rung."""
+        keeps = 0
+        for row in reversed(rows):
+            if row.get("calibration"):
+                break
+            keeps += row.get("status") == "keep" and not row.get("baseline")
+        if not noise.calibration_due(keeps, self.cfg.noise_recalibrate_every_keeps):
+            return
+        for profile in self.cfg.ladder:
+            if self.cfg.noise_runs.get(profile, 1) > 1 and not self.bench.stop_requested():
+                self.bench.baseline(profile, description=f"recalibration of the incumbent at "
+                                                         f"{profile} after {keeps} keeps")
+
+    # ---- the frozen evaluation protocol
+
+    def check_protocol(self, exp: Experiment, profile: str, run: Measurement,
+                       incumbent: float | None, inc_rung: dict) -> tuple[float | None, int]:
+        """(incumbent score, its runs) under the candidate's protocol, or protocol_drift;
+        `inc_rung` is the incumbent's ledger rung at `profile`."""
+        n_incumbent = len(inc_rung.get("runs") or [None])
+        if incumbent is None or "protocol" not in inc_rung:
+            return incumbent, n_incumbent
+        changed = protocol.differences(inc_rung["protocol"], run.rung.get("protocol") or {})
+        forbidden, allowed = protocol.split_changes(changed, self.cfg.protocol_allow_change)
+        if forbidden:
+            self.drop_artifact(run.rung)
+            raise Decided("protocol_drift", f"at {profile}: the candidate changed the frozen "
+                          f"evaluation protocol: {protocol.describe(forbidden)}")
+        if not allowed:
+            return incumbent, n_incumbent
+        return self.remeasure_incumbent(exp, profile, run.rung["protocol"], allowed), 1
+
+    def remeasure_incumbent(self, exp: Experiment, profile: str, new: dict,
+                            allowed: dict) -> float:
+        """The incumbent's score under the candidate's (allowed) protocol change."""
+        env = protocol.overrides(new, allowed)
+        self.bench.checkpoint(exp, f"incumbent:{profile}")
+        tag = "-incumbent"
+        raw = self.bench.run_incumbent(exp, profile, tag, {
+            "AUTOGOLF_PROTOCOL_OVERRIDES": protocol.override_text(env)})
+        run = self._record(exp, profile, tag, raw)
+        exp.trust.setdefault("incumbent_remeasured", {})[profile] = {
+            "changes": protocol.describe(allowed), "overrides": env, "val_bpb": run.val_bpb,
+            "log": run.rung["log"]}
+        if run.verdict is not None or run.val_bpb is None:
+            raise Decided("discard", f"at {profile}: the incumbent could not be re-measured "
+                          f"under the new protocol ({protocol.describe(allowed)})")
+        self.bench.say(f"{exp.id} {profile}: incumbent re-measured under the new protocol: "
+                       f"{_fmt(run.val_bpb)}")
+        return run.val_bpb
+
+    # ---- artifacts and verification
+
+    def _settings(self, rung: dict) -> dict[str, str] | None:
+        """The trainer's settings lines of a rung's run (parsed once; a resumed experiment's
+        older runs are read from their log)."""
+        log = rung.get("log")
+        if not log:
+            return None
+        if log not in self._logs:
+            try:
+                text = (self.repo / log).read_text(errors="replace")
+            except OSError:
+                return None
+            self._logs[log] = logparse.parse_trainer_log(text)
+        return self._logs[log].settings
+
+    def artifact_of(self, rung: dict) -> Path | None:
+        path = (self._settings(rung) or {}).get("artifact_path")
+        return None if not path else self.worktree / path
+
+    def drop_artifact(self, rung: dict) -> None:
+        """Delete a model file kept only for verification (not when the user keeps models)."""
+        if not self.cfg.verify_enabled or os.environ.get("KEEP_MODEL") == "1":
+            return
+        path = self.artifact_of(rung)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def verify_keep(self, exp: Experiment, verdict: Verdict) -> Verdict:
+        """Re-evaluate the kept candidate's last-rung artifact with the trusted code."""
+        if not self.cfg.verify_enabled:
+            return verdict
+        profile = self.cfg.ladder[-1]
+        rung = exp.rungs.get(profile) or {}
+        claimed = rung.get("first_val_bpb", rung.get("val_bpb"))
+        self.bench.checkpoint(exp, f"verify:{profile}")
+        try:
+            check = self.verify_rung(rung, claimed)
+        finally:
+            self.drop_artifact(rung)
+        exp.trust["verify"] = {"profile": profile, **check.record()}
+        if check.status == "disagree":
+            return Verdict("metric_mismatch", check.reason, verdict.margin)
+        return dataclasses.replace(verdict, reason=f"{verdict.reason}; {check.reason}")
+
+    def verify_rung(self, rung: dict, claimed: float | None) -> verify.Check:
+        path = self.artifact_of(rung)
+        p = rung.get("protocol") or {}
+        if path is None or claimed is None or not path.exists():
+            return verify.Check("error", "verify: no artifact_path in the trainer's log (or "
+                                "the file is gone): nothing to verify", claimed, None)
+        try:
+            s = self._settings(rung)
+            if s is None:
+                raise OSError(f"cannot read {rung.get('log')}")
+            settings = verify.Settings(self.dataset.data_path, self.dataset.tokenizer_path,
+                                       int(p["train_seq_len"]), int(p["val_max_tokens"]),
+                                       float(s.get("logit_softcap", 30)),
+                                       float(s.get("rope_base", 10000)),
+                                       s.get("compute_dtype", "float32"))
+        except (KeyError, TypeError, ValueError, OSError) as exc:
+            return verify.Check("error", f"verify: the log lacks a setting it needs ({exc})",
+                                claimed, None)
+        return verify.verify(path, claimed, settings, self.cfg.verify_tolerance)
+
+    def _rel(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.repo))
+        except ValueError:
+            return str(path)

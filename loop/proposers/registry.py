@@ -1,0 +1,79 @@
+"""The one place proposers are built from autogolf.yaml (`proposer:` and its settings).
+
+`make_proposer` returns the proposer `proposer:` names, or a Rotation when `proposer:` lists
+several (`rotation:`). A new proposer is one entry in `BUILDERS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from loop.backlog import ideas
+from loop.config import Config
+from loop.errors import UserError
+from loop.proposers.agent import AgentConfigError, AgentProposer
+from loop.proposers.base import Proposer
+from loop.proposers.ideas import IdeasProposer
+from loop.proposers.rotation import Rotation
+from loop.proposers.search import SearchProposer
+
+IDEAS_FILE = "autoresearch.ideas.md"
+
+
+class Context:
+    """What a builder may need: the config, the repo, and the live session's pieces.
+
+    `worktree()` gives the session worktree once it exists (the ideas proposer reads the
+    backlog there); `stop()` ends a running agent early (a stop signal); `token` goes into
+    the agent's environment so a resumed daemon kills an agent its killed predecessor left.
+    """
+
+    def __init__(self, cfg: Config, repo: Path, worktree: Callable[[], Path] | None = None,
+                 stop: Callable[[], bool] | None = None, token: str | None = None):
+        self.cfg, self.repo = cfg, Path(repo)
+        self.worktree = worktree or (lambda: self.repo)
+        self.stop, self.token = stop, token
+
+
+def _search(ctx: Context) -> Proposer:
+    if not ctx.cfg.knobs:
+        raise UserError("the search proposer has no knobs: declare some under `knobs:` in "
+                        "autogolf.yaml")
+    return SearchProposer(list(ctx.cfg.knobs), seed=ctx.cfg.proposer_seed)
+
+
+def _ideas(ctx: Context) -> Proposer:
+    return IdeasProposer(lambda: ideas.IdeasFile.load(ctx.worktree() / IDEAS_FILE,
+                                                      missing_ok=True), ctx.cfg.knobs)
+
+
+def _agent(ctx: Context) -> Proposer:
+    cfg = ctx.cfg
+    if not cfg.agent_command:
+        raise UserError("the agent proposer has no command: set `agent: command: [...]` in "
+                        "autogolf.yaml (README has examples for pi, claude, codex and aider)")
+    try:
+        return AgentProposer(cfg.agent_command, cfg.agent_timeout_s,
+                             ctx.repo / ".autogolf" / "agent", editable=cfg.editable,
+                             protected=cfg.protected, last_rows=cfg.agent_last_rows,
+                             grace_s=cfg.kill_grace_s, stop=ctx.stop,
+                             env={"AUTOGOLF_DAEMON_TOKEN": ctx.token} if ctx.token else None)
+    except AgentConfigError as exc:
+        raise UserError(f"agent.command: {exc}") from None
+
+
+BUILDERS: dict[str, Callable[[Context], Proposer]] = {
+    "search": _search, "ideas": _ideas, "agent": _agent}
+
+
+def make_proposer(cfg: Config, repo: Path, worktree: Callable[[], Path] | None = None,
+                  stop: Callable[[], bool] | None = None, token: str | None = None) -> Proposer:
+    """The proposer `autogolf.yaml` names (or its rotation), built from its settings."""
+    ctx = Context(cfg, repo, worktree, stop, token)
+    names = cfg.proposer_rotation or (cfg.proposer,)
+    unknown = [n for n in names if n not in BUILDERS]
+    if unknown:
+        raise UserError(f"proposer: unknown {', '.join(unknown)}; known: {', '.join(BUILDERS)}")
+    built = {name: BUILDERS[name](ctx) for name in dict.fromkeys(names)}
+    return built[names[0]] if len(names) == 1 else Rotation([built[n] for n in names])

@@ -1,0 +1,81 @@
+"""`autogolf bench --profile P`: one manual run of one profile on the user's own checkout.
+
+It measures with the loop's pipeline (loop.measure.pipeline) and reads the run with the
+judge's validity check (loop.judge.judge.assess), under the same lock as the daemon (one
+benchmark at a time on this machine), and writes one ledger row marked manual: recorded,
+never compared with the incumbents.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from loop.config import Config
+from loop.daemon.lock import DaemonLock
+from loop.daemon.scheduler import catch_stop_signals
+from loop.daemon.session import Paths
+from loop.data import datasets
+from loop.errors import UserError
+from loop.judge.judge import Measurement, assess
+from loop.judge.verdict import Verdict
+from loop.measure.pipeline import TRAINER, Pipeline
+from loop.store import gitsession
+from loop.store.files import atomic_write, file_hash
+from loop.store.gitsession import diff_hash
+from loop.store.ledger import Ledger
+from loop.store.rows import Experiment, next_id
+
+
+def manual_bench(repo: Path, cfg: Config, profile: str,
+                 on_line: Callable[[str], None] | None = None,
+                 out: Callable[[str], None] = print) -> dict:
+    """One run of `profile` on the checkout at `repo`; returns the manual ledger row."""
+    paths = Paths(Path(repo).resolve())
+    if profile not in cfg.profiles:
+        raise UserError(f"unknown profile {profile!r}; known: {', '.join(cfg.profiles)}")
+    cache = datasets.cache_root(paths.repo)
+    dataset = datasets.resolve(cfg.dataset, cache)
+    stopped: list[str] = []
+    with DaemonLock(paths.lock), catch_stop_signals(stopped.append):
+        ledger = Ledger(paths.ledger)
+        exp = Experiment(id=next_id(ledger.rows()), session=None, head=None, proposer="manual",
+                         manual=True, dataset=datasets.dataset_id(dataset),
+                         description=f"manual bench at {profile}")
+        _describe_checkout(paths, exp)
+        log = paths.experiment(exp.id) / f"bench-{profile}.log"
+        out(f"{exp.id}: log {paths.rel(log)}")
+        pipeline = Pipeline(cfg, cache, dataset, f"manual-{os.getpid()}",
+                            stop=lambda: bool(stopped), on_line=on_line)
+        run = assess(pipeline.benchmark(paths.repo, profile, exp.id, log),
+                     cfg.artifact_cap_bytes)
+        run.rung["log"] = paths.rel(log)
+        exp.rungs[profile] = run.rung
+        exp.verdict = _manual_verdict(run, stopped)
+        row = exp.row(commit=exp.head)
+        ledger.append(row)
+    return row
+
+
+def _describe_checkout(paths: Paths, exp: Experiment) -> None:
+    """What a manual run measured: the user's HEAD plus their uncommitted tracked edits."""
+    exp.trainer_hash = file_hash(paths.repo / TRAINER)
+    try:
+        exp.head = gitsession.git(paths.repo, "rev-parse", "--verify", "HEAD").strip()
+        diff = gitsession.git(paths.repo, "diff", "--binary", "HEAD")
+    except gitsession.GitError:
+        return  # no commits yet: the row says commit null
+    if diff.strip():
+        exp.diff_hash = diff_hash(diff)
+        path = paths.experiment(exp.id) / "patch.diff"
+        atomic_write(path, diff)
+        exp.patch = paths.rel(path)
+
+
+def _manual_verdict(run: Measurement, stopped: list[str]) -> Verdict:
+    if stopped:
+        return Verdict("interrupted", f"stopped by {stopped[0]}")
+    if run.verdict is not None:
+        return Verdict(run.verdict.status, run.verdict.reason)
+    return Verdict("keep", "manual run: recorded, never compared with the incumbents")
