@@ -481,14 +481,20 @@ class Scheduler:
                     # a stop row saying why.
                     self._recover()
                     self._open_session()
+                    if self.workspace:  # issue 20: a status-update post (joined, the plan)
+                        self.workspace.joined(self.session, self.dataset_id)
                     self._clear_stale_stop_file()
                     self._start_guards()
                     reason = self._loop()
                 except Exception as exc:
                     # The ledger says why the night ended; the next `run` resumes the rest.
                     self._stop_row(f"error: {type(exc).__name__}: {exc}")
+                    if self.workspace:  # issue 20: stop lease renewals, status-update post
+                        self.workspace.left(f"error: {type(exc).__name__}: {exc}")
                     raise
             self._stop_row(reason)
+            if self.workspace:  # issue 20: status-update post (left, the stop reason)
+                self.workspace.left(reason)
             write_state(self.paths.state, {"session": self.session, "experiment": None,
                                            "stage": "stopped", "reason": reason})
         self.out(f"stopped: {reason}")
@@ -614,7 +620,10 @@ class Scheduler:
                 commit = self._recovered_commit(git, exp)
                 code = gitsession.tree_hash(git.worktree, BOOKKEEPING_FILES, commit) \
                     if commit else None
-                self._append(exp.row(commit, code))
+                row = exp.row(commit, code)
+                if self.workspace:  # issue 20: the result post releases the dead run's claim
+                    self.workspace.publish(exp, row)
+                self._append(row)
                 self.out(f"resumed: recorded {exp.id} as {exp.verdict['status']}")
                 if key == "experiment" and commit is None and not exp.baseline:
                     undo_to = exp.head  # e.g. an agent killed with us had committed
