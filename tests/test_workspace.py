@@ -333,6 +333,14 @@ def test_config_reads_the_workspace_section(tmp_path: Path):
     assert load_config(write_config(tmp_path, None)).workspace is None
 
 
+def test_config_reads_the_lease_times_with_defaults(tmp_path: Path):
+    ws = load_config(write_config(tmp_path, {"agent_id": "a", "path": "x"})).workspace
+    assert ws.lease_s == 900 and ws.renew_interval_s == 300 and ws.publish_every_experiment
+    ws = load_config(write_config(tmp_path, {"agent_id": "a", "path": "x", "lease_s": 2.5,
+                                             "renew_every_s": 0.5})).workspace
+    assert ws.lease_s == 2.5 and ws.renew_interval_s == 0.5
+
+
 @pytest.mark.parametrize("section, key", [
     ({"agent_id": "al_ice", "path": "x"}, "workspace.agent_id"),
     ({"path": "x"}, "workspace.agent_id"),
@@ -343,6 +351,12 @@ def test_config_reads_the_workspace_section(tmp_path: Path):
      "workspace.publish_every_experiment"),
     ({"agent_id": "a", "path": "x", "colour": "red"}, "workspace.colour"),
     ("shared", "workspace"),
+    ({"agent_id": "a", "path": "x", "lease_s": 0}, "workspace.lease_s"),
+    ({"agent_id": "a", "path": "x", "lease_s": "15m"}, "workspace.lease_s"),
+    ({"agent_id": "a", "path": "x", "lease_s": True}, "workspace.lease_s"),
+    ({"agent_id": "a", "path": "x", "lease_s": 60, "renew_every_s": 60},
+     "workspace.renew_every_s"),
+    ({"agent_id": "a", "path": "x", "renew_every_s": -1}, "workspace.renew_every_s"),
 ])
 def test_config_refuses_a_bad_workspace_section_naming_the_key(tmp_path, section, key):
     with pytest.raises(ConfigError) as err:

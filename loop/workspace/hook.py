@@ -211,9 +211,10 @@ class WorkspaceHook:
     # ---- leases
 
     def _lease_meta(self, exp: Any) -> dict[str, object]:
+        now = lease.utc_now()  # one reading: the expiry is exactly lease_s after the post
         meta = self._meta("experiment-proposal", exp)
-        meta.update(lease_s=f"{self.ws.lease_s:g}",
-                    lease_expires=lease.expires_at(lease.utc_now(), self.ws.lease_s))
+        meta.update(timestamp=lease.iso(now), lease_s=f"{self.ws.lease_s:g}",
+                    lease_expires=lease.expires_at(now, self.ws.lease_s))
         return meta
 
     def _renew(self, exp: Any, stopped: Callable[[], bool]) -> None:
