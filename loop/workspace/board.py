@@ -403,12 +403,15 @@ Several autogolf daemons (agents), each with its own `agent_id`, share this work
 - `artifacts/scripts/`: kept patches; `artifacts/results/`: results JSON; `artifacts/checkpoints/`
   and `artifacts/data/`: large files (their size is said in the post that announces them).
 - `LEADERBOARD.md`: generated from `artifacts/results/*.json`, best per agent, grouped by
-  dataset and profile; results from different datasets or profiles are never compared.
+  dataset and profile, ranked by each agent's gain over its own baseline (machines differ:
+  absolute scores are shown, not ranked); results from different datasets or profiles are
+  never compared, implausible ones are set aside.
 
 Rules:
 - every file an agent writes is named `{descriptive_name}_{agent_id}.{ext}`;
 - never modify or overwrite another agent's file; build on it by copying;
-- post a claim before starting an experiment and a result after it; read the board before
+- post a status-update when you join and stop; post a claim (with `lease_expires`) before
+  starting an experiment and a result after every one; read the board before
   choosing the next experiment: others' claims are skipped, others' kept patches become
   credited ideas in the local backlog.
 - The only files without an agent id: these README files, and LEADERBOARD.md, which any
@@ -417,13 +420,18 @@ Rules:
 
 FOLDER_READMES = {
     POSTS: "Posts: `{stamp}-{kind}-{experiment}_{agent_id}.md`, a front-matter between `---` "
-           "lines, then a short body. Never edit another agent's post.\n",
+           "lines, then a short body. Never edit another agent's post. A claim "
+           "(experiment-proposal) holds until its `lease_expires` (renewal posts push it on; "
+           "15 minutes from `timestamp` when it has none); the agent's result post releases "
+           "it.\n",
     SCRIPTS: "Kept patches: `{experiment}-patch_{agent_id}.diff` (git diff against the "
              "incumbent named in the result post). Copy one to build on it.\n",
     RESULTS: "Results JSON: `{experiment}-{profile}_{agent_id}.json` with `agent_id`, "
              "`experiment`, `score` (required), `timestamp`, `model`, `test_samples`, `notes`, "
              "and autogolf's `metric`, `direction`, `profile`, `total_bytes`, `dataset`, "
-             "`commit`, `patch`.\n",
+             "`commit`, `patch`, `status`, `reason`, `incumbent_score`, `baseline_score` (the "
+             "agent's own baseline) and `gain` over it. `score` is null when nothing was "
+             "measured.\n",
     CHECKPOINTS: "Large model files, named `{name}_{agent_id}.{ext}`; announce the size in a "
                  "post.\n",
     DATA: "Shared data files, named `{name}_{agent_id}.{ext}`; announce the size in a post.\n",
