@@ -378,3 +378,22 @@ def test_a_queued_renewal_is_never_sent_late(tmp_path):
     board = wb.Board(DirStore(tmp_path / "unmounted"), "alice", tmp_path / "outbox")
     assert board.put_now("message_board/r_alice.md", b"renewal") == "skipped"
     assert board.queued() == []
+
+
+@pytest.mark.parametrize("score, bob_status", [(0.2, "keep"), (1.0, "duplicate")])
+def test_only_a_plausible_judged_result_of_another_agent_blocks_the_change(
+        shared, tmp_path, score, bob_status):
+    alice = make_fake_repo(tmp_path / "alice")
+    bob = make_fake_repo(tmp_path / "bob")
+    cfg = dataclasses.replace(load_config(alice / "autogolf.yaml"), ladder=("breadth",),
+                              checks_command="exit 3", workspace=shared.config("alice"))
+    scheduler.Scheduler(alice, cfg, scheduler.StopRules(max_experiments=1),
+                        proposer=Scripted(WIN), out=lambda s: None).run()
+    [claim] = posts_of(shared, "alice", "claim")  # names the change: diff hash, incumbent
+    meta = {k: claim[k] for k in ("diff_hash", "incumbent", "dataset", "experiment")}
+    meta.update(type="result", agent_id="mallory", timestamp=claim["timestamp"],
+                status="keep", score=score, incumbent_score=1.01, metric="val_bpb")
+    shared.store.write_new(f"{wb.POSTS}/x-result-E9_mallory.md",
+                           wb.render_post(meta, "kept").encode())
+    run_agent(shared, bob, "bob", WIN)
+    assert candidates(bob)[0]["status"] == bob_status

@@ -349,8 +349,17 @@ class WorkspaceHook:
                     held = claims.get(key)
                     if held is None or lease.claim_expiry(held) < expiry:
                         claims[key] = {**post, "held_until": lease.iso(expiry)}
-        standing = [p for p in results.values() if p.get("status", "keep") in JUDGED]
+        standing = [p for p in results.values()
+                    if p.get("status", "keep") in JUDGED and self._believable(p)]
         return standing + [p for k, p in claims.items() if k not in results]
+
+    def _believable(self, post: dict) -> bool:
+        """A post's score passes the plausibility bounds (no score: nothing to doubt)."""
+        if post.get("score") is None:
+            return True
+        return wb.implausible(post["score"], post.get("metric") or self.metric,
+                              post.get("direction") or self.direction,
+                              post.get("incumbent_score")) is None
 
     def _offer_patch(self, post: dict) -> None:
         """Another agent's kept patch -> a credited idea in the local backlog, once, unless its
@@ -364,7 +373,7 @@ class WorkspaceHook:
             return  # offered (or set aside) before
         why = wb.implausible(post.get("score"), post.get("metric") or self.metric,
                              post.get("direction") or self.direction,
-                             post.get("incumbent_score"))
+                             post.get("incumbent_score"))  # a keep without a score: doubted
         if why:
             self._set_aside.add(post["path"])
             self.out(f"warning: workspace: agent {post['author']}'s {post.get('experiment')} "
