@@ -107,6 +107,11 @@ def candidates(repo: Path) -> list[dict]:
             if r.get("type") == "experiment" and not r.get("baseline")]
 
 
+def baselines(repo: Path) -> list[dict]:
+    return [r for r in Ledger(repo / ".autogolf" / "ledger.jsonl").rows()
+            if r.get("type") == "experiment" and r.get("baseline")]
+
+
 def backlog(repo: Path) -> IdeasFile:
     session = [r for r in Ledger(repo / ".autogolf" / "ledger.jsonl").rows()
                if r.get("type") == "session"][-1]["session"]
@@ -131,8 +136,8 @@ def test_two_daemons_share_one_workspace(shared: Workspace, tmp_path: Path):
     bob = make_fake_repo(tmp_path / "bob")
 
     run_agent(shared, alice, "alice", LOSE, WIN, BONUS)
-    # Bob proposes alice's discarded change (claimed, never published as a result), then her
-    # kept one (measured), then his own.
+    # Bob proposes alice's discarded change, then her kept one (both measured and judged by
+    # her: results that keep blocking), then his own.
     run_agent(shared, bob, "bob", LOSE, WIN, {"BONUS_BREADTH": 0.02})
     run_agent(shared, alice, "alice", {"LR": 0.03})  # alice reads the board again
 
@@ -140,24 +145,27 @@ def test_two_daemons_share_one_workspace(shared: Workspace, tmp_path: Path):
     assert [r["status"] for r in a_rows] == ["discard", "keep", "keep", "discard"]
     assert [r["status"] for r in b_rows] == ["duplicate", "duplicate", "keep"]
 
-    # Claims honoured: no benchmark for bob's duplicates; the reason names the agent.
+    # Judged results honoured: no benchmark for bob's duplicates; the reason names the agent.
     assert b_rows[0]["rungs"] == {} and b_rows[1]["rungs"] == {}
-    assert b_rows[0]["reason"].startswith(f"claimed by agent alice ({a_rows[0]['id']})")
+    assert b_rows[0]["reason"].startswith(f"measured by agent alice ({a_rows[0]['id']}, discard)")
     assert b_rows[1]["reason"].startswith(f"measured by agent alice ({a_rows[1]['id']}, keep)")
     assert "workspace" not in b_rows[0]  # nothing posted for a skipped change
     assert [r["workspace"] for r in a_rows] == ["sent"] * 4
     assert b_rows[2]["workspace"] == "sent"
 
-    # Both boards complete: a claim per measured experiment, a result + results JSON + patch
-    # per keep, each file named and signed by its own agent.
-    for agent, rows in (("alice", a_rows), ("bob", b_rows)):
+    # Both boards complete: a claim, a result post and a results JSON per measured experiment,
+    # a patch per keep, a status-update when each run joined and left; each file named and
+    # signed by its own agent.
+    for agent, rows, runs in (("alice", a_rows, 2), ("bob", b_rows, 1)):
         measured = [r for r in rows if r["status"] != "duplicate"]
         kept = [r for r in rows if r["status"] == "keep"]
         files = files_of(shared, agent)
         posts = [p for p in files if p.startswith(wb.POSTS)]
         assert len([p for p in posts if "-claim-" in p]) == len(measured)
-        assert len([p for p in posts if "-result-" in p]) == len(kept)
-        assert len([p for p in files if p.startswith(wb.RESULTS)]) == len(kept)
+        assert len([p for p in posts if "-result-" in p]) == len(measured)
+        assert len([p for p in posts if "-status-joined-" in p]) == runs
+        assert len([p for p in posts if "-status-left-" in p]) == runs
+        assert len([p for p in files if p.startswith(wb.RESULTS)]) == len(measured)
         assert len([p for p in files if p.startswith(wb.SCRIPTS)]) == len(kept)
         for path in posts:
             meta, _ = wb.parse_post(shared.text(path))
@@ -183,12 +191,16 @@ def test_two_daemons_share_one_workspace(shared: Workspace, tmp_path: Path):
     assert record["commit"] == b_rows[2]["commit"] and record["total_bytes"] == 1005000
     assert shared.text(record["patch"]) == (bob / b_rows[2]["patch"]).read_text()
 
-    # The leaderboard: best per agent, ranked.
+    # The leaderboard: best per agent, ranked by the gain over each one's own baseline.
     best_a = min(r["rungs"]["breadth"]["val_bpb"] for r in a_rows if r["status"] == "keep")
     best_b = b_rows[2]["rungs"]["breadth"]["val_bpb"]
+    base_a, base_b = (baselines(repo)[0]["rungs"]["breadth"]["val_bpb"] for repo in (alice, bob))
     rows = leaderboard_rows(shared.text(wb.LEADERBOARD))
-    expected = sorted([("alice", best_a), ("bob", best_b)], key=lambda t: t[1])
-    assert [(r[1], float(r[2])) for r in rows] == [(a, round(s, 6)) for a, s in expected]
+    expected = sorted([("alice", base_a - best_a, best_a), ("bob", base_b - best_b, best_b)],
+                      key=lambda t: -t[1])
+    assert [(r[1], float(r[2]), float(r[3])) for r in rows] == [
+        (a, round(g, 6), round(s, 6)) for a, g, s in expected]
+    assert record["baseline_score"] == base_b and record["gain"] == pytest.approx(base_b - best_b)
     assert "dataset `sample" in shared.text(wb.LEADERBOARD)
 
     # Kept patches become credited ideas on the other side, once each.
@@ -261,7 +273,8 @@ def test_unreachable_workspace_queues_posts_and_sends_them_later(tmp_path: Path,
     assert row["status"] == "keep" and row["workspace"] == "queued"  # the loop went on
     outbox = alice / ".autogolf" / "workspace-outbox"
     queued = sorted(p.relative_to(outbox).as_posix() for p in outbox.rglob("*") if p.is_file())
-    assert len(queued) == 4 and all(wb.owner_of(p) == "alice" for p in queued)
+    # status-update (joined), claim, result, results JSON, kept patch, status-update (left)
+    assert len(queued) == 6 and all(wb.owner_of(p) == "alice" for p in queued)
     assert not share.exists()  # nothing created in place of the missing share
 
     (tmp_path / "unmounted").rename(share)  # back
@@ -274,8 +287,8 @@ def test_unreachable_workspace_queues_posts_and_sends_them_later(tmp_path: Path,
     results = [json.loads(ws.text(p)) for p in ws.store.list(wb.RESULTS) if p.endswith(".json")]
     assert sorted(r["experiment"] for r in results) == [row["id"], candidates(alice)[1]["id"]]
     [best] = leaderboard_rows(ws.text(wb.LEADERBOARD))  # regenerated from both results
-    assert best[1:4] == ["alice", f"{min(r['score'] for r in results):.6f}",
-                         candidates(alice)[1]["id"]]
+    assert [best[1], best[3], best[5]] == ["alice", f"{min(r['score'] for r in results):.6f}",
+                                           candidates(alice)[1]["id"]]
 
 
 def test_hf_workspace_down_queues_then_sends(tmp_path: Path, monkeypatch):
@@ -320,6 +333,14 @@ def test_config_reads_the_workspace_section(tmp_path: Path):
     assert load_config(write_config(tmp_path, None)).workspace is None
 
 
+def test_config_reads_the_lease_times_with_defaults(tmp_path: Path):
+    ws = load_config(write_config(tmp_path, {"agent_id": "a", "path": "x"})).workspace
+    assert ws.lease_s == 900 and ws.renew_interval_s == 300 and ws.publish_every_experiment
+    ws = load_config(write_config(tmp_path, {"agent_id": "a", "path": "x", "lease_s": 2.5,
+                                             "renew_every_s": 0.5})).workspace
+    assert ws.lease_s == 2.5 and ws.renew_interval_s == 0.5
+
+
 @pytest.mark.parametrize("section, key", [
     ({"agent_id": "al_ice", "path": "x"}, "workspace.agent_id"),
     ({"path": "x"}, "workspace.agent_id"),
@@ -330,6 +351,12 @@ def test_config_reads_the_workspace_section(tmp_path: Path):
      "workspace.publish_every_experiment"),
     ({"agent_id": "a", "path": "x", "colour": "red"}, "workspace.colour"),
     ("shared", "workspace"),
+    ({"agent_id": "a", "path": "x", "lease_s": 0}, "workspace.lease_s"),
+    ({"agent_id": "a", "path": "x", "lease_s": "15m"}, "workspace.lease_s"),
+    ({"agent_id": "a", "path": "x", "lease_s": True}, "workspace.lease_s"),
+    ({"agent_id": "a", "path": "x", "lease_s": 60, "renew_every_s": 60},
+     "workspace.renew_every_s"),
+    ({"agent_id": "a", "path": "x", "renew_every_s": -1}, "workspace.renew_every_s"),
 ])
 def test_config_refuses_a_bad_workspace_section_naming_the_key(tmp_path, section, key):
     with pytest.raises(ConfigError) as err:

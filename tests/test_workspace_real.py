@@ -53,8 +53,14 @@ def test_two_real_daemons_share_a_workspace(tmp_path, repo_root, sample_dataset)
     assert b_row["status"] == "duplicate" and b_row["rungs"] == {}
     assert "by agent alice" in b_row["reason"]
     files = [p for p in DirStore(shared).list() if wb.owner_of(p)]
-    assert any("-claim-" in p for p in files)
+    assert any("-claim-" in p for p in files) and any("-result-" in p for p in files)
     for path in files:
-        assert wb.owner_of(path) == "alice", path  # bob skipped: he wrote nothing
-        if path.endswith(".json"):
-            assert json.loads((shared / path).read_text())["agent_id"] == "alice"
+        if wb.owner_of(path) == "bob":  # bob skipped the change: he only said hello and bye
+            assert "-status-joined-" in path or "-status-left-" in path, path
+        else:
+            assert wb.owner_of(path) == "alice", path
+    [record] = [json.loads((shared / p).read_text()) for p in files if p.endswith(".json")]
+    assert record["agent_id"] == "alice" and record["status"] == a_row["status"]
+    # The validation tokens the real trainer scored, as it reported them.
+    assert record["test_samples"] == int(a_row["rungs"]["smoke"]["protocol"]["val_tokens"]) > 0
+    assert record["baseline_score"] is not None

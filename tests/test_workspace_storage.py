@@ -297,28 +297,85 @@ def result(agent, score, dataset="sample:1", profile="breadth", exp="E1", **kw):
             "profile": profile, "metric": "val_bpb", "direction": "lower", **kw}
 
 
+def table(section: str) -> list[list[str]]:
+    """The leaderboard rows of one section: [rank, agent, gain, score, own baseline, ...]."""
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in section.splitlines()
+            if ln.startswith("| ") and "rank" not in ln]
+
+
 def test_leaderboard_best_per_agent_grouped_by_dataset_and_profile():
     text = wb.render_leaderboard([
-        result("alice", 1.10, exp="E2"), result("alice", 1.05, exp="E3"),
-        result("bob", 1.07), result("bob", 0.50, profile="confirm"),
-        result("carol", 0.10, dataset="fineweb:2"),
+        result("alice", 1.10, exp="E2", baseline_score=1.2),
+        result("alice", 1.05, exp="E3", baseline_score=1.2),
+        result("bob", 1.07, baseline_score=1.1), result("bob", 0.90, profile="confirm"),
+        result("carol", 1.0, dataset="fineweb:2"),
     ])
     sections = text.split("## ")[1:]
     assert [s.splitlines()[0] for s in sections] == [
         "dataset `fineweb:2`, profile `breadth`",
         "dataset `sample:1`, profile `breadth`",
         "dataset `sample:1`, profile `confirm`"]
-    breadth = [ln for ln in sections[1].splitlines() if ln.startswith("| ") and "rank" not in ln]
-    assert breadth == ["| 1 | alice | 1.050000 | E3 |  |  |  |",
-                       "| 2 | bob | 1.070000 | E1 |  |  |  |"]
-    assert "carol" not in sections[1] and "0.500000" not in sections[1]
+    assert [r[:6] for r in table(sections[1])] == [
+        ["1", "alice", "+0.150000", "1.050000", "1.200000", "E3"],
+        ["2", "bob", "+0.030000", "1.070000", "1.100000", "E1"]]
+    assert "carol" not in sections[1] and "0.900000" not in sections[1]
 
 
-def test_leaderboard_higher_is_better_when_the_results_say_so():
-    text = wb.render_leaderboard([result("a", 1.0, direction="higher"),
-                                  result("b", 2.0, direction="higher")])
-    rows = [ln for ln in text.splitlines() if ln.startswith("| ") and "rank" not in ln]
-    assert [r.split(" | ")[1] for r in rows] == ["b", "a"]
+def test_leaderboard_ranks_by_gain_over_own_baseline_not_by_absolute_score():
+    # bob's machine scores lower in absolute terms, but alice's change gained more.
+    text = wb.render_leaderboard([result("alice", 1.30, baseline_score=1.35),
+                                  result("bob", 1.10, baseline_score=1.11)])
+    assert [(r[1], r[2], r[3]) for r in table(text)] == [
+        ("alice", "+0.050000", "1.300000"), ("bob", "+0.010000", "1.100000")]
+
+
+def test_leaderboard_lists_a_result_without_a_baseline_unranked_after_the_others():
+    text = wb.render_leaderboard([result("alice", 1.00), result("bob", 1.20, gain=0.01)])
+    assert [(r[0], r[1], r[2], r[4]) for r in table(text)] == [
+        ("1", "bob", "+0.010000", "unknown"), ("", "alice", "unknown", "unknown")]
+
+
+def test_leaderboard_sets_implausible_results_aside():
+    text = wb.render_leaderboard([result("alice", 1.05, baseline_score=1.1),
+                                  result("mallory", 0.3, baseline_score=1.1),
+                                  result("eve", 1.0, incumbent_score=1.2, exp="E7")])
+    assert [r[1] for r in table(text)] == ["alice"]
+    aside = text.split("## Set aside as implausible")[1]
+    assert "mallory E1" in aside and "under 0.5" in aside
+    assert "eve E7" in aside and "one-step gain of 0.2000" in aside
+
+
+@pytest.mark.parametrize("score, before, metric, direction, why", [
+    (0.0, None, "val_bpb", "lower", "<= 0"),
+    (-1.0, None, "loss", "lower", "<= 0"),
+    (0.49, None, "val_bpb", "lower", "under 0.5"),
+    (1.0, 1.11, "val_bpb", "lower", "one-step gain of 0.1100"),
+    (2.0, 1.8, "acc", "higher", "one-step gain of 0.2000"),
+    (None, None, "val_bpb", "lower", "no finite score"),
+    (float("nan"), None, "val_bpb", "lower", "no finite score"),
+    ("0.2", "1.0", "val_bpb", "lower", "under 0.5"),  # a post's front-matter is text
+])
+def test_implausible_scores_are_named_with_the_reason(score, before, metric, direction, why):
+    assert why in wb.implausible(score, metric, direction, before)
+
+
+@pytest.mark.parametrize("score, before, metric, direction", [
+    (1.0, 1.09, "val_bpb", "lower"),  # a gain of 0.09: large but possible
+    (1.2, None, "val_bpb", "lower"),
+    (0.3, None, "loss", "lower"),  # the 0.5 floor is val_bpb's, not every metric's
+    (1.5, 1.0, "val_bpb", "lower"),  # a loss, however large, is not a suspicious gain
+    ("1.2", "1.21", "val_bpb", "lower"),
+])
+def test_plausible_scores_pass(score, before, metric, direction):
+    assert wb.implausible(score, metric, direction, before) is None
+
+
+def test_a_result_with_a_null_score_is_valid_and_never_ranked():
+    crash = result("alice", None, status="crash")
+    assert wb.valid_result(crash)
+    assert not wb.valid_result(result("alice", float("inf")))
+    assert not wb.valid_result({"agent_id": "a", "experiment": "E1"})  # score key required
+    assert table(wb.render_leaderboard([crash])) == []
 
 
 def test_init_layout_creates_readmes_once(store):
@@ -350,5 +407,4 @@ def test_leaderboard_ranks_only_kept_results():
     text = wb.render_leaderboard([result("alice", 1.00, status="discard"),
                                   result("alice", 1.05, exp="E2", status="keep"),
                                   result("bob", 1.02)])  # no status: another tool's file
-    rows = [ln for ln in text.splitlines() if ln.startswith("| ") and "rank" not in ln]
-    assert [r.split(" | ")[1:3] for r in rows] == [["bob", "1.020000"], ["alice", "1.050000"]]
+    assert [(r[1], r[3]) for r in table(text)] == [("bob", "1.020000"), ("alice", "1.050000")]

@@ -17,6 +17,9 @@ from typing import Any
 class RunEvents:
     """The events of one `autogolf run` (and of `autogolf bench`, which uses a few)."""
 
+    def session_opened(self, session: str, dataset: str | None) -> None:
+        """The session is open (new or continued) on this dataset."""
+
     def proposing(self, exp_id: str, proposer: str) -> None:
         """The proposer is about to be asked for a change for `exp_id` (an agent may take
         minutes)."""
@@ -44,6 +47,9 @@ class RunEvents:
     def recorded(self, row: dict) -> None:
         """`row` is in the ledger (after `decided`)."""
 
+    def stopped(self, reason: str) -> None:
+        """The run ended (its stop row says `reason`), also on an error."""
+
 
 class EventBus(RunEvents):
     """Forwards every event to each subscriber in order; a failing one is reported once and
@@ -65,6 +71,9 @@ class EventBus(RunEvents):
                     self._reported.add(key)
                     self._warn(f"{type(subscriber).__name__}.{event} failed: "
                                f"{type(exc).__name__}: {exc}")
+
+    def session_opened(self, *args: Any) -> None:
+        self._emit("session_opened", *args)
 
     def proposing(self, *args: Any) -> None:
         self._emit("proposing", *args)
@@ -89,3 +98,6 @@ class EventBus(RunEvents):
 
     def recorded(self, row: dict) -> None:
         self._emit("recorded", row)
+
+    def stopped(self, reason: str) -> None:
+        self._emit("stopped", reason)

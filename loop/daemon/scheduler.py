@@ -83,14 +83,14 @@ class Scheduler:
         self.cache_root = datasets.cache_root(self.paths.repo)
         self.dataset = datasets.resolve(cfg.dataset, self.cache_root)  # DatasetError: fix-it text
         self.dataset_id = datasets.dataset_id(self.dataset)
-        # Subscribers: the workspace and the bookkeeping (from when the session opens), then
-        # the caller's (the live display): the workspace syncs before the backlog commits.
-        self.events = EventBus([events] if events is not None else [],
-                               warn=lambda m: self.out(f"warning: {m}"))
         # The shared workspace (SPEC 10), or None; its hooks never raise into the loop.
         self.workspace = WorkspaceHook.create(cfg, self.paths.repo,
                                               lambda: self.git.worktree / IDEAS_FILE,
                                               ignore=BOOKKEEPING_FILES, out=out)
+        # Subscribers: the workspace, the bookkeeping (from when the session opens), then the
+        # caller's (the live display): the workspace syncs before the backlog commits.
+        self.events = EventBus([s for s in (self.workspace, events) if s is not None],
+                               warn=lambda m: self.out(f"warning: {m}"))
         self.pipeline = Pipeline(cfg, self.cache_root, self.dataset, self.token,
                                  stop=self._stopping, on_line=self.events.output_line)
         self._budget: awake.AwakeBudget | None = None
@@ -112,16 +112,19 @@ class Scheduler:
                 try:
                     # Inside the try: a failure to resume or open the session also leaves
                     # a stop row saying why.
-                    recover(self.paths, self.rows, self._append, self.out)
+                    recover(self.paths, self.rows, self._record_recovered, self.out)
                     self._open_session()
+                    self.events.session_opened(self.session, self.dataset_id)
                     self._clear_stale_stop_file()
                     self._start_guards()
                     reason = self._loop()
                 except Exception as exc:
                     # The ledger says why the night ended; the next `run` resumes the rest.
                     self._stop_row(f"error: {type(exc).__name__}: {exc}")
+                    self.events.stopped(f"error: {type(exc).__name__}: {exc}")
                     raise
             self._stop_row(reason)
+            self.events.stopped(reason)
             self.state.stopped(reason)
         self.out(f"stopped: {reason}")
         return reason
@@ -362,7 +365,7 @@ class Scheduler:
         self.bookkeeping = Bookkeeping(self.git, self.paths.repo, self.proposer,
                                        lambda: tried_rows(self._history(), self.session),
                                        lambda message: self.out(f"warning: {message}"))
-        self.events.subscribers[:0] = [s for s in (self.workspace, self.bookkeeping) if s]
+        self.events.subscribers.insert(1 if self.workspace else 0, self.bookkeeping)
         self.judge = Judge(self.cfg, self.paths.repo, self.git.worktree, self.dataset,
                            self.dataset_id, LoopBench(self))
         # The worktree is the daemon's: start every run from the branch head, except a
@@ -424,6 +427,11 @@ class Scheduler:
         end of an earlier session is not tried again."""
         return [r for r in self.rows if r.get("type") == "experiment" and not r.get("manual")
                 and r.get("dataset") == self.dataset_id]
+
+    def _record_recovered(self, exp: Experiment, row: dict) -> None:
+        """The row of an experiment a killed daemon left (the workspace releases its claim)."""
+        self.events.recording(exp, row)
+        self._append(row)
 
     def _append(self, row: dict) -> None:
         self.ledger.append(row)

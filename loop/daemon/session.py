@@ -101,7 +101,7 @@ class StateFile:
                                 "stage": "stopped", "reason": reason})
 
 
-def recover(paths: Paths, rows: list[dict], record: Callable[[dict], None],
+def recover(paths: Paths, rows: list[dict], record: Callable[[Experiment, dict], None],
             out: Callable[[str], None]) -> None:
     """Finish or undo the experiment a killed daemon left (the state file says which)."""
     state = read_state(paths.state)
@@ -118,7 +118,7 @@ def recover(paths: Paths, rows: list[dict], record: Callable[[dict], None],
             commit = _recovered_commit(git, exp)
             code = gitsession.tree_hash(git.worktree, BOOKKEEPING_FILES, commit) \
                 if commit else None
-            record(exp.row(commit, code))
+            record(exp, exp.row(commit, code))
             out(f"resumed: recorded {exp.id} as {exp.verdict.status}")
             if key == "experiment" and commit is None and not exp.baseline:
                 undo_to = exp.head  # e.g. an agent killed with us had committed

@@ -11,6 +11,8 @@ row here. The properties:
 - `says_about_change`: the row is evidence about the change itself; `interrupted` and
   `duplicate` are not, so the same diff may be tried again and a workspace claim is released;
 - `failure`: counts toward the consecutive-failure stop (`limits.max_consecutive_failures`);
+- `judged`: the judge reached a verdict on the change itself, the same on any machine (a
+  crash or a timeout is often machine-local): in a shared workspace it keeps blocking others;
 - `idea_after`: the status the tested idea gets in the backlog (None: left as it is);
 - `tests_idea`: the attempt tested the idea it was credited to (False: the idea stays as
   untried as it was, e.g. the daemon was stopped);
@@ -31,6 +33,7 @@ class Status:
     benchmarked: bool = True
     says_about_change: bool = True
     failure: bool = False
+    judged: bool = False
     idea_after: str | None = None
     tests_idea: bool = True
     search: str | None = None
@@ -40,9 +43,9 @@ class Status:
 
 _TABLE = (
     Status("keep", "won at every rung of the ladder: committed", failed_run=False,
-           idea_after="promising", search="win", pi="keep"),
+           idea_after="promising", search="win", pi="keep", judged=True),
     Status("discard", "measured, not better than the incumbent by the margin", failed_run=False,
-           idea_after="exhausted", search="loss", pi="discard"),
+           idea_after="exhausted", search="loss", pi="discard", judged=True),
     Status("crash", "the benchmark exited non-zero (or ran out of memory, or diverged)",
            failure=True, idea_after="exhausted", search="loss"),
     Status("timeout", "the benchmark ran past its profile's timeout", failure=True,
@@ -50,13 +53,13 @@ _TABLE = (
     Status("checks_failed", "autoresearch.checks.sh failed", benchmarked=False, failure=True,
            idea_after="invalid", pi="checks_failed"),
     Status("over_cap", "the artifact is over artifact_cap_bytes", failed_run=False,
-           failure=True, idea_after="exhausted", search="loss", pi="checks_failed"),
+           failure=True, idea_after="exhausted", search="loss", pi="checks_failed", judged=True),
     Status("forbidden_edit", "the diff touches files outside the editable set",
            benchmarked=False, failure=True, idea_after="invalid", pi="checks_failed"),
     Status("invalid_metric", "no finite val_bpb or size in the output", failure=True,
            idea_after="invalid"),
     Status("metric_mismatch", "a printed figure disagrees with the daemon's own reading",
-           failure=True, idea_after="invalid"),
+           failure=True, idea_after="invalid", judged=True),
     Status("duplicate", "the same change was already measured on this incumbent",
            says_about_change=False, failed_run=False, pi="discard"),
     Status("interrupted", "the daemon was stopped before the decision", says_about_change=False,
@@ -70,7 +73,7 @@ _TABLE = (
     Status("agent_touched_git", "the coding agent changed git metadata: the run stops",
            benchmarked=False, failure=True, in_spec=False),
     Status("protocol_drift", "the candidate changed the frozen evaluation protocol",
-           failed_run=False, failure=True, pi="checks_failed", in_spec=False),
+           failed_run=False, failure=True, pi="checks_failed", in_spec=False, judged=True),
 )
 STATUSES: dict[str, Status] = {s.name: s for s in _TABLE}
 NAMES: tuple[str, ...] = tuple(STATUSES)

@@ -96,58 +96,149 @@ def parse_post(text: str) -> tuple[dict[str, str], str]:
 
 
 def valid_result(data: object) -> bool:
+    """The required keys present; `score` a finite number, or null for an experiment that
+    produced none (a crash: unknown, never 0)."""
     if not isinstance(data, dict) or any(k not in data for k in REQUIRED_RESULT_KEYS):
         return False
-    score = data["score"]
-    return (isinstance(score, (int, float)) and not isinstance(score, bool)
-            and math.isfinite(score))
+    return data["score"] is None or _number(data["score"]) is not None
+
+
+# Plausibility of another agent's score (issue 20, LESSONS "claims that expire"): the bounds
+# autoresearch-at-home's shared protocol rejects. A val_bpb under 0.5 is below anything an
+# honest 16 MB model reaches (the entries reported there were invalidated: their "distribution"
+# did not sum to 1); a loss <= 0 is impossible; a gain of more than 0.1 in one kept step is
+# far beyond the 0.002-0.03 steps real changes make, and is what a broken judge produces.
+PLAUSIBLE_FLOOR = {"val_bpb": 0.5}
+MAX_STEP_GAIN = 0.1
+
+
+def implausible(score: object, metric: str | None, direction: str | None,
+                before: object = None) -> str | None:
+    """Why a reported score cannot be believed, or None. `before`: the incumbent's score the
+    step started from (None when not given: only the absolute bounds apply)."""
+    value = _number(score)
+    if value is None:
+        return f"no finite score ({score!r})"
+    lower = (direction or "lower") != "higher"
+    if lower and value <= 0:
+        return f"{metric or 'score'} {value:g} <= 0 is not a loss a model can reach"
+    floor = PLAUSIBLE_FLOOR.get(metric or "")
+    if lower and floor is not None and value < floor:
+        return f"{metric} {value:g} is under {floor:g}, below any honest result"
+    start = _number(before)
+    if start is not None:
+        step = (start - value) if lower else (value - start)
+        if step > MAX_STEP_GAIN:
+            return (f"a one-step gain of {step:.4f} (from {start:g} to {value:g}) is over "
+                    f"{MAX_STEP_GAIN:g}")
+    return None
+
+
+def result_implausible(result: dict) -> str | None:
+    return implausible(result.get("score"), result.get("metric") or "val_bpb",
+                       result.get("direction"), result.get("incumbent_score"))
+
+
+def gain_over(baseline: object, score: object, direction: str | None) -> float | None:
+    """How much better `score` is than the agent's own `baseline` (positive = better), or
+    None when either is unknown. The one comparison that holds across machines."""
+    a, b = _number(baseline), _number(score)
+    if a is None or b is None:
+        return None
+    return round((b - a) if direction == "higher" else (a - b), 10)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def render_leaderboard(results: Iterable[dict], now: datetime | None = None,
                        generated_by: str | None = None) -> str:
-    """Best result per agent within each (dataset, profile, metric); never across them.
-    Only kept results rank (a result JSON without a status, from another tool, counts as one):
-    a discarded change's score is noise the keep rule did not accept."""
+    """Each agent's best kept result within each (dataset, profile, metric); never across them.
+
+    Ranked by each agent's gain over its own baseline (the same dataset, profile and protocol
+    measured on its own machine): agents run on different hardware, so absolute scores are
+    shown but not ranked. Only kept results count (a result JSON without a status, from
+    another tool, counts as one); implausible ones are listed apart, never ranked."""
     groups: dict[tuple[str, str, str, str], dict[str, dict]] = {}
+    doubtful: list[tuple[dict, str]] = []
     for result in results:
         if not valid_result(result) or result.get("status", "keep") != "keep":
+            continue
+        why = result_implausible(result)
+        if why:
+            doubtful.append((result, why))
             continue
         key = (str(result.get("dataset") or "unknown"), str(result.get("profile") or "unknown"),
                str(result.get("metric") or "score"), str(result.get("direction") or "lower"))
         best = groups.setdefault(key, {})
         agent = str(result["agent_id"])
-        if agent not in best or _better(result, best[agent], key[3]):
+        if agent not in best or _rank_key(result, key[3]) < _rank_key(best[agent], key[3]):
             best[agent] = result
     when = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
     out = ["# Leaderboard", "",
            f"Generated from `{RESULTS}/*.json` at {when}"
            + (f" by agent `{generated_by}`" if generated_by else "") + ". Do not edit: any "
            "agent regenerates this file from the results.", "",
-           "Best kept result per agent. Scores are compared only within one dataset and "
-           "profile.", ""]
+           "Best kept result per agent, within one dataset and profile. Ranked by the gain over "
+           "the agent's own baseline (same dataset, profile and protocol, on its own machine); "
+           "machines differ, so absolute scores are shown for reference, never ranked.", ""]
     if not groups:
         out.append("No results yet.")
     for key in sorted(groups):
         out += _leaderboard_group(key, groups[key])
+    if doubtful:
+        out += _doubtful_section(doubtful)
     return "\n".join(out).rstrip() + "\n"
 
 
-def _better(a: dict, b: dict, direction: str) -> bool:
-    return a["score"] > b["score"] if direction == "higher" else a["score"] < b["score"]
+def _gain(result: dict) -> float | None:
+    gain = _number(result.get("gain"))
+    if gain is None:
+        gain = gain_over(result.get("baseline_score"), result.get("score"),
+                         result.get("direction"))
+    return gain
+
+
+def _rank_key(result: dict, direction: str) -> tuple:
+    """Known gains first, largest first; then (no baseline known) by score, for order only."""
+    gain, score = _gain(result), _number(result["score"]) or 0.0
+    return (gain is None, -(gain or 0.0), -score if direction == "higher" else score)
 
 
 def _leaderboard_group(key: tuple[str, str, str, str], best: dict[str, dict]) -> list[str]:
     dataset, profile, metric, direction = key
-    ranked = sorted(best.values(), key=lambda r: r["score"], reverse=direction == "higher")
+    ranked = sorted(best.values(), key=lambda r: _rank_key(r, direction))
     out = [f"## dataset `{dataset}`, profile `{profile}`", "",
-           f"{metric}, {direction} is better.", "",
-           "| rank | agent | score | experiment | total_bytes | timestamp | patch |",
-           "|---:|---|---:|---|---:|---|---|"]
+           f"{metric}, {direction} is better; gain = improvement over the agent's own baseline.",
+           "",
+           "| rank | agent | gain | score | own baseline | experiment | total_bytes | "
+           "timestamp | patch |",
+           "|---:|---|---:|---:|---:|---|---:|---|---|"]
     for rank, r in enumerate(ranked, start=1):
-        size = r.get("total_bytes")
-        out.append(f"| {rank} | {r['agent_id']} | {r['score']:.6f} | {r['experiment']} | "
+        gain, base, size = _gain(r), _number(r.get("baseline_score")), r.get("total_bytes")
+        out.append(f"| {'' if gain is None else rank} | {r['agent_id']} | "
+                   f"{'unknown' if gain is None else f'{gain:+.6f}'} | {r['score']:.6f} | "
+                   f"{'unknown' if base is None else f'{base:.6f}'} | {r['experiment']} | "
                    f"{'' if size is None else size} | {r.get('timestamp') or ''} | "
                    f"{r.get('patch') or ''} |")
+    return [*out, ""]
+
+
+def _doubtful_section(doubtful: list[tuple[dict, str]]) -> list[str]:
+    out = ["## Set aside as implausible", "",
+           "Kept results whose score cannot be believed (a score <= 0, a val_bpb under "
+           f"{PLAUSIBLE_FLOOR['val_bpb']:g}, or a one-step gain over {MAX_STEP_GAIN:g}); never "
+           "ranked, never offered as ideas.", ""]
+    for r, why in sorted(doubtful, key=lambda t: (str(t[0]["agent_id"]), str(t[0]["experiment"]))):
+        out.append(f"- {r['agent_id']} {r['experiment']} ({r.get('profile') or '?'}): {why}")
     return [*out, ""]
 
 
@@ -190,6 +281,17 @@ class Board:
             self._queue(rel, data)
             self.warn(f"workspace unreachable, {rel} queued: {exc}")
             return "queued"
+
+    def put_now(self, path: str, data: bytes) -> str:
+        """Create our file now or not at all: "sent", or "skipped" when the workspace is
+        away (for lease renewals: one sent later would be stale)."""
+        rel = self.check_writable(path)
+        try:
+            self._create(rel, data)
+            return "sent"
+        except Unreachable as exc:
+            self.warn(f"workspace unreachable, {rel} not sent: {exc}")
+            return "skipped"
 
     def flush(self) -> int:
         """Send queued files in order; returns how many are still queued (Unreachable ends it).
@@ -301,12 +403,15 @@ Several autogolf daemons (agents), each with its own `agent_id`, share this work
 - `artifacts/scripts/`: kept patches; `artifacts/results/`: results JSON; `artifacts/checkpoints/`
   and `artifacts/data/`: large files (their size is said in the post that announces them).
 - `LEADERBOARD.md`: generated from `artifacts/results/*.json`, best per agent, grouped by
-  dataset and profile; results from different datasets or profiles are never compared.
+  dataset and profile, ranked by each agent's gain over its own baseline (machines differ:
+  absolute scores are shown, not ranked); results from different datasets or profiles are
+  never compared, implausible ones are set aside.
 
 Rules:
 - every file an agent writes is named `{descriptive_name}_{agent_id}.{ext}`;
 - never modify or overwrite another agent's file; build on it by copying;
-- post a claim before starting an experiment and a result after it; read the board before
+- post a status-update when you join and stop; post a claim (with `lease_expires`) before
+  starting an experiment and a result after every one; read the board before
   choosing the next experiment: others' claims are skipped, others' kept patches become
   credited ideas in the local backlog.
 - The only files without an agent id: these README files, and LEADERBOARD.md, which any
@@ -315,13 +420,18 @@ Rules:
 
 FOLDER_READMES = {
     POSTS: "Posts: `{stamp}-{kind}-{experiment}_{agent_id}.md`, a front-matter between `---` "
-           "lines, then a short body. Never edit another agent's post.\n",
+           "lines, then a short body. Never edit another agent's post. A claim "
+           "(experiment-proposal) holds until its `lease_expires` (renewal posts push it on; "
+           "15 minutes from `timestamp` when it has none); the agent's result post releases "
+           "it.\n",
     SCRIPTS: "Kept patches: `{experiment}-patch_{agent_id}.diff` (git diff against the "
              "incumbent named in the result post). Copy one to build on it.\n",
     RESULTS: "Results JSON: `{experiment}-{profile}_{agent_id}.json` with `agent_id`, "
              "`experiment`, `score` (required), `timestamp`, `model`, `test_samples`, `notes`, "
              "and autogolf's `metric`, `direction`, `profile`, `total_bytes`, `dataset`, "
-             "`commit`, `patch`.\n",
+             "`commit`, `patch`, `status`, `reason`, `incumbent_score`, `baseline_score` (the "
+             "agent's own baseline) and `gain` over it. `score` is null when nothing was "
+             "measured.\n",
     CHECKPOINTS: "Large model files, named `{name}_{agent_id}.{ext}`; announce the size in a "
                  "post.\n",
     DATA: "Shared data files, named `{name}_{agent_id}.{ext}`; announce the size in a post.\n",

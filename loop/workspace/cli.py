@@ -80,6 +80,10 @@ def _storage_from(args: argparse.Namespace) -> tuple[Storage, str | None]:
 
 
 def _what(post: dict) -> str:
+    if post["type"] == "status-update":
+        return f"{post.get('event', '')} {post.get('reason') or post.get('proposer') or ''}"
+    if post.get("lease_expires"):
+        return f"{post.get('description', '')}  (lease until {post['lease_expires']})"
     if post["type"] == "result":
         score = post.get("score", "?")
         return f"{post.get('status', '?')} score={score}  {post.get('description', '')}"

@@ -1,33 +1,46 @@
 """What `autogolf run` does with a shared workspace (SPEC section 10), in one object.
 
-It subscribes to the loop's events - `proposing` (sync: read the board before choosing) and
-`recording` (publish the result when the row is ready) - and the loop asks it two questions
-after validating a change: `duplicate` (did another agent claim or measure it?) and `claim`
-(post that this agent measures it). None of them ever raises: a workspace problem is a
-warning, and the ledger row's `workspace` field says what happened to the posts ("sent",
-"queued" - kept in .autogolf/workspace-outbox/ and sent later - or "error: ...").
+It subscribes to the loop's events and answers two questions the loop asks after validating
+a change. None of it ever raises: a workspace problem is a warning, and the ledger row's
+`workspace` field says what happened to the posts - "sent", "queued" (kept in
+.autogolf/workspace-outbox/ and sent later) or "error: ...":
+
+- `joined(session, dataset)` (event `session_opened`): a status-update post (who, the plan);
+- `sync()` (event `proposing`), before choosing an experiment: read the board; others' kept
+  patches become ideas (implausible scores set aside);
+- `duplicate(exp)` after the proposal: another agent's live claim or judged result;
+- `claim(exp)` before the checks: an experiment-proposal post with a lease, renewed by a
+  background thread until the result (loop/workspace/lease.py);
+- `publish(exp, row)` (event `recording`), when the row is ready, for EVERY finished
+  experiment (a duplicate of another's claim excepted): stops the renewals, then the result
+  post (which releases the claim) with status and reason, the results JSON, a kept patch;
+- `left(reason)` (event `stopped`) when the run ends, also on an error: stops the renewals,
+  a status-update post.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from loop.backlog import ideas
 from loop.daemon.events import RunEvents
 from loop.store import gitsession
+from loop.store.ledger import Ledger
 from loop.store.statuses import names_where
 from loop.workspace import board as wb
-from loop.workspace import hfbucket
+from loop.workspace import hfbucket, lease, records
 from loop.workspace.settings import WorkspaceConfig, agent_id, open_storage
 from loop.workspace.storage import WorkspaceError
 
-# A later post with one of these statuses releases the claim: nothing was measured.
-NOT_MEASURED = names_where(says_about_change=False)
+# Results that judged the change itself, the same on any machine: they keep blocking others.
+# Every other status (crash, timeout, checks_failed, the agent's outcomes, interrupted...) is
+# often machine-local, so its result releases the claim (the status table's `judged`).
+JUDGED = names_where(judged=True)
 OUTBOX = "workspace-outbox"
 PATCHES = "workspace-patches"
 
@@ -46,15 +59,25 @@ class WorkspaceHook(RunEvents):
     def __init__(self, board: wb.Board, ws: WorkspaceConfig, *, home: Path,
                  ideas_file: Callable[[], Path],
                  editable: Callable[[str], bool], ladder: tuple[str, ...], metric: str,
-                 direction: str, out: Callable[[str], None] = print):
+                 direction: str, out: Callable[[str], None] = print, proposer: str = "?"):
         self.board, self.ws, self.home, self.ideas_file = board, ws, home, ideas_file
         self.editable, self.ladder = editable, ladder
-        self.metric, self.direction = metric, direction
+        self.metric, self.direction, self.proposer = metric, direction, proposer
         self.out = out
         self._keys: dict[str, str] = {}
         self._status: dict[str, list[str]] = {}
         self._leaderboard_stale = False
         self._posts: list[dict] = []
+        # The renewal thread writes too: one lock around every use of the board.
+        self._lock = threading.RLock()
+        self._lease: lease.Renewer | None = None
+        self._leased: str | None = None  # the experiment whose claim is renewed
+        self._renewals = 0
+        self._session: str | None = None
+        self._dataset: str | None = None
+        self._counts: dict[str, int] = {}
+        self._set_aside: set[str] = set()  # implausible posts, warned about once
+        self._left = False
 
     @classmethod
     def create(cls, cfg: Any, repo: Path, ideas_file: Callable[[], Path],
@@ -81,14 +104,22 @@ class WorkspaceHook(RunEvents):
                          warn=lambda m: out(f"warning: {m}"))
         return cls(board, ws, home=home, ideas_file=ideas_file,
                    editable=lambda p: p not in ignore and is_editable(cfg, p),
-                   ladder=tuple(cfg.ladder),
-                   metric=cfg.metric, direction=cfg.direction, out=out)
+                   ladder=tuple(cfg.ladder), metric=cfg.metric, direction=cfg.direction,
+                   out=out, proposer=str(getattr(cfg, "proposer", "?")))
 
     @property
     def agent(self) -> str:
         return self.board.agent_id
 
+    @property
+    def renewing(self) -> bool:
+        """Whether a claim's lease is being renewed now."""
+        return self._lease is not None and self._lease.alive
+
     # ---- the loop's events
+
+    def session_opened(self, session: str, dataset: str | None) -> None:
+        self.joined(session, dataset)
 
     def proposing(self, exp_id: str, proposer: str) -> None:
         self.sync()
@@ -97,69 +128,146 @@ class WorkspaceHook(RunEvents):
         if not row.get("baseline"):
             self.publish(exp, row)
 
+    def stopped(self, reason: str) -> None:
+        self.left(reason)
+
     # ---- hooks (never raise)
+
+    def joined(self, session: str, dataset: str | None) -> None:
+        """A status-update post: this agent joined, with its plan (SPEC 10: announce yourself)."""
+        self._session, self._dataset, self._left = session, dataset, False
+        meta = {"type": "status-update", "event": "joined", "agent_id": self.agent,
+                "timestamp": lease.iso(lease.utc_now()), "session": session,
+                "dataset": dataset, "profile": ",".join(self.ladder),
+                "proposer": self.proposer, "lease_s": f"{self.ws.lease_s:g}"}
+        body = (f"Agent {self.agent} joined (session {session}). Plan: proposer "
+                f"{self.proposer}, ladder {' -> '.join(self.ladder)}, dataset {dataset}; "
+                f"claims hold {self.ws.lease_s:g} s unless renewed; a result is posted after "
+                "every experiment.")
+        self._status_post("joined", meta, body)
 
     def sync(self) -> None:
         """Send queued posts, read the board, turn others' kept patches into ideas."""
-        try:
-            self.board.flush()
-            self._posts = self.board.posts()
-            for post in self._posts:
-                self._offer_patch(post)
-            if self._leaderboard_stale and not self.board.queued():
-                self._regenerate()
-        except Exception as exc:  # noqa: BLE001 - the local loop never stops for the board
-            self.out(f"warning: workspace sync failed ({self.board.storage.describe()}): "
-                     f"{_describe(exc)}")
+        with self._lock:
+            try:
+                self.board.flush()
+                self._posts = self.board.posts()
+                for post in self._posts:
+                    self._offer_patch(post)
+                if self._leaderboard_stale and not self.board.queued():
+                    self._regenerate()
+            except Exception as exc:  # noqa: BLE001 - the local loop never stops for the board
+                self.out(f"warning: workspace sync failed ({self.board.storage.describe()}): "
+                         f"{_describe(exc)}")
 
     def duplicate(self, exp: Any) -> str | None:
-        """Why another agent's claim or result makes this experiment a duplicate, or None."""
-        try:
-            key = self._code_key(exp)
-        except Exception as exc:  # noqa: BLE001 - no key: nothing to compare, not a stop
-            self.out(f"warning: workspace: cannot name the incumbent: {_describe(exc)}")
+        """Why another agent's live claim or judged result makes this experiment a duplicate."""
+        with self._lock:
+            try:
+                key = self._code_key(exp)
+            except Exception as exc:  # noqa: BLE001 - no key: nothing to compare, not a stop
+                self.out(f"warning: workspace: cannot name the incumbent: {_describe(exc)}")
+                return None
+            for post in self._standing_posts(lease.utc_now()):
+                if (post["author"] != self.agent and post.get("diff_hash") == exp.diff_hash
+                        and post.get("incumbent") == key
+                        and post.get("dataset") == exp.dataset):
+                    return _taken_reason(post, key)
             return None
-        for post in self._standing_posts():
-            if (post["author"] != self.agent and post.get("diff_hash") == exp.diff_hash
-                    and post.get("incumbent") == key and post.get("dataset") == exp.dataset):
-                verb = "claimed" if post["type"] == "experiment-proposal" else "measured"
-                what = f"{post.get('experiment')}, {post['status']}" if post.get(
-                    "status") else post.get("experiment")
-                return (f"{verb} by agent {post['author']} ({what}) in the shared workspace: "
-                        f"same change on incumbent {key}; not re-run")
-        return None
 
     def claim(self, exp: Any) -> None:
-        """An experiment-proposal post, so that other agents skip this change."""
-        try:
-            meta = self._meta("experiment-proposal", exp)
-            body = (f"Claim: agent {self.agent} is measuring {exp.id} ({exp.description}) on "
-                    f"incumbent {meta['incumbent']}, ladder {' -> '.join(self.ladder)}.")
-            self._put(exp.id, self._post_path("claim", exp.id), wb.render_post(meta, body))
-        except Exception as exc:  # noqa: BLE001
-            self._failed(exp.id, exc)
+        """An experiment-proposal post with a lease, renewed in the background until publish."""
+        self._end_lease()
+        with self._lock:
+            try:
+                meta = self._lease_meta(exp)
+                body = (f"Claim: agent {self.agent} is measuring {exp.id} ({exp.description}) "
+                        f"on incumbent {meta['incumbent']}, ladder {' -> '.join(self.ladder)}; "
+                        f"held until {meta['lease_expires']} unless renewed.")
+                self._put(exp.id, self._post_path("claim", exp.id), wb.render_post(meta, body))
+            except Exception as exc:  # noqa: BLE001
+                self._failed(exp.id, exc)
+                return
+            self._leased, self._renewals = exp.id, 0
+            self._lease = lease.Renewer(lambda stopped: self._renew(exp, stopped),
+                                        self.ws.renew_interval_s,
+                                        warn=lambda m: self.out(f"warning: {m}"),
+                                        name=f"autogolf-lease-{exp.id}").start()
 
     def publish(self, exp: Any, row: dict) -> None:
-        """After the decision: the result post, results JSON and kept patch; sets row field."""
-        status = row.get("status")
-        claimed = exp.id in self._status
-        if status == "keep" or (self.ws.publish_every_experiment and claimed) or (
-                claimed and status in NOT_MEASURED):
-            try:
-                self._publish_result(exp, row)
-            except Exception as exc:  # noqa: BLE001 - e.g. the local patch file is gone
-                self._failed(exp.id, exc)
-        if exp.id in self._status:
-            row["workspace"] = self._summary(self._status.pop(exp.id))
+        """After the decision, for every finished experiment: the result post (it releases our
+        claim), the results JSON and a kept patch; sets row["workspace"]."""
+        self._end_lease()
+        with self._lock:
+            claimed = exp.id in self._status
+            skipped = row.get("status") == "duplicate" and not claimed
+            if not row.get("baseline") and not skipped:  # a skip: the other's post says it all
+                try:
+                    self._publish_result(exp, row)
+                except Exception as exc:  # noqa: BLE001 - e.g. the local patch file is gone
+                    self._failed(exp.id, exc)
+                status = str(row.get("status"))
+                self._counts[status] = self._counts.get(status, 0) + 1
+            if exp.id in self._status:
+                row["workspace"] = self._summary(self._status.pop(exp.id))
+
+    def left(self, reason: str) -> None:
+        """The run ended (any way): stop renewing, a status-update post. A claim still held
+        (an error ended the run mid-experiment) is not released: its lease expires."""
+        self._end_lease()
+        if self._left:
+            return
+        self._left = True
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(self._counts.items())) or "none"
+        meta = {"type": "status-update", "event": "left", "agent_id": self.agent,
+                "timestamp": lease.iso(lease.utc_now()), "session": self._session,
+                "dataset": self._dataset, "reason": records.short(reason),
+                "experiments": counts}
+        body = (f"Agent {self.agent} stopped (session {self._session}): {reason}. "
+                f"Experiments published this run: {counts}.")
+        self._status_post("left", meta, body)
+
+    # ---- leases
+
+    def _lease_meta(self, exp: Any) -> dict[str, object]:
+        now = lease.utc_now()  # one reading: the expiry is exactly lease_s after the post
+        meta = self._meta("experiment-proposal", exp)
+        meta.update(timestamp=lease.iso(now), lease_s=f"{self.ws.lease_s:g}",
+                    lease_expires=lease.expires_at(now, self.ws.lease_s))
+        return meta
+
+    def _renew(self, exp: Any, stopped: Callable[[], bool]) -> None:
+        """One renewal post (runs on the renewal thread); none once the result is near."""
+        with self._lock:
+            if stopped() or self._leased != exp.id:
+                return
+            self._renewals += 1
+            meta = self._lease_meta(exp)
+            meta["renewal"] = self._renewals
+            body = (f"Lease renewal {self._renewals} of {exp.id}: held until "
+                    f"{meta['lease_expires']}.")
+            path = self._post_path(f"renew{self._renewals}", exp.id)
+            self.board.put_now(path, wb.render_post(meta, body).encode())
+
+    def _end_lease(self) -> None:
+        """Stop the renewals (never while holding the lock: a renewal may be waiting on it)."""
+        renewer, self._lease = self._lease, None
+        if renewer is not None and not renewer.stop():
+            self.out("warning: workspace: a lease renewal is still in flight; the result "
+                     "post that follows releases the claim anyway")
+        self._leased = None
 
     # ---- publishing
 
     def _publish_result(self, exp: Any, row: dict) -> None:
         base = f"{exp.session}-{exp.id}"
         patch, patch_bytes = self._publish_patch(exp, row, base)
-        results = self._publish_results(exp, row, base, patch)
+        results, scored = self._publish_results(exp, row, base, patch)
         meta = self._meta("result", exp)
-        meta.update(status=row.get("status"), score=_last_score(row), patch=patch,
+        meta.update(status=row.get("status"), reason=records.short(row.get("reason")),
+                    score=_last_score(row), incumbent_score=scored.get("incumbent_score"),
+                    baseline_score=scored.get("baseline_score"), gain=scored.get("gain"),
+                    metric=self.metric, direction=self.direction, patch=patch,
                     patch_bytes=patch_bytes, results=",".join(results) or None,
                     commit=row.get("commit"))
         body = (f"Result: {exp.id} ({exp.description}) {row.get('status')}: {row.get('reason')}"
@@ -178,33 +286,25 @@ class WorkspaceHook(RunEvents):
         self._put(exp.id, path, data)
         return path, len(data)
 
-    def _publish_results(self, exp: Any, row: dict, base: str, patch: str | None) -> list[str]:
-        """One results JSON per rung the daemon scored; returns their workspace paths."""
-        if not status_measured(row):
-            return []
-        paths = []
-        for profile, rung in (row.get("rungs") or {}).items():
-            if isinstance(rung.get("val_bpb"), (int, float)):
-                path = f"{wb.RESULTS}/{wb.file_name(f'{base}-{profile}', self.agent, 'json')}"
-                self._put(exp.id, path, _json(self._result_record(exp, row, profile, rung,
-                                                                  patch)))
-                paths.append(path)
-        return paths
-
-    def _result_record(self, exp: Any, row: dict, profile: str, rung: dict,
-                       patch: str | None) -> dict:
-        return {
-            "agent_id": self.agent, "experiment": exp.id, "score": rung["val_bpb"],
-            "timestamp": row.get("timestamp") or _now(),
-            "model": f"benchmark/train_gpt_mlx.py@{str(row.get('trainer_hash'))[:12]}",
-            "test_samples": rung.get("val_tokens"),
-            "notes": f"{exp.description}; {row.get('status')}: {row.get('reason')}",
-            "metric": self.metric, "direction": self.direction, "profile": profile,
-            "total_bytes": rung.get("total_bytes"), "dataset": exp.dataset,
-            "commit": row.get("commit"), "patch": patch, "status": row.get("status"),
-            "diff_hash": exp.diff_hash, "incumbent": self._keys.get(exp.head or ""),
-            "session": exp.session,
-        }
+    def _publish_results(self, exp: Any, row: dict, base: str,
+                         patch: str | None) -> tuple[list[str], dict]:
+        """One results JSON per rung reached (one for none); (their paths, the last record)."""
+        if row.get("status") != "keep" and not self.ws.publish_every_experiment:
+            return [], {}
+        rows = Ledger(self.home / "ledger.jsonl").rows()
+        paths, record = [], {}
+        for profile, rung in records.rungs_to_publish(row):
+            baseline = records.own_baseline(rows, exp, profile, rung) if profile else None
+            record = records.result_record(
+                exp, row, profile, rung, agent=self.agent, metric=self.metric,
+                direction=self.direction, patch=patch, incumbent=self._keys.get(exp.head or ""),
+                baseline=baseline)
+            record["timestamp"] = record["timestamp"] or lease.iso(lease.utc_now())
+            name = f"{base}-{profile or 'unmeasured'}"
+            path = f"{wb.RESULTS}/{wb.file_name(name, self.agent, 'json')}"
+            self._put(exp.id, path, _json(record))
+            paths.append(path)
+        return paths, record
 
     def _regenerate(self) -> None:
         try:
@@ -212,6 +312,14 @@ class WorkspaceHook(RunEvents):
             self._leaderboard_stale = False
         except WorkspaceError as exc:
             self.out(f"warning: workspace: LEADERBOARD.md not regenerated (later): {exc}")
+
+    def _status_post(self, event: str, meta: dict[str, object], body: str) -> None:
+        with self._lock:
+            try:
+                path = self._post_path(f"status-{event}", self._session or "run")
+                self.board.put(path, wb.render_post(meta, body).encode())
+            except Exception as exc:  # noqa: BLE001 - never raises into the loop
+                self.out(f"warning: workspace: status-update not posted: {_describe(exc)}")
 
     def _put(self, exp_id: str, path: str, text: str | bytes) -> None:
         data = text.encode() if isinstance(text, str) else text
@@ -227,7 +335,8 @@ class WorkspaceHook(RunEvents):
         self._status.setdefault(exp_id, []).append(f"error: {_describe(exc)}")
 
     def _meta(self, kind: str, exp: Any) -> dict[str, object]:
-        return {"type": kind, "agent_id": self.agent, "timestamp": _now(),
+        return {"type": kind, "agent_id": self.agent,
+                "timestamp": lease.iso(lease.utc_now()), "session": exp.session,
                 "experiment": exp.id, "description": exp.description,
                 "diff_hash": exp.diff_hash, "incumbent": self._safe_key(exp),
                 "profile": ",".join(self.ladder), "dataset": exp.dataset}
@@ -244,29 +353,59 @@ class WorkspaceHook(RunEvents):
 
     # ---- learning
 
-    def _standing_posts(self) -> list[dict]:
-        """Each agent's latest post per experiment, unless it says nothing was measured."""
-        latest: dict[tuple[str, str], dict] = {}
+    def _standing_posts(self, now: Any) -> list[dict]:
+        """What still blocks: per agent and experiment, its latest result when it judged the
+        change (JUDGED), else - no result yet - its claim while the lease holds at `now`."""
+        claims: dict[tuple, dict] = {}
+        results: dict[tuple, dict] = {}
         for post in self._posts:
-            if post["type"] in ("experiment-proposal", "result"):
-                latest[(post["author"], str(post.get("experiment")))] = post
-        return [p for p in latest.values() if p.get("status") not in NOT_MEASURED]
+            key = (post["author"], post.get("session"), str(post.get("experiment")))
+            if post["type"] == "result":
+                results[key] = post  # posts are oldest first: the last one stands
+            elif post["type"] == "experiment-proposal":
+                expiry = lease.claim_expiry(post)
+                if expiry is not None and expiry > now:
+                    held = claims.get(key)
+                    if held is None or lease.claim_expiry(held) < expiry:
+                        claims[key] = {**post, "held_until": lease.iso(expiry)}
+        standing = [p for p in results.values()
+                    if p.get("status", "keep") in JUDGED and self._believable(p)]
+        return standing + [p for k, p in claims.items() if k not in results]
+
+    def _believable(self, post: dict) -> bool:
+        """A post's score passes the plausibility bounds (no score: nothing to doubt)."""
+        if post.get("score") is None:
+            return True
+        return wb.implausible(post["score"], post.get("metric") or self.metric,
+                              post.get("direction") or self.direction,
+                              post.get("incumbent_score")) is None
 
     def _offer_patch(self, post: dict) -> None:
-        """Another agent's kept patch -> a credited idea in the local backlog, once."""
+        """Another agent's kept patch -> a credited idea in the local backlog, once, unless its
+        score is implausible (board.implausible: the bounds and why)."""
         patch = post.get("patch")
         if (post["author"] == self.agent or post["type"] != "result"
                 or post.get("status") != "keep" or not patch):
             return
         local = self.home / PATCHES / patch.rsplit("/", 1)[-1]
-        if local.exists():
-            return  # offered before
+        if local.exists() or post["path"] in self._set_aside:
+            return  # offered (or set aside) before
+        why = wb.implausible(post.get("score"), post.get("metric") or self.metric,
+                             post.get("direction") or self.direction,
+                             post.get("incumbent_score"))  # a keep without a score: doubted
+        if why:
+            self._set_aside.add(post["path"])
+            self.out(f"warning: workspace: agent {post['author']}'s {post.get('experiment')} "
+                     f"not offered as an idea, its score is implausible: {why}")
+            return
         data = self.board.read(patch)
         local.parent.mkdir(parents=True, exist_ok=True)
         local.write_bytes(data)
         text = (f"{post.get('description') or 'kept change'} (credit: agent {post['author']}, "
                 f"kept as {post.get('experiment')}, {self.metric} {post.get('score')} at "
-                f"{post.get('profile')}; from the shared workspace)")
+                f"{post.get('profile')}"
+                + (f", gain {post['gain']} over its own baseline" if post.get("gain") else "")
+                + "; from the shared workspace)")
         # The backlog lives in the session worktree; the copy stays outside it (absolute).
         backlog = ideas.IdeasFile.load(self.ideas_file(), missing_ok=True)
         idea_id = backlog.add(text, patch=str(local.resolve()))
@@ -286,13 +425,19 @@ class WorkspaceHook(RunEvents):
             return None
 
 
-def status_measured(row: dict) -> bool:
-    return row.get("status") not in NOT_MEASURED and not row.get("baseline")
+def _taken_reason(post: dict, key: str) -> str:
+    if post["type"] == "experiment-proposal":
+        return (f"claimed by agent {post['author']} ({post.get('experiment')}, lease held "
+                f"until {post['held_until']}) in the shared workspace: same change on "
+                f"incumbent {key}; not re-run")
+    return (f"measured by agent {post['author']} ({post.get('experiment')}, "
+            f"{post.get('status', 'keep')}) in the shared workspace: same change on "
+            f"incumbent {key}; not re-run")
 
 
 def _last_score(row: dict) -> float | None:
     rungs = list((row.get("rungs") or {}).values())
-    return rungs[-1].get("val_bpb") if rungs else None
+    return records.score_of(rungs[-1]) if rungs else None
 
 
 def _json(record: dict) -> str:
@@ -304,5 +449,3 @@ def _describe(exc: Exception) -> str:
     return str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}"
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
