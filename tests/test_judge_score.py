@@ -207,7 +207,8 @@ GATE = [  # an extra layer type: a learned gain on the final features
 INT6_LZMA = [  # another quantizer (6-bit levels) and another compressor (lzma)
     ("            scale = np.maximum(clip / 127.0, 1e-12)",
      "            scale = np.maximum(clip / 31.0, 1e-12)"),
-    ("                        -127, 127).astype(np.int8)", "                        -31, 31).astype(np.int8)"),
+    ("                        -127, 127).astype(np.int8)",
+     "                        -31, 31).astype(np.int8)"),
     ("    blob = zlib.compress(raw, ZLIB_LEVEL)", "    blob = __import__('lzma').compress(raw)"),
     ("        restored = dequantize_state(pickle.loads(zlib.decompress(f.read())))",
      "        restored = dequantize_state(pickle.loads(__import__('lzma').decompress(f.read())))"),
