@@ -82,7 +82,9 @@ def smoke_run(tmp_path_factory, repo_root, trainer_env, prepared):
 
 
 def judge(trainer: Path, artifact: Path, tokens: np.ndarray, tables, env, **kw) -> score.Score:
-    return score.score_artifact(trainer, artifact, tokens, SEQ, tables, env=env, **kw)
+    """The judge's score, its server run with the environment the daemon gives it."""
+    return score.score_artifact(trainer, artifact, tokens, SEQ, tables,
+                                env=score.server_env(env), **kw)
 
 
 # ------------------------------------------------------------------------------ agreement
@@ -315,6 +317,12 @@ def test_a_model_server_that_hangs_is_stopped_at_the_timeout(smoke_run, prepared
                 prepared.holdout.tokens, tables, trainer_env, forward_timeout=2.0)
     assert not got.ok
     assert got.reason.startswith("model server: no answer while computing logits")
+
+
+def test_the_model_server_gets_no_daemon_settings_or_keys():
+    env = score.server_env({"PATH": "/bin", "LD_PRELOAD": "libopenblas.so", "MLX_X": "1",
+                            "ANTHROPIC_API_KEY": "secret", "DATA_PATH": "/data"})
+    assert env == {"PATH": "/bin", "LD_PRELOAD": "libopenblas.so", "MLX_X": "1"}
 
 
 def test_a_missing_code_file_is_named_when_measuring_bytes(tmp_path):

@@ -55,11 +55,12 @@ class ProtocolError(Exception):
     """A malformed frame; the message says what was wrong."""
 
 
-def write_frame(out: BinaryIO, header: dict, payload: bytes = b"") -> None:
-    header = {**header, "nbytes": len(payload)}
+def write_frame(out: BinaryIO, header: dict, payload: bytes | memoryview = b"") -> None:
+    payload = memoryview(payload).cast("B")  # bytes of any buffer, without a copy
+    header = {**header, "nbytes": payload.nbytes}
     raw = json.dumps(header).encode("utf-8")
     out.write(MAGIC + struct.pack("<I", len(raw)) + raw)
-    if payload:
+    if payload.nbytes:
         out.write(payload)
     out.flush()
 
@@ -84,12 +85,13 @@ def read_frame(read: Callable[[int], bytes]) -> tuple[dict, bytes]:
     return header, read(nbytes) if nbytes else b""
 
 
-def array_frame(arr: np.ndarray) -> tuple[dict, bytes]:
+def array_frame(arr: np.ndarray) -> tuple[dict, memoryview]:
     arr = np.ascontiguousarray(arr)
-    return {"ok": True, "dtype": arr.dtype.str, "shape": list(arr.shape)}, arr.tobytes()
+    return ({"ok": True, "dtype": arr.dtype.str, "shape": list(arr.shape)},
+            memoryview(arr.reshape(-1).view(np.uint8)))
 
 
-def array_of(header: dict, payload: bytes) -> np.ndarray:
+def array_of(header: dict, payload: bytes | bytearray) -> np.ndarray:
     dtype = np.dtype(header["dtype"])
     if dtype.hasobject:
         raise ProtocolError("object arrays are not accepted")

@@ -39,6 +39,10 @@ FORWARD_TIMEOUT_S = 300.0
 # a model that reads ahead moves them by far more. Enough for float32 and bf16 activations.
 PROBE_TOLERANCE = 5e-3
 STDERR_TAIL = 1500
+# What the model server inherits from the daemon's environment: enough to run numpy and MLX
+# with the fast BLAS, not the daemon's settings or an agent proposer's API keys.
+SERVER_ENV_KEYS = ("PATH", "HOME", "LANG", "TMPDIR", "LD_PRELOAD", "LD_LIBRARY_PATH")
+SERVER_ENV_PREFIXES = ("MLX_", "OPENBLAS_", "OMP_", "LC_")
 
 
 class Unscorable(Exception):
@@ -69,6 +73,13 @@ class Score:
 # --------------------------------------------------------------------------- the client
 
 
+def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The model server's environment: SERVER_ENV_KEYS and SERVER_ENV_PREFIXES of base."""
+    base = dict(os.environ if base is None else base)
+    return {k: v for k, v in base.items()
+            if k in SERVER_ENV_KEYS or k.startswith(SERVER_ENV_PREFIXES)}
+
+
 class ModelServer:
     """A running model server; `forward` sends input tokens and returns its logits."""
 
@@ -81,8 +92,8 @@ class ModelServer:
         self.proc = subprocess.Popen(
             ms.command(python or sys.executable, Path(trainer).resolve(),
                        Path(artifact).resolve(), logit_softcap, rope_base),
-            cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self.stderr)
+            cwd=cwd, env=server_env() if env is None else env, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=self.stderr)
         os.set_blocking(self.proc.stdout.fileno(), False)
         self.loader = None
         try:
@@ -99,24 +110,26 @@ class ModelServer:
         text = self.stderr.read().decode("utf-8", "replace").strip()
         return f"; its stderr ends: {text[-STDERR_TAIL:]}" if text else ""
 
-    def _read(self, n: int, deadline: float, doing: str) -> bytes:
-        buf = bytearray()
-        fd = self.proc.stdout.fileno()
-        while len(buf) < n:
+    def _read(self, n: int, deadline: float, doing: str) -> bytearray:
+        # Straight into one buffer: a batch of logits is tens of MB, copies add up.
+        buf = bytearray(n)
+        view, got = memoryview(buf), 0
+        raw = self.proc.stdout.raw  # unbuffered: select() and the reads see the same bytes
+        while got < n:
             left = deadline - time.monotonic()
             if left <= 0:
                 self.close()
                 raise Unscorable(f"model server: no answer while {doing} within the timeout")
-            ready, _, _ = select.select([fd], [], [], left)
+            ready, _, _ = select.select([raw], [], [], left)
             if not ready:
                 continue
-            chunk = os.read(fd, n - len(buf))
-            if not chunk:
+            count = raw.readinto(view[got:])
+            if count == 0:
                 code = self.proc.wait(timeout=10)
                 raise Unscorable(f"model server exited (code {code}) while {doing}"
                                  f"{self._stderr_tail()}")
-            buf += chunk
-        return bytes(buf)
+            got += count or 0  # None: nothing there after all
+        return buf
 
     def _receive(self, deadline: float, doing: str) -> tuple[dict, bytes]:
         try:
@@ -129,7 +142,7 @@ class ModelServer:
         x = np.ascontiguousarray(tokens, dtype="<i4")
         try:
             ms.write_frame(self.proc.stdin, {"op": "forward", "dtype": x.dtype.str,
-                                             "shape": list(x.shape)}, x.tobytes())
+                                             "shape": list(x.shape)}, x)
         except (BrokenPipeError, OSError):
             code = self.proc.wait(timeout=10)
             raise Unscorable(f"model server exited (code {code}) before a request"
@@ -263,8 +276,10 @@ def score_artifact(trainer: Path, artifact: Path, tokens: np.ndarray, seq_len: i
     """The judge's val_loss and val_bpb of the artifact on `tokens` (the holdout).
 
     trainer is the candidate's trainer file (its `load_for_eval` contract, else the built-in
-    loader); cwd is the worktree (default: the trainer's folder's parent). logit_softcap and
-    rope_base matter only to the built-in loader of an artifact that does not record them.
+    loader); cwd is the worktree (default: the trainer's folder's parent); env is the
+    server's whole environment (default: server_env(), a filtered copy of the daemon's).
+    logit_softcap and rope_base matter only to the built-in loader of an artifact that does
+    not record them.
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
