@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from loop.data import datasets, shards, tokenbytes  # noqa: E402
+from loop.data import datasets, tokenbytes  # noqa: E402
 from loop.judge import holdout, score  # noqa: E402
 from loop.measure import logparse  # noqa: E402
 from loop.platform import blas_env  # noqa: E402
@@ -76,8 +76,9 @@ def measure(name: str, repeats: int, info: datasets.DatasetInfo, tables) -> dict
         env = {**os.environ, **COMMON, **settings, "DATA_PATH": str(prep.data_path),
                "TOKENIZER_PATH": str(prep.tokenizer_path)}
         wall, log, artifact = run_trainer(env, work)
-        seq = int(settings["TRAIN_SEQ_LEN"])
-        slice_tokens = shards.load_tokens(prep.data_path / "fineweb_val_000000.bin")
+        seq = prep.holdout.seq_len
+        assert seq == int(settings["TRAIN_SEQ_LEN"]), "the judge's windows follow the profile"
+        slice_tokens = prep.trainer_slice()
         runs = {"holdout": [], "slice": []}
         for _ in range(repeats):
             for key, tokens in (("holdout", prep.holdout.tokens), ("slice", slice_tokens)):

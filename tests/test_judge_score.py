@@ -71,7 +71,7 @@ def tables(sample_dataset) -> tokenbytes.ByteTables:
 
 @pytest.fixture(scope="module")
 def trainer_slice(prepared) -> np.ndarray:
-    return shards.load_tokens(prepared.data_path / "fineweb_val_000000.bin")
+    return prepared.trainer_slice()
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +130,19 @@ def test_measured_total_bytes_equal_the_artifact_file_plus_the_trainer_file(smok
     assert total.total == log.total_bytes  # the honest trainer's claim matches
 
 
+@pytest.mark.slow
+def test_one_server_scores_the_holdout_and_the_trainers_slice(smoke_run, prepared, tables,
+                                                               trainer_env, repo_root):
+    log, artifact = smoke_run
+    got = score.score_sets(repo_root / TRAINER, artifact,
+                           {"holdout": prepared.holdout.tokens, "claim": prepared.trainer_slice()},
+                           SEQ, tables, env=score.server_env(trainer_env))
+    assert got["holdout"].ok and got["claim"].ok
+    assert got["claim"].val_bpb == pytest.approx(log.exact_val_bpb, abs=AGREE)
+    assert got["holdout"].val_bpb != got["claim"].val_bpb  # other tokens, another number
+    assert "load_s" in got["holdout"].timings and "load_s" not in got["claim"].timings
+
+
 # ------------------------------------------------------------------------------ cheats
 
 
@@ -161,6 +174,18 @@ def test_a_model_that_looks_ahead_is_rejected_by_the_probe(smoke_run, prepared, 
     assert not got.ok
     assert got.val_bpb is None
     assert got.reason.startswith("the model looks ahead: changing input tokens from position 1")
+
+
+@pytest.mark.slow
+def test_a_model_that_fails_the_probe_is_scored_on_no_set(smoke_run, prepared, tables,
+                                                          trainer_env, repo_root, tmp_path):
+    _, artifact = smoke_run
+    cheat = edited_trainer(repo_root, tmp_path, [], PEEK)
+    got = score.score_sets(cheat, artifact, {"holdout": prepared.holdout.tokens,
+                                             "claim": prepared.trainer_slice()},
+                           SEQ, tables, env=score.server_env(trainer_env))
+    assert [s.status for s in got.values()] == ["unscorable", "unscorable"]
+    assert got["claim"].reason.startswith("the model looks ahead")
 
 
 @pytest.mark.slow
@@ -364,6 +389,13 @@ def test_the_holdout_identity_is_stable_and_differs_per_profile(sample_dataset, 
     assert breadth.tokens.size == holdout.SAMPLE_SIZES["breadth"].holdout_tokens
 
 
+def test_the_judges_window_is_the_profiles_seq_len_and_part_of_the_identity(sample_dataset,
+                                                                          tmp_path):
+    smoke = holdout.prepare(sample_dataset, "smoke", tmp_path).holdout
+    breadth = holdout.prepare(sample_dataset, "breadth", tmp_path).holdout
+    assert (smoke.identity()["seq_len"], breadth.identity()["seq_len"]) == (SEQ, 1024)
+
+
 def test_the_full_holdout_is_the_whole_rest_of_the_split(sample_dataset, tmp_path):
     full = holdout.prepare(sample_dataset, "full", tmp_path).holdout
     assert full.start + full.tokens.size == holdout.val_split(sample_dataset).size
@@ -372,4 +404,4 @@ def test_the_full_holdout_is_the_whole_rest_of_the_split(sample_dataset, tmp_pat
 def test_holdout_sizes_that_do_not_fit_name_the_profile():
     val = np.ones(1000, dtype=np.uint16)
     with pytest.raises(holdout.HoldoutError, match="profile 'breadth': the val split has 1000"):
-        holdout.cut(val, holdout.Sizes(100, 5000), "breadth")
+        holdout.cut(val, holdout.Sizes(100, 5000, SEQ), "breadth")

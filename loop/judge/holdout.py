@@ -20,6 +20,10 @@ full rung is still a full-split score. It is not the same number as upstream's v
 entire split (the first 1M tokens are not in it); results stay comparable within one protocol
 only, which is why every row records `identity()`.
 
+The judge's window length is the protocol's too (Sizes.seq_len, autoresearch.sh's
+TRAIN_SEQ_LEN per profile): a trainer that changes its own seq len is still scored in the
+daemon's windows.
+
 Sizes per profile (tokens; trainer slice / holdout):
 
 | profile | real data (val ~62M)    | offline sample (val 115,973)        |
@@ -53,6 +57,7 @@ from loop.data import datasets, shards
 BOS_ID = 1
 DATA_FOLDER = Path(".autogolf/judge-data")
 HOLDOUT_FORMAT = "autogolf_holdout_v1"
+VAL_FILE = "fineweb_val_000000.bin"
 
 
 @dataclass(frozen=True)
@@ -61,19 +66,20 @@ class Sizes:
 
     trainer_tokens: int
     holdout_tokens: int  # 0 = everything after the trainer slice
+    seq_len: int  # the judge's window: the profile's TRAIN_SEQ_LEN, fixed by the protocol
 
 
 REAL_SIZES: dict[str, Sizes] = {
-    "smoke": Sizes(16_384, 16_384),
-    "breadth": Sizes(524_288, 524_288),
-    "confirm": Sizes(2_097_152, 2_097_152),
-    "full": Sizes(1_048_576, 0),
+    "smoke": Sizes(16_384, 16_384, 128),
+    "breadth": Sizes(524_288, 524_288, 1024),
+    "confirm": Sizes(2_097_152, 2_097_152, 1024),
+    "full": Sizes(1_048_576, 0, 1024),
 }
 SAMPLE_SIZES: dict[str, Sizes] = {
-    "smoke": Sizes(16_384, 16_384),
-    "breadth": Sizes(16_384, 32_768),
-    "confirm": Sizes(16_384, 65_536),
-    "full": Sizes(16_384, 0),
+    "smoke": Sizes(16_384, 16_384, 128),
+    "breadth": Sizes(16_384, 32_768, 1024),
+    "confirm": Sizes(16_384, 65_536, 1024),
+    "full": Sizes(16_384, 0, 1024),
 }
 
 
@@ -99,12 +105,14 @@ class Holdout:
     start: int  # position in the concatenated val split
     trainer_tokens: int  # the trainer slice is val[0 : trainer_tokens + 1]
     sha256: str  # of the holdout tokens as little-endian uint16
+    seq_len: int  # windows the judge scores it in (the daemon's, not the trainer's, value)
 
     def identity(self) -> dict:
         """What a ledger row records so that scores are compared within one protocol only."""
         return {"format": HOLDOUT_FORMAT, "dataset": self.dataset_id, "profile": self.profile,
                 "start": self.start, "tokens": int(self.tokens.size),
                 "trainer_slice": [0, self.trainer_tokens + 1], "sha256": self.sha256,
+                "seq_len": self.seq_len,
                 "cut": "val split; trainer slice first, holdout from the next BOS after it"}
 
     @property
@@ -119,6 +127,10 @@ class Prepared:
     data_path: Path
     tokenizer_path: Path
     holdout: Holdout
+
+    def trainer_slice(self) -> np.ndarray:
+        """The val tokens the trainer was given: what its printed val_bpb is about."""
+        return shards.load_tokens(self.data_path / VAL_FILE)
 
 
 def val_split(info: datasets.DatasetInfo) -> np.ndarray:
@@ -152,7 +164,7 @@ def make_holdout(info: datasets.DatasetInfo, profile: str) -> tuple[Holdout, np.
     slice_end, start, stop = cut(val, sizes, profile)
     tokens = np.ascontiguousarray(val[start:stop], dtype="<u2")
     holdout = Holdout(tokens, datasets.dataset_id(info), profile, start, slice_end - 1,
-                      hashlib.sha256(tokens.tobytes()).hexdigest())
+                      hashlib.sha256(tokens.tobytes()).hexdigest(), sizes.seq_len)
     return holdout, val[:slice_end]
 
 
@@ -181,7 +193,7 @@ def prepare(info: datasets.DatasetInfo, profile: str, root: Path) -> Prepared:
     folder.mkdir(parents=True, exist_ok=True)
     for shard in shards.shard_files(info.data_path, "train"):
         _link(shard, folder / shard.name)
-    val_file = folder / "fineweb_val_000000.bin"
+    val_file = folder / VAL_FILE
     if not val_file.is_file() or not np.array_equal(shards.load_tokens(val_file), trainer_slice):
         shards.write_shard(val_file, trainer_slice)
     return Prepared(folder, info.tokenizer_path, holdout)

@@ -25,6 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -266,14 +267,28 @@ def _score(server: ModelServer, tokens: np.ndarray, seq_len: int,
 
 
 def score_artifact(trainer: Path, artifact: Path, tokens: np.ndarray, seq_len: int,
-                   tables: tokenbytes.ByteTables, *, cwd: Path | None = None,
-                   python: str | None = None, env: dict[str, str] | None = None,
-                   batch_tokens: int = EVAL_TOKENS_PER_BATCH, probe: bool = True,
-                   probe_tolerance: float = PROBE_TOLERANCE,
-                   load_timeout: float = LOAD_TIMEOUT_S,
-                   forward_timeout: float = FORWARD_TIMEOUT_S,
-                   logit_softcap: float = 30.0, rope_base: float = 10000.0) -> Score:
+                   tables: tokenbytes.ByteTables, **options: Any) -> Score:
     """The judge's val_loss and val_bpb of the artifact on `tokens` (the holdout).
+
+    Options as for score_sets.
+    """
+    return score_sets(trainer, artifact, {"holdout": tokens}, seq_len, tables,
+                      **options)["holdout"]
+
+
+def score_sets(trainer: Path, artifact: Path, token_sets: dict[str, np.ndarray], seq_len: int,
+               tables: tokenbytes.ByteTables, *, cwd: Path | None = None,
+               python: str | None = None, env: dict[str, str] | None = None,
+               batch_tokens: int = EVAL_TOKENS_PER_BATCH, probe: bool = True,
+               probe_tolerance: float = PROBE_TOLERANCE, load_timeout: float = LOAD_TIMEOUT_S,
+               forward_timeout: float = FORWARD_TIMEOUT_S, logit_softcap: float = 30.0,
+               rope_base: float = 10000.0) -> dict[str, Score]:
+    """A Score per named token set, all from one model server (one load, one probe).
+
+    E.g. {"holdout": ..., "claim": the trainer's slice}: the holdout decides, the slice is
+    what the trainer's printed val_bpb is compared with. Once one set is unscorable every
+    later one is too, with the same reason (fail closed: a model that failed the probe or
+    sent nan logits is not scored on anything).
 
     trainer is the candidate's trainer file (its `load_for_eval` contract, else the built-in
     loader); cwd is the worktree (default: the trainer's folder's parent); env is the
@@ -282,36 +297,52 @@ def score_artifact(trainer: Path, artifact: Path, tokens: np.ndarray, seq_len: i
     not record them.
     """
     t_start = time.perf_counter()
-    timings: dict[str, float] = {}
+    names = list(token_sets)
     if not Path(artifact).is_file():
-        return Score("unscorable", f"no artifact at {artifact} (the trainer did not write it "
-                     "where the daemon asked)")
-    server = None
+        return dict.fromkeys(names, Score(
+            "unscorable", f"no artifact at {artifact} (the trainer did not write it where "
+            "the daemon asked)"))
     try:
         server = ModelServer(Path(trainer), Path(artifact),
                              Path(cwd) if cwd else Path(trainer).resolve().parent.parent,
                              python=python, env=env, load_timeout=load_timeout,
                              forward_timeout=forward_timeout, logit_softcap=logit_softcap,
                              rope_base=rope_base)
-        timings["load_s"] = time.perf_counter() - t_start
-        nats, count, nbytes = _score(server, tokens, seq_len, tables, batch_tokens, probe,
-                                     probe_tolerance, timings)
     except OSError as exc:  # the server could not even start
-        return Score("unscorable", f"cannot start the model server: {exc}", timings=timings)
+        return dict.fromkeys(names, Score("unscorable", f"cannot start the model server: {exc}"))
     except Unscorable as exc:
-        timings["total_s"] = time.perf_counter() - t_start
-        return Score("unscorable", str(exc), loader=server.loader if server else None,
-                     timings=timings)
+        return dict.fromkeys(names, Score("unscorable", str(exc), timings={
+            "total_s": time.perf_counter() - t_start}))
+    results: dict[str, Score] = {}
+    try:
+        load_s = time.perf_counter() - t_start
+        for i, name in enumerate(names):
+            t0 = time.perf_counter()
+            timings = {"load_s": load_s} if i == 0 else {}
+            try:
+                nats, count, nbytes = _score(server, token_sets[name], seq_len, tables,
+                                             batch_tokens, probe and i == 0, probe_tolerance,
+                                             timings)
+            except Unscorable as exc:
+                timings["total_s"] = time.perf_counter() - t0 + timings.get("load_s", 0.0)
+                failed = Score("unscorable", str(exc), loader=server.loader, timings=timings)
+                results.update(dict.fromkeys(names[i:], failed))
+                break
+            timings["total_s"] = time.perf_counter() - t0 + timings.get("load_s", 0.0)
+            results[name] = _scored(nats, count, nbytes, server.loader, timings)
     finally:
-        if server is not None:
-            server.close()
-    timings["total_s"] = time.perf_counter() - t_start
+        server.close()
+    return results
+
+
+def _scored(nats: float, count: int, nbytes: int, loader: str | None,
+            timings: dict[str, float]) -> Score:
     if nbytes <= 0:
-        return Score("unscorable", "the holdout's targets stand for 0 bytes", timings=timings)
+        return Score("unscorable", "the targets stand for 0 bytes", loader=loader,
+                     timings=timings)
     bpb = nats / math.log(2) / nbytes
-    return Score("scored", f"judge: val_bpb {bpb:.6f} on {count} target tokens "
-                 f"({server.loader} loader)", nats / count, bpb, count, nbytes, server.loader,
-                 timings)
+    return Score("scored", f"judge: val_bpb {bpb:.6f} on {count} target tokens ({loader} "
+                 "loader)", nats / count, bpb, count, nbytes, loader, timings)
 
 
 # --------------------------------------------------------------------------- the size
