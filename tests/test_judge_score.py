@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loop.data import shards, tokenbytes
+from loop.data import datasets, shards, tokenbytes
 from loop.judge import holdout, score, verify
 from loop.measure import logparse
 
@@ -74,11 +74,26 @@ def trainer_slice(prepared) -> np.ndarray:
     return prepared.trainer_slice()
 
 
+BENCHMARK_FILES = ("autoresearch.sh", str(TRAINER), "scripts/extract_parameter_golf_metrics.py")
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, repo_root, trainer_env, prepared):
+    """The real benchmark, `PROFILE=smoke bash autoresearch.sh`, as the daemon will run it:
+    in a copy of the benchmark files, given the prepared data folder and the artifact path."""
     work = tmp_path_factory.mktemp("smoke")
-    log, artifact = train(repo_root / TRAINER, trainer_env, prepared, work)
-    return log, artifact
+    for rel in BENCHMARK_FILES:
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / rel).write_bytes((repo_root / rel).read_bytes())
+    artifact = work / "judge" / "model.bin"
+    env = {**trainer_env, "PROFILE": "smoke", "PYTHON": sys.executable, "RUN_ID": "smoke",
+           "PYTHONPATH": str(repo_root), "DATA_PATH": str(prepared.data_path),
+           "TOKENIZER_PATH": str(prepared.tokenizer_path),
+           "AUTOGOLF_ARTIFACT_PATH": str(artifact)}
+    done = subprocess.run(["bash", "autoresearch.sh"], cwd=work, env=env, text=True,
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return logparse.parse_trainer_log(done.stdout), artifact
 
 
 def judge(trainer: Path, artifact: Path, tokens: np.ndarray, tables, env, **kw) -> score.Score:
@@ -95,6 +110,13 @@ def test_the_trainer_writes_its_artifact_where_the_daemon_says(smoke_run):
     log, artifact = smoke_run
     assert log.settings["artifact_path"] == str(artifact)
     assert artifact.stat().st_size == log.serialized_bytes
+
+
+@pytest.mark.slow
+def test_the_benchmark_trains_on_the_data_folder_the_daemon_assembled(smoke_run, prepared):
+    log, _ = smoke_run
+    assert log.settings["val_sha256"] == datasets.sha256_file(
+        prepared.data_path / holdout.VAL_FILE)  # the trainer's slice, not the whole split
 
 
 @pytest.mark.slow
