@@ -131,6 +131,8 @@ class ModelServer:
         while got < n:
             left = deadline - time.monotonic()
             if left <= 0:
+                self.proc.kill()  # it is busy or stuck: asking it to close would wait too
+                self.proc.wait()
                 self.close()
                 raise Unscorable(f"model server: no answer while {doing} within the timeout")
             ready, _, _ = select.select([raw], [], [], left)
