@@ -48,18 +48,33 @@ class _SafeUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def load_artifact(path: Path) -> dict[str, np.ndarray]:
-    """{name: float32 array} from an int8+zlib artifact (dequantized per row)."""
+def read_export(path: Path) -> dict:
+    """The unpickled int8+zlib export object (safe unpickler), checked for its three parts."""
     obj = _SafeUnpickler(io.BytesIO(zlib.decompress(Path(path).read_bytes()))).load()
     if not isinstance(obj, dict) or not {"quantized", "scales", "passthrough"} <= set(obj):
         raise Unsupported("not an int8 per-row export (quantized/scales/passthrough)")
+    return obj
+
+
+def dequantize(obj: dict) -> dict[str, np.ndarray]:
+    """{name: float32 array}: int8 rows times their scale (one per row, or one per tensor)."""
     params = {}
     for name, q in obj["quantized"].items():
         scale = np.asarray(obj["scales"][name], dtype=np.float32)
-        params[name] = np.asarray(q, dtype=np.float32) * scale[:, None]
+        q = np.asarray(q, dtype=np.float32)
+        params[name] = q * (scale if scale.ndim == 0 else scale.reshape(-1, *[1] * (q.ndim - 1)))
     for name, w in obj["passthrough"].items():
         params[name] = np.asarray(w, dtype=np.float32)
+    # Upstream's MLX model names its embedding `tok_emb.weight` (an nn.Embedding); ours does
+    # not: one name for the forward pass below.
+    if "tok_emb.weight" in params and "tok_emb" not in params:
+        params["tok_emb"] = params.pop("tok_emb.weight")
     return params
+
+
+def load_artifact(path: Path) -> dict[str, np.ndarray]:
+    """{name: float32 array} from an int8+zlib artifact (dequantized per row)."""
+    return dequantize(read_export(path))
 
 
 @dataclass(frozen=True)
@@ -139,7 +154,7 @@ def val_window(data_path: Path, seq_len: int, max_tokens: int) -> np.ndarray:
     return tokens[:usable + 1]
 
 
-class _Model:
+class BaselineModel:
     """The baseline forward pass (SPEC section 3), float32, on flat dequantized tensors."""
 
     def __init__(self, params: dict[str, np.ndarray], shape: Shape, softcap: float,
@@ -195,8 +210,8 @@ class _Model:
         h = self.mx.maximum(self._norm(x) @ p[f"blocks.{i}.mlp.fc.weight"].T, 0)
         return x + p[f"blocks.{i}.mlp_scale"] * ((h * h) @ p[f"blocks.{i}.mlp.proj.weight"].T)
 
-    def nats(self, x: np.ndarray, y: np.ndarray) -> float:
-        """Summed cross entropy (nats) of targets y after inputs x, both (batch, seq)."""
+    def logits(self, x: np.ndarray):  # noqa: ANN201 - an mx.array, float32 (batch, seq, vocab)
+        """Softcapped float32 logits for input tokens x of shape (batch, seq)."""
         mx, p = self.mx, self.p
         h = self._norm(p["tok_emb"][mx.array(x)])
         h0, skips = h, []
@@ -210,7 +225,12 @@ class _Model:
             h = self._block(i, h, h0)
         head = p["tok_emb"] if self.shape.tied else p["lm_head.weight"]
         logits = (self._norm(h) @ head.T).astype(mx.float32)
-        logits = self.softcap * mx.tanh(logits / self.softcap)
+        return self.softcap * mx.tanh(logits / self.softcap)
+
+    def nats(self, x: np.ndarray, y: np.ndarray) -> float:
+        """Summed cross entropy (nats) of targets y after inputs x, both (batch, seq)."""
+        mx = self.mx
+        logits = self.logits(x)
         target = mx.take_along_axis(logits, mx.array(y)[..., None], axis=-1)[..., 0]
         return float((mx.logsumexp(logits, axis=-1) - target).sum().item())
 
@@ -232,7 +252,7 @@ def trusted_val_bpb(artifact: Path, settings: Settings) -> float:
     """val_bpb of the artifact by the daemon's own code; Unsupported for another model."""
     params = load_artifact(artifact)
     shape = infer_shape(params)
-    model = _Model(params, shape, settings.logit_softcap, settings.rope_base,
+    model = BaselineModel(params, shape, settings.logit_softcap, settings.rope_base,
                    settings.compute_dtype)
     tokens = val_window(settings.data_path, settings.seq_len, settings.val_max_tokens)
     tables = tokenbytes.build_byte_tables(settings.tokenizer_path, shape.vocab)

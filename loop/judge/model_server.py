@@ -1,0 +1,219 @@
+"""The model server: a separate process that turns input tokens into logits, nothing more.
+
+The judge (loop/judge/score.py) starts one per artifact. The server imports the candidate's
+trainer file from the worktree and loads the artifact through the trainer's evaluation
+contract:
+
+    load_for_eval(artifact_path: str) -> forward
+    forward(tokens: int32 ndarray (batch, seq)) -> float32 ndarray (batch, seq, vocab)
+
+A trainer without that function (upstream's) is served by the built-in loader: the int8+zlib
+export of the baseline model, read with loop/judge/verify.py's safe unpickler and run through
+its own baseline forward pass. The server is given input tokens only: never targets, byte
+counts or the score, so the candidate's code never sees what it is graded on beyond the
+inputs (which it could keep: see docs/THREAT_MODEL.md).
+
+Wire protocol on the server's stdin/stdout (the trainer's own prints go to stderr): each
+message is a frame
+
+    b"AGMS" | uint32 LE length of a JSON header | the JSON header | header["nbytes"] raw bytes
+
+- server -> judge, once loaded: {"ok": true, "loader": "contract" | "builtin"}, or
+  {"ok": false, "error": "..."} and exit;
+- judge -> server: {"op": "forward", "dtype": "int32", "shape": [b, t], "nbytes": n} + tokens;
+  server -> judge: {"ok": true, "dtype": "<f4", "shape": [...], "nbytes": n} + the array in C
+  order, or {"ok": false, "error": "..."};
+- judge -> server: {"op": "close"}: the server exits 0.
+
+Run it as `python -I -c "<put the daemon on sys.path>; from loop.judge.model_server import main;
+main()" --trainer T --artifact A` (what `command()` builds): `-I` keeps the worktree, and a
+`loop/` package in it, off sys.path; only the daemon's own code is imported by name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import struct
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+MAGIC = b"AGMS"
+CONTRACT = "load_for_eval"
+MAX_HEADER = 1 << 16
+DAEMON_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ProtocolError(Exception):
+    """A malformed frame; the message says what was wrong."""
+
+
+def write_frame(out: BinaryIO, header: dict, payload: bytes | memoryview = b"") -> None:
+    payload = memoryview(payload).cast("B")  # bytes of any buffer, without a copy
+    header = {**header, "nbytes": payload.nbytes}
+    raw = json.dumps(header).encode("utf-8")
+    out.write(MAGIC + struct.pack("<I", len(raw)) + raw)
+    if payload.nbytes:
+        out.write(payload)
+    out.flush()
+
+
+def read_frame(read: Callable[[int], bytes]) -> tuple[dict, bytes]:
+    """One frame through read(n) (which returns exactly n bytes or raises)."""
+    head = read(8)
+    if head[:4] != MAGIC:
+        raise ProtocolError(f"bad frame magic {head[:4]!r}")
+    (length,) = struct.unpack("<I", head[4:])
+    if length > MAX_HEADER:
+        raise ProtocolError(f"frame header of {length} bytes (limit {MAX_HEADER})")
+    try:
+        header = json.loads(read(length))
+    except ValueError as exc:
+        raise ProtocolError(f"frame header is not JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise ProtocolError("frame header is not a JSON object")
+    nbytes = header.get("nbytes", 0)
+    if not isinstance(nbytes, int) or nbytes < 0:
+        raise ProtocolError(f"bad nbytes {nbytes!r}")
+    return header, read(nbytes) if nbytes else b""
+
+
+def array_frame(arr: np.ndarray) -> tuple[dict, memoryview]:
+    arr = np.ascontiguousarray(arr)
+    return ({"ok": True, "dtype": arr.dtype.str, "shape": list(arr.shape)},
+            memoryview(arr.reshape(-1).view(np.uint8)))
+
+
+def array_of(header: dict, payload: bytes | bytearray) -> np.ndarray:
+    dtype = np.dtype(header["dtype"])
+    if dtype.hasobject:
+        raise ProtocolError("object arrays are not accepted")
+    shape = tuple(int(n) for n in header["shape"])
+    if int(np.prod(shape)) * dtype.itemsize != len(payload):
+        raise ProtocolError(f"{len(payload)} bytes do not make a {dtype} array of {shape}")
+    return np.frombuffer(payload, dtype=dtype).reshape(shape)
+
+
+def command(python: str, trainer: Path, artifact: Path, logit_softcap: float = 30.0,
+            rope_base: float = 10000.0) -> list[str]:
+    """The argv that starts a server (see the module docstring for why -I -c)."""
+    boot = (f"import sys; sys.path.insert(0, {str(DAEMON_ROOT)!r}); "
+            "from loop.judge.model_server import main; sys.exit(main())")
+    return [python, "-I", "-c", boot, "--trainer", str(trainer), "--artifact", str(artifact),
+            "--logit-softcap", repr(logit_softcap), "--rope-base", repr(rope_base)]
+
+
+# ------------------------------------------------------------------------------ server side
+
+
+def _import_trainer(path: Path):  # noqa: ANN202 - a module
+    spec = importlib.util.spec_from_file_location("autogolf_candidate_trainer", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def builtin_forward(artifact: Path, logit_softcap: float, rope_base: float
+                    ) -> Callable[[np.ndarray], np.ndarray]:
+    """Upstream's/our baseline int8+zlib export through verify.py's baseline forward pass."""
+    import mlx.core as mx
+
+    from loop.judge import verify
+
+    obj = verify.read_export(artifact)
+    config = obj.get("model_config") if isinstance(obj.get("model_config"), dict) else {}
+    params = verify.dequantize(obj)
+    shape = verify.infer_shape(params)
+    dtype = "bfloat16" if mx.default_device() == mx.gpu else "float32"
+    model = verify.BaselineModel(params, shape, float(config.get("logit_softcap", logit_softcap)),
+                                 float(config.get("rope_base", rope_base)), dtype)
+    return lambda tokens: np.array(model.logits(tokens), dtype=np.float32)
+
+
+def load(trainer: Path, artifact: Path, logit_softcap: float, rope_base: float
+         ) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
+    """(loader name, forward) for this trainer file and artifact."""
+    if not artifact.is_file():
+        raise FileNotFoundError(f"no artifact at {artifact}")
+    module = _import_trainer(trainer)
+    contract = getattr(module, CONTRACT, None)
+    if callable(contract):
+        return "contract", contract(str(artifact))
+    return "builtin", builtin_forward(artifact, logit_softcap, rope_base)
+
+
+def _reader(stream: BinaryIO) -> Callable[[int], bytes]:
+    def read(n: int) -> bytes:
+        data = stream.read(n)
+        if len(data) != n:
+            raise EOFError("the judge closed the pipe")
+        return data
+    return read
+
+
+def _describe(exc: BaseException) -> str:
+    where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    at = f" (at {Path(where[0].filename).name}:{where[0].lineno})" if where else ""
+    return f"{type(exc).__name__}: {exc}{at}"
+
+
+def serve(forward: Callable[[np.ndarray], np.ndarray], inp: BinaryIO, out: BinaryIO) -> None:
+    read = _reader(inp)
+    while True:
+        header, payload = read_frame(read)
+        if header.get("op") == "close":
+            return
+        if header.get("op") != "forward":
+            write_frame(out, {"ok": False, "error": f"unknown op {header.get('op')!r}"})
+            continue
+        try:
+            result = np.asarray(forward(array_of(header, payload)))
+        except Exception as exc:  # noqa: BLE001 - the candidate's code: report, do not die
+            write_frame(out, {"ok": False, "error": f"forward raised {_describe(exc)}"})
+            continue
+        if result.dtype.hasobject:
+            write_frame(out, {"ok": False, "error": "forward returned an object array"})
+            continue
+        write_frame(out, *array_frame(result))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="loop.judge.model_server", description=__doc__)
+    parser.add_argument("--trainer", type=Path, required=True)
+    parser.add_argument("--artifact", type=Path, required=True)
+    parser.add_argument("--logit-softcap", type=float, default=30.0)
+    parser.add_argument("--rope-base", type=float, default=10000.0)
+    args = parser.parse_args(argv)
+    # The protocol owns the real stdout; anything the candidate prints goes to stderr.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    inp = os.fdopen(os.dup(0), "rb")
+    try:
+        loader, forward = load(args.trainer, args.artifact, args.logit_softcap, args.rope_base)
+    except BaseException as exc:  # noqa: BLE001 - SystemExit from a trainer too
+        write_frame(out, {"ok": False, "error": f"loading {args.artifact.name} with "
+                          f"{args.trainer.name} failed: {_describe(exc)}"})
+        return 1
+    write_frame(out, {"ok": True, "loader": loader})
+    try:
+        serve(forward, inp, out)
+    except (EOFError, BrokenPipeError):
+        return 0
+    except ProtocolError as exc:
+        print(f"model_server: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,429 @@
+"""loop/judge/score.py, model_server.py and holdout.py on real smoke artifacts (issue 15).
+
+Three real smoke trainings, one per module-scoped fixture: the trainer as it is, a copy with
+an extra layer type and other sizes, and a copy with another quantizer and compressor. Every
+other candidate is a copy of the trainer whose *evaluation contract* is edited (a model that
+peeks ahead, one with nan logits, one that raises), scoring the first run's artifact.
+"""
+
+from __future__ import annotations
+
+import lzma
+import os
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from loop.data import datasets, shards, tokenbytes
+from loop.judge import holdout, score, verify
+from loop.measure import logparse
+
+SMOKE = {  # autoresearch.sh's smoke profile
+    "ITERATIONS": "30", "TRAIN_BATCH_TOKENS": "2048", "GRAD_ACCUM_STEPS": "1",
+    "TRAIN_SEQ_LEN": "128", "VAL_MAX_TOKENS": "16384", "VAL_BATCH_SIZE": "8192",
+    "WARMUP_STEPS": "1", "TRAIN_LOG_EVERY": "10", "MAX_WALLCLOCK_SECONDS": "0",
+    "NUM_LAYERS": "2", "MODEL_DIM": "64", "NUM_HEADS": "2", "NUM_KV_HEADS": "1", "MLP_MULT": "2",
+}
+SEQ = 128
+# The trainer sums its losses in float32, the judge in float64: they agree to ~5e-5 bpb here.
+AGREE = 2e-4
+TRAINER = Path("benchmark/train_gpt_mlx.py")
+
+
+def edited_trainer(repo_root: Path, folder: Path, edits: list[tuple[str, str]],
+                   append: str = "") -> Path:
+    """A copy of the trainer with each (old, new) edit made once, plus code appended."""
+    source = (repo_root / TRAINER).read_text()
+    for old, new in edits:
+        assert source.count(old) == 1, f"the trainer no longer has {old!r}"
+        source = source.replace(old, new)
+    path = folder / "benchmark" / "train_gpt_mlx.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(source + append)
+    return path
+
+
+def train(trainer: Path, env: dict[str, str], prepared: holdout.Prepared, work: Path,
+          **overrides: str) -> tuple[logparse.TrainerLog, Path]:
+    artifact = work / "judge" / "model.bin"
+    run_env = {**env, **SMOKE, **overrides, "DATA_PATH": str(prepared.data_path),
+               "TOKENIZER_PATH": str(prepared.tokenizer_path), "RUN_ID": "run",
+               "OUT_DIR": str(work / "logs"), "AUTOGOLF_ARTIFACT_PATH": str(artifact)}
+    done = subprocess.run([sys.executable, str(trainer)], cwd=work, env=run_env, text=True,
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return logparse.parse_trainer_log(done.stdout), artifact
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, sample_dataset) -> holdout.Prepared:
+    return holdout.prepare(sample_dataset, "smoke", tmp_path_factory.mktemp("root"))
+
+
+@pytest.fixture(scope="module")
+def tables(sample_dataset) -> tokenbytes.ByteTables:
+    return tokenbytes.build_byte_tables(sample_dataset.tokenizer_path, sample_dataset.vocab_size)
+
+
+@pytest.fixture(scope="module")
+def trainer_slice(prepared) -> np.ndarray:
+    return prepared.trainer_slice()
+
+
+BENCHMARK_FILES = ("autoresearch.sh", str(TRAINER), "scripts/extract_parameter_golf_metrics.py")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, repo_root, trainer_env, prepared):
+    """The real benchmark, `PROFILE=smoke bash autoresearch.sh`, as the daemon will run it:
+    in a copy of the benchmark files, given the prepared data folder and the artifact path."""
+    work = tmp_path_factory.mktemp("smoke")
+    for rel in BENCHMARK_FILES:
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / rel).write_bytes((repo_root / rel).read_bytes())
+    artifact = work / "judge" / "model.bin"
+    env = {**trainer_env, "PROFILE": "smoke", "PYTHON": sys.executable, "RUN_ID": "smoke",
+           "PYTHONPATH": str(repo_root), "DATA_PATH": str(prepared.data_path),
+           "TOKENIZER_PATH": str(prepared.tokenizer_path),
+           "AUTOGOLF_ARTIFACT_PATH": str(artifact)}
+    done = subprocess.run(["bash", "autoresearch.sh"], cwd=work, env=env, text=True,
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return logparse.parse_trainer_log(done.stdout), artifact
+
+
+def judge(trainer: Path, artifact: Path, tokens: np.ndarray, tables, env, **kw) -> score.Score:
+    """The judge's score, its server run with the environment the daemon gives it."""
+    return score.score_artifact(trainer, artifact, tokens, SEQ, tables,
+                                env=score.server_env(env), **kw)
+
+
+# ------------------------------------------------------------------------------ agreement
+
+
+@pytest.mark.slow
+def test_the_trainer_writes_its_artifact_where_the_daemon_says(smoke_run):
+    log, artifact = smoke_run
+    assert log.settings["artifact_path"] == str(artifact)
+    assert artifact.stat().st_size == log.serialized_bytes
+
+
+@pytest.mark.slow
+def test_the_benchmark_trains_on_the_data_folder_the_daemon_assembled(smoke_run, prepared):
+    log, _ = smoke_run
+    assert log.settings["val_sha256"] == datasets.sha256_file(
+        prepared.data_path / holdout.VAL_FILE)  # the trainer's slice, not the whole split
+
+
+@pytest.mark.slow
+def test_the_judge_agrees_with_the_trainers_roundtrip_score_on_the_same_tokens(
+        smoke_run, trainer_slice, tables, trainer_env, repo_root):
+    log, artifact = smoke_run
+    got = judge(repo_root / TRAINER, artifact, trainer_slice, tables, trainer_env)
+    assert got.ok, got.reason
+    assert got.loader == "contract"
+    assert got.tokens == 16384
+    assert got.val_bpb == pytest.approx(log.exact_val_bpb, abs=AGREE)
+    assert got.val_loss == pytest.approx(log.exact_val_loss, abs=AGREE)
+
+
+@pytest.mark.slow
+def test_the_judge_scores_the_holdout_not_the_trainers_slice(smoke_run, prepared, tables,
+                                                             trainer_env, repo_root):
+    _, artifact = smoke_run
+    got = judge(repo_root / TRAINER, artifact, prepared.holdout.tokens, tables, trainer_env)
+    assert got.ok, got.reason
+    x, y = score.windows(prepared.holdout.tokens, SEQ)
+    assert (got.tokens, got.bytes) == (y.size, tokenbytes.count_target_bytes(x, y, tables))
+    assert {"load_s", "probe_s", "forward_s", "loss_s", "total_s"} <= set(got.timings)
+
+
+@pytest.mark.slow
+def test_measured_total_bytes_equal_the_artifact_file_plus_the_trainer_file(smoke_run,
+                                                                            repo_root):
+    log, artifact = smoke_run
+    total = score.measure_total_bytes(artifact, repo_root)
+    assert total.artifact_bytes == artifact.stat().st_size
+    assert total.code_bytes == (repo_root / TRAINER).stat().st_size
+    assert total.total == log.total_bytes  # the honest trainer's claim matches
+
+
+@pytest.mark.slow
+def test_one_server_scores_the_holdout_and_the_trainers_slice(smoke_run, prepared, tables,
+                                                               trainer_env, repo_root):
+    log, artifact = smoke_run
+    got = score.score_sets(repo_root / TRAINER, artifact,
+                           {"holdout": prepared.holdout.tokens, "claim": prepared.trainer_slice()},
+                           SEQ, tables, env=score.server_env(trainer_env))
+    assert got["holdout"].ok and got["claim"].ok
+    assert got["claim"].val_bpb == pytest.approx(log.exact_val_bpb, abs=AGREE)
+    assert got["holdout"].val_bpb != got["claim"].val_bpb  # other tokens, another number
+    assert "load_s" in got["holdout"].timings and "load_s" not in got["claim"].timings
+
+
+# ------------------------------------------------------------------------------ cheats
+
+
+PEEK = '''
+
+_honest_load_for_eval = load_for_eval
+
+
+def load_for_eval(artifact_path):
+    forward = _honest_load_for_eval(artifact_path)
+
+    def peeking(tokens):
+        logits = forward(tokens).copy()
+        b, t = tokens.shape
+        # Boost the logit of the next input token: the target, read from the future.
+        logits[np.arange(b)[:, None], np.arange(t - 1)[None, :], tokens[:, 1:]] += 20.0
+        return logits
+
+    return peeking
+'''
+
+
+@pytest.mark.slow
+def test_a_model_that_looks_ahead_is_rejected_by_the_probe(smoke_run, prepared, tables,
+                                                           trainer_env, repo_root, tmp_path):
+    _, artifact = smoke_run
+    cheat = edited_trainer(repo_root, tmp_path, [], PEEK)
+    got = judge(cheat, artifact, prepared.holdout.tokens, tables, trainer_env)
+    assert not got.ok
+    assert got.val_bpb is None
+    assert got.reason.startswith("the model looks ahead: changing input tokens from position 1")
+
+
+@pytest.mark.slow
+def test_a_model_that_fails_the_probe_is_scored_on_no_set(smoke_run, prepared, tables,
+                                                          trainer_env, repo_root, tmp_path):
+    _, artifact = smoke_run
+    cheat = edited_trainer(repo_root, tmp_path, [], PEEK)
+    got = score.score_sets(cheat, artifact, {"holdout": prepared.holdout.tokens,
+                                             "claim": prepared.trainer_slice()},
+                           SEQ, tables, env=score.server_env(trainer_env))
+    assert [s.status for s in got.values()] == ["unscorable", "unscorable"]
+    assert got["claim"].reason.startswith("the model looks ahead")
+
+
+@pytest.mark.slow
+def test_without_the_probe_the_peeking_model_would_win_by_far(smoke_run, prepared, tables,
+                                                              trainer_env, repo_root, tmp_path):
+    _, artifact = smoke_run
+    cheat = edited_trainer(repo_root, tmp_path, [], PEEK)
+    honest = judge(repo_root / TRAINER, artifact, prepared.holdout.tokens, tables, trainer_env)
+    peeked = judge(cheat, artifact, prepared.holdout.tokens, tables, trainer_env, probe=False)
+    assert peeked.ok and honest.ok
+    assert peeked.val_bpb < honest.val_bpb - 1.0
+
+
+@pytest.mark.slow
+def test_a_model_whose_logits_are_not_finite_is_rejected(smoke_run, prepared, tables,
+                                                         trainer_env, repo_root, tmp_path):
+    _, artifact = smoke_run
+    nan = PEEK.replace("+= 20.0", "*= 1.0\n        logits[0, -1, 5] = float('nan')")
+    got = judge(edited_trainer(repo_root, tmp_path, [], nan), artifact,
+                prepared.holdout.tokens, tables, trainer_env)
+    assert not got.ok
+    assert got.reason == "the model's logits are not finite (1 nan/inf values)"
+
+
+@pytest.mark.slow
+def test_logits_of_the_wrong_shape_are_rejected(smoke_run, prepared, tables, trainer_env,
+                                                repo_root, tmp_path):
+    _, artifact = smoke_run
+    short = PEEK.replace("return logits\n", "return logits[:, :, :512]\n")
+    got = judge(edited_trainer(repo_root, tmp_path, [], short), artifact,
+                prepared.holdout.tokens, tables, trainer_env)
+    assert not got.ok
+    assert "expected (4, 128, vocab >= 1024)" in got.reason
+
+
+# ------------------------------------------------------------------------------ any model
+
+
+GATE = [  # an extra layer type: a learned gain on the final features
+    ("        if not args.tie_embeddings:\n            self.lm_head = Linear(",
+     "        self.out_gain = mx.ones((args.model_dim,))\n"
+     "        if not args.tie_embeddings:\n            self.lm_head = Linear("),
+    ("        x = rms_norm(x)\n        if \"lm_head\" in self:",
+     "        x = rms_norm(x) * self.out_gain.astype(x.dtype)\n        if \"lm_head\" in self:"),
+]
+INT6_LZMA = [  # another quantizer (6-bit levels) and another compressor (lzma)
+    ("            scale = np.maximum(clip / 127.0, 1e-12)",
+     "            scale = np.maximum(clip / 31.0, 1e-12)"),
+    ("                        -127, 127).astype(np.int8)",
+     "                        -31, 31).astype(np.int8)"),
+    ("    blob = zlib.compress(raw, ZLIB_LEVEL)", "    blob = __import__('lzma').compress(raw)"),
+    ("        restored = dequantize_state(pickle.loads(zlib.decompress(f.read())))",
+     "        restored = dequantize_state(pickle.loads(__import__('lzma').decompress(f.read())))"),
+    ("        obj = pickle.loads(zlib.decompress(f.read()))\n    args = Hyperparameters()",
+     "        obj = pickle.loads(__import__('lzma').decompress(f.read()))\n"
+     "    args = Hyperparameters()"),
+]
+
+
+@pytest.fixture(scope="module")
+def gated_run(tmp_path_factory, repo_root, trainer_env, prepared):
+    work = tmp_path_factory.mktemp("gated")
+    trainer = edited_trainer(repo_root, work, GATE)
+    log, artifact = train(trainer, trainer_env, prepared, work, NUM_LAYERS="3", MODEL_DIM="96",
+                          NUM_HEADS="3")
+    return trainer, log, artifact
+
+
+@pytest.fixture(scope="module")
+def lzma_run(tmp_path_factory, repo_root, trainer_env, prepared):
+    work = tmp_path_factory.mktemp("lzma")
+    trainer = edited_trainer(repo_root, work, INT6_LZMA)
+    log, artifact = train(trainer, trainer_env, prepared, work)
+    return trainer, log, artifact
+
+
+@pytest.mark.slow
+def test_an_architecture_change_is_scored_through_the_contract(gated_run, trainer_slice,
+                                                               tables, trainer_env):
+    trainer, log, artifact = gated_run
+    with pytest.raises(verify.Unsupported):  # the baseline-only loader cannot read it
+        verify.infer_shape(verify.load_artifact(artifact))
+    got = judge(trainer, artifact, trainer_slice, tables, trainer_env)
+    assert got.ok, got.reason
+    assert got.val_bpb == pytest.approx(log.exact_val_bpb, abs=AGREE)
+
+
+@pytest.mark.slow
+def test_an_export_change_is_scored_through_the_contract(lzma_run, trainer_slice, tables,
+                                                         trainer_env):
+    trainer, log, artifact = lzma_run
+    lzma.decompress(artifact.read_bytes())  # really another format
+    with pytest.raises(zlib.error):
+        verify.load_artifact(artifact)
+    got = judge(trainer, artifact, trainer_slice, tables, trainer_env)
+    assert got.ok, got.reason
+    assert got.val_bpb == pytest.approx(log.exact_val_bpb, abs=AGREE)
+
+
+@pytest.mark.slow
+def test_a_trainer_without_the_contract_is_scored_by_the_builtin_loader(
+        smoke_run, trainer_slice, tables, trainer_env, repo_root, tmp_path):
+    log, artifact = smoke_run
+    upstream_like = edited_trainer(repo_root, tmp_path,
+                                   [("def load_for_eval(", "def _no_contract(")])
+    got = judge(upstream_like, artifact, trainer_slice, tables, trainer_env)
+    assert got.ok, got.reason
+    assert got.loader == "builtin"
+    assert got.val_bpb == pytest.approx(log.exact_val_bpb, abs=AGREE)
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+@pytest.mark.slow
+def test_a_missing_artifact_is_unscorable_with_its_path(prepared, tables, trainer_env,
+                                                        repo_root, tmp_path):
+    got = judge(repo_root / TRAINER, tmp_path / "nowhere.ptz", prepared.holdout.tokens,
+                tables, trainer_env)
+    assert not got.ok
+    assert got.reason.startswith(f"no artifact at {tmp_path / 'nowhere.ptz'}")
+
+
+@pytest.mark.slow
+def test_a_corrupt_artifact_is_unscorable_with_the_loaders_error(prepared, tables,
+                                                                 trainer_env, repo_root,
+                                                                 tmp_path):
+    corrupt = tmp_path / "corrupt.ptz"
+    corrupt.write_bytes(b"not zlib at all" * 100)
+    got = judge(repo_root / TRAINER, corrupt, prepared.holdout.tokens, tables, trainer_env)
+    assert not got.ok
+    assert got.reason.startswith("model server: loading corrupt.ptz with train_gpt_mlx.py "
+                                 "failed: error: Error -3 while decompressing")
+
+
+@pytest.mark.slow
+def test_a_trainer_that_raises_in_load_is_unscorable_with_its_message(
+        smoke_run, prepared, tables, trainer_env, repo_root, tmp_path):
+    _, artifact = smoke_run
+    broken = edited_trainer(repo_root, tmp_path, [], "\n\ndef load_for_eval(path):\n"
+                            "    raise RuntimeError('weights went missing')\n")
+    got = judge(broken, artifact, prepared.holdout.tokens, tables, trainer_env)
+    assert not got.ok
+    assert "RuntimeError: weights went missing" in got.reason
+
+
+@pytest.mark.slow
+def test_a_model_server_that_hangs_is_stopped_at_the_timeout(smoke_run, prepared, tables,
+                                                             trainer_env, repo_root, tmp_path):
+    _, artifact = smoke_run
+    slow = PEEK.replace("logits = forward(tokens).copy()",
+                        "__import__('time').sleep(60)\n        logits = forward(tokens)")
+    got = judge(edited_trainer(repo_root, tmp_path, [], slow), artifact,
+                prepared.holdout.tokens, tables, trainer_env, forward_timeout=2.0)
+    assert not got.ok
+    assert got.reason.startswith("model server: no answer while computing logits")
+
+
+def test_the_model_server_gets_no_daemon_settings_or_keys():
+    env = score.server_env({"PATH": "/bin", "LD_PRELOAD": "libopenblas.so", "MLX_X": "1",
+                            "ANTHROPIC_API_KEY": "secret", "DATA_PATH": "/data"})
+    assert env == {"PATH": "/bin", "LD_PRELOAD": "libopenblas.so", "MLX_X": "1"}
+
+
+def test_a_missing_code_file_is_named_when_measuring_bytes(tmp_path):
+    artifact = tmp_path / "a.ptz"
+    artifact.write_bytes(b"x" * 10)
+    with pytest.raises(score.Unscorable, match="cannot read counted code file .*train_gpt"):
+        score.measure_total_bytes(artifact, tmp_path)
+
+
+# ------------------------------------------------------------------------------ the holdout
+
+
+def test_the_holdout_is_disjoint_from_the_trainers_data_folder(sample_dataset, tmp_path):
+    prep = holdout.prepare(sample_dataset, "smoke", tmp_path)
+    val = holdout.val_split(sample_dataset)
+    given = shards.load_tokens(prep.data_path / "fineweb_val_000000.bin")
+    h = prep.holdout
+    assert np.array_equal(given, val[:given.size])  # the trainer's slice, from the front
+    assert h.start >= given.size  # after it: no position in common
+    assert np.array_equal(h.tokens, val[h.start:h.start + h.tokens.size])
+    assert h.tokens[0] == holdout.BOS_ID  # starts a document: none is split across the two
+    assert sorted(p.name for p in shards.shard_files(prep.data_path, "val")) == [
+        "fineweb_val_000000.bin"]
+
+
+def test_the_trainers_data_folder_links_the_train_shards_without_copying(sample_dataset,
+                                                                        tmp_path):
+    prep = holdout.prepare(sample_dataset, "smoke", tmp_path)
+    for shard in shards.shard_files(sample_dataset.data_path, "train"):
+        assert os.path.samefile(prep.data_path / shard.name, shard)
+
+
+def test_the_holdout_identity_is_stable_and_differs_per_profile(sample_dataset, tmp_path):
+    first = holdout.prepare(sample_dataset, "smoke", tmp_path / "a").holdout
+    again = holdout.prepare(sample_dataset, "smoke", tmp_path / "b").holdout
+    breadth = holdout.prepare(sample_dataset, "breadth", tmp_path / "a").holdout
+    assert first.identity() == again.identity()
+    assert first.id != breadth.id
+    assert breadth.tokens.size == holdout.SAMPLE_SIZES["breadth"].holdout_tokens
+
+
+def test_the_judges_window_is_the_profiles_seq_len_and_part_of_the_identity(sample_dataset,
+                                                                          tmp_path):
+    smoke = holdout.prepare(sample_dataset, "smoke", tmp_path).holdout
+    breadth = holdout.prepare(sample_dataset, "breadth", tmp_path).holdout
+    assert (smoke.identity()["seq_len"], breadth.identity()["seq_len"]) == (SEQ, 1024)
+
+
+def test_the_full_holdout_is_the_whole_rest_of_the_split(sample_dataset, tmp_path):
+    full = holdout.prepare(sample_dataset, "full", tmp_path).holdout
+    assert full.start + full.tokens.size == holdout.val_split(sample_dataset).size
+
+
+def test_holdout_sizes_that_do_not_fit_name_the_profile():
+    val = np.ones(1000, dtype=np.uint16)
+    with pytest.raises(holdout.HoldoutError, match="profile 'breadth': the val split has 1000"):
+        holdout.cut(val, holdout.Sizes(100, 5000, SEQ), "breadth")
