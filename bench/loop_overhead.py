@@ -51,6 +51,7 @@ benchmark: {command: "cat bench.txt"}
 checks: {command: "true"}
 editable: [knobs.sh]
 protected: [autogolf.yaml, bench.txt]
+judge: {enabled: false}  # the canned log has no model to score: this measures the loop alone
 knobs:
   LR: {file: knobs.sh, kind: env, type: float, low: 0.0001, high: 10.0, scale: log}
   WD: {file: knobs.sh, kind: env, type: float, low: 0.0001, high: 10.0, scale: log}

@@ -138,6 +138,10 @@ class Config:
     protocol_allow_change: tuple[str, ...] = ()  # loop.judge.protocol.ALLOWABLE fields
     verify_enabled: bool = False  # re-evaluate a kept artifact with loop/judge/verify.py
     verify_tolerance: float = 0.001  # |trainer val_bpb - trusted val_bpb| allowed
+    # Issue 15 (loop/judge/score.py): the judge scores every artifact on held-out tokens.
+    # Off only for fake benchmarks that write no artifact (the scheduler's own tests).
+    judge_enabled: bool = True
+    judge_claim_tolerance: float = 2e-4  # |printed val_bpb - judge's score of the same tokens|
     max_consecutive_failures: int = 5
     stop_file: str = ".autogolf/STOP"
     # Not in DESIGN.md's first cut; for the runner, watchdog and pre-flight (issue 6).
@@ -229,7 +233,7 @@ def _parse_yaml(text: str, path: Path) -> Any:
 _TOP_KEYS = (
     "metric", "min_improvement", "artifact_cap_bytes", "dataset", "ladder", "full_every_keeps",
     "profiles", "benchmark", "checks", "editable", "protected", "proposer", "knobs", "noise",
-    "stop", "limits", "agent", "workspace", "protocol", "verify",
+    "stop", "limits", "agent", "workspace", "protocol", "verify", "judge",
 )  # fmt: skip
 
 
@@ -259,6 +263,7 @@ class _Reader:
         kw.update(self.noise(top, profiles))
         kw.update(self.protocol(top))
         kw.update(self.verify(top))
+        kw.update(self.judge(top))
         kw.update(self.stop(top))
         kw.update(self.limits(top))
         self.put(kw, "workspace", read_workspace(top.get("workspace"), self.fail))
@@ -511,6 +516,18 @@ class _Reader:
                 self.fail("verify.enabled", f"got {section['enabled']!r}", "true | false")
         self.put(kw, "verify_tolerance",
                  self.number(section, "tolerance", where="verify", positive=True))
+        return kw
+
+    def judge(self, top: dict) -> dict[str, Any]:
+        section = self.mapping(top.get("judge", {}), "judge", ("enabled", "claim_tolerance"))
+        kw: dict[str, Any] = {}
+        if "enabled" in section:
+            if isinstance(section["enabled"], bool):
+                kw["judge_enabled"] = section["enabled"]
+            else:
+                self.fail("judge.enabled", f"got {section['enabled']!r}", "true | false")
+        self.put(kw, "judge_claim_tolerance",
+                 self.number(section, "claim_tolerance", where="judge", positive=True))
         return kw
 
     def stop(self, top: dict) -> dict[str, Any]:

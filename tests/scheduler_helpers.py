@@ -83,6 +83,9 @@ for step in range(1, n + 1):
         sys.exit("RuntimeError: fake crash")
     if mode == "hang":
         time.sleep(60)
+if mode == "tamper":  # the worktree is .autogolf/worktrees/<session>/: reach the ledger
+    with open("../../ledger.jsonl", "a") as ledger:
+        ledger.write('{"type": "experiment", "id": "E9999", "status": "keep"}\\n')
 print(f"step:{n}/{n} val_loss:3.0000 val_bpb:{bpb + 0.001:.4f} train_time:40ms step_avg:10.00ms")
 print(f"serialized_model_int8_zlib:{size} bytes (payload:{size} raw_torch:0)")
 print(f"final_int8_zlib_roundtrip val_loss:3.0000 val_bpb:{bpb:.4f} eval_time:5ms")
@@ -122,6 +125,9 @@ knobs:
   LR: {file: knobs.sh, kind: env, type: float, low: 0.005, high: 0.5, scale: log}
 noise: {fixed: {breadth: 0.0, confirm: 0.0}, runs: 1}
 stop: {max_consecutive_failures: 3}
+# The fake benchmark prints a trainer's lines but writes no model: nothing for the judge to
+# score (tests/test_judge_*.py and the real-trainer tests run with the judge on).
+judge: {enabled: false}
 """
 
 # Runs the scheduler in its own process with a scripted proposer, so a test can SIGKILL it

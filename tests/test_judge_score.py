@@ -382,17 +382,19 @@ def test_a_missing_code_file_is_named_when_measuring_bytes(tmp_path):
 # ------------------------------------------------------------------------------ the holdout
 
 
-def test_the_holdout_is_disjoint_from_the_trainers_data_folder(sample_dataset, tmp_path):
+def test_the_trainer_is_given_no_validation_token(sample_dataset, tmp_path):
     prep = holdout.prepare(sample_dataset, "smoke", tmp_path)
     val = holdout.val_split(sample_dataset)
     given = shards.load_tokens(prep.data_path / "fineweb_val_000000.bin")
+    first_train = shards.load_tokens(shards.shard_files(sample_dataset.data_path, "train")[0])
+    assert np.array_equal(given, first_train[:given.size])  # its printout slice: train tokens
     h = prep.holdout
-    assert np.array_equal(given, val[:given.size])  # the trainer's slice, from the front
-    assert h.start >= given.size  # after it: no position in common
     assert np.array_equal(h.tokens, val[h.start:h.start + h.tokens.size])
-    assert h.tokens[0] == holdout.BOS_ID  # starts a document: none is split across the two
+    assert h.tokens[0] == holdout.BOS_ID  # starts a document
     assert sorted(p.name for p in shards.shard_files(prep.data_path, "val")) == [
         "fineweb_val_000000.bin"]
+    for shard in shards.shard_files(prep.data_path, "train"):  # the real train shards only
+        assert os.path.samefile(shard, sample_dataset.data_path / shard.name)
 
 
 def test_the_trainers_data_folder_links_the_train_shards_without_copying(sample_dataset,
@@ -418,9 +420,9 @@ def test_the_judges_window_is_the_profiles_seq_len_and_part_of_the_identity(samp
     assert (smoke.identity()["seq_len"], breadth.identity()["seq_len"]) == (SEQ, 1024)
 
 
-def test_the_full_holdout_is_the_whole_rest_of_the_split(sample_dataset, tmp_path):
+def test_the_full_holdout_is_the_whole_validation_split(sample_dataset, tmp_path):
     full = holdout.prepare(sample_dataset, "full", tmp_path).holdout
-    assert full.start + full.tokens.size == holdout.val_split(sample_dataset).size
+    assert np.array_equal(full.tokens, holdout.val_split(sample_dataset))
 
 
 def test_holdout_sizes_that_do_not_fit_name_the_profile():

@@ -34,6 +34,7 @@ from loop.daemon.events import EventBus, RunEvents
 from loop.daemon.lock import DaemonLock
 from loop.daemon.session import Paths, StateFile, recover, unique_session_name
 from loop.daemon.stoprules import StopRules, Tally, budget_reason, streak_reason
+from loop.daemon.tamper import Fingerprint, Tampered
 from loop.data import datasets
 from loop.judge.judge import Bench, Judge
 from loop.judge.verdict import Abandon, BaselineFailed, Decided, Verdict
@@ -93,6 +94,7 @@ class Scheduler:
                                warn=lambda m: self.out(f"warning: {m}"))
         self.pipeline = Pipeline(cfg, self.cache_root, self.dataset, self.token,
                                  stop=self._stopping, on_line=self.events.output_line)
+        self.fingerprint = Fingerprint.of_protected(self.paths.repo, self.dataset)
         self._budget: awake.AwakeBudget | None = None
         self._preflight: preflight.Preflight | None = None
 
@@ -187,6 +189,9 @@ class Scheduler:
         except BaselineFailed as failed:
             self.fatal = str(failed)
             verdict = Verdict("interrupted", f"not judged: {failed}")
+        except Tampered as tampered:
+            self.fatal = str(tampered)
+            verdict = Verdict("interrupted", str(tampered))
         return self._tell(exp, verdict, proposal)
 
     def _ask(self) -> tuple[Experiment, Proposal | None]:
@@ -196,7 +201,14 @@ class Scheduler:
         self.events.proposing(f"E{self._next_number:04d}", self.proposer.name)
         exp = self._new_experiment(self.proposer.name)
         self.state.stage(exp, "propose")
+        before = self.fingerprint.take()
         proposal = self.proposer.propose(self.git.worktree, self._history())
+        try:
+            self.fingerprint.check(before, f"the {self.proposer.name} proposer of {exp.id}")
+        except Tampered as tampered:  # recorded like any outcome, then the run stops
+            self.fatal = str(tampered)
+            proposal = proposal or Proposal("(tampered)", None)
+            proposal.verdict = Verdict("interrupted", str(tampered))
         if proposal is None:
             self.git.restore()
             self.events.nothing_proposed()
@@ -463,23 +475,17 @@ class LoopBench(Bench):
         loop = self.loop
         log = loop.paths.experiment(exp.id) / f"bench-{profile}{tag}.log"
         loop.events.rung_started(exp.id, profile, tag)
-        return loop.pipeline.benchmark(loop.git.worktree, profile, exp.id + tag, log,
-                                       env_extra)
-
-    def run_incumbent(self, exp: Experiment, profile: str, tag: str,
-                      env_extra: dict[str, str]) -> Run:
-        self._set_aside(exp)
-        try:
-            return self.run(exp, profile, tag, env_extra)
-        finally:
-            self._put_back(exp)
+        before = loop.fingerprint.take()
+        run = loop.pipeline.benchmark(loop.git.worktree, profile, exp.id + tag, log, env_extra)
+        loop.fingerprint.check(before, f"the {profile} benchmark of {exp.id}")
+        return run
 
     def baseline(self, profile: str, parent: Experiment | None = None,
                  description: str | None = None) -> dict:
         if parent is None:
             return self.loop._baseline(profile, description=description)
         # Set the candidate aside (its patch is saved), measure the branch head, put it back.
-        self._set_aside(parent)
+        self.set_aside(parent)
         row = self.loop._baseline(profile, parent=parent)
         if row["status"] == "interrupted":
             raise Abandon(f"stopped by {self.loop._signal} during the {profile} baseline")
@@ -487,7 +493,7 @@ class LoopBench(Bench):
             raise BaselineFailed(f"the incumbent failed its {profile} baseline "
                                  f"({row['id']}: {row['status']})")
         try:
-            self._put_back(parent)
+            self.put_back(parent)
         except (OSError, gitsession.GitError) as exc:
             # A saved patch that is damaged or gone: the candidate cannot be put back.
             raise Abandon(f"its saved patch {parent.patch} could not be re-applied after the "
@@ -503,12 +509,12 @@ class LoopBench(Bench):
     def say(self, line: str) -> None:
         self.loop.out(line)
 
-    def _set_aside(self, exp: Experiment) -> None:
+    def set_aside(self, exp: Experiment) -> None:
         # A person's backlog edits stay (git apply below leaves files outside the patch alone).
         bookkeeping = self.loop.bookkeeping
         bookkeeping.restore_keeping(bookkeeping.edits(exp.patch))
 
-    def _put_back(self, exp: Experiment) -> None:
+    def put_back(self, exp: Experiment) -> None:
         self.loop.git.apply_patch((self.loop.paths.repo / exp.patch).read_text())
 
 

@@ -1,46 +1,40 @@
 """Held-out validation tokens for the judge, and the data folder the trainer is given.
 
-The validation split is cut in two, front to back:
+No validation token ever reaches the trainer:
 
-    val split:  [ trainer slice: 0 .. t ] [ gap to the next BOS ] [ holdout: h0 .. h1 ] [ rest ]
+    train split:  [ printout slice: 0 .. t ] [ the rest ]      <- the trainer's data folder
+    val split:    [ holdout: 0 .. h ] [ rest ]                 <- the judge's alone
 
-- the **trainer slice** is the first `trainer_tokens + 1` tokens (the same cut the trainer's
-  own `load_val_tokens` makes with VAL_MAX_TOKENS, so its printouts cover exactly these). It
-  is written as the only validation shard of the data folder the trainer gets, beside links to
-  the dataset's train shards. The trainer's printed val_bpb is a claim the judge compares
-  against its own score of the same slice, if it wants to;
-- the **holdout** starts at the first document start (BOS) after the slice, so no document is
-  shared with it, and holds `holdout_tokens` tokens (0 = everything after the slice). The
-  judge scores only these, in non-overlapping windows of the profile's TRAIN_SEQ_LEN
-  (loop/judge/score.py). The data folder never contains them.
+- the trainer's data folder has links to the dataset's train shards and, as its only
+  "validation" shard, the **printout slice**: the first `trainer_tokens + 1` tokens of the
+  train split (what the trainer's `load_val_tokens` reads with VAL_MAX_TOKENS). The trainer
+  prints its val_bpb on these; the judge scores the same tokens to check the claim. A trainer
+  that trains on its "validation" shard trains on training data: no gain it could fake;
+- the **holdout** is the front of the validation split (documents start with BOS, so it
+  starts one), `holdout_tokens` long (0 = the whole split). The judge scores only these, in
+  non-overlapping windows of the profile's TRAIN_SEQ_LEN (loop/judge/score.py).
 
-**How `full` is scored:** on real data the trainer keeps a 1,048,576-token slice for its
-printouts and the holdout is *the whole rest of the split* (~61M of the ~62M tokens), so the
-full rung is still a full-split score. It is not the same number as upstream's val_bpb over the
-entire split (the first 1M tokens are not in it); results stay comparable within one protocol
-only, which is why every row records `identity()`.
+**How `full` is scored:** the holdout is the whole validation split, in windows of the
+protocol's seq len: the full-split val_bpb, as upstream computes it, from the daemon's code.
+Results stay comparable within one protocol only, which is why every row records
+`identity()`.
 
 The judge's window length is the protocol's too (Sizes.seq_len, autoresearch.sh's
 TRAIN_SEQ_LEN per profile): a trainer that changes its own seq len is still scored in the
 daemon's windows.
 
-Sizes per profile (tokens; trainer slice / holdout):
+Sizes per profile (tokens; printout slice / holdout):
 
 | profile | real data (val ~62M)    | offline sample (val 115,973)        |
 |---------|-------------------------|-------------------------------------|
 | smoke   | 16,384 / 16,384         | 16,384 / 16,384                     |
 | breadth | 524,288 / 524,288       | 16,384 / 32,768                     |
 | confirm | 2,097,152 / 2,097,152   | 16,384 / 65,536                     |
-| full    | 1,048,576 / the rest    | 16,384 / the rest (~99.5k)          |
-
-The sample's split is too small for the real sizes, so it gets its own table: every sample
-holdout fits after one small trainer slice (checked at build, with an error naming the
-profile). The trainer slice at smoke equals autoresearch.sh's smoke VAL_MAX_TOKENS, so the
-trainer's printouts at smoke are unchanged.
+| full    | 1,048,576 / the whole   | 16,384 / the whole                  |
 
 What the trainer can still do (docs/THREAT_MODEL.md): it runs as the same user and can open the
-dataset's original val shard by path; the folder only keeps the holdout out of what it is
-*given*. A sandbox (issue 18) closes that.
+dataset's original val shard by path; the folder only keeps validation tokens out of what it
+is *given*. A sandbox (issue 18) closes that.
 """
 
 from __future__ import annotations
@@ -103,7 +97,7 @@ class Holdout:
     dataset_id: str
     profile: str
     start: int  # position in the concatenated val split
-    trainer_tokens: int  # the trainer slice is val[0 : trainer_tokens + 1]
+    trainer_tokens: int  # the printout slice is train[0 : trainer_tokens + 1]
     sha256: str  # of the holdout tokens as little-endian uint16
     seq_len: int  # windows the judge scores it in (the daemon's, not the trainer's, value)
 
@@ -113,7 +107,8 @@ class Holdout:
                 "start": self.start, "tokens": int(self.tokens.size),
                 "trainer_slice": [0, self.trainer_tokens + 1], "sha256": self.sha256,
                 "seq_len": self.seq_len,
-                "cut": "val split; trainer slice first, holdout from the next BOS after it"}
+                "cut": "holdout: the front of the val split; the trainer's printout slice: "
+                       "the front of the train split (no validation token is given)"}
 
     @property
     def id(self) -> str:
@@ -140,32 +135,44 @@ def val_split(info: datasets.DatasetInfo) -> np.ndarray:
     return np.concatenate([shards.load_tokens(f, info.vocab_size) for f in files])
 
 
-def cut(val: np.ndarray, sizes: Sizes, profile: str) -> tuple[int, int, int]:
-    """(trainer slice end, holdout start, holdout end) in val; HoldoutError if it won't fit."""
-    slice_end = min(sizes.trainer_tokens + 1, val.size)
-    bos = np.flatnonzero(val[slice_end:] == BOS_ID)
-    if bos.size == 0:
-        raise HoldoutError(f"profile {profile!r}: no document starts after the trainer's "
-                           f"{sizes.trainer_tokens}-token slice of a {val.size}-token split")
-    start = slice_end + int(bos[0])
-    stop = val.size if sizes.holdout_tokens == 0 else start + sizes.holdout_tokens
+def train_front(info: datasets.DatasetInfo, count: int) -> np.ndarray:
+    """The first `count` tokens of the train split (the trainer's printout slice)."""
+    parts, have = [], 0
+    for path in shards.shard_files(info.data_path, "train"):
+        tokens = shards.load_tokens(path, info.vocab_size)[: count - have]
+        parts.append(tokens)
+        have += tokens.size
+        if have >= count:
+            break
+    if have < count:
+        raise HoldoutError(f"the train split of {info.data_path} has {have} tokens, fewer "
+                           f"than the {count}-token printout slice")
+    return np.concatenate(parts)
+
+
+def cut(val: np.ndarray, sizes: Sizes, profile: str) -> tuple[int, int]:
+    """(holdout start, holdout end) in the val split; HoldoutError if it won't fit."""
+    if val.size == 0 or val[0] != BOS_ID:
+        raise HoldoutError(f"profile {profile!r}: the val split does not start a document "
+                           "(BOS); is it a parameter-golf shard?")
+    stop = val.size if sizes.holdout_tokens == 0 else sizes.holdout_tokens
     if stop > val.size:
         raise HoldoutError(
             f"profile {profile!r}: the val split has {val.size} tokens, too few for a "
-            f"{sizes.trainer_tokens}-token trainer slice and a {sizes.holdout_tokens}-token "
-            f"holdout from token {start}; use smaller sizes in loop/judge/holdout.py")
-    return slice_end, start, stop
+            f"{sizes.holdout_tokens}-token holdout; use smaller sizes in loop/judge/holdout.py")
+    return 0, stop
 
 
 def make_holdout(info: datasets.DatasetInfo, profile: str) -> tuple[Holdout, np.ndarray]:
-    """The holdout and the trainer's slice of the val split, for one profile."""
+    """The holdout (val split) and the trainer's printout slice (train split), for one
+    profile."""
     sizes = sizes_for(info, profile)
     val = val_split(info)
-    slice_end, start, stop = cut(val, sizes, profile)
+    start, stop = cut(val, sizes, profile)
     tokens = np.ascontiguousarray(val[start:stop], dtype="<u2")
-    holdout = Holdout(tokens, datasets.dataset_id(info), profile, start, slice_end - 1,
+    holdout = Holdout(tokens, datasets.dataset_id(info), profile, start, sizes.trainer_tokens,
                       hashlib.sha256(tokens.tobytes()).hexdigest(), sizes.seq_len)
-    return holdout, val[:slice_end]
+    return holdout, train_front(info, sizes.trainer_tokens + 1)
 
 
 def _link(source: Path, target: Path) -> None:
@@ -186,7 +193,7 @@ def prepare(info: datasets.DatasetInfo, profile: str, root: Path) -> Prepared:
 
     The folder is named after the holdout's identity, so the same protocol reuses it and a
     different one never shares it. Its DATA_PATH has the train shards (links) and one
-    `fineweb_val_000000.bin` with the trainer slice only.
+    `fineweb_val_000000.bin` with the printout slice (train tokens) only.
     """
     holdout, trainer_slice = make_holdout(info, profile)
     folder = Path(root) / DATA_FOLDER / f"{info.name}-{profile}-{holdout.sha256[:12]}"

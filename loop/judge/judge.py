@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from loop.config import Config
-from loop.data import datasets
+from loop.data import datasets, tokenbytes
 from loop.errors import UserError
-from loop.judge import noise, protocol, verify
+from loop.judge import holdout, noise, protocol, score, verify
 from loop.judge.verdict import Abandon, Decided, Verdict
 from loop.measure import logparse
 from loop.measure.logparse import TrainerLog
@@ -65,9 +65,12 @@ class Bench(ABC):
         """One benchmark of the worktree as it is (the candidate, or a baseline's head)."""
 
     @abstractmethod
-    def run_incumbent(self, exp: Experiment, profile: str, tag: str,
-                      env_extra: dict[str, str]) -> Run:
-        """One benchmark of the incumbent: the candidate set aside, then put back."""
+    def set_aside(self, exp: Experiment) -> None:
+        """Take the candidate out of the worktree (its patch is saved): the incumbent's code."""
+
+    @abstractmethod
+    def put_back(self, exp: Experiment) -> None:
+        """Re-apply the candidate set aside."""
 
     @abstractmethod
     def baseline(self, profile: str, parent: Experiment | None = None,
@@ -315,13 +318,18 @@ class Judge:
     """The keep rule applied to experiments, measuring through `bench`."""
 
     def __init__(self, cfg: Config, repo: Path, worktree: Path,
-                 dataset: datasets.DatasetInfo, dataset_id: str, bench: Bench):
+                 dataset: datasets.DatasetInfo, dataset_id: str, bench: Bench,
+                 artifacts: Path | None = None):
         self.cfg = cfg
         self.repo = repo  # logs are recorded relative to it
-        self.worktree = worktree  # where artifacts are found
+        self.worktree = worktree  # the candidate's code (the counted code files)
         self.dataset = dataset
         self.dataset_id = dataset_id
         self.bench = bench
+        # Where the daemon tells the trainer to write each artifact (outside the worktree).
+        self.artifacts = artifacts or repo / ".autogolf" / "experiments"
+        self.scorer = ArtifactJudge(cfg, repo, worktree, dataset) if cfg.judge_enabled \
+            else None
         # The trainer's lines of each run, parsed once by the pipeline (by rung log path).
         self._logs: dict[str, TrainerLog] = {}
 
@@ -334,12 +342,21 @@ class Judge:
         if profile not in self.cfg.profiles:
             raise UserError(f"profile {profile!r} is in the ladder but not under `profiles:` "
                              "in autogolf.yaml; add it with a timeout_s")
+        env_extra = dict(env_extra or {})
         if self.cfg.verify_enabled:
-            env_extra = {"KEEP_MODEL": "1", **(env_extra or {})}  # for loop/judge/verify.py
-        return self._record(exp, profile, tag, self.bench.run(exp, profile, tag, env_extra))
+            env_extra["KEEP_MODEL"] = "1"  # the artifact outlives the script, for verify.py
+        artifact = None
+        if self.scorer is not None:
+            artifact = self.artifacts / exp.id / f"model-{profile}{tag}.ptz"
+            env_extra.update(self.scorer.trainer_env(profile, artifact))
+        run = self.bench.run(exp, profile, tag, env_extra)
+        return self._record(exp, profile, tag, run, artifact)
 
-    def _record(self, exp: Experiment, profile: str, tag: str, run: Run) -> Measurement:
+    def _record(self, exp: Experiment, profile: str, tag: str, run: Run,
+                artifact: Path | None = None) -> Measurement:
         measured = assess(run, self.cfg.artifact_cap_bytes)
+        if self.scorer is not None:
+            measured = self.scorer.judge(measured, run, profile, artifact)
         measured.rung["log"] = self._rel(run.log_path)
         self._logs[measured.rung["log"]] = run.log
         if tag:
@@ -521,9 +538,17 @@ class Judge:
         env = protocol.overrides(new, allowed)
         self.bench.checkpoint(exp, f"incumbent:{profile}")
         tag = "-incumbent"
-        raw = self.bench.run_incumbent(exp, profile, tag, {
-            "AUTOGOLF_PROTOCOL_OVERRIDES": protocol.override_text(env)})
-        run = self._record(exp, profile, tag, raw)
+        env_extra = {"AUTOGOLF_PROTOCOL_OVERRIDES": protocol.override_text(env)}
+        artifact = None
+        if self.scorer is not None:
+            artifact = self.artifacts / exp.id / f"model-{profile}{tag}.ptz"
+            env_extra.update(self.scorer.trainer_env(profile, artifact))
+        self.bench.set_aside(exp)
+        try:  # judged while the incumbent's code is in the worktree
+            run = self._record(exp, profile, tag, self.bench.run(exp, profile, tag, env_extra),
+                               artifact)
+        finally:
+            self.bench.put_back(exp)
         exp.trust.setdefault("incumbent_remeasured", {})[profile] = {
             "changes": protocol.describe(allowed), "overrides": env, "val_bpb": run.val_bpb,
             "log": run.rung["log"]}
@@ -604,3 +629,109 @@ class Judge:
             return str(path.relative_to(self.repo))
         except ValueError:
             return str(path)
+
+
+# --------------------------------------------------------------------------- the artifact
+
+
+class ArtifactJudge:
+    """The score that decides, measured by the daemon (issue 15), not printed by the trainer.
+
+    For each benchmark run the daemon gives the trainer a data folder without the holdout
+    (loop.judge.holdout) and a path to write its artifact to; afterwards it measures the
+    artifact and the counted code files itself (the size), and scores the artifact on the
+    held-out tokens in a separate model-server process that sees input tokens only, computing
+    log-softmax, cross-entropy and the target bytes itself (loop.judge.score). What the
+    trainer and the benchmark script printed are claims compared with that: a size or score
+    that disagrees is `metric_mismatch`; an artifact that cannot be scored is `unjudged`.
+    """
+
+    def __init__(self, cfg: Config, repo: Path, worktree: Path, dataset: datasets.DatasetInfo):
+        self.cfg = cfg
+        self.repo = repo
+        self.worktree = worktree
+        self.dataset = dataset
+        self._prepared: dict[str, holdout.Prepared] = {}
+        self._tables: tokenbytes.ByteTables | None = None
+
+    def prepared(self, profile: str) -> holdout.Prepared:
+        if profile not in self._prepared:
+            try:
+                self._prepared[profile] = holdout.prepare(self.dataset, profile, self.repo)
+            except holdout.HoldoutError as exc:
+                raise UserError(f"judge: {exc}") from None
+        return self._prepared[profile]
+
+    def trainer_env(self, profile: str, artifact: Path) -> dict[str, str]:
+        """The data folder (no holdout) and the artifact path the trainer is given."""
+        prep = self.prepared(profile)
+        artifact.parent.mkdir(parents=True, exist_ok=True)
+        artifact.unlink(missing_ok=True)  # a stale file must never be scored for this run
+        return {"DATA_PATH": str(prep.data_path), "TOKENIZER_PATH": str(prep.tokenizer_path),
+                "AUTOGOLF_ARTIFACT_PATH": str(artifact)}
+
+    def judge(self, measured: Measurement, run: Run, profile: str,
+              artifact: Path | None) -> Measurement:
+        """The judge's figures for a run whose printed lines were consistent."""
+        prep = self.prepared(profile)
+        rung = measured.rung
+        rung["judge"] = {"holdout": prep.holdout.identity()}
+        try:
+            if measured.verdict is not None and measured.verdict.status != "over_cap":
+                return measured  # a crash, a timeout, no score printed: nothing to judge
+            return self._judge(measured, run, prep, artifact)
+        finally:
+            if artifact is not None and os.environ.get("KEEP_MODEL") != "1":
+                artifact.unlink(missing_ok=True)
+
+    def _judge(self, measured: Measurement, run: Run, prep: holdout.Prepared,
+               artifact: Path | None) -> Measurement:
+        rung = measured.rung
+        claimed_bpb = rung.pop("val_bpb", None)
+        rung["printed_val_bpb"] = claimed_bpb
+        if artifact is None:
+            return self._fail(measured, "unjudged", "no artifact path was set for this run")
+        try:
+            size = score.measure_total_bytes(artifact, self.worktree)
+        except score.Unscorable as exc:
+            return self._fail(measured, "unjudged", f"judge: {exc}")
+        rung["judge"]["total_bytes"] = {"artifact": size.artifact_bytes,
+                                        "code": size.code_files, "total": size.total}
+        printed = run.metrics.get("total_bytes")
+        if printed is not None and abs(printed - size.total) >= 0.5:
+            return self._fail(measured, "metric_mismatch", f"METRIC total_bytes={printed:.0f} "
+                              f"but the judge measures {size.total:,} bytes (artifact "
+                              f"{size.artifact_bytes:,} + code {size.code_bytes:,})")
+        rung["total_bytes"] = size.total
+        cap = self.cfg.artifact_cap_bytes
+        if size.total > cap:
+            return self._fail(measured, "over_cap", f"artifact {size.total:,} bytes (measured) > "
+                              f"cap {cap:,} bytes (over by {size.total - cap:,})")
+        scores = score.score_sets(
+            self.worktree / TRAINER, artifact,
+            {"holdout": prep.holdout.tokens, "claim": prep.trainer_slice()},
+            prep.holdout.seq_len, self.tables(), cwd=self.worktree)
+        rung["judge"]["scores"] = {name: s.record() for name, s in scores.items()}
+        held, claim = scores["holdout"], scores["claim"]
+        if not held.ok:
+            return self._fail(measured, "unjudged", held.reason)
+        exact = run.log.exact_val_bpb
+        tolerance = self.cfg.judge_claim_tolerance
+        if claim.ok and exact is not None and abs(exact - claim.val_bpb) > tolerance:
+            return self._fail(measured, "metric_mismatch", f"the trainer printed val_bpb "
+                              f"{exact:.6f} but the judge scores the same tokens at "
+                              f"{claim.val_bpb:.6f} (differs by {abs(exact - claim.val_bpb):.6f}"
+                              f" > {tolerance:g})")
+        rung["val_bpb"] = held.val_bpb
+        return Measurement(rung, None, held.val_bpb)
+
+    @staticmethod
+    def _fail(measured: Measurement, status: str, reason: str) -> Measurement:
+        measured.rung.pop("val_bpb", None)
+        return Measurement(measured.rung, Verdict(status, reason), None)
+
+    def tables(self) -> tokenbytes.ByteTables:
+        if self._tables is None:
+            self._tables = tokenbytes.build_byte_tables(self.dataset.tokenizer_path,
+                                                         self.dataset.vocab_size)
+        return self._tables

@@ -72,6 +72,9 @@ _TABLE = (
            failure=True, pi="discard", in_spec=False),
     Status("agent_touched_git", "the coding agent changed git metadata: the run stops",
            benchmarked=False, failure=True, in_spec=False),
+    Status("unjudged", "the judge could not score the artifact (missing, unloadable, looks "
+           "ahead, non-finite logits): never kept", failure=True, idea_after="invalid",
+           in_spec=False),
     Status("protocol_drift", "the candidate changed the frozen evaluation protocol",
            failed_run=False, failure=True, pi="checks_failed", in_spec=False, judged=True),
 )

@@ -1,0 +1,59 @@
+"""Tamper evidence (issue 15): the files that decide a keep must not change behind our back.
+
+A proposer (a coding agent) and a benchmark run as the user, so nothing stops them from
+writing the daemon's own code, `autogolf.yaml`, the ledger or the validation data the
+holdout is cut from. The loop fingerprints those files before each proposer and each
+benchmark and compares after: a change stops the run, with a stop row that says which file
+changed and when. It is evidence, not prevention (a sandbox is issue 18's): nothing that ran
+after the change is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import loop
+from loop.data import datasets
+from loop.store.files import file_hash
+
+
+class Tampered(Exception):
+    """A protected file changed while a proposer or a benchmark ran."""
+
+
+class Fingerprint:
+    """sha256 of each protected file (None: absent), taken and compared on demand."""
+
+    def __init__(self, files: Iterable[Path], root: Path):
+        self.files = sorted(set(Path(f) for f in files))
+        self.root = root
+
+    @classmethod
+    def of_protected(cls, repo: Path, dataset: datasets.DatasetInfo) -> Fingerprint:
+        """The daemon's code, its configuration and ledger, and the holdout's source data."""
+        code = Path(loop.__file__).resolve().parent
+        files = [p for p in code.rglob("*.py") if "__pycache__" not in p.parts]
+        files += [repo / "autogolf.yaml", repo / ".autogolf" / "ledger.jsonl",
+                  dataset.tokenizer_path]
+        files += sorted(Path(dataset.data_path).glob("fineweb_val_*.bin"))
+        return cls(files, repo)
+
+    def take(self) -> dict[str, str | None]:
+        return {str(path): file_hash(path) for path in self.files}
+
+    def check(self, before: dict[str, str | None], during: str) -> None:
+        """Raise Tampered naming every file whose content differs from `before`."""
+        now = self.take()
+        changed = [self._show(Path(p)) for p, digest in before.items() if now.get(p) != digest]
+        if changed:
+            raise Tampered(f"tamper evidence: {', '.join(changed)} changed during {during}; "
+                           "nothing from it is kept - check these files before running again")
+
+    def _show(self, path: Path) -> str:
+        for base in (self.root, Path(loop.__file__).resolve().parent.parent):
+            try:
+                return str(path.relative_to(base))
+            except ValueError:
+                continue
+        return str(path)
