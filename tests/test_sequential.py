@@ -1,0 +1,321 @@
+"""The sequential keep rule (loop/judge/sequential.py, issue 16) on scripted score sequences.
+
+Differences are `incumbent - candidate` at one seed (positive = the candidate is better).
+The simulations are seeded and use the rule's own run_decision, so the rates they check are
+the rule's; bench/false_keeps.py prints the same figures against today's rule.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+
+import pytest
+
+from loop.judge import sequential as sq
+
+RULE = sq.SequentialRule(min_improvement=0.002, alpha=0.02, beta=0.10, max_runs=10)
+SD = 0.014  # sd of paired differences: a per-run spread of 0.01, sqrt(2) x for a pair
+
+
+def pool_with(sd: float, dof: int = 200, max_pooled_dof: float = math.inf) -> sq.SpreadPool:
+    """A pool whose earlier decisions measured exactly `sd` over `dof` degrees of freedom."""
+    return sq.SpreadPool(sum_sq=sd * sd * dof, dof=dof, decisions=dof // 4,
+                         max_pooled_dof=max_pooled_dof)
+
+
+def scripted(pairs: list[tuple[float, float]]):
+    """next_pair for run_decision from a fixed list; records which indices were asked."""
+    asked: list[int] = []
+
+    def next_pair(i: int) -> tuple[float, float]:
+        asked.append(i)
+        return pairs[i]
+
+    return next_pair, asked
+
+
+def jitter(n: int, size: float, seed: int = 0) -> list[float]:
+    rng = random.Random(seed)
+    return [rng.uniform(-size, size) for _ in range(n)]
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+def test_a_clear_win_is_kept_after_two_pairs_with_a_pooled_spread():
+    # the candidate is better by 0.05 (3.5 spreads) at both seeds
+    next_pair, asked = scripted([(1.95, 2.0), (1.949, 2.0), (1.951, 2.0)])
+    outcome = sq.run_decision(next_pair, RULE, pool_with(SD))
+    assert outcome.decision == "keep" and asked == [0, 1]
+
+
+def test_a_clear_win_is_kept_early_even_at_the_first_decision_of_a_session():
+    diffs = [0.05 + j for j in jitter(10, 0.01)]
+    next_pair, asked = scripted([(2.0 - d, 2.0) for d in diffs])
+    outcome = sq.run_decision(next_pair, RULE, sq.SpreadPool())
+    assert outcome.decision == "keep" and len(asked) <= 5
+
+
+def test_a_clear_loss_is_discarded_after_two_pairs_with_a_pooled_spread():
+    next_pair, asked = scripted([(2.03, 2.0), (2.028, 2.0), (2.031, 2.0)])
+    outcome = sq.run_decision(next_pair, RULE, pool_with(SD))
+    assert outcome.decision == "discard" and asked == [0, 1]
+
+
+# A candidate better by about half of what 10 pairs can resolve (0.0185 here), with the
+# pool's spread: every look is undecided, and at the cap it is inconclusive.
+CLOSE = [0.0105 + (0.014 if i % 2 else -0.014) for i in range(10)]
+
+
+def test_a_close_candidate_keeps_going():
+    for n in range(1, 10):
+        assert sq.step(CLOSE[:n], RULE, pool_with(SD)).decision == "continue", n
+
+
+def test_undecided_at_the_cap_is_inconclusive_and_no_pair_is_run_past_it():
+    next_pair, asked = scripted([(2.0 - d, 2.0) for d in CLOSE + [0.05] * 5])
+    outcome = sq.run_decision(next_pair, RULE, pool_with(SD))
+    assert outcome.decision == "inconclusive" and asked == list(range(10))
+    assert outcome.reason.startswith("inconclusive at the cap of 10 pairs")
+
+
+def test_step_refuses_more_pairs_than_the_cap():
+    with pytest.raises(ValueError, match="max_runs=10"):
+        sq.step([0.0] * 11, RULE, sq.SpreadPool())
+
+
+def test_one_run_never_decides_however_large_the_gain_and_the_pool():
+    for diff in (0.5, -0.5):
+        assert sq.step([diff], RULE, pool_with(SD, dof=10_000)).decision == "continue"
+
+
+def test_identical_differences_measure_no_spread_and_decide_nothing():
+    # a deterministic backend whose change does not interact with the seed at all
+    assert sq.step([0.01, 0.01, 0.01], RULE, sq.SpreadPool()).decision == "continue"
+    rule = sq.SequentialRule(0.002, max_runs=3)
+    outcome = sq.step([0.01, 0.01, 0.01], rule, sq.SpreadPool())
+    assert outcome.decision == "inconclusive" and "spread is not measured" in outcome.reason
+
+
+def test_a_keep_needs_the_mean_gain_to_reach_min_improvement():
+    # certainly better than the incumbent, but by less than min_improvement 0.002
+    diffs = [0.0015, 0.0016, 0.0014, 0.0015]
+    assert sq.step(diffs, RULE, pool_with(0.0001)).decision != "keep"
+
+
+def test_the_reason_says_the_numbers():
+    step = sq.step([0.05, 0.051], RULE, pool_with(SD))
+    assert step.decision == "keep"
+    assert "mean gain 0.0505" in step.reason and "2 pairs" in step.reason
+    assert f"lower bound {step.stats['lower']:.4f} > 0" in step.reason
+    assert step.stats["pairs"] == 2 and step.stats["dof"] == pytest.approx(201)
+
+
+def test_a_non_finite_score_is_refused_naming_the_pair():
+    next_pair, _ = scripted([(2.0, 2.0), (math.nan, 2.0)])
+    with pytest.raises(ValueError, match="pair 1"):
+        sq.run_decision(next_pair, RULE, sq.SpreadPool())
+
+
+def test_an_aborted_decision_still_adds_its_pairs_to_the_pool():
+    def next_pair(i: int) -> tuple[float, float]:
+        if i == 3:
+            raise RuntimeError("the benchmark crashed")
+        return 2.0 - [0.01, -0.01, 0.0][i], 2.0
+
+    pool = sq.SpreadPool()
+    with pytest.raises(RuntimeError):
+        sq.run_decision(next_pair, RULE, pool)
+    assert pool.dof == 2 and pool.sum_sq == pytest.approx(0.0002)
+
+
+# --------------------------------------------------------------------------- error rates
+
+
+def first_decisions(gain: float, trials: int, seed: int) -> list[sq.Outcome]:
+    """Decisions of a fresh session each (an empty pool): the hardest case for alpha."""
+    rng = random.Random(seed)
+    return [sq.run_decision(lambda i: (2.0 - gain + rng.gauss(0, SD), 2.0), RULE,
+                            sq.SpreadPool()) for _ in range(trials)]
+
+
+def test_an_equal_candidate_is_kept_less_often_than_alpha_at_a_first_decision():
+    outcomes = first_decisions(0.0, 3000, seed=1)
+    rate = statistics.fmean(o.decision == "keep" for o in outcomes)
+    assert rate < RULE.alpha  # measured 1.4%; the union bound promises <= 2%
+
+
+def test_a_true_gain_of_three_run_spreads_is_kept_at_least_90_percent_at_a_first_decision():
+    outcomes = first_decisions(0.03, 1000, seed=2)
+    assert statistics.fmean(o.decision == "keep" for o in outcomes) >= 0.90
+
+
+# --------------------------------------------------------------------------- the spread
+
+
+def test_the_pool_centres_each_decision_on_its_own_mean():
+    pool = sq.SpreadPool.from_decisions([[1.0, 3.0], [10.0, 12.0, 14.0]])
+    assert pool.dof == 3 and pool.sum_sq == pytest.approx(2.0 + 8.0)
+    assert pool.estimate().sd == pytest.approx(math.sqrt(10.0 / 3))
+
+
+def test_the_pools_uncertainty_shrinks_as_pairs_accumulate():
+    rng = random.Random(4)
+    pool = sq.SpreadPool(max_pooled_dof=math.inf)
+    widths = []
+    for _ in range(6):
+        for _ in range(5):
+            pool.add([rng.gauss(0, SD) for _ in range(3)])
+        low, high = pool.estimate().interval(0.90)
+        widths.append((high - low) / pool.estimate().sd)
+    assert all(a > b for a, b in zip(widths, widths[1:], strict=False))
+
+
+def test_the_pool_counts_earlier_decisions_as_at_most_max_pooled_dof():
+    pool = pool_with(SD, dof=500, max_pooled_dof=10)
+    spread = pool.estimate([0.01, -0.01])
+    assert spread.dof == pytest.approx(11)
+    assert spread.sd == pytest.approx(math.sqrt((10 * SD**2 + 0.0002) / 11))
+
+
+def test_an_empty_pool_knows_no_spread():
+    assert sq.SpreadPool().estimate() == sq.Spread(None, 0.0)
+    assert sq.Spread(None, 0.0).interval() is None
+
+
+def test_a_configured_prior_spread_counts_as_its_pseudo_degrees_of_freedom():
+    spread = sq.SpreadPool(prior_sd=0.02, prior_dof=3).estimate()
+    assert spread.sd == pytest.approx(0.02) and spread.dof == 3
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def test_the_seed_schedule_is_deterministic_and_starts_at_the_frozen_seed():
+    assert sq.seed_schedule(1337, 4) == [1337, 1338, 1339, 1340]
+    assert sq.seed_schedule(1337, 4) == sq.seed_schedule(1337, 4)
+    assert sq.seed_schedule(1337, 6)[:4] == sq.seed_schedule(1337, 4)  # a prefix
+
+
+def test_a_new_epoch_uses_seeds_no_earlier_epoch_used():
+    used = {s for e in range(3) for s in sq.seed_schedule(1337, RULE.max_runs, e)}
+    assert not used & set(sq.seed_schedule(1337, sq.SEED_BLOCK, epoch=3))
+
+
+def test_both_arms_of_a_pair_come_from_one_call_at_one_index():
+    # the judge maps index i to seed_schedule(...)[i] for the candidate and the incumbent
+    seeds = sq.seed_schedule(1337, RULE.max_runs)
+    measured: list[tuple[str, int]] = []
+
+    def next_pair(i: int) -> tuple[float, float]:
+        measured.extend([("candidate", seeds[i]), ("incumbent", seeds[i])])
+        return 2.0 - 0.05 - 0.001 * i, 2.0
+
+    sq.run_decision(next_pair, RULE, pool_with(SD))
+    assert measured[0::2] == [("candidate", s) for s in seeds[:len(measured) // 2]]
+    assert [s for _, s in measured[0::2]] == [s for _, s in measured[1::2]]
+
+
+def test_bad_seed_schedule_arguments_are_refused():
+    with pytest.raises(ValueError, match="n must be"):
+        sq.seed_schedule(1337, sq.SEED_BLOCK + 1)
+    with pytest.raises(ValueError, match="epoch"):
+        sq.seed_schedule(1337, 3, epoch=-1)
+
+
+# --------------------------------------------------------------------------- resolvable gain
+
+
+def test_resolvable_gain_with_a_known_spread_is_the_fixed_sample_formula():
+    z = statistics.NormalDist().inv_cdf
+    expected = (z(1 - 0.02 / 9) + z(0.90)) * SD / math.sqrt(10)
+    assert sq.resolvable_gain(RULE, sq.Spread(SD, 1e9)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_resolvable_gain_is_never_below_min_improvement_and_unknown_without_a_spread():
+    assert sq.resolvable_gain(RULE, sq.Spread(1e-6, 100)) == RULE.min_improvement
+    assert sq.resolvable_gain(RULE, sq.SpreadPool()) is None
+
+
+def test_resolvable_gain_grows_with_the_spread_and_shrinks_with_the_cap():
+    small, large = (sq.resolvable_gain(RULE, sq.Spread(sd, 50)) for sd in (0.01, 0.02))
+    assert large == pytest.approx(2 * small)
+    longer = sq.SequentialRule(0.002, max_runs=40)
+    assert sq.resolvable_gain(longer, sq.Spread(0.02, 50)) < large
+
+
+def test_a_gain_of_the_resolvable_size_is_kept_about_1_minus_beta_of_the_time():
+    rng = random.Random(6)
+    gain = sq.resolvable_gain(RULE, sq.Spread(SD, 200))
+    kept = statistics.fmean(
+        sq.run_decision(lambda i: (2.0 - gain + rng.gauss(0, SD), 2.0), RULE,
+                        pool_with(SD, max_pooled_dof=math.inf)).decision == "keep"
+        for _ in range(1500))
+    assert 0.86 <= kept <= 0.95  # measured 0.90
+
+
+# --------------------------------------------------------------------------- after a keep
+
+
+def test_after_a_keep_the_incumbent_estimate_is_flagged_selected():
+    next_pair, _ = scripted([(1.95, 2.0), (1.949, 2.0)])
+    outcome = sq.run_decision(next_pair, RULE, pool_with(SD))
+    estimate = outcome.incumbent_estimate()
+    assert estimate["val_bpb"] == pytest.approx(1.9495) and estimate["selected"] is True
+    assert estimate["gain_lower"] < estimate["mean_gain"] == pytest.approx(0.0505)
+
+
+def test_the_fresh_runs_of_the_new_incumbent_replace_its_selected_score():
+    assert sq.refreshed_incumbent([1.96, 1.98]) == {"val_bpb": pytest.approx(1.97), "runs": 2,
+                                                     "selected": False}
+    assert sq.refreshed_incumbent([]) is None
+
+
+def test_only_a_keep_has_an_incumbent_estimate():
+    next_pair, _ = scripted([(2.03, 2.0), (2.028, 2.0)])
+    outcome = sq.run_decision(next_pair, RULE, pool_with(SD))
+    with pytest.raises(ValueError, match="only after a keep"):
+        outcome.incumbent_estimate()
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize(("setting", "value"), [
+    ("alpha", 0.0), ("alpha", 0.5), ("alpha", 1.2), ("alpha", math.nan), ("beta", 0.0),
+    ("beta", 0.6), ("max_runs", 1), ("min_runs", 1), ("max_runs", 2.5), ("max_runs", True),
+    ("min_improvement", -0.001), ("min_improvement", math.inf)])
+def test_a_bad_setting_is_refused_naming_it(setting: str, value: object):
+    kwargs = {"min_improvement": 0.002, setting: value}
+    with pytest.raises(ValueError, match=f"^{setting}: got"):
+        sq.SequentialRule(**kwargs)
+
+
+def test_a_cap_below_the_first_look_is_refused():
+    with pytest.raises(ValueError, match="max_runs: got 3 < min_runs 4"):
+        sq.SequentialRule(0.002, max_runs=3, min_runs=4)
+
+
+@pytest.mark.parametrize(("kwargs", "setting"), [
+    ({"max_pooled_dof": 0}, "max_pooled_dof"), ({"prior_dof": -1}, "prior_dof"),
+    ({"prior_dof": 2}, "prior_sd"), ({"prior_dof": 2, "prior_sd": -0.01}, "prior_sd")])
+def test_a_bad_pool_setting_is_refused_naming_it(kwargs: dict, setting: str):
+    with pytest.raises(ValueError, match=f"^{setting}"):
+        sq.SpreadPool(**kwargs)
+
+
+# --------------------------------------------------------------------------- distributions
+
+
+@pytest.mark.parametrize(("p", "dof", "expected"), [
+    (0.975, 1, 12.7062), (0.975, 5, 2.5706), (0.99, 10, 2.7638), (0.95, 30, 1.6973)])
+def test_t_quantiles_match_the_tables(p: float, dof: int, expected: float):
+    assert sq.t_quantile(p, dof) == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize(("p", "dof", "expected"), [
+    (0.95, 5, 11.0705), (0.05, 5, 1.1455), (0.975, 1, 5.0239), (0.5, 2, 1.3863)])
+def test_chi_square_quantiles_match_the_tables(p: float, dof: int, expected: float):
+    assert sq.chi2_quantile(p, dof) == pytest.approx(expected, abs=1e-4)
