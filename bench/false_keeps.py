@@ -1,7 +1,8 @@
 """False keeps, power and runs per decision of three keep rules under a noisy stand-in.
 
     python bench/false_keeps.py [--sessions N] [--power-sessions N] [--decisions N]
-                                [--scenario gpu|cpu|mixed|all]
+                                [--scenario gpu|cpu|mixed|all] [--max-pooled-dof X]
+                                [--rules sequential,seq-reuse,today,naive]
 
 The rules, each driven with the daemon's own code:
 - `sequential`: loop.judge.sequential.run_decision (issue 16), paired runs at the judge's
@@ -52,6 +53,7 @@ SIGMAS = (0.004, 0.01, 0.02, 0.03)
 MIN_IMPROVEMENT = 0.002  # autogolf.yaml default
 BASE_SEED = 1337
 RULES = ("sequential", "seq-reuse", "today", "naive")
+SETTINGS = {"max_pooled_dof": 10.0, "rules": RULES}  # from the command line
 # sd(a), sd(b), sd(e) in units of sigma, and the sd of log f: a code's b and e are scaled by
 # its own f = exp(N(0, v) - v^2) (mean square 1; the baseline has f = 1)
 SCENARIOS = {"gpu": (1.0, 0.0, 1.0, 0.0), "cpu": (1.0, 1.0, 0.0, 0.0),
@@ -108,7 +110,8 @@ def sequential_session(world: World, decisions: int, gain: float, result: Result
     """`reuse`: after a keep, stay at the seed epoch and reuse the kept candidate's runs as
     the new incumbent's (what a deterministic backend would re-measure anyway; the runs
     were selected, so this biases later decisions against their candidates)."""
-    pool, epoch, incumbent = sequential.SpreadPool(), 0, 0
+    pool = sequential.SpreadPool(max_pooled_dof=SETTINGS["max_pooled_dof"])
+    epoch, incumbent = 0, 0
     cache: dict[int, float] = {}  # the incumbent's run at each seed of this epoch
     kept = []
     for _ in range(decisions):
@@ -263,7 +266,7 @@ def report(scenario: str, sessions: int, decisions: int, power_sessions: int,
         f"{', '.join(f'{f:g}' for f in SCENARIOS[scenario][:3])} x sigma, sd(log f) = "
         f"{SCENARIOS[scenario][3]:g}")
     rows = [COLUMNS] + [row(rule, sigma, scenario, sessions, power_sessions, decisions)
-                        for sigma in SIGMAS for rule in RULES]
+                        for sigma in SIGMAS for rule in SETTINGS["rules"]]
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     for r in rows:
         out("  ".join(cell.rjust(w) for cell, w in zip(r, widths, strict=True)))
@@ -277,13 +280,19 @@ def main() -> None:
                         help="sessions of truly better candidates per rule and sigma")
     parser.add_argument("--decisions", type=int, default=20, help="decisions per session")
     parser.add_argument("--scenario", choices=(*SCENARIOS, "all"), default="all")
+    parser.add_argument("--max-pooled-dof", type=float, default=10.0,
+                        help="the sequential rule's cap on the pool's weight (inf: none)")
+    parser.add_argument("--rules", default=",".join(RULES), help="comma-separated subset")
     args = parser.parse_args()
+    SETTINGS.update(max_pooled_dof=args.max_pooled_dof,
+                    rules=tuple(r for r in args.rules.split(",") if r in RULES))
     start = time.perf_counter()
     print(f"min_improvement {MIN_IMPROVEMENT}; sequential: alpha 0.02, beta 0.10, "
-          f"max_runs 10 pairs, min_runs 2; today: 5-run calibration, k 2, 2 re-runs of close "
-          f"wins, recalibration every 3 keeps; {args.sessions} sessions x {args.decisions} "
-          f"decisions of equal candidates, {args.power_sessions} x {args.decisions} of "
-          "candidates better by max(min_improvement, 3 sigma)")
+          f"max_runs 10 pairs, min_runs 2, max_pooled_dof {args.max_pooled_dof:g}; today: "
+          "5-run calibration, k 2, 2 re-runs of close wins, recalibration every 3 keeps; "
+          f"{args.sessions} sessions x {args.decisions} decisions of equal candidates, "
+          f"{args.power_sessions} x {args.decisions} of candidates better by "
+          "max(min_improvement, 3 sigma)")
     print(LEGEND)
     for scenario in (tuple(SCENARIOS) if args.scenario == "all" else (args.scenario,)):
         report(scenario, args.sessions, args.decisions, args.power_sessions, print)

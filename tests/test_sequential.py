@@ -246,6 +246,18 @@ def test_resolvable_gain_grows_with_the_spread_and_shrinks_with_the_cap():
     assert sq.resolvable_gain(longer, sq.Spread(0.02, 50)) < large
 
 
+def test_pairs_to_resolve_is_the_smallest_cap_whose_resolvable_gain_is_small_enough():
+    spread = sq.Spread(0.028, 50)  # a seed spread of 0.02 per run, as at smoke on the CPU
+    n = sq.pairs_to_resolve(RULE, spread, 0.01)
+
+    def resolvable(cap: int) -> float:
+        return sq.resolvable_gain(sq.SequentialRule(0.002, max_runs=cap), spread)
+
+    assert resolvable(n) <= 0.01 < resolvable(n - 1)
+    assert sq.pairs_to_resolve(RULE, spread, 0.002) is None  # not within 1000 pairs
+    assert sq.pairs_to_resolve(RULE, sq.SpreadPool(), 0.01) is None
+
+
 def test_a_gain_of_the_resolvable_size_is_kept_about_1_minus_beta_of_the_time():
     rng = random.Random(6)
     gain = sq.resolvable_gain(RULE, sq.Spread(SD, 200))

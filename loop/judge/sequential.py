@@ -400,6 +400,31 @@ def resolvable_gain(rule: SequentialRule, spread: Spread | SpreadPool) -> float 
     return max(rule.min_improvement, width)
 
 
+def pairs_to_resolve(rule: SequentialRule, spread: Spread | SpreadPool, gain: float
+                     ) -> int | None:
+    """The smallest cap on pairs whose resolvable gain is <= `gain` (for status: "a gain of
+    0.002 at smoke needs N pairs"); None when the spread is unknown or no cap up to
+    SEED_BLOCK is enough. Binary search: the resolvable gain falls as the cap grows."""
+    if isinstance(spread, SpreadPool):
+        spread = spread.estimate()
+
+    def enough(cap: int) -> bool:
+        probe = SequentialRule(rule.min_improvement, rule.alpha, rule.beta, cap, rule.min_runs)
+        resolved = resolvable_gain(probe, spread)
+        return resolved is not None and resolved <= gain
+
+    if gain < rule.min_improvement or not enough(SEED_BLOCK):
+        return None
+    low, high = rule.min_runs, SEED_BLOCK  # enough(high) holds
+    while low < high:
+        mid = (low + high) // 2
+        if enough(mid):
+            high = mid
+        else:
+            low = mid + 1
+    return low
+
+
 def _resolvable_during(rule: SequentialRule, pool: SpreadPool, sd: float) -> float:
     """resolvable_gain with the spread as measured so far in this decision."""
     dof = pool.estimate().dof + rule.max_runs - 1
