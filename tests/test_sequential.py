@@ -20,9 +20,8 @@ SD = 0.014  # sd of paired differences: a per-run spread of 0.01, sqrt(2) x for 
 
 
 def pool_with(sd: float, dof: int = 200, max_pooled_dof: float = math.inf) -> sq.SpreadPool:
-    """A pool whose earlier decisions measured exactly `sd` over `dof` degrees of freedom."""
-    return sq.SpreadPool(sum_sq=sd * sd * dof, dof=dof, decisions=dof // 4,
-                         max_pooled_dof=max_pooled_dof)
+    """A pool of `dof` earlier 2-pair decisions that each measured exactly `sd`."""
+    return sq.SpreadPool(max_pooled_dof=max_pooled_dof, groups=[(sd * sd, 1)] * dof)
 
 
 def scripted(pairs: list[tuple[float, float]]):
@@ -105,6 +104,15 @@ def test_a_keep_needs_the_mean_gain_to_reach_min_improvement():
     assert sq.step(diffs, RULE, pool_with(0.0001)).decision != "keep"
 
 
+def test_a_real_gain_below_what_the_profile_resolves_is_discarded_with_a_hint():
+    # gains of 0.004-0.006 (> min_improvement) against a spread 0.014 that 10 pairs
+    # resolve only from 0.0185 on
+    diffs = [0.005 + (0.001 if i % 2 else -0.001) for i in range(10)]
+    outcome = sq.run_decision(scripted([(2.0 - d, 2.0) for d in diffs])[0], RULE, pool_with(SD))
+    assert outcome.decision == "discard" and outcome.stats["below_resolution"] == 1
+    assert "a stronger profile may resolve it" in outcome.reason
+
+
 def test_the_reason_says_the_numbers():
     step = sq.step([0.05, 0.051], RULE, pool_with(SD))
     assert step.decision == "keep"
@@ -156,21 +164,27 @@ def test_a_true_gain_of_three_run_spreads_is_kept_at_least_90_percent_at_a_first
 
 
 def test_the_pool_centres_each_decision_on_its_own_mean():
-    pool = sq.SpreadPool.from_decisions([[1.0, 3.0], [10.0, 12.0, 14.0]])
-    assert pool.dof == 3 and pool.sum_sq == pytest.approx(2.0 + 8.0)
-    assert pool.estimate().sd == pytest.approx(math.sqrt(10.0 / 3))
+    pool = sq.SpreadPool.from_decisions([[1.0, 3.0], [10.0, 12.0, 14.0], [5.0, 5.0], [7.0]])
+    assert pool.groups == [(2.0, 1), (8.0, 2), (0.0, 1)]  # one pair adds nothing
+    assert pool.dof == 4 and pool.sum_sq == pytest.approx(10.0)
 
 
-def test_the_pools_uncertainty_shrinks_as_pairs_accumulate():
-    rng = random.Random(4)
-    pool = sq.SpreadPool(max_pooled_dof=math.inf)
-    widths = []
-    for _ in range(6):
-        for _ in range(5):
-            pool.add([rng.gauss(0, SD) for _ in range(3)])
-        low, high = pool.estimate().interval(0.90)
-        widths.append((high - low) / pool.estimate().sd)
-    assert all(a > b for a, b in zip(widths, widths[1:], strict=False))
+def test_fewer_than_three_earlier_decisions_inform_no_spread():
+    pool = sq.SpreadPool.from_decisions([[0.01, -0.01], [0.02, 0.0]])
+    assert pool.prior() == (0.0, 0.0) and pool.estimate().sd is None
+    assert pool.estimate([0.01, 0.03]).dof == 1  # the candidate's own pairs only
+
+
+def test_the_pools_uncertainty_shrinks_as_decisions_accumulate():
+    # decisions that agree exactly on the spread: the prior grows by one dof per decision
+    pool, widths = sq.SpreadPool(max_pooled_dof=math.inf), []
+    for _ in range(8):
+        pool.add([SD / math.sqrt(2), -SD / math.sqrt(2)])  # SS = SD^2, 1 dof
+        spread = pool.estimate([0.01, -0.01])
+        low, high = spread.interval(0.90)
+        widths.append((high - low) / spread.sd)
+    assert widths[0] == widths[1]  # 1 and 2 earlier decisions: the candidate's own pairs
+    assert all(a > b for a, b in zip(widths[1:], widths[2:], strict=False))
 
 
 def test_the_pool_counts_earlier_decisions_as_at_most_max_pooled_dof():
@@ -178,6 +192,25 @@ def test_the_pool_counts_earlier_decisions_as_at_most_max_pooled_dof():
     spread = pool.estimate([0.01, -0.01])
     assert spread.dof == pytest.approx(11)
     assert spread.sd == pytest.approx(math.sqrt((10 * SD**2 + 0.0002) / 11))
+
+
+def test_decisions_that_disagree_on_the_spread_count_for_less():
+    # spreads 5x apart, as two changes measured at smoke: one candidate's spread says
+    # little about the next one's, so the prior has few degrees of freedom
+    rng = random.Random(7)
+    mixed = sq.SpreadPool(max_pooled_dof=math.inf)
+    common = sq.SpreadPool(max_pooled_dof=math.inf)
+    for i in range(40):
+        sd = 0.003 if i % 2 else 0.015
+        mixed.add([rng.gauss(0, sd) for _ in range(4)])
+        common.add([rng.gauss(0, 0.009) for _ in range(4)])
+    assert mixed.prior()[1] < 3 < 10 < common.prior()[1]
+
+
+def test_special_functions_match_known_values():
+    assert sq._digamma(1.0) == pytest.approx(-0.5772156649, abs=1e-8)
+    assert sq._trigamma(0.5) == pytest.approx(math.pi**2 / 2, abs=1e-8)
+    assert sq._trigamma_inverse(sq._trigamma(2.5)) == pytest.approx(2.5)
 
 
 def test_an_empty_pool_knows_no_spread():

@@ -147,6 +147,12 @@ def t_cdf(t: float, dof: float) -> float:
     return 1.0 - tail if t >= 0 else tail
 
 
+def t_bound(p: float, dof: float) -> float:
+    """t_quantile at `dof` rounded down to a quarter: a slightly wider bound, and a cache
+    hit for the fractional dof of an estimated prior."""
+    return t_quantile(p, math.floor(dof * 4) / 4 if dof >= 0.25 else dof)
+
+
 @lru_cache(maxsize=4096)
 def t_quantile(p: float, dof: float) -> float:
     """The t with P(T <= t) = p (0.5 < p < 1), by bisection on t_cdf."""
@@ -308,25 +314,29 @@ class Spread:
         return f"sd {self.sd:.4f} of paired differences ({self.dof:g} dof)"
 
 
+MIN_DECISIONS = 3  # earlier decisions before they inform a candidate's spread at all
+
+
 @dataclass
 class SpreadPool:
     """The pooled spread of paired differences at one profile, over a session's decisions.
 
     The judge keeps one per profile (and backend), feeds it every finished decision's
     differences (`add`; run_decision does it), and rebuilds it from the ledger on resume
-    (`from_decisions`). `prior_sd`/`prior_dof`: an optional configured spread counted as
-    that many pseudo-degrees of freedom (see the module docstring).
+    (`from_decisions`). The earlier decisions become a prior for the current candidate's
+    spread (`prior`, the module docstring says how). `prior_sd`/`prior_dof`: an optional
+    configured spread counted as that many pseudo-degrees of freedom.
     """
 
     prior_sd: float | None = None
     prior_dof: float = 0.0
     max_pooled_dof: float = 10.0  # earlier decisions count as at most this many dof
-    sum_sq: float = 0.0  # within-decision squared deviations, summed over decisions
-    dof: int = 0
-    decisions: int = 0
+    groups: list[tuple[float, int]] = field(default_factory=list)  # (SS, dof) per decision
+    _cache: tuple[int, tuple[float, float]] | None = field(default=None, repr=False,
+                                                            compare=False)
 
     def __post_init__(self) -> None:
-        if not self.max_pooled_dof > 0:  # also refuses NaN; math.inf = plain pooling
+        if not self.max_pooled_dof > 0:  # also refuses NaN; math.inf = no cap
             raise ValueError(f"max_pooled_dof: got {self.max_pooled_dof!r}; allowed: a "
                              "number > 0 (math.inf: no cap)")
         if self.prior_dof < 0 or not math.isfinite(self.prior_dof):
@@ -345,26 +355,103 @@ class SpreadPool:
             pool.add(diffs)
         return pool
 
+    @property
+    def sum_sq(self) -> float:
+        return math.fsum(ss for ss, _ in self.groups)
+
+    @property
+    def dof(self) -> int:
+        return sum(k for _, k in self.groups)
+
+    @property
+    def decisions(self) -> int:
+        return len(self.groups)
+
     def add(self, diffs: Sequence[float]) -> None:
         """One finished decision's paired differences (fewer than 2 add nothing)."""
         ss, dof = _within(diffs)
-        self.sum_sq += ss
-        self.dof += dof
-        self.decisions += dof > 0
+        if dof > 0:
+            self.groups.append((ss, dof))
+
+    def prior(self) -> tuple[float, float]:
+        """(s0^2, d0): the earlier decisions as a scaled-inverse-chi-square prior for the
+        current candidate's variance; d0 = 0 while they say nothing (module docstring)."""
+        if self._cache is None or self._cache[0] != len(self.groups):
+            self._cache = (len(self.groups), self._fit_prior())
+        return self._cache[1]
+
+    def _fit_prior(self) -> tuple[float, float]:
+        spread = [(ss, k) for ss, k in self.groups if ss > 0]
+        if len(spread) < MIN_DECISIONS:
+            return 0.0, 0.0
+        pooled = self.sum_sq / self.dof
+        limit = min(self.max_pooled_dof, float(len(spread)), float(self.dof))
+        excess = _excess_log_variance(spread)
+        if excess <= 0:  # no more variation between decisions than sampling explains
+            return pooled, limit
+        d0 = 2.0 * _trigamma_inverse(excess)
+        if d0 >= limit:
+            return pooled, limit
+        centre = statistics.fmean(_log_var_unbiased(ss, k) for ss, k in spread)
+        return math.exp(centre + _digamma(d0 / 2) - math.log(d0 / 2)), d0
 
     def estimate(self, current: Sequence[float] = ()) -> Spread:
-        """The spread pooled over earlier decisions, the prior and the current differences."""
+        """The current candidate's spread: its own differences, the earlier decisions'
+        prior and the configured prior, each with its degrees of freedom."""
         ss, dof = _within(current)
-        if self.dof > 0:  # earlier decisions: a prior of at most max_pooled_dof dof
-            weight = min(float(self.dof), self.max_pooled_dof)
-            ss += self.sum_sq * weight / self.dof
-            dof += weight
+        s0_sq, d0 = self.prior()
+        ss += d0 * s0_sq
+        dof += d0
         if self.prior_dof > 0 and self.prior_sd is not None:
             ss += self.prior_dof * self.prior_sd ** 2
             dof += self.prior_dof
         if dof <= 0:
             return Spread(None, 0.0)
         return Spread(math.sqrt(ss / dof), float(dof))
+
+
+def _log_var_unbiased(ss: float, k: int) -> float:
+    """log(SS/k) less its sampling bias: E[log(chi2_k / k)] = digamma(k/2) - log(k/2)."""
+    return math.log(ss / k) - _digamma(k / 2) + math.log(k / 2)
+
+
+def _excess_log_variance(groups: Sequence[tuple[float, int]]) -> float:
+    """The variance of log sigma_j^2 between decisions beyond what sampling explains
+    (Var[log chi2_k] = trigamma(k/2)); the method of moments of Smyth's limma (2004)."""
+    logs = [_log_var_unbiased(ss, k) for ss, k in groups]
+    return statistics.variance(logs) - statistics.fmean(_trigamma(k / 2) for _, k in groups)
+
+
+def _digamma(x: float) -> float:
+    """psi(x) for x > 0: the recurrence up to x >= 6, then the asymptotic series."""
+    shift = 0.0
+    while x < 6.0:
+        shift -= 1.0 / x
+        x += 1.0
+    inv2 = 1.0 / (x * x)
+    return shift + math.log(x) - 0.5 / x - inv2 * (1 / 12 - inv2 * (1 / 120 - inv2 / 252))
+
+
+def _trigamma(x: float) -> float:
+    """psi'(x) for x > 0, the same way."""
+    shift = 0.0
+    while x < 6.0:
+        shift += 1.0 / (x * x)
+        x += 1.0
+    inv2 = 1.0 / (x * x)
+    return shift + 1.0 / x + inv2 / 2 + inv2 / x * (1 / 6 - inv2 * (1 / 30 - inv2 / 42))
+
+
+def _trigamma_inverse(y: float) -> float:
+    """The x > 0 with trigamma(x) = y (trigamma falls from infinity to 0): bisection on log x."""
+    low, high = -20.0, 20.0
+    for _ in range(100):
+        mid = 0.5 * (low + high)
+        if _trigamma(math.exp(mid)) > y:
+            low = mid
+        else:
+            high = mid
+    return math.exp(0.5 * (low + high))
 
 
 def _within(diffs: Sequence[float]) -> tuple[float, int]:
@@ -395,8 +482,8 @@ def resolvable_gain(rule: SequentialRule, spread: Spread | SpreadPool) -> float 
     if spread.sd is None or spread.sd <= _ZERO_SD:
         return None
     dof = spread.dof + rule.max_runs - 1  # the current decision's pairs, at the cap
-    width = (t_quantile(1.0 - rule.alpha_at(rule.max_runs), dof)
-             + t_quantile(1.0 - rule.beta, dof)) * spread.sd / math.sqrt(rule.max_runs)
+    width = (t_bound(1.0 - rule.alpha_at(rule.max_runs), dof)
+             + t_bound(1.0 - rule.beta, dof)) * spread.sd / math.sqrt(rule.max_runs)
     return max(rule.min_improvement, width)
 
 
@@ -423,14 +510,6 @@ def pairs_to_resolve(rule: SequentialRule, spread: Spread | SpreadPool, gain: fl
         else:
             low = mid + 1
     return low
-
-
-def _resolvable_during(rule: SequentialRule, pool: SpreadPool, sd: float) -> float:
-    """resolvable_gain with the spread as measured so far in this decision."""
-    dof = pool.estimate().dof + rule.max_runs - 1
-    width = (t_quantile(1.0 - rule.alpha_at(rule.max_runs), dof)
-             + t_quantile(1.0 - rule.beta, dof)) * sd / math.sqrt(rule.max_runs)
-    return max(rule.min_improvement, width)
 
 
 # --------------------------------------------------------------------------- one step
@@ -463,8 +542,8 @@ def step(diffs: Sequence[float], rule: SequentialRule, pool: SpreadPool) -> Step
     stats: dict[str, float | int | None] = {
         "pairs": n, "mean_diff": mean, "sd": spread.sd, "dof": spread.dof,
         "lower": None, "upper": None, "target": None, "min_improvement": rule.min_improvement,
-        "alpha_look": None, "beta_look": None,
-        "max_runs": rule.max_runs}
+        "alpha_look": None, "beta_look": None, "max_runs": rule.max_runs,
+        "below_resolution": None}
     at_cap = n == rule.max_runs
     if n < rule.min_runs:
         return Step("continue", f"{n} pair(s) so far; the rule looks from {rule.min_runs} "
@@ -477,9 +556,11 @@ def step(diffs: Sequence[float], rule: SequentialRule, pool: SpreadPool) -> Step
     assert mean is not None
     half = spread.sd / math.sqrt(n)
     alpha_look, beta_look = rule.alpha_at(n), rule.beta_at(n)
-    lower = mean - t_quantile(1.0 - alpha_look, spread.dof) * half
-    upper = mean + t_quantile(1.0 - beta_look, spread.dof) * half
-    target = _resolvable_during(rule, pool, spread.sd)
+    lower = mean - t_bound(1.0 - alpha_look, spread.dof) * half
+    upper = mean + t_bound(1.0 - beta_look, spread.dof) * half
+    # H1 for the discard bound: what the cap can resolve with the spread as measured now
+    target = resolvable_gain(rule, Spread(spread.sd, pool.estimate().dof))
+    assert target is not None
     stats.update(lower=lower, upper=upper, target=target, alpha_look=alpha_look,
                  beta_look=beta_look)
     head = (f"{n} pairs: mean gain {_f(mean)} (candidate better when > 0), "
@@ -489,9 +570,12 @@ def step(diffs: Sequence[float], rule: SequentialRule, pool: SpreadPool) -> Step
                     f"level {alpha_look:.4g} at this look (alpha {rule.alpha:g}) and "
                     f"mean >= min_improvement {_f(rule.min_improvement)}", stats)
     if upper < target:
+        stats["below_resolution"] = int(mean >= rule.min_improvement)
+        hint = ("; the mean gain reaches min_improvement: a stronger profile may resolve it"
+                if stats["below_resolution"] else "")
         return Step("discard", f"discard after {head}; upper bound {_f(upper)} < "
                     f"{_f(target)}, the smallest gain {rule.max_runs} pairs can resolve "
-                    f"(miss level {beta_look:.4g} at this look)", stats)
+                    f"(miss level {beta_look:.4g} at this look){hint}", stats)
     bounds = f"lower bound {_f(lower)}, upper bound {_f(upper)} vs target {_f(target)}"
     if at_cap:
         return Step("inconclusive", f"inconclusive at the cap of {rule.max_runs} pairs: "
