@@ -57,6 +57,20 @@ def test_a_clear_win_is_kept_early_even_at_the_first_decision_of_a_session():
     assert outcome.decision == "keep" and len(asked) <= 5
 
 
+# val_bpb of the real trainer at smoke on the CPU (sample data), seeds 1337..1342:
+# (MATRIX_LR 0.08, 0.044, the baseline 0.04), measured for issue 16.
+SMOKE = [(3.8688555, 3.88863676, 3.90293316), (3.86367146, 3.88416438, 3.89220136),
+         (3.79716215, 3.81889736, 3.82802232), (3.88453158, 3.90913117, 3.91679565),
+         (3.8467599, 3.84843327, 3.85434424), (3.83717134, 3.88315837, 3.89099126)]
+
+
+def test_real_smoke_gains_are_kept_from_paired_seeds_that_vary_the_baseline_by_0_09():
+    big = sq.run_decision(lambda i: (SMOKE[i][0], SMOKE[i][2]), RULE, sq.SpreadPool())
+    small = sq.run_decision(lambda i: (SMOKE[i][1], SMOKE[i][2]), RULE, sq.SpreadPool())
+    assert (big.decision, len(big.pairs)) == ("keep", 3)  # gains 0.034, 0.029, 0.031
+    assert (small.decision, len(small.pairs)) == ("keep", 5)  # gains 0.006 to 0.014
+
+
 def test_a_clear_loss_is_discarded_after_two_pairs_with_a_pooled_spread():
     next_pair, asked = scripted([(2.03, 2.0), (2.028, 2.0), (2.031, 2.0)])
     outcome = sq.run_decision(next_pair, RULE, pool_with(SD))
