@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from loop.judge.sequential import SequentialRule
 from loop.proposers.agent import PLACEHOLDER_PATTERN as _PLACEHOLDER
 from loop.proposers.agent import PLACEHOLDERS as AGENT_PLACEHOLDERS
 from loop.proposers.search import KNOB_KINDS, KNOB_SCALES, KNOB_TYPES, Knob
@@ -68,6 +69,8 @@ DEFAULT_NOISE = {"smoke": 0.0, "breadth": 0.004, "confirm": 0.002, "full": 0.001
 # Calibration runs of the incumbent per profile (1 = none: the fixed noise is used). The
 # CPU smoke profile is deterministic, and `full` takes hours: neither is calibrated.
 DEFAULT_NOISE_RUNS = {"smoke": 1, "breadth": 5, "confirm": 5, "full": 1}
+# Issue 16 (loop/judge/sequential.py): the cap on paired runs per decision at each profile.
+DEFAULT_KEEP_MAX_RUNS = {"smoke": 10, "breadth": 10, "confirm": 6, "full": 2}
 # name: (kind, type, low, high, scale); all live in autoresearch.sh's knob block.
 DEFAULT_KNOBS: dict[str, tuple[str, str, float, float, str]] = {
     "MATRIX_LR": ("env", "float", 0.005, 0.2, "log"),
@@ -135,6 +138,12 @@ class Config:
     noise_runs: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_NOISE_RUNS))
     noise_recalibrate_every_keeps: int = 3  # re-measure the incumbent after N keeps
     noise_rerun_close: int = 2  # extra runs of a candidate that wins by less than the margin
+    # Issue 16 (loop/judge/sequential.py): the sequential keep rule, `keep_rule:` section.
+    keep_alpha: float = 0.02  # false-keep rate allowed per decision
+    keep_beta: float = 0.10  # miss rate allowed at the gain a profile can resolve
+    keep_min_runs: int = 2  # pairs before the first look (one run never decides)
+    keep_max_runs: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_KEEP_MAX_RUNS))
+    keep_max_pooled_dof: float = 10.0  # earlier decisions' weight in the spread, in dof
     protocol_allow_change: tuple[str, ...] = ()  # loop.judge.protocol.ALLOWABLE fields
     verify_enabled: bool = False  # re-evaluate a kept artifact with loop/judge/verify.py
     verify_tolerance: float = 0.001  # |trainer val_bpb - trusted val_bpb| allowed
@@ -150,6 +159,11 @@ class Config:
     min_available_memory_mb: int = 0  # stop the benchmark when the machine has less free
     min_free_disk_mb: int = 2048  # pre-flight floor before each experiment
     workspace: WorkspaceConfig | None = None  # shared collaboration workspace (issue 10)
+
+    def sequential_rule(self, profile: str) -> SequentialRule:
+        """The keep rule of `profile` (issue 16) from the `keep_rule:` settings."""
+        return SequentialRule(self.min_improvement, self.keep_alpha, self.keep_beta,
+                              self.keep_max_runs.get(profile, 10), self.keep_min_runs)
 
 
 def is_editable(cfg: Config, relpath: str) -> bool:
@@ -233,7 +247,7 @@ def _parse_yaml(text: str, path: Path) -> Any:
 _TOP_KEYS = (
     "metric", "min_improvement", "artifact_cap_bytes", "dataset", "ladder", "full_every_keeps",
     "profiles", "benchmark", "checks", "editable", "protected", "proposer", "knobs", "noise",
-    "stop", "limits", "agent", "workspace", "protocol", "verify", "judge",
+    "stop", "limits", "agent", "workspace", "protocol", "verify", "judge", "keep_rule",
 )  # fmt: skip
 
 
@@ -261,6 +275,7 @@ class _Reader:
         probe = Config(**{k: v for k, v in kw.items() if k in ("editable", "protected")})
         self.put(kw, "knobs", self.knobs(top, probe))
         kw.update(self.noise(top, profiles))
+        kw.update(self.keep_rule(top, profiles))
         kw.update(self.protocol(top))
         kw.update(self.verify(top))
         kw.update(self.judge(top))
@@ -486,6 +501,60 @@ class _Reader:
                 self.fail(f"noise.runs.{name}", "unknown profile", f"one of {', '.join(profiles)}")
                 continue
             number = self.number({name: count}, name, where="noise.runs", minimum=1, integer=True)
+            if number is not None:
+                runs[name] = number
+        return runs
+
+    def keep_rule(self, top: dict, profiles: dict[str, ProfileConfig]) -> dict[str, Any]:
+        """`keep_rule:` alpha, beta, min_runs, max_runs (one number or per profile),
+        max_pooled_dof (loop/judge/sequential.py)."""
+        keys = ("alpha", "beta", "min_runs", "max_runs", "max_pooled_dof")
+        section = self.mapping(top.get("keep_rule", {}), "keep_rule", keys)
+        kw: dict[str, Any] = {}
+        for key in ("alpha", "beta"):
+            rate = self.number(section, key, where="keep_rule", positive=True)
+            if rate is not None and not rate < 0.5:
+                self.fail(f"keep_rule.{key}", f"got {rate!r}", "a rate in (0, 0.5), e.g. "
+                          + ("0.02" if key == "alpha" else "0.10"))
+                rate = None
+            self.put(kw, f"keep_{key}", rate)
+        self.put(kw, "keep_max_pooled_dof", self.number(section, "max_pooled_dof",
+                                                        where="keep_rule", positive=True))
+        self.put(kw, "keep_min_runs", self.number(section, "min_runs", where="keep_rule",
+                                                  minimum=2, integer=True))
+        self.put(kw, "keep_max_runs", self.keep_max_runs(section, profiles))
+        first_look = kw.get("keep_min_runs", 2)
+        caps = kw.get("keep_max_runs") or {n: DEFAULT_KEEP_MAX_RUNS.get(n, 10) for n in profiles}
+        given = section.get("max_runs")
+        for name, cap in caps.items():
+            if cap < first_look:
+                where = ("keep_rule.max_runs" if given is not None and not isinstance(given, dict)
+                         else f"keep_rule.max_runs.{name}")
+                told = given is not None and (not isinstance(given, dict) or name in given)
+                self.fail(where, f"got {cap}{'' if told else ' (the default)'} < min_runs "
+                          f"{first_look}", "max_runs >= min_runs")
+                break
+        return kw
+
+    def keep_max_runs(self, section: dict, profiles: dict[str, ProfileConfig]
+                      ) -> dict[str, int] | None:
+        """`max_runs: 10` (every profile) or `max_runs: {breadth: 8, ...}` (the rest keep
+        their defaults; a profile with no default gets 10)."""
+        if "max_runs" not in section:
+            return None
+        value = section["max_runs"]
+        if not isinstance(value, dict):
+            number = self.number(section, "max_runs", where="keep_rule", minimum=2,
+                                 integer=True)
+            return None if number is None else {name: number for name in profiles}
+        runs = {name: DEFAULT_KEEP_MAX_RUNS.get(name, 10) for name in profiles}
+        for name, count in value.items():
+            if name not in profiles:
+                self.fail(f"keep_rule.max_runs.{name}", "unknown profile",
+                          f"one of {', '.join(profiles)}")
+                continue
+            number = self.number({name: count}, name, where="keep_rule.max_runs", minimum=2,
+                                 integer=True)
             if number is not None:
                 runs[name] = number
         return runs

@@ -376,3 +376,36 @@ def test_daemon_files_stay_protected_whatever_the_config_says() -> None:
 )
 def test_glob_semantics(pattern: str, path: str, expected: bool) -> None:
     assert glob_match(pattern, path) is expected
+
+
+# --- keep_rule (issue 16) ---------------------------------------------------------------------
+
+
+def test_keep_rule_settings_are_read_and_build_each_profiles_rule(tmp_path: Path) -> None:
+    cfg = load(tmp_path, "keep_rule: {alpha: 0.01, beta: 0.2, min_runs: 3, "
+                         "max_runs: {confirm: 4, full: 3}, max_pooled_dof: 20}\n")
+    rule = cfg.sequential_rule("confirm")
+    assert (rule.alpha, rule.beta, rule.min_runs, rule.max_runs) == (0.01, 0.2, 3, 4)
+    assert cfg.keep_max_runs["breadth"] == 10 and cfg.keep_max_pooled_dof == 20
+
+
+def test_keep_rule_max_runs_as_one_number_applies_to_every_profile(tmp_path: Path) -> None:
+    cfg = load(tmp_path, "keep_rule: {max_runs: 5}\n")
+    assert set(cfg.keep_max_runs.values()) == {5}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("keep_rule: {alpha: 0.5}", "keep_rule.alpha: got 0.5 (allowed: a rate in (0, 0.5)"),
+    ("keep_rule: {alpha: 0}", "keep_rule.alpha: got 0"),
+    ("keep_rule: {beta: -0.1}", "keep_rule.beta: got -0.1"),
+    ("keep_rule: {min_runs: 1}", "keep_rule.min_runs: got 1 (allowed: a whole number >= 2)"),
+    ("keep_rule: {max_runs: {breadth: 1}}", "keep_rule.max_runs.breadth: got 1"),
+    ("keep_rule: {max_runs: {breadht: 8}}", "keep_rule.max_runs.breadht: unknown profile"),
+    ("keep_rule: {min_runs: 4, max_runs: 3}", "keep_rule.max_runs: got 3 < min_runs 4"),
+    ("keep_rule: {min_runs: 3}", "keep_rule.max_runs.full: got 2 (the default) < min_runs 3"),
+    ("keep_rule: {max_pooled_dof: 0}", "keep_rule.max_pooled_dof: got 0"),
+    ("keep_rule: {alfa: 0.01}", "keep_rule.alfa: unknown key; did you mean 'alpha'?"),
+])
+def test_bad_keep_rule_settings_are_refused_naming_the_key(tmp_path: Path, text: str,
+                                                            message: str) -> None:
+    assert message in refused(tmp_path, text + "\n")
