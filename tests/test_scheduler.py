@@ -34,6 +34,7 @@ from scheduler_helpers import (
     resume,
     rows,
     run_daemon,
+    session_of,
     start_driver,
     wait_for,
     worktree,
@@ -42,9 +43,10 @@ from scheduler_helpers import (
 from loop.config import load_config
 from loop.daemon import scheduler
 from loop.daemon.lock import DaemonLock
-from loop.daemon.stoprules import deadline_from
+from loop.daemon.stoprules import deadline_from, expected_cost_s
 from loop.errors import UserError
 from loop.proposers import Proposal
+from loop.store.ledger import Ledger
 
 # --------------------------------------------------------------------------- the ladder
 
@@ -423,3 +425,44 @@ def test_missing_dataset_is_a_user_error(repo):
     done = cli(repo, "run", env={"AUTOGOLF_CACHE_ROOT": str(repo)})
     assert done.returncode == 2 and "bootstrap-parameter-golf.sh" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_deadline_stops_a_running_benchmark_and_records_interrupted(repo):
+    cfg = load_config(repo / "autogolf.yaml")
+    rules = scheduler.StopRules(deadline=time.time() + 8, max_consecutive_failures=3)
+    steps = [{"MODE": "hang"}, {"LR": 0.05}]
+    reason = scheduler.Scheduler(repo, dataclasses.replace(cfg, ladder=("breadth",)), rules,
+                                 proposer=Scripted(*steps), out=lambda s: None).run()
+    [row] = candidates(repo)
+    assert row["status"] == "interrupted"
+    assert row["reason"] == ("stopped by the time limit (--until/--hours) during the breadth "
+                             "benchmark")
+    assert reason == "stopped by the time limit (--until/--hours)"
+    assert git(worktree(repo), "status", "--porcelain") == ""
+
+
+def test_the_expected_cost_of_an_experiment_is_the_median_of_its_rungs_runs():
+    rows = [{"rungs": {"breadth": {"wall_s": w}, "confirm": {"wall_s": 10 * w}}}
+            for w in (1.0, 3.0, 2.0)]
+    assert expected_cost_s(rows, ("breadth", "confirm")) == 2.0 + 20.0
+    assert expected_cost_s(rows[:1], ("breadth", "full")) is None  # full never ran: unknown
+    with_reruns = rows + [{"rungs": {"breadth": {"wall_s": 2.0, "run_logs": ["a", "b"]}}}]
+    assert expected_cost_s(with_reruns, ("breadth",)) == 2.0 * 3  # the first run and 2 more
+
+
+def test_an_experiment_that_does_not_fit_before_the_deadline_is_not_started(repo):
+    run_daemon(repo, {"LR": 0.05})
+    # This session's rungs took two hours each (as a real breadth may): recorded rows say so.
+    ledger = Ledger(repo / ".autogolf" / "ledger.jsonl")
+    for n in range(3):
+        ledger.append({"type": "experiment", "id": f"E00{90 + n}", "session": session_of(repo),
+                       "status": "discard", "rungs": {"breadth": {"wall_s": 7200.0},
+                                                      "confirm": {"wall_s": 7200.0}}})
+    cfg = load_config(repo / "autogolf.yaml")
+    rules = scheduler.StopRules(deadline=time.time() + 3600)  # an hour left
+    before = len(candidates(repo))
+    reason = scheduler.Scheduler(repo, cfg, rules, proposer=Scripted({"LR": 0.06}),
+                                 out=lambda s: None).run()
+    assert reason == ("the next experiment (about 14400 s, from this session's measured runs) "
+                      "does not fit before the time limit (--until/--hours)")
+    assert len(candidates(repo)) == before

@@ -33,7 +33,13 @@ from loop.daemon import awake, preflight
 from loop.daemon.events import EventBus, RunEvents
 from loop.daemon.lock import DaemonLock
 from loop.daemon.session import Paths, StateFile, recover, unique_session_name
-from loop.daemon.stoprules import StopRules, Tally, budget_reason, streak_reason
+from loop.daemon.stoprules import (
+    StopRules,
+    Tally,
+    budget_reason,
+    expected_cost_s,
+    streak_reason,
+)
 from loop.daemon.tamper import Fingerprint, Tampered
 from loop.data import datasets
 from loop.judge.judge import Bench, Judge
@@ -159,6 +165,11 @@ class Scheduler:
         budget = budget_reason(rules, tally)
         if budget:
             return budget
+        expected = expected_cost_s(self.session_rows, self.cfg.ladder)
+        if rules.deadline is not None and expected is not None and (
+                time.time() + expected > rules.deadline):
+            return (f"the next experiment (about {expected:.0f} s, from this session's "
+                    "measured runs) does not fit before the time limit (--until/--hours)")
         if self._budget is not None and self._budget.expired():
             return f"reached --hours {rules.hours:g} of awake time (sleep is not counted)"
         if rules.stop_file is not None and rules.stop_file.exists():
@@ -457,10 +468,15 @@ class Scheduler:
         self._signal = name
 
     def _stopping(self) -> bool:
+        """A stop signal, or the deadline passed: a running child is ended, the row says
+        `interrupted` (polled by the runner while a benchmark, the checks or an agent run)."""
+        deadline = self.rules.deadline
+        if self._signal is None and deadline is not None and time.time() >= deadline:
+            self._signal = "the time limit (--until/--hours)"
         return self._signal is not None
 
     def _abandon_if_stopping(self, when: str) -> None:
-        if self._signal:
+        if self._stopping():
             raise Abandon(f"stopped by {self._signal} {when}")
 
 
@@ -504,7 +520,7 @@ class LoopBench(Bench):
         self.loop.state.stage(exp, stage)
 
     def stop_requested(self) -> str | None:
-        return self.loop._signal
+        return self.loop._signal if self.loop._stopping() else None
 
     def say(self, line: str) -> None:
         self.loop.out(line)

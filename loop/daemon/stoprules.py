@@ -70,6 +70,24 @@ def streak_reason(rules: StopRules, tally: Tally) -> str | None:
     return None
 
 
+def expected_cost_s(rows: list[dict], ladder: tuple[str, ...], last: int = 5) -> float | None:
+    """What the next experiment is expected to take: per rung of the ladder, the median wall
+    time of that profile's last `last` benchmark runs this session (extra runs included);
+    None while some rung has never run (then nothing is known, and nothing is refused)."""
+    total = 0.0
+    for profile in ladder:
+        walls = [r["rungs"][profile]["wall_s"] for r in rows
+                 if isinstance((r.get("rungs") or {}).get(profile), dict)
+                 and isinstance(r["rungs"][profile].get("wall_s"), (int, float))][-last:]
+        if not walls:
+            return None
+        walls.sort()
+        extra = max((len(r["rungs"][profile].get("run_logs") or [])
+                     for r in rows[-last:] if profile in (r.get("rungs") or {})), default=0)
+        total += walls[len(walls) // 2] * (1 + extra)
+    return total
+
+
 def deadline_from(until: str | None, hours: float | None,
                   now: datetime | None = None) -> float | None:
     """The earlier of `--until HH:MM` (next such local time) and `--hours H` from now."""
