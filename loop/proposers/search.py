@@ -55,6 +55,7 @@ class Knob:
     low: float
     high: float
     scale: str = "linear"  # "log": steps multiply; "linear": steps add a fraction of the range
+    step: float | None = None  # values lie on low + k * step (MODEL_DIM in multiples of 64)
 
     def __post_init__(self) -> None:
         problem = _knob_problem(self)
@@ -65,6 +66,9 @@ class Knob:
         """The value as this knob's type; a non-finite value or a fractional int is refused."""
         if isinstance(value, bool) or not math.isfinite(float(value)):
             raise KnobError(f"knob {self.name}: value {value!r} is not a finite number")
+        if self.step is not None and not _on_grid(self, float(value)):
+            raise KnobError(f"knob {self.name}: value {value!r} is not low + a multiple of "
+                            f"step {self.step:g}")
         if self.type == "int":
             if float(value) != int(float(value)):
                 raise KnobError(f"knob {self.name}: value {value!r} is not an integer")
@@ -90,7 +94,34 @@ def _knob_problem(k: Knob) -> str | None:
         return f"a log-scale knob needs low > 0, got {k.low}"
     if k.type == "int" and (k.low != int(k.low) or k.high != int(k.high)):
         return f"an int knob needs whole bounds, got {k.low}, {k.high}"
+    return _step_problem(k) if k.step is not None else None
+
+
+def _step_problem(k: Knob) -> str | None:
+    step = k.step
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not (
+            math.isfinite(step) and step > 0):
+        return f"step must be a positive number, got {step!r}"
+    if k.scale != "linear":
+        return "a step needs scale: linear (a grid of equal steps)"
+    if k.type == "int" and step != int(step):
+        return f"an int knob needs a whole step, got {step}"
+    if not _on_grid(k, k.high):
+        return f"high - low ({k.high - k.low:g}) must be a whole number of steps ({step:g})"
     return None
+
+
+def _on_grid(k: Knob, value: float) -> bool:
+    steps = (value - k.low) / k.step  # type: ignore[operator]
+    return abs(steps - round(steps)) < 1e-6
+
+
+def snap(knob: Knob, value: float) -> float:
+    """The nearest value on the knob's step grid (itself when the knob has no step)."""
+    if knob.step is None:
+        return value
+    snapped = knob.low + round((value - knob.low) / knob.step) * knob.step
+    return float(snapped) if knob.type == "int" else _round_float(snapped)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,13 +262,20 @@ def step_value(knob: Knob, value: float | int, direction: int, size: int) -> flo
         raw = base * LOG_FACTORS[size] ** direction
     else:
         raw = base + direction * LINEAR_FRACTIONS[size] * (knob.high - knob.low)
-    if knob.type == "int":
-        new: float = round(raw)
+    if knob.step is not None:
+        new: float = snap(knob, raw)
+        if canonical(new) == canonical(value):  # the smallest move is one grid step
+            new = float(value) + direction * knob.step
+        new = new if knob.type == "int" else _round_float(new)
+    elif knob.type == "int":
+        new = round(raw)
         if new == value:  # a small int must still move: one unit is the smallest step
             new = value + direction
     else:
         new = _round_float(raw)
     new = min(max(new, knob.low), knob.high)
+    if knob.type == "int":
+        new = int(round(new))
     if canonical(new) == canonical(value):
         return None
     return knob.coerce(new)
