@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -44,6 +45,7 @@ from loop.measure import metrics as metriclines
 from loop.platform import blas_env
 from loop.proposers.agent import AgentConfigError, AgentProposer
 from loop.proposers.ideas import IdeasProposer
+from loop.proposers.model import ModelSearchProposer, SearchStorageError, default_storage
 from loop.proposers.rotation import Rotation
 from loop.proposers.search import KnobError, SearchProposer, read_knobs
 from loop.store import gitsession
@@ -59,6 +61,9 @@ NOT_MEASURED = frozenset({"interrupted", "duplicate"})
 # A proposer that only repeats measured changes would otherwise spin forever writing rows.
 MAX_CONSECUTIVE_DUPLICATES = 25
 TRAINER = "benchmark/train_gpt_mlx.py"
+
+
+_MODEL_PARAMS = re.compile(r"^model_params:(\d+)(?:\s|$)", re.MULTILINE)
 
 
 class UserError(Exception):
@@ -345,6 +350,8 @@ def measure(command: str, cwd: Path, env: dict[str, str], timeout_s: float, log_
     rung.update(wall_s=round(result.wall_s, 3), exit_code=result.exit_code,
                 timed_out=result.timed_out, log=str(log_path))
     rung["protocol"] = protocol.read_protocol(parsed)  # what the trainer says it used
+    if m := _MODEL_PARAMS.search(text):  # the search's size model: bytes per parameter
+        rung["model_params"] = int(m.group(1))
     if guard is not None and guard.verdict is not None:
         rung["early_abort"] = guard.verdict.reason
     return Measurement(rung, verdict, rung.get("val_bpb") if verdict is None else None)
@@ -1096,7 +1103,15 @@ def _proposer(name: str, cfg: Config, repo: Path, worktree: Callable[[], Path],
     if not cfg.knobs:
         raise UserError("the search proposer has no knobs: declare some under `knobs:` in "
                         "autogolf.yaml")
-    return SearchProposer(list(cfg.knobs), seed=cfg.proposer_seed)
+    if cfg.search_strategy == "local":
+        return SearchProposer(list(cfg.knobs), seed=cfg.proposer_seed)
+    try:
+        return ModelSearchProposer(
+            list(cfg.knobs), strategy=cfg.search_strategy, ladder=cfg.ladder,
+            storage=cfg.search_storage or default_storage(Paths(repo).home),
+            cap_bytes=cfg.artifact_cap_bytes, seed=cfg.proposer_seed)
+    except SearchStorageError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _agent_proposer(cfg: Config, repo: Path, stop: Callable[[], bool] | None,
