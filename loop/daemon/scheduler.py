@@ -827,6 +827,7 @@ class Scheduler:
             self.workspace.publish(exp, row)
         self._stage(exp, "record")
         self._append(row)
+        self._observe(row)
         self._idle()
         self.out(_summary(row))
         self._emit("decided", row["id"], row["status"], row["reason"])
@@ -978,6 +979,16 @@ class Scheduler:
         if row.get("type") == "experiment" and row.get("session") == self.session:
             self.session_rows.append(row)
 
+    def _observe(self, row: dict) -> None:
+        """Tell a proposer that learns after each verdict (the search's Optuna study)."""
+        observe = getattr(self.proposer, "observe", None)
+        if not callable(observe):
+            return
+        try:
+            observe(row)
+        except Exception as exc:  # a study that cannot be written must not stop the night
+            self.out(f"warning: the proposer could not record {row.get('id')}: {exc}")
+
     def _emit(self, event: str, *args: Any) -> None:
         """Tell the observer (loop.daemon.events); a display that fails never stops the loop."""
         with contextlib.suppress(Exception):
@@ -1104,7 +1115,8 @@ def _proposer(name: str, cfg: Config, repo: Path, worktree: Callable[[], Path],
         raise UserError("the search proposer has no knobs: declare some under `knobs:` in "
                         "autogolf.yaml")
     if cfg.search_strategy == "local":
-        return SearchProposer(list(cfg.knobs), seed=cfg.proposer_seed)
+        return SearchProposer(list(cfg.knobs), seed=cfg.proposer_seed,
+                              cap_bytes=cfg.artifact_cap_bytes)
     try:
         return ModelSearchProposer(
             list(cfg.knobs), strategy=cfg.search_strategy, ladder=cfg.ladder,

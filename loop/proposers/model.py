@@ -30,6 +30,7 @@ import math
 import os
 import random
 import socket
+import time
 import uuid
 import warnings
 from collections.abc import Sequence
@@ -44,13 +45,14 @@ from loop.proposers.search import (
     _experiment_rows,
     canonical,
     config_key,
+    fixed_shape_of,
     format_value,
     measured_keys,
     read_knobs,
     snap,
     write_knob,
 )
-from loop.proposers.shape import SHAPE_DEFAULTS, SizeModel, shape_of, shape_problem, size_model
+from loop.proposers.shape import SizeModel, shape_refusal, size_model
 
 STRATEGIES = ("tpe", "random")
 STORAGE_FILE = "optuna.db"             # under .autogolf/
@@ -81,21 +83,34 @@ def _optuna() -> Any:
 def open_storage(url: str) -> Any:
     """An Optuna storage at `url`, connected now: a bad or unreachable URL fails at start."""
     optuna = _optuna()
+    for attempt in range(3):  # two daemons creating the schema at once: one retries
+        try:
+            return _connect(optuna, url)
+        except Exception as exc:  # SQLAlchemy/driver errors have no common base worth naming
+            if attempt == 2 or not _is_race(exc):
+                raise SearchStorageError(
+                    f"search.storage: cannot use {_redact(url)!r}: {type(exc).__name__}: "
+                    f"{_first_line(exc)} (fix the URL or the server, or remove search.storage "
+                    f"for the default SQLite file under .autogolf/)") from None
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _connect(optuna: Any, url: str) -> Any:
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        storage = optuna.storages.RDBStorage(url, **kwargs)
-        storage.get_all_studies()  # a round trip: the server answers and the schema is there
-    except Exception as exc:  # SQLAlchemy/driver errors have no common base worth naming
-        raise SearchStorageError(
-            f"search.storage: cannot use {_redact(url)!r}: {type(exc).__name__}: "
-            f"{_first_line(exc)} (fix the URL or the server, or remove search.storage for the "
-            f"default SQLite file under .autogolf/)") from None
+    storage = optuna.storages.RDBStorage(url, **kwargs)
+    storage.get_all_studies()  # a round trip: the server answers and the schema is there
     return storage
+
+
+def _is_race(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(w in text for w in ("already exists", "locked", "duplicate", "unique"))
 
 
 def _redact(url: str) -> str:
@@ -104,6 +119,8 @@ def _redact(url: str) -> str:
     if "@" not in tail:
         return url
     creds, _, host = tail.rpartition("@")
+    if ":" not in creds:
+        return url
     return f"{head}{sep}{creds.split(':', 1)[0]}:***@{host}"
 
 
@@ -171,13 +188,15 @@ class ModelSearchProposer:
         self._studies: dict[str, Any] = {}
         self._pending: dict[str, tuple[str, int]] = {}  # row config key -> (study, trial no.)
         self.last_refusals: list[str] = []  # why the last proposal's other samples were refused
+        self._lineage = "start"  # the code lineage of the last history seen
 
     # ---- the Proposer interface
 
     def propose(self, worktree: Path, history: list[dict]) -> Proposal | None:
         current = read_knobs(worktree, self.knobs)
-        fixed_shape = self._fixed_shape(worktree)
-        self.sync(history)
+        fixed_shape = fixed_shape_of(worktree, self.knobs)
+        self._lineage = _lineage(history)
+        self.sync(history, self._lineage)
         self._fail_unmatched()
         target = self._target_study(history)
         trials = target.get_trials(deepcopy=False) if target is not None else []
@@ -195,7 +214,9 @@ class ModelSearchProposer:
 
     def observe(self, row: dict) -> None:
         """Report a finished ledger row to the studies at once (propose also catches up)."""
-        self.sync([row])
+        if row.get("status") == "keep" and row.get("knobs") is None:
+            self._lineage = _lineage([row])  # an agent's kept edit: a new study from here
+        self.sync([row], self._lineage)
 
     # ---- studies
 
@@ -206,9 +227,7 @@ class ModelSearchProposer:
 
     def _study(self, name: str) -> Any:
         if name not in self._studies:
-            optuna = _optuna()
-            study = optuna.create_study(storage=self.storage, study_name=name,
-                                        direction="minimize", load_if_exists=True)
+            study = _create_study(self.storage, name)
             self._fail_stale(study)
             self._studies[name] = study
         return self._studies[name]
@@ -227,9 +246,10 @@ class ModelSearchProposer:
         return self._study(self.study_name(chosen.get("dataset"), profile, digest,
                                            _lineage(history)))
 
-    def sync(self, history: Sequence[dict]) -> None:
-        """Make every measured row a trial of its study (dataset, profile, protocol), once."""
-        lineage = _lineage(history)
+    def sync(self, history: Sequence[dict], lineage: str | None = None) -> None:
+        """Make every measured row a trial of its study (dataset, profile, protocol), once.
+        `lineage` (the code the rows measured) is found in `history` unless given."""
+        lineage = lineage or _lineage(history)
         rows = [r for r in _experiment_rows(list(history)) if not r.get("manual")]
         by_study: dict[str, list[tuple[dict, str]]] = {}
         for row in rows:
@@ -446,33 +466,25 @@ class ModelSearchProposer:
             return "the incumbent itself"
         if key in taken:
             return "already measured or pending"
-        shape = shape_of(config, fixed_shape)
-        problem = shape_problem(shape)
-        if problem:
-            return f"invalid model shape: {problem}"
-        if any(k.name in SHAPE_DEFAULTS for k in self.knobs):
-            predicted = sizes.predict(shape)
-            if predicted > self.cap_bytes:
-                return f"predicted artifact {predicted} bytes > cap {self.cap_bytes}"
-        return None
-
-    def _fixed_shape(self, worktree: Path) -> dict[str, int]:
-        """Shape settings that are not knobs, read from autoresearch.sh's knob block."""
-        names = [n for n in SHAPE_DEFAULTS if n not in {k.name for k in self.knobs}]
-        found = {}
-        for name in names:
-            probe = Knob(name, "autoresearch.sh", "env", "int", 1, 1 << 20)
-            try:
-                found[name] = int(read_knobs(worktree, [probe])[name])
-            except KnobError:
-                continue  # not declared there: the trainer's default applies
-        return found
+        return shape_refusal(config, fixed_shape, sizes, self.cap_bytes)
 
     def _describe(self, current: dict, config: dict) -> str:
         moves = [f"{k.name} {format_value(k, current[k.name])} -> {format_value(k, config[k.name])}"
                  for k in self.knobs
                  if canonical(config[k.name]) != canonical(current[k.name])]
         return ", ".join(moves) + f" ({self.strategy})"
+
+
+def _create_study(storage: Any, name: str) -> Any:
+    """Load or create; two daemons creating one study at once: the loser loads it."""
+    optuna = _optuna()
+    for attempt in range(3):
+        try:
+            return optuna.create_study(storage=storage, study_name=name, direction="minimize",
+                                       load_if_exists=True)
+        except (optuna.exceptions.DuplicatedStudyError, KeyError):
+            time.sleep(0.2 * (attempt + 1))
+    return optuna.load_study(storage=storage, study_name=name)
 
 
 def _alive(pid: int) -> bool:

@@ -14,11 +14,12 @@ import os
 import random
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from loop.proposers import Proposal
+from loop.proposers.shape import SHAPE_DEFAULTS, shape_refusal, size_model
 
 KNOB_KINDS = ("env", "const")
 KNOB_TYPES = ("float", "int")
@@ -230,6 +231,22 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
+def fixed_shape_of(worktree: Path, knobs: Sequence[Knob]) -> dict[str, int]:
+    """Shape settings that are not knobs (NUM_HEADS, ...), read from autoresearch.sh's knob
+    block; one it does not assign takes the trainer's default (loop/proposers/shape.py)."""
+    declared = {k.name for k in knobs}
+    found = {}
+    for name in SHAPE_DEFAULTS:
+        if name in declared:
+            continue
+        probe = Knob(name, "autoresearch.sh", "env", "int", 1, 1 << 20)
+        try:
+            found[name] = int(read_knobs(worktree, [probe])[name])
+        except KnobError:
+            continue
+    return found
+
+
 # ---------------------------------------------------------------------------------------------
 # Configurations and steps
 
@@ -381,7 +398,8 @@ class SearchProposer:
 
     name = "search"
 
-    def __init__(self, knobs: Sequence[Knob], seed: int = 0) -> None:
+    def __init__(self, knobs: Sequence[Knob], seed: int = 0,
+                 cap_bytes: int | None = None) -> None:
         if not knobs:
             raise KnobError("the search proposer needs at least one knob")
         names = [k.name for k in knobs]
@@ -389,12 +407,15 @@ class SearchProposer:
             raise KnobError(f"knob names must be unique, got {', '.join(names)}")
         self.knobs = tuple(knobs)
         self.seed = seed
+        self.cap_bytes = cap_bytes  # given: never move the model shape over the cap
+        self._fits = lambda config: True
 
     def propose(self, worktree: Path, history: list[dict]) -> Proposal | None:
         current = read_knobs(worktree, self.knobs)
         here = config_key(current, self.knobs)
         assert here is not None  # read_knobs returns every knob
         stats = learn(history, self.knobs, here)
+        self._fits = self._fit_check(worktree, history)
         move = self._choose(current, measured_keys(history, self.knobs), stats, history)
         if move is None:
             return None
@@ -415,10 +436,18 @@ class SearchProposer:
         pairs = self._pairs(current, measured, stats)
         return _pick(pairs, rng) if pairs else (_pick(singles, rng) if singles else None)
 
+    def _fit_check(self, worktree: Path, history: list[dict]) -> Callable[[dict], bool]:
+        """Shape knobs under a cap: valid shapes predicted to fit (loop/proposers/shape.py)."""
+        if self.cap_bytes is None or not any(k.name in SHAPE_DEFAULTS for k in self.knobs):
+            return lambda config: True
+        fixed, sizes, cap = fixed_shape_of(worktree, self.knobs), size_model(history), \
+            self.cap_bytes
+        return lambda config: shape_refusal(config, fixed, sizes, cap) is None
+
     def _is_new(self, current: dict, changes: tuple, measured: set) -> bool:
         config = dict(current)
         config.update({knob.name: new for knob, _old, new in changes})
-        return config_key(config, self.knobs) not in measured
+        return config_key(config, self.knobs) not in measured and self._fits(config)
 
     def _singles(self, current: dict, measured: set, stats: DirectionStats) -> list[_Move]:
         """Per knob and direction, the smallest step whose configuration is unmeasured."""

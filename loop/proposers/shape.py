@@ -60,6 +60,22 @@ def parameter_count(shape: Mapping[str, int]) -> int:
     return shape["VOCAB_SIZE"] * dim + layers * (attention + mlp + controls) + skips
 
 
+def shape_refusal(config: Mapping[str, float | int], fixed: Mapping[str, int],
+                  sizes: SizeModel, cap_bytes: int) -> str | None:
+    """Why a configuration must not run (an invalid shape, a predicted artifact over the
+    cap), or None. A configuration without shape settings is never refused."""
+    if not any(k in config for k in SHAPE_DEFAULTS):
+        return None
+    shape = shape_of(config, fixed)
+    problem = shape_problem(shape)
+    if problem:
+        return f"invalid model shape: {problem}"
+    predicted = sizes.predict(shape)
+    if predicted > cap_bytes:
+        return f"predicted artifact {predicted} bytes > cap {cap_bytes}"
+    return None
+
+
 @dataclass(frozen=True)
 class SizeModel:
     """Bytes per parameter and code bytes, as measured (or the safe defaults)."""
