@@ -22,7 +22,7 @@ from loop.proposers.model import (
     default_storage,
     open_storage,
 )
-from loop.proposers.search import Knob, config_key, read_knobs
+from loop.proposers.search import Knob, KnobError, config_key, read_knobs
 from loop.proposers.shape import (
     SizeModel,
     parameter_count,
@@ -481,3 +481,37 @@ def test_the_daemon_runs_tpe_on_the_real_trainer_and_fills_the_study(tmp_path, r
     smoke_shape = {"NUM_LAYERS": 2, "MODEL_DIM": 64, "NUM_HEADS": 2, "NUM_KV_HEADS": 1,
                    "MLP_MULT": 2}  # autoresearch.sh's smoke profile
     assert rows[0]["rungs"]["smoke"]["model_params"] == parameter_count(shape_of(smoke_shape, {}))
+
+
+# --- at start: the daemon's proposer factory ----------------------------------------------------
+
+def test_a_missing_knob_file_stops_the_daemon_at_start_naming_it(tmp_path):
+    from loop.config import Config
+    from loop.daemon.scheduler import make_proposer
+
+    with pytest.raises(KnobError, match=r"autoresearch\.sh.*MATRIX_LR"):
+        make_proposer(Config(), tmp_path)
+
+
+def test_an_unreachable_storage_stops_the_daemon_at_start_naming_the_key(worktree):
+    import dataclasses
+
+    from loop.config import Config
+    from loop.daemon.scheduler import UserError, make_proposer
+
+    pytest.importorskip("psycopg2")
+    cfg = dataclasses.replace(Config(), knobs=tuple(RATES),
+                              search_storage="postgresql+psycopg2://u:pw@127.0.0.1:9/none")
+    with pytest.raises(UserError, match=r"search\.storage"):
+        make_proposer(cfg, worktree)
+
+
+def test_the_default_strategy_is_built_with_its_sqlite_file_under_autogolf(worktree):
+    import dataclasses
+
+    from loop.config import Config
+    from loop.daemon.scheduler import make_proposer
+
+    built = make_proposer(dataclasses.replace(Config(), knobs=tuple(RATES)), worktree)
+    assert isinstance(built, ModelSearchProposer)
+    assert built.storage_url == default_storage(worktree / ".autogolf")

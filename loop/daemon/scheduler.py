@@ -1114,6 +1114,8 @@ def _proposer(name: str, cfg: Config, repo: Path, worktree: Callable[[], Path],
     if not cfg.knobs:
         raise UserError("the search proposer has no knobs: declare some under `knobs:` in "
                         "autogolf.yaml")
+    # A knob whose file or line is missing is refused now, naming both, not after a baseline.
+    read_knobs(repo, list(cfg.knobs))
     if cfg.search_strategy == "local":
         return SearchProposer(list(cfg.knobs), seed=cfg.proposer_seed,
                               cap_bytes=cfg.artifact_cap_bytes)
