@@ -17,6 +17,9 @@ seed is partly seed luck. Per strategy it prints the median over proposer seeds 
 
 The model-shape knobs are left out: the smoke profile fixes its own tiny model, so moving them
 there measures nothing. Uses this repo's sample dataset (AUTOGOLF_CACHE_ROOT unless set).
+About 13 smoke runs per strategy and seed plus the re-measures: ~25 min idle for the default
+budget, much more on a busy machine; `--strategies` splits it over processes (the CPU results
+are deterministic, so runs in parallel measure the same figures).
 """
 
 from __future__ import annotations
@@ -171,7 +174,7 @@ def table(results: dict[str, list[dict]], experiments: int, fresh: list[int]) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--experiments", type=int, default=8)
+    ap.add_argument("--experiments", type=int, default=12)
     ap.add_argument("--seeds", default="0,1,2", help="proposer seeds")
     ap.add_argument("--fresh-seeds", default="101,202,303", help="trainer seeds to re-measure")
     ap.add_argument("--strategies", default="random,local,tpe")
