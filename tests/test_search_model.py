@@ -312,8 +312,19 @@ def test_a_shape_predicted_over_the_cap_is_never_proposed(worktree, storage):
         assert proposal.knobs["NUM_LAYERS"] < 9
         history.append(row(n, proposal.knobs, 2.0))
         (worktree / "autoresearch.sh").write_text(SCRIPT)
-    assert any("predicted artifact" in r for r in p.last_refusals) or \
-        proposal.knobs["NUM_LAYERS"] < 9
+
+
+def test_a_shape_over_the_cap_is_refused_with_the_predicted_size():
+    from loop.proposers.shape import shape_refusal
+
+    reason = shape_refusal({"NUM_LAYERS": 12}, {}, SizeModel(), cap_bytes=16_000_000)
+    assert reason.startswith("predicted artifact ") and "> cap 16000000" in reason
+
+
+def test_a_configuration_without_shape_knobs_is_never_refused_for_size():
+    from loop.proposers.shape import shape_refusal
+
+    assert shape_refusal({"MATRIX_LR": 0.04}, {}, SizeModel(), cap_bytes=1) is None
 
 
 def test_invalid_kv_heads_are_never_proposed(worktree, storage):
