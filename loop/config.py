@@ -25,6 +25,11 @@ from loop.workspace.settings import WorkspaceConfig, read_workspace
 
 DIRECTIONS = ("lower", "higher")
 PROPOSERS = ("search", "agent", "ideas")
+# How the `search` proposer chooses (loop/proposers/model.py; bench/search_efficiency.py).
+SEARCH_STRATEGIES = ("local", "random", "tpe")
+DEFAULT_SEARCH_STRATEGY = "random"  # the best of bench/search_efficiency.py (README)
+# Optuna storage URL schemes (SQLAlchemy dialects, optionally `+driver`).
+_STORAGE_URL = re.compile(r"(sqlite|postgresql|mysql|mariadb|oracle|mssql)(\+[a-z0-9_]+)?://.*")
 # Where a knob lives when its entry does not say (DESIGN.md, "The benchmark harness").
 KNOB_DEFAULT_FILES = {"env": "autoresearch.sh", "const": "benchmark/train_gpt_mlx.py"}
 # Seed hacking (LESSONS.md): changing the seed is the cheapest fake improvement. Frozen.
@@ -71,8 +76,8 @@ DEFAULT_NOISE = {"smoke": 0.0, "breadth": 0.004, "confirm": 0.002, "full": 0.001
 DEFAULT_NOISE_RUNS = {"smoke": 1, "breadth": 5, "confirm": 5, "full": 1}
 # Issue 16 (loop/judge/sequential.py): the cap on paired runs per decision at each profile.
 DEFAULT_KEEP_MAX_RUNS = {"smoke": 10, "breadth": 10, "confirm": 6, "full": 2}
-# name: (kind, type, low, high, scale); all live in autoresearch.sh's knob block.
-DEFAULT_KNOBS: dict[str, tuple[str, str, float, float, str]] = {
+# name: (kind, type, low, high, scale[, step]); all live in autoresearch.sh's knob block.
+DEFAULT_KNOBS: dict[str, tuple] = {
     "MATRIX_LR": ("env", "float", 0.005, 0.2, "log"),
     "SCALAR_LR": ("env", "float", 0.005, 0.2, "log"),
     "TIED_EMBED_LR": ("env", "float", 0.005, 0.3, "log"),
@@ -82,6 +87,12 @@ DEFAULT_KNOBS: dict[str, tuple[str, str, float, float, str]] = {
     "MUON_MOMENTUM": ("env", "float", 0.85, 0.99, "linear"),
     "BETA2": ("env", "float", 0.9, 0.999, "linear"),
     "TIED_EMBED_INIT_STD": ("env", "float", 0.001, 0.05, "log"),
+    # Model shape: the search predicts a proposal's artifact size and never runs one over the
+    # cap (loop/proposers/shape.py). MODEL_DIM stays a multiple of NUM_HEADS (8) x 2 x 4.
+    "NUM_LAYERS": ("env", "int", 4, 14, "linear"),
+    "MODEL_DIM": ("env", "int", 256, 768, "linear", 64),
+    "MLP_MULT": ("env", "int", 1, 4, "linear"),
+    "NUM_KV_HEADS": ("env", "int", 1, 8, "log"),
 }
 
 
@@ -104,10 +115,8 @@ def _default_profiles() -> dict[str, ProfileConfig]:
 
 
 def _default_knobs() -> tuple[Knob, ...]:
-    return tuple(
-        Knob(name, KNOB_DEFAULT_FILES[kind], kind, type_, low, high, scale)
-        for name, (kind, type_, low, high, scale) in DEFAULT_KNOBS.items()
-    )
+    return tuple(Knob(name, KNOB_DEFAULT_FILES[spec[0]], *spec)
+                 for name, spec in DEFAULT_KNOBS.items())
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,8 @@ class Config:
     agent_timeout_s: float = 900.0
     agent_last_rows: int = 12  # ledger rows shown in the agent's prompt
     knobs: tuple[Knob, ...] = field(default_factory=_default_knobs)
+    search_strategy: str = DEFAULT_SEARCH_STRATEGY  # local | random | tpe
+    search_storage: str | None = None  # an Optuna storage URL; None = SQLite under .autogolf/
     noise_k: float = 2.0
     noise: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_NOISE))
     # Issue 7 (loop/judge/noise.py, loop/judge/protocol.py, loop/judge/verify.py).
@@ -248,6 +259,7 @@ _TOP_KEYS = (
     "metric", "min_improvement", "artifact_cap_bytes", "dataset", "ladder", "full_every_keeps",
     "profiles", "benchmark", "checks", "editable", "protected", "proposer", "knobs", "noise",
     "stop", "limits", "agent", "workspace", "protocol", "verify", "judge", "keep_rule",
+    "search",
 )  # fmt: skip
 
 
@@ -274,6 +286,7 @@ class _Reader:
         kw.update(self.agent(top, kw))
         probe = Config(**{k: v for k, v in kw.items() if k in ("editable", "protected")})
         self.put(kw, "knobs", self.knobs(top, probe))
+        kw.update(self.search(top))
         kw.update(self.noise(top, profiles))
         kw.update(self.keep_rule(top, profiles))
         kw.update(self.protocol(top))
@@ -432,6 +445,21 @@ class _Reader:
         knobs = (self.knob(name, spec, globs) for name, spec in section.items())
         return tuple(k for k in knobs if k is not None)
 
+    def search(self, top: dict) -> dict[str, Any]:
+        section = self.mapping(top.get("search", {}), "search", ("strategy", "storage"))
+        kw: dict[str, Any] = {}
+        self.put(kw, "search_strategy",
+                 self.choice(section, "strategy", "search.strategy", SEARCH_STRATEGIES))
+        storage = section.get("storage")
+        if storage is not None and not (isinstance(storage, str)
+                                        and _STORAGE_URL.fullmatch(storage.strip())):
+            self.fail("search.storage", f"got {storage!r}",
+                      "an Optuna storage URL, e.g. sqlite:///.autogolf/optuna.db or "
+                      "postgresql://user:password@host/db; leave it out for the default")
+        elif storage is not None:
+            kw["search_storage"] = storage.strip()
+        return kw
+
     def knob(self, name: Any, spec: Any, globs: Config) -> Knob | None:
         where = f"knobs.{name}"
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
@@ -440,7 +468,8 @@ class _Reader:
         if name.upper() in FROZEN_KNOBS:
             self.fail(where, "the seed is frozen (a new seed is noise, not progress)", "no SEED")
             return None
-        entry = self.mapping(spec, where, ("file", "kind", "type", "low", "high", "scale"))
+        entry = self.mapping(spec, where, ("file", "kind", "type", "low", "high", "scale",
+                                           "step"))
         before = len(self.problems)
         kind = self.choice(entry, "kind", f"{where}.kind", KNOB_KINDS) or "env"
         type_ = self.choice(entry, "type", f"{where}.type", KNOB_TYPES) or "float"
@@ -448,6 +477,7 @@ class _Reader:
         file = entry.get("file", KNOB_DEFAULT_FILES[kind])
         low = self.number(entry, "low", where=where, required=True)
         high = self.number(entry, "high", where=where, required=True)
+        step = self.number(entry, "step", where=where, positive=True)
         if len(self.problems) > before or low is None or high is None:
             return None
         if not isinstance(file, str) or not is_editable(globs, file):
@@ -458,7 +488,7 @@ class _Reader:
             self.fail(where, problem, "low < high; low > 0 for log; whole bounds for int")
             return None
         try:
-            return Knob(name, file, kind, type_, low, high, scale)
+            return Knob(name, file, kind, type_, low, high, scale, step)
         except ValueError as exc:  # the proposer's own checks (KnobError)
             self.fail(where, str(exc), "see loop/proposers/search.py")
             return None

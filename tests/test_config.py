@@ -409,3 +409,40 @@ def test_keep_rule_max_runs_as_one_number_applies_to_every_profile(tmp_path: Pat
 def test_bad_keep_rule_settings_are_refused_naming_the_key(tmp_path: Path, text: str,
                                                             message: str) -> None:
     assert message in refused(tmp_path, text + "\n")
+
+
+# --- search strategy and storage (issue 17) ------------------------------------------------------
+
+
+def test_search_strategy_and_storage_are_read(tmp_path: Path) -> None:
+    cfg = load(tmp_path, "search: {strategy: random, storage: 'postgresql://u@db/golf'}\n")
+    assert (cfg.search_strategy, cfg.search_storage) == ("random", "postgresql://u@db/golf")
+
+
+def test_search_storage_defaults_to_none_meaning_sqlite_under_autogolf(tmp_path: Path) -> None:
+    assert load(tmp_path, "search: {strategy: local}\n").search_storage is None
+
+
+def test_unknown_search_strategy_is_refused_naming_the_key(tmp_path: Path) -> None:
+    message = refused(tmp_path, "search: {strategy: cmaes}\n")
+    assert "search.strategy" in message and "local | random | tpe" in message
+
+
+def test_a_storage_that_is_not_a_url_is_refused_naming_the_key(tmp_path: Path) -> None:
+    message = refused(tmp_path, "search: {storage: .autogolf/optuna.db}\n")
+    assert "search.storage" in message and "sqlite:///" in message
+
+
+def test_a_knob_step_is_read(tmp_path: Path) -> None:
+    cfg = load(tmp_path, "knobs:\n  MODEL_DIM: {type: int, low: 256, high: 768, step: 64}\n")
+    assert cfg.knobs[0].step == 64
+
+
+def test_a_step_that_does_not_divide_the_range_is_refused_naming_the_knob(tmp_path: Path) -> None:
+    message = refused(tmp_path, "knobs:\n  MODEL_DIM: {type: int, low: 256, high: 700, step: 64}\n")
+    assert "knobs.MODEL_DIM" in message and "whole number of steps" in message
+
+
+def test_a_step_on_a_log_knob_is_refused(tmp_path: Path) -> None:
+    message = refused(tmp_path, "knobs:\n  LR: {low: 0.01, high: 0.1, scale: log, step: 0.01}\n")
+    assert "knobs.LR" in message and "scale: linear" in message

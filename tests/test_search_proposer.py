@@ -362,3 +362,39 @@ def test_a_kept_code_change_without_knobs_makes_old_configurations_new_again(wor
                {"type": "experiment", "knobs": None, "status": "keep", "proposer": "agent"}]
     proposer = SearchProposer([MATRIX_LR], seed=0)
     assert proposer.propose(worktree, history).knobs["MATRIX_LR"] in (0.05, 0.032)
+
+
+# --- steps and model shape ----------------------------------------------------------------------
+
+DIM = Knob("MODEL_DIM", "autoresearch.sh", "env", "int", 256, 768, "linear", 64)
+LAYERS = Knob("NUM_LAYERS", "autoresearch.sh", "env", "int", 4, 14, "linear")
+
+
+def test_a_stepped_knob_moves_along_its_grid():
+    assert step_value(DIM, 512, +1, 0) == 576   # 5% of the range rounds to one step of 64
+    assert step_value(DIM, 512, -1, 2) == 384   # 20% = 102 -> two steps
+
+
+def test_a_value_off_the_grid_is_refused():
+    with pytest.raises(KnobError, match="multiple of step"):
+        DIM.coerce(500)
+
+
+def test_local_search_never_moves_the_shape_over_the_cap(tmp_path):
+    from loop.proposers.shape import SizeModel, shape_of
+
+    (tmp_path / "autoresearch.sh").write_text("NUM_LAYERS=9\nMODEL_DIM=512\n")
+    cap = SizeModel().predict(shape_of({"NUM_LAYERS": 9, "MODEL_DIM": 512}, {}))
+    p = SearchProposer([LAYERS, DIM], seed=0, cap_bytes=cap)
+    history = [baseline_row({"NUM_LAYERS": 9, "MODEL_DIM": 512})]
+    proposed = 0
+    for _ in range(8):  # 9 -> 10 layers alone does not fit; with a narrower model it may
+        proposal = p.propose(tmp_path, history)
+        if proposal is None:
+            break  # every neighbour that fits was measured
+        proposed += 1
+        config = proposal.knobs
+        assert SizeModel().predict(shape_of(config, {})) <= cap, proposal.description
+        history.append({"type": "experiment", "knobs": config, "status": "discard"})
+        (tmp_path / "autoresearch.sh").write_text("NUM_LAYERS=9\nMODEL_DIM=512\n")
+    assert proposed >= 2

@@ -114,6 +114,9 @@ def assess(run: Run, cap_bytes: int) -> Measurement:
     rung.update(wall_s=round(run.wall_s, 3), exit_code=run.exit_code,
                 timed_out=run.timed_out, log=str(run.log_path))
     rung["protocol"] = protocol.read_protocol(run.log)  # what the trainer says it used
+    params = run.log.settings.get("model_params", "")
+    if params.isdigit():  # the search's size model: bytes per parameter
+        rung["model_params"] = int(params)
     if run.early_abort is not None:
         rung["early_abort"] = run.early_abort[1]
     return Measurement(rung, verdict, rung.get("val_bpb") if verdict is None else None)

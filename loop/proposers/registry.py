@@ -15,8 +15,9 @@ from loop.errors import UserError
 from loop.proposers.agent import AgentConfigError, AgentProposer
 from loop.proposers.base import Proposer
 from loop.proposers.ideas import IdeasProposer
+from loop.proposers.model import ModelSearchProposer, SearchStorageError, default_storage
 from loop.proposers.rotation import Rotation
-from loop.proposers.search import SearchProposer
+from loop.proposers.search import SearchProposer, read_knobs
 
 IDEAS_FILE = "autoresearch.ideas.md"
 
@@ -37,10 +38,22 @@ class Context:
 
 
 def _search(ctx: Context) -> Proposer:
-    if not ctx.cfg.knobs:
+    cfg = ctx.cfg
+    if not cfg.knobs:
         raise UserError("the search proposer has no knobs: declare some under `knobs:` in "
                         "autogolf.yaml")
-    return SearchProposer(list(ctx.cfg.knobs), seed=ctx.cfg.proposer_seed)
+    # A knob whose file or line is missing is refused now, naming both, not after a baseline.
+    read_knobs(ctx.repo, list(cfg.knobs))
+    if cfg.search_strategy == "local":
+        return SearchProposer(list(cfg.knobs), seed=cfg.proposer_seed,
+                              cap_bytes=cfg.artifact_cap_bytes)
+    try:
+        return ModelSearchProposer(
+            list(cfg.knobs), strategy=cfg.search_strategy, ladder=cfg.ladder,
+            storage=cfg.search_storage or default_storage(ctx.repo / ".autogolf"),
+            cap_bytes=cfg.artifact_cap_bytes, seed=cfg.proposer_seed)
+    except SearchStorageError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _ideas(ctx: Context) -> Proposer:

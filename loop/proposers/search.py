@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from loop.proposers.base import Proposal, Proposer
+from loop.proposers.shape import SHAPE_DEFAULTS, shape_refusal, size_model
 from loop.store.files import atomic_write
 from loop.store.statuses import names_where
 
@@ -55,6 +56,7 @@ class Knob:
     low: float
     high: float
     scale: str = "linear"  # "log": steps multiply; "linear": steps add a fraction of the range
+    step: float | None = None  # values lie on low + k * step (MODEL_DIM in multiples of 64)
 
     def __post_init__(self) -> None:
         problem = _knob_problem(self)
@@ -65,6 +67,9 @@ class Knob:
         """The value as this knob's type; a non-finite value or a fractional int is refused."""
         if isinstance(value, bool) or not math.isfinite(float(value)):
             raise KnobError(f"knob {self.name}: value {value!r} is not a finite number")
+        if self.step is not None and not _on_grid(self, float(value)):
+            raise KnobError(f"knob {self.name}: value {value!r} is not low + a multiple of "
+                            f"step {self.step:g}")
         if self.type == "int":
             if float(value) != int(float(value)):
                 raise KnobError(f"knob {self.name}: value {value!r} is not an integer")
@@ -90,7 +95,34 @@ def _knob_problem(k: Knob) -> str | None:
         return f"a log-scale knob needs low > 0, got {k.low}"
     if k.type == "int" and (k.low != int(k.low) or k.high != int(k.high)):
         return f"an int knob needs whole bounds, got {k.low}, {k.high}"
+    return _step_problem(k) if k.step is not None else None
+
+
+def _step_problem(k: Knob) -> str | None:
+    step = k.step
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not (
+            math.isfinite(step) and step > 0):
+        return f"step must be a positive number, got {step!r}"
+    if k.scale != "linear":
+        return "a step needs scale: linear (a grid of equal steps)"
+    if k.type == "int" and step != int(step):
+        return f"an int knob needs a whole step, got {step}"
+    if not _on_grid(k, k.high):
+        return f"high - low ({k.high - k.low:g}) must be a whole number of steps ({step:g})"
     return None
+
+
+def _on_grid(k: Knob, value: float) -> bool:
+    steps = (value - k.low) / k.step  # type: ignore[operator]
+    return abs(steps - round(steps)) < 1e-6
+
+
+def snap(knob: Knob, value: float) -> float:
+    """The nearest value on the knob's step grid (itself when the knob has no step)."""
+    if knob.step is None:
+        return value
+    snapped = knob.low + round((value - knob.low) / knob.step) * knob.step
+    return float(snapped) if knob.type == "int" else _round_float(snapped)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,6 +217,22 @@ def write_knob(worktree: Path, knob: Knob, value: float | int) -> None:
     atomic_write(path, text[:start] + format_value(knob, value) + text[end:])
 
 
+def fixed_shape_of(worktree: Path, knobs: Sequence[Knob]) -> dict[str, int]:
+    """Shape settings that are not knobs (NUM_HEADS, ...), read from autoresearch.sh's knob
+    block; one it does not assign takes the trainer's default (loop/proposers/shape.py)."""
+    declared = {k.name for k in knobs}
+    found = {}
+    for name in SHAPE_DEFAULTS:
+        if name in declared:
+            continue
+        probe = Knob(name, "autoresearch.sh", "env", "int", 1, 1 << 20)
+        try:
+            found[name] = int(read_knobs(worktree, [probe])[name])
+        except KnobError:
+            continue
+    return found
+
+
 # ---------------------------------------------------------------------------------------------
 # Configurations and steps
 
@@ -217,13 +265,20 @@ def step_value(knob: Knob, value: float | int, direction: int, size: int) -> flo
         raw = base * LOG_FACTORS[size] ** direction
     else:
         raw = base + direction * LINEAR_FRACTIONS[size] * (knob.high - knob.low)
-    if knob.type == "int":
-        new: float = round(raw)
+    if knob.step is not None:
+        new: float = snap(knob, raw)
+        if canonical(new) == canonical(value):  # the smallest move is one grid step
+            new = float(value) + direction * knob.step
+        new = new if knob.type == "int" else _round_float(new)
+    elif knob.type == "int":
+        new = round(raw)
         if new == value:  # a small int must still move: one unit is the smallest step
             new = value + direction
     else:
         new = _round_float(raw)
     new = min(max(new, knob.low), knob.high)
+    if knob.type == "int":
+        new = int(round(new))
     if canonical(new) == canonical(value):
         return None
     return knob.coerce(new)
@@ -329,7 +384,8 @@ class SearchProposer(Proposer):
 
     name = "search"
 
-    def __init__(self, knobs: Sequence[Knob], seed: int = 0) -> None:
+    def __init__(self, knobs: Sequence[Knob], seed: int = 0,
+                 cap_bytes: int | None = None) -> None:
         if not knobs:
             raise KnobError("the search proposer needs at least one knob")
         names = [k.name for k in knobs]
@@ -337,12 +393,15 @@ class SearchProposer(Proposer):
             raise KnobError(f"knob names must be unique, got {', '.join(names)}")
         self.knobs = tuple(knobs)
         self.seed = seed
+        self.cap_bytes = cap_bytes  # given: never move the model shape over the cap
+        self._fits = lambda config: True
 
     def propose(self, worktree: Path, history: list[dict]) -> Proposal | None:
         current = read_knobs(worktree, self.knobs)
         here = config_key(current, self.knobs)
         assert here is not None  # read_knobs returns every knob
         stats = learn(history, self.knobs, here)
+        self._fits = self._fit_check(worktree, history)
         move = self._choose(current, measured_keys(history, self.knobs), stats, history)
         if move is None:
             return None
@@ -363,10 +422,18 @@ class SearchProposer(Proposer):
         pairs = self._pairs(current, measured, stats)
         return _pick(pairs, rng) if pairs else (_pick(singles, rng) if singles else None)
 
+    def _fit_check(self, worktree: Path, history: list[dict]) -> Callable[[dict], bool]:
+        """Shape knobs under a cap: valid shapes predicted to fit (loop/proposers/shape.py)."""
+        if self.cap_bytes is None or not any(k.name in SHAPE_DEFAULTS for k in self.knobs):
+            return lambda config: True
+        fixed, sizes, cap = fixed_shape_of(worktree, self.knobs), size_model(history), \
+            self.cap_bytes
+        return lambda config: shape_refusal(config, fixed, sizes, cap) is None
+
     def _is_new(self, current: dict, changes: tuple, measured: set) -> bool:
         config = dict(current)
         config.update({knob.name: new for knob, _old, new in changes})
-        return config_key(config, self.knobs) not in measured
+        return config_key(config, self.knobs) not in measured and self._fits(config)
 
     def _singles(self, current: dict, measured: set, stats: DirectionStats) -> list[_Move]:
         """Per knob and direction, the smallest step whose configuration is unmeasured."""
