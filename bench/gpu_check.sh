@@ -40,6 +40,14 @@ sees_cuda() {
     [ -x "$1" ] && "$1" -c "import mlx.core as mx, sys; sys.exit(0 if mx.cuda.is_available() else 1)" 2>/dev/null
 }
 
+if ! command -v python3 >/dev/null 2>&1; then
+    # The helper needs a Python 3 (standard library only); say so where the results go.
+    printf '# GPU check: not run\n\nNo python3 on PATH on %s; nothing measured.\n' \
+        "$(uname -n)" >"$out/results.md"
+    echo "gpu_check: no python3 on PATH; wrote $out/results.md" >&2
+    exit 1
+fi
+
 note=""
 if [ -n "${PYTHON:-}" ]; then
     py=$PYTHON
@@ -49,6 +57,8 @@ elif sees_cuda .venv/bin/python; then
     py=.venv/bin/python
 elif sees_cuda .venv-cuda/bin/python; then
     py=.venv-cuda/bin/python
+elif sees_cuda "$(command -v python3)"; then
+    py=$(command -v python3)  # a machine image with mlx[cuda] already installed
 elif [ "$dry" = 1 ]; then
     py=.venv-cuda/bin/python
     note="would create .venv-cuda and pip install -e .[cuda]"
