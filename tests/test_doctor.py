@@ -367,3 +367,24 @@ def test_nvidia_smi_that_fails_reports_its_first_line(tmp_path, monkeypatch):
     report = doctor._nvidia_smi()
     assert report.gpus == []
     assert report.error.startswith("nvidia-smi failed: NVIDIA-SMI has failed")
+
+
+def test_timeouts_line_names_the_device_class_and_each_profiles_timeout(tmp_path):
+    (tmp_path / "autogolf.yaml").write_text(
+        "device: cuda\nprofiles:\n  breadth:\n    timeout_s: {default: 900, cuda: 240}\n")
+    check = doctor.check_timeouts(tmp_path)[0]
+    assert check.status == OK
+    assert check.detail.startswith("cuda (per device class): smoke 300 s, breadth 240 s, ")
+
+
+def test_timeouts_without_per_device_values_say_so(tmp_path):
+    (tmp_path / "autogolf.yaml").write_text("device: metal\n")
+    detail = doctor.check_timeouts(tmp_path)[0].detail
+    assert detail.startswith("metal (the same on every device): smoke 300 s, breadth 900 s")
+
+
+def test_unreadable_timeouts_are_a_blocker_naming_the_problem(tmp_path):
+    (tmp_path / "autogolf.yaml").write_text("profiles:\n  breadth:\n    timeout_s: {cuda: 1}\n")
+    check = doctor.check_timeouts(tmp_path)[0]
+    assert check.status == FAIL
+    assert "autogolf.yaml: profiles.breadth.timeout_s.default: missing" in check.detail

@@ -203,6 +203,23 @@ def _no_mlx_gpu_check(smi: SmiReport | None) -> Check:
     return Check("gpu", WARN, detail, CUDA_SETUP_FIX)
 
 
+def check_timeouts(root: Path) -> list[Check]:
+    """The profile timeouts that apply on this machine, and for which device class."""
+    from loop.config import ConfigError, load_config
+    from loop.platform import device_class
+
+    try:
+        cfg = load_config(root / "autogolf.yaml")
+    except ConfigError as exc:
+        more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+        return [Check("timeouts", FAIL, exc.problems[0] + more,
+                      "fix autogolf.yaml (autogolf run lists every problem)")]
+    device = cfg.device_class or (cfg.device if cfg.device != "auto" else device_class())
+    given = "per device class" if cfg.device_class else "the same on every device"
+    listed = ", ".join(f"{p.name} {p.timeout_s:g} s" for p in cfg.profiles.values())
+    return [Check("timeouts", OK, f"{device} ({given}): {listed}")]
+
+
 def check_sentencepiece() -> list[Check]:
     try:
         import sentencepiece as spm
@@ -356,6 +373,7 @@ def run_checks(root: Path) -> list[Check]:
         *check_python(),
         *check_mlx(),
         *check_gpu(),
+        *check_timeouts(root),
         *check_sentencepiece(),
         *check_blas(),
         *check_datasets(root),
