@@ -200,8 +200,8 @@ def plan(opts: argparse.Namespace) -> dict[str, list[Step]]:
             for i in range(1, opts.runs + 1)]
     bench = (f"{py} bench/trainer_throughput.py --steps {opts.throughput_steps} "
              f"--grad-accum {opts.grad_accum} --batch-tokens {opts.batch_tokens}")
-    if opts.cpu:
-        bench += " --only smoke"
+    # The 2x64 smoke model says nothing about a GPU; on the CPU it is the one that is quick.
+    bench += " --only smoke" if opts.cpu else " --only baseline"
     out = shlex.quote(str(opts.out))
     steps["throughput"] = [Step("throughput-ours", f"{bench} --json {out}/throughput_ours.json")]
     upstream = REPO / opts.upstream
@@ -234,6 +234,7 @@ def run_check(opts: argparse.Namespace) -> dict:
     steps = plan(opts)
     results = {"started_utc": started.isoformat(timespec="seconds"), "mode":
                "dry-run" if opts.dry_run else ("cpu" if opts.cpu else "gpu"),
+               "invocation": opts.invocation or " ".join([sys.executable, *sys.argv]),
                "budget_s": opts.budget_s, "environment": env_facts}
     gpu = "gpu" in env_facts["probe"].get("default_device", "")
     if not opts.dry_run and not opts.cpu and not gpu:
@@ -311,7 +312,8 @@ def markdown(results: dict) -> str:
              f"- nvidia-smi: {env['nvidia_smi'] or 'not found'}",
              f"- Python for the runs: `{env['python_for_children']}` "
              f"({info.get('python', 'unknown')}); install: {env['install'] or 'not needed'}",
-             f"- budget {results['budget_s']:.0f} s; finished {results['finished_utc']}"]
+             f"- started as `{results['invocation']}`; budget {results['budget_s']:.0f} s; "
+             f"finished {results['finished_utc']}"]
     if results.get("stopped"):
         lines.append(f"- **stopped: {results['stopped']}**")
     lines += ["", "## Run-to-run spread of val_bpb (same seed, same code)", "",
@@ -368,6 +370,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--cpu", action="store_true", help="run on the CPU (to test this script)")
     ap.add_argument("--dry-run", action="store_true", help="run nothing; write the plan")
     ap.add_argument("--install-note", default="")
+    ap.add_argument("--invocation", default="", help="the command line that started the check")
     opts = ap.parse_args(argv)
     bad = [p for p in opts.profiles if p not in ("smoke", "breadth", "confirm", "full")]
     if bad or opts.runs < 1 or opts.budget_s <= 0:

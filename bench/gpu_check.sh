@@ -15,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
+invocation="bash bench/gpu_check.sh $*"
 
 out=docs/results/gpu
 budget=540
@@ -81,4 +82,4 @@ fi
 left=$((budget - ($(date +%s) - start)))
 # The helper needs only the standard library, so it reports even when $py has no MLX.
 exec python3 bench/gpu_check.py --out "$out" --budget-s "$left" --python "$py" \
-    --install-note "$note" ${rest[@]+"${rest[@]}"}
+    --install-note "$note" --invocation "$invocation" ${rest[@]+"${rest[@]}"}

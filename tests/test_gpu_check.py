@@ -48,7 +48,9 @@ def test_dry_run_writes_the_plan_with_every_exact_command(tmp_path):
                            "bash autoresearch.sh")
     assert len(commands) == 10
     assert {s["status"] for s in data["steps"]["smoke"]} == {"dry-run"}
-    assert "trainer_throughput.py --steps 20" in data["steps"]["throughput"][0]["command"]
+    throughput = data["steps"]["throughput"][0]["command"]
+    assert "trainer_throughput.py --steps 20" in throughput and "--only baseline" in throughput
+    assert data["invocation"] == f"bash bench/gpu_check.sh --dry-run --out {tmp_path}"
     assert "smoke: 0 of 5 runs measured" in data["not_measured"]
     assert "| smoke | 0 | unknown |" in (tmp_path / "results.md").read_text()
 
