@@ -28,9 +28,11 @@ def load_helper():
 gpu_check = load_helper()
 
 
-def run_script(*args: str, python: str = sys.executable, timeout: float = 120
+def run_script(*args: str, python: str | None = sys.executable, timeout: float = 120
                ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHON": python}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    if python is not None:
+        env["PYTHON"] = python
     return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
                           env=env, cwd=ROOT, timeout=timeout)
 
@@ -53,6 +55,17 @@ def test_dry_run_writes_the_plan_with_every_exact_command(tmp_path):
     assert data["invocation"] == f"bash bench/gpu_check.sh --dry-run --out {tmp_path}"
     assert "smoke: 0 of 5 runs measured" in data["not_measured"]
     assert "| smoke | 0 | unknown |" in (tmp_path / "results.md").read_text()
+
+
+def test_without_a_cuda_python_the_plan_is_to_install_mlx_cuda(tmp_path):
+    if gpu_check.probe("python3").get("cuda") or (ROOT / ".venv-cuda").exists():
+        pytest.skip("a Python here already sees CUDA")
+    done = run_script("--dry-run", "--out", str(tmp_path), python=None)
+    assert done.returncode == 0, done.stderr
+    data = results(tmp_path)
+    assert data["environment"]["install"] == "would create .venv-cuda and pip install -e .[cuda]"
+    assert data["steps"]["smoke"][0]["command"].endswith(
+        "PYTHON=.venv-cuda/bin/python bash autoresearch.sh")
 
 
 def test_budget_that_is_not_whole_seconds_is_refused():
