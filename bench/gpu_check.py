@@ -23,6 +23,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -355,6 +356,16 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pack_logs(out: Path) -> None:
+    """logs/ -> logs.tar.gz: one file instead of one per step (the device's copy-back takes 8)."""
+    logs = out / "logs"
+    if not logs.is_dir():
+        return
+    with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
+        tar.add(logs, arcname="logs")
+    shutil.rmtree(logs)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=REPO / "docs/results/gpu")
@@ -371,6 +382,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--dry-run", action="store_true", help="run nothing; write the plan")
     ap.add_argument("--install-note", default="")
     ap.add_argument("--invocation", default="", help="the command line that started the check")
+    ap.add_argument("--pack-logs", action="store_true",
+                    help="pack logs/ into logs.tar.gz (for a copy-back limited in files)")
     opts = ap.parse_args(argv)
     bad = [p for p in opts.profiles if p not in ("smoke", "breadth", "confirm", "full")]
     if bad or opts.runs < 1 or opts.budget_s <= 0:
@@ -385,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     results = run_check(opts)
     (opts.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (opts.out / "results.md").write_text(markdown(results))
+    if opts.pack_logs:
+        pack_logs(opts.out)
     print(f"gpu_check: results in {opts.out}/results.json and results.md")
     for item in results["not_measured"]:
         print(f"gpu_check: not measured: {item}")

