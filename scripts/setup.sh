@@ -60,6 +60,11 @@ fi
 stamp=.venv/.autogolf-installed
 installed=$(cat "$stamp" 2>/dev/null || echo none)
 if [ -z "$installed" ]; then installed=$([ "$(uname -s)" = Darwin ] && echo metal || echo cpu); fi
+# An MLX that cannot load (no backend, or a backend wheel removed under it) is reinstalled.
+if [ "$installed" != none ] && ! .venv/bin/python -c "import mlx.core" 2>/dev/null; then
+    echo "setup: MLX in .venv does not load; reinstalling its $BACKEND backend"
+    installed=broken
+fi
 if [ "$installed" != "$BACKEND" ] || [ pyproject.toml -nt "$stamp" ]; then
     extras="test"
     [ "$BACKEND" = metal ] || extras="test,$BACKEND"
