@@ -175,6 +175,9 @@ INT8_CLIP_PERCENTILE = 99.99984  # per-row clip before int8 rounding; ignores ra
 ZLIB_LEVEL = 9
 ATTN_BLOCK = 256  # query block of the CPU attention (see causal_attention)
 VAL_PROGRESS_SECONDS = 5.0  # how often a long validation reports val_progress
+# Share of the GPU's memory one validation batch may use (the model, optimizer state and
+# MLX's buffer cache need the rest); on the CPU the batch is never capped.
+VAL_MEMORY_FRACTION = 0.25
 
 
 def keep_freed_memory_mapped() -> None:
@@ -786,16 +789,65 @@ def set_params(model: nn.Module, params: dict[str, mx.array]) -> None:
     model.update(tree_unflatten(list(params.items())))
 
 
+def gpu_memory_bytes() -> int | None:
+    """Memory this run may use on the GPU, or None (on the CPU, or when MLX does not say).
+
+    CUDA reports the free device memory, Metal the recommended working set (unified memory
+    shared with the system); older MLX has only mx.metal.device_info.
+    """
+    if mx.default_device() != mx.gpu:
+        return None
+    info: dict[str, Any] = {}
+    for probe in (getattr(mx, "device_info", None),
+                  getattr(getattr(mx, "metal", None), "device_info", None)):
+        try:
+            info = dict(probe()) if probe is not None else {}
+        except Exception:  # a backend without the query: try the next one
+            continue
+        if info:
+            break
+    for key in ("free_memory", "max_recommended_working_set_size", "total_memory",
+                "memory_size"):
+        value = info.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def val_bytes_per_token(args: Hyperparameters) -> int:
+    """Generous estimate of a validation forward's live memory per token, in bytes.
+
+    float32 logits with their softcapped and exponentiated copies (3 x vocab), the MLP hidden
+    layer before and after its activation (2 x mlp_mult x dim), the residual stream, q, k, v,
+    the attention output and the skip being held (6 x dim); 4 bytes each, bf16 or not.
+    """
+    return 4 * (3 * args.vocab_size + 2 * args.mlp_mult * args.model_dim + 6 * args.model_dim)
+
+
+def val_batch_seqs(args: Hyperparameters, memory: int | None) -> tuple[int, int]:
+    """(sequences per validation batch, what VAL_BATCH_SIZE asks for).
+
+    Upstream's size, VAL_BATCH_SIZE split over the accumulation steps, capped on a GPU so
+    that one batch stays under VAL_MEMORY_FRACTION of `memory` (a 16 GB Mac ran out of
+    memory on the full split otherwise). The score does not depend on the batch size: every
+    window is evaluated once, whatever the grouping.
+    """
+    requested = max(1, args.val_batch_size // args.grad_accum_steps // args.train_seq_len)
+    if memory is None:
+        return requested, requested
+    fits = int(memory * VAL_MEMORY_FRACTION) // (val_bytes_per_token(args) * args.train_seq_len)
+    return max(1, min(requested, fits)), requested
+
+
 class Evaluator:
     """val_loss and val_bpb over non-overlapping TRAIN_SEQ_LEN windows of the val tokens."""
 
     def __init__(self, args: Hyperparameters, model: GPT, tokens: np.ndarray,
-                 tables: tuple[np.ndarray, ...]) -> None:
+                 tables: tuple[np.ndarray, ...], batch_seqs: int) -> None:
         self.model = model
         self.seq_len = args.train_seq_len
         self.seqs = (tokens.size - 1) // self.seq_len
-        # Same per-batch size as upstream: VAL_BATCH_SIZE split over the accumulation steps.
-        self.batch_seqs = max(1, args.val_batch_size // args.grad_accum_steps // self.seq_len)
+        self.batch_seqs = batch_seqs
         self.tokens = tokens
         # Windows are cut when used (a full split is ~62M tokens); only byte counts are kept.
         self.bounds = [(a, min(a + self.batch_seqs, self.seqs))
@@ -905,7 +957,7 @@ def main() -> int:
     log(f"val_loader:shards pattern={args.data_path}/fineweb_val_*.bin files:{len(val_files)}")
     log(f"val_tokens:{val_tokens.size - 1}")
 
-    # CPU bfloat16 is emulated and slow in MLX, so only a GPU computes in bf16.
+    # CPU bfloat16 is emulated and slow in MLX, so only a GPU (Metal or CUDA) computes in bf16.
     dtype = mx.bfloat16 if mx.default_device() == mx.gpu else mx.float32
     mx.random.seed(args.seed)
     np.random.seed(args.seed)
@@ -959,7 +1011,12 @@ def main() -> int:
     micro_tokens = chunks * args.grad_accum_steps
     streams = TwoStreams(mx.default_device() == mx.cpu and len(micro_tokens) > 1)
     loss_and_grad = [mx.compile(mx.value_and_grad(loss_fn)) for _ in range(2)]
-    evaluator = Evaluator(args, model, val_tokens, tables)
+    memory = gpu_memory_bytes()
+    batch_seqs, requested = val_batch_seqs(args, memory)
+    # Prose (several pairs on one line), not a protocol setting: the grouping is no protocol.
+    log(f"val_batch: seqs={batch_seqs} requested={requested} "
+        f"gpu_memory_mib={'unknown' if memory is None else memory // 2**20}")
+    evaluator = Evaluator(args, model, val_tokens, tables, batch_seqs)
     loader = TrainLoader(train_files, args.vocab_size)
 
     def train_step(p: dict[str, mx.array], step: int, lr_mul: float

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -70,6 +70,10 @@ DEFAULT_PROTECTED: tuple[str, ...] = (
 ALWAYS_PROTECTED: tuple[str, ...] = (".git/**", ".autogolf/**", "autogolf.yaml", "loop/**")
 
 DEFAULT_TIMEOUTS = {"smoke": 300.0, "breadth": 900.0, "confirm": 2700.0, "full": 14400.0}
+# Device classes a profile timeout can be given for (`timeout_s: {default: 900, cuda: 300}`);
+# `device: auto` asks MLX which one this machine trains on (loop.platform.device_class).
+DEVICE_CLASSES = ("cpu", "metal", "cuda")
+DEVICES = ("auto", *DEVICE_CLASSES)
 DEFAULT_NOISE = {"smoke": 0.0, "breadth": 0.004, "confirm": 0.002, "full": 0.001}
 # Calibration runs of the incumbent per profile (1 = none: the fixed noise is used). The
 # CPU smoke profile is deterministic, and `full` takes hours: neither is calibrated.
@@ -106,8 +110,16 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class ProfileConfig:
+    """One profile. timeout_s is the timeout on this machine's device class (resolved when
+    the configuration is loaded); by_device holds the per-class values it was chosen from."""
+
     name: str
     timeout_s: float
+    by_device: dict[str, float] = field(default_factory=dict, compare=False)
+
+    def timeout_for(self, device: str) -> float:
+        """The timeout on `device` (a DEVICE_CLASSES name): its own value, else the default."""
+        return self.by_device.get(device, self.by_device.get("default", self.timeout_s))
 
 
 def _default_profiles() -> dict[str, ProfileConfig]:
@@ -129,6 +141,8 @@ class Config:
     ladder: tuple[str, ...] = ("breadth", "confirm")  # rungs, cheap first
     full_every_keeps: int = 0  # run `full` after every Nth keep (0 = only on request)
     profiles: dict[str, ProfileConfig] = field(default_factory=_default_profiles)
+    device: str = "auto"  # whose timeouts apply: auto (ask MLX) or one of DEVICE_CLASSES
+    device_class: str | None = None  # what `device` resolved to; None = no timeout needed it
     benchmark_command: str = "bash autoresearch.sh"  # the daemon sets PROFILE
     checks_command: str = "bash autoresearch.checks.sh"
     checks_timeout_s: float = 120.0
@@ -194,9 +208,16 @@ def glob_match(pattern: str, relpath: str) -> bool:
     return _glob_regex(pattern).fullmatch(relpath) is not None
 
 
-def load_config(path: Path) -> Config:
-    """The configuration in `path` (defaults when the file does not exist)."""
+def load_config(path: Path, device: str | None = None) -> Config:
+    """The configuration in `path` (defaults when the file does not exist).
+
+    Profile timeouts given per device class are resolved here, so `profiles[p].timeout_s`
+    is the one for this machine: the class is `device` when given (a DEVICE_CLASSES name),
+    else the file's `device:`, else (auto) what MLX trains on, asked only when needed.
+    """
     path = Path(path)
+    if device is not None and device not in DEVICE_CLASSES:
+        raise ConfigError(f"device {device!r} is not one of {', '.join(DEVICE_CLASSES)}")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -212,7 +233,19 @@ def load_config(path: Path) -> Config:
         lines = [f"{path}: {p}" for p in problems]
         header = f"{path}: {len(lines)} problem(s) in the configuration:"
         raise ConfigError("\n  ".join([header, *lines]), lines)
-    return Config(**kwargs)
+    return _resolve_timeouts(Config(**kwargs), device)
+
+
+def _resolve_timeouts(cfg: Config, device: str | None) -> Config:
+    if not any(p.by_device for p in cfg.profiles.values()):
+        return cfg  # one timeout per profile: no need to know the device
+    if device is None:
+        from loop.platform import device_class
+
+        device = cfg.device if cfg.device != "auto" else device_class()
+    profiles = {name: ProfileConfig(name, p.timeout_for(device), p.by_device)
+                for name, p in cfg.profiles.items()}
+    return replace(cfg, profiles=profiles, device_class=device)
 
 
 # ----------------------------------------------------------------------------------------
@@ -259,7 +292,7 @@ _TOP_KEYS = (
     "metric", "min_improvement", "artifact_cap_bytes", "dataset", "ladder", "full_every_keeps",
     "profiles", "benchmark", "checks", "editable", "protected", "proposer", "knobs", "noise",
     "stop", "limits", "agent", "workspace", "protocol", "verify", "judge", "keep_rule",
-    "search",
+    "search", "device",
 )  # fmt: skip
 
 
@@ -276,6 +309,7 @@ class _Reader:
         self.put(kw, "artifact_cap_bytes", cap)
         self.put(kw, "dataset", self.dataset(top))
         kw.update(self.profiles(top))
+        self.put(kw, "device", self.choice(top, "device", "device", DEVICES))
         profiles = kw.get("profiles", _default_profiles())
         self.put(kw, "ladder", self.ladder(top, profiles))
         every = self.number(top, "full_every_keeps", minimum=0, integer=True)
@@ -340,10 +374,27 @@ class _Reader:
                 self.fail(where, "bad profile name", "letters, digits, _ and -")
                 continue
             entry = self.mapping(value, where, ("timeout_s",))
+            if isinstance(entry.get("timeout_s"), dict):
+                profile = self.device_timeouts(name, entry["timeout_s"], f"{where}.timeout_s")
+                if profile is not None:
+                    profiles[name] = profile
+                continue
             timeout = self.number(entry, "timeout_s", where=where, positive=True)
             if timeout is not None:
                 profiles[name] = ProfileConfig(name, timeout)
         return {"profiles": profiles}
+
+    def device_timeouts(self, name: str, value: dict, where: str) -> ProfileConfig | None:
+        """`timeout_s: {default: 900, cuda: 300}`: a default and any device class's own."""
+        section = self.mapping(value, where, ("default", *DEVICE_CLASSES))
+        values = {key: self.number(section, key, where=where, positive=True,
+                                   required=key == "default") for key in section}
+        if "default" not in section:
+            self.fail(f"{where}.default", "missing", "a number > 0, the timeout on any "
+                      "device class not listed")
+        if "default" not in section or any(v is None for v in values.values()):
+            return None
+        return ProfileConfig(name, values["default"], values)
 
     def ladder(self, top: dict, profiles: dict[str, ProfileConfig]) -> tuple[str, ...] | None:
         if "ladder" not in top:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -47,6 +49,39 @@ def blas_in_use() -> str:
     if lib is None:
         return "MLX bundled reference BLAS (slow; install libopenblas0-pthread)"
     return f"OpenBLAS via LD_PRELOAD ({lib})"
+
+
+# Run in a child: importing MLX here would load its backend (a CUDA context holds GPU memory)
+# into the daemon, which never trains.
+_DEVICE_PROBE = """
+import sys
+try:
+    import mlx.core as mx
+except Exception:
+    print("cpu"); sys.exit()
+def up(backend):
+    try:
+        return bool(backend.is_available())
+    except Exception:
+        return False
+print("cuda" if up(getattr(mx, "cuda", None)) else "metal" if up(mx.metal) else "cpu")
+"""
+
+
+@functools.lru_cache(maxsize=4)
+def device_class(python: str | None = None) -> str:
+    """The device class MLX trains on with `python` (default: this one): cuda, metal or cpu.
+
+    The trainer runs on MLX's default device, a GPU whenever a GPU backend is available, so
+    this is whose profile timeouts apply. "cpu" when the probe cannot tell (MLX missing).
+    """
+    try:
+        done = subprocess.run([python or sys.executable, "-c", _DEVICE_PROBE],
+                              capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return "cpu"
+    answer = done.stdout.strip().splitlines()[-1:] or ["cpu"]
+    return answer[0] if answer[0] in ("cuda", "metal", "cpu") else "cpu"
 
 
 def free_disk_bytes(path: str | Path) -> int:

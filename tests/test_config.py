@@ -446,3 +446,74 @@ def test_a_step_that_does_not_divide_the_range_is_refused_naming_the_knob(tmp_pa
 def test_a_step_on_a_log_knob_is_refused(tmp_path: Path) -> None:
     message = refused(tmp_path, "knobs:\n  LR: {low: 0.01, high: 0.1, scale: log, step: 0.01}\n")
     assert "knobs.LR" in message and "scale: linear" in message
+
+
+# --- profile timeouts per device class -------------------------------------------------------
+
+PER_DEVICE = "profiles:\n  breadth:\n    timeout_s: {default: 900, cuda: 300, cpu: 7200}\n"
+
+
+def test_profile_timeout_is_the_device_classes_own_value(tmp_path):
+    (tmp_path / "autogolf.yaml").write_text(PER_DEVICE)
+    cfg = load_config(tmp_path / "autogolf.yaml", device="cuda")
+    assert cfg.profiles["breadth"].timeout_s == 300
+    assert cfg.device_class == "cuda"
+
+
+def test_device_class_without_its_own_timeout_gets_the_default(tmp_path):
+    (tmp_path / "autogolf.yaml").write_text(PER_DEVICE)
+    cfg = load_config(tmp_path / "autogolf.yaml", device="metal")
+    assert cfg.profiles["breadth"].timeout_s == 900
+    assert cfg.profiles["confirm"].timeout_s == 2700  # a plain number: every device
+
+
+def test_device_named_in_the_file_picks_the_timeouts(tmp_path):
+    assert load(tmp_path, "device: cpu\n" + PER_DEVICE).profiles["breadth"].timeout_s == 7200
+
+
+def test_device_auto_asks_mlx_which_class_this_machine_trains_on(tmp_path, monkeypatch):
+    import loop.platform
+
+    monkeypatch.setattr(loop.platform, "device_class", lambda: "cuda")
+    assert load(tmp_path, PER_DEVICE).profiles["breadth"].timeout_s == 300
+
+
+def test_device_auto_on_this_machine_resolves_to_what_mlx_reports(tmp_path):
+    import mlx.core as mx
+
+    cfg = load(tmp_path, PER_DEVICE)
+    if mx.default_device() == mx.cpu:
+        assert cfg.device_class == "cpu"
+    else:
+        assert cfg.device_class in ("metal", "cuda")
+
+
+def test_plain_timeouts_need_no_device_probe(tmp_path, monkeypatch):
+    import loop.platform
+
+    def no_probe():
+        raise AssertionError("probed the device for plain timeouts")
+
+    monkeypatch.setattr(loop.platform, "device_class", no_probe)
+    cfg = load(tmp_path, "profiles:\n  breadth: {timeout_s: 600}\n")
+    assert (cfg.profiles["breadth"].timeout_s, cfg.device_class) == (600, None)
+
+
+def test_per_device_timeouts_without_a_default_are_refused(tmp_path):
+    message = refused(tmp_path, "profiles:\n  breadth:\n    timeout_s: {cuda: 300}\n")
+    assert "profiles.breadth.timeout_s.default: missing" in message
+
+
+def test_unknown_device_class_in_a_timeout_is_refused_with_a_suggestion(tmp_path):
+    message = refused(tmp_path, "profiles:\n  breadth:\n    timeout_s: {default: 9, cdua: 3}\n")
+    assert "profiles.breadth.timeout_s.cdua: unknown key; did you mean 'cuda'?" in message
+
+
+def test_non_positive_device_timeout_is_refused(tmp_path):
+    message = refused(tmp_path, "profiles:\n  breadth:\n    timeout_s: {default: 9, cuda: 0}\n")
+    assert "profiles.breadth.timeout_s.cuda: got 0 (allowed: a number > 0)" in message
+
+
+def test_unknown_device_is_refused_with_the_choices(tmp_path):
+    message = refused(tmp_path, "device: gpu\n")
+    assert "device: got 'gpu' (allowed: auto | cpu | metal | cuda)" in message

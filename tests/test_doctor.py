@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -208,3 +209,182 @@ def test_json_output_lists_every_check(tmp_path, capsys):
     doctor.main(["--root", str(tmp_path), "--json"])
     names = [c["name"] for c in json.loads(capsys.readouterr().out)]
     assert {"python", "mlx", "blas", "data:sample", "git", "disk"} <= set(names)
+
+
+# --------------------------------------------------------------------------- the GPU line
+# No GPU on CI: MLX and nvidia-smi are faked here; tests/test_gpu.py checks a real one.
+
+H200_INFO = {"device_name": "NVIDIA H200", "architecture": "sm_90",
+             "total_memory": 150 * 2**30, "free_memory": 149 * 2**30,
+             "compute_capability_major": 9, "compute_capability_minor": 0}
+
+
+class FakeBackend:
+    def __init__(self, available: bool) -> None:
+        self.available = available
+
+    def is_available(self) -> bool:
+        return self.available
+
+
+class FakeMx:
+    __version__ = "0.32.4"
+
+    def __init__(self, *, cuda: bool = False, metal: bool = False, info: dict | None = None):
+        self.cuda, self.metal = FakeBackend(cuda), FakeBackend(metal)
+        self.info = info or {}
+
+    def default_device(self) -> str:
+        return "Device(gpu, 0)" if self.cuda.available or self.metal.available else "Device(cpu, 0)"
+
+    def device_info(self) -> dict:
+        return self.info
+
+
+def fake_probes(monkeypatch, mx: FakeMx, smi: doctor.SmiReport | None) -> None:
+    monkeypatch.setattr(doctor, "_import_mlx", lambda: mx)
+    monkeypatch.setattr(doctor, "_nvidia_smi", lambda: smi)
+
+
+H200_SMI = doctor.SmiReport([{"name": "NVIDIA H200", "driver_version": "570.124.06",
+                              "memory.total": "143771", "memory.used": "0",
+                              "compute_cap": "9.0"}])
+
+
+def test_cuda_device_line_names_device_capability_memory_and_driver(monkeypatch):
+    fake_probes(monkeypatch, FakeMx(cuda=True, info=H200_INFO), H200_SMI)
+    check = doctor.check_gpu()[0]
+    assert check.status == OK
+    assert check.detail == ("CUDA: NVIDIA H200, compute capability 9.0, memory 150.0 GiB "
+                            "total / 149.0 GiB free, driver 570.124.06")
+
+
+def test_cuda_without_nvidia_smi_reports_the_driver_as_unknown(monkeypatch):
+    fake_probes(monkeypatch, FakeMx(cuda=True, info=H200_INFO), None)
+    check = doctor.check_gpu()[0]
+    assert check.status == OK
+    assert check.detail.endswith("driver unknown (nvidia-smi not found)")
+
+
+def test_cuda_memory_mlx_does_not_report_is_unknown_not_zero(monkeypatch):
+    fake_probes(monkeypatch, FakeMx(cuda=True, info={"device_name": "NVIDIA A10"}), None)
+    detail = doctor.check_gpu()[0].detail
+    assert "memory unknown total / unknown free" in detail
+    assert "compute capability unknown" in detail
+
+
+def test_cuda_device_below_compute_capability_7_5_is_a_blocker(monkeypatch):
+    info = {**H200_INFO, "device_name": "Tesla V100", "compute_capability_major": 7,
+            "compute_capability_minor": 0}
+    fake_probes(monkeypatch, FakeMx(cuda=True, info=info), H200_SMI)
+    check = doctor.check_gpu()[0]
+    assert check.status == FAIL
+    assert "7.5" in check.fix and "--cpu" in check.fix
+
+
+def test_nvidia_gpu_that_mlx_does_not_use_is_a_warning_with_the_cuda_setup(monkeypatch):
+    fake_probes(monkeypatch, FakeMx(), H200_SMI)
+    check = doctor.check_gpu()[0]
+    assert check.status == WARN
+    assert "MLX runs on the CPU, but nvidia-smi lists 1 NVIDIA GPU(s): NVIDIA H200" in check.detail
+    assert "140.4 GiB" in check.detail and "driver 570.124.06" in check.detail
+    assert check.fix.startswith("AUTOGOLF_BACKEND=cuda bash scripts/setup.sh")
+
+
+def test_old_nvidia_gpu_mlx_cannot_use_is_only_noted(monkeypatch):
+    old = doctor.SmiReport([{**H200_SMI.gpus[0], "name": "Tesla K80", "compute_cap": "3.7"}])
+    fake_probes(monkeypatch, FakeMx(), old)
+    check = doctor.check_gpu()[0]
+    assert check.status == OK
+    assert "below the 7.5" in check.detail
+
+
+def test_failing_nvidia_smi_is_a_warning_naming_its_error(monkeypatch):
+    smi = doctor.SmiReport([], "nvidia-smi failed: NVIDIA-SMI has failed because it "
+                               "couldn't communicate with the NVIDIA driver.")
+    fake_probes(monkeypatch, FakeMx(), smi)
+    check = doctor.check_gpu()[0]
+    assert check.status == WARN
+    assert "couldn't communicate with the NVIDIA driver" in check.detail
+    assert "driver" in check.fix
+
+
+def test_no_gpu_at_all_says_mlx_runs_on_the_cpu(monkeypatch):
+    fake_probes(monkeypatch, FakeMx(), None)
+    check = doctor.check_gpu()[0]
+    assert (check.status, check.detail) == (
+        OK, "none: MLX runs on the CPU (no Metal; nvidia-smi not found)")
+
+
+def test_metal_line_reports_memory_and_working_set(monkeypatch):
+    info = {"architecture": "applegpu_g14s", "memory_size": 32 * 2**30,
+            "max_recommended_working_set_size": 22 * 2**30}
+    fake_probes(monkeypatch, FakeMx(metal=True, info=info), None)
+    check = doctor.check_gpu()[0]
+    assert check.status == OK
+    assert check.detail == ("Metal: applegpu_g14s, memory 32.0 GiB, recommended working set "
+                            "22.0 GiB")
+
+
+def test_mlx_line_says_whether_cuda_is_available(monkeypatch):
+    fake_probes(monkeypatch, FakeMx(cuda=True, info=H200_INFO), None)
+    assert doctor.check_mlx()[0].detail.endswith("CUDA available")
+
+
+def fake_smi_on_path(tmp_path: Path, monkeypatch, script: str) -> None:
+    exe = tmp_path / "nvidia-smi"
+    exe.write_text("#!/bin/sh\n" + script)
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+
+
+def test_nvidia_smi_output_is_parsed_per_gpu(tmp_path, monkeypatch):
+    fake_smi_on_path(tmp_path, monkeypatch,
+                     'echo "NVIDIA H200, 570.124.06, 143771, 0, 9.0"\n'
+                     'echo "NVIDIA H200, 570.124.06, 143771, 512, 9.0"\n')
+    report = doctor._nvidia_smi()
+    assert report.error is None
+    assert len(report.gpus) == 2
+    assert report.gpus[1] == {"name": "NVIDIA H200", "driver_version": "570.124.06",
+                              "memory.total": "143771", "memory.used": "512",
+                              "compute_cap": "9.0"}
+
+
+def test_old_nvidia_smi_without_compute_cap_is_asked_again_without_it(tmp_path, monkeypatch):
+    fake_smi_on_path(tmp_path, monkeypatch,
+                     'case "$1" in *compute_cap*) echo \'Field "compute_cap" is not a valid '
+                     'field to query.\'; exit 2;; esac\n'
+                     'echo "Tesla T4, 470.82.01, 15109, 0"\n')
+    report = doctor._nvidia_smi()
+    assert report.gpus == [{"name": "Tesla T4", "driver_version": "470.82.01",
+                            "memory.total": "15109", "memory.used": "0"}]
+
+
+def test_nvidia_smi_that_fails_reports_its_first_line(tmp_path, monkeypatch):
+    fake_smi_on_path(tmp_path, monkeypatch,
+                     'echo "NVIDIA-SMI has failed because it could not communicate with the '
+                     'NVIDIA driver."; exit 9\n')
+    report = doctor._nvidia_smi()
+    assert report.gpus == []
+    assert report.error.startswith("nvidia-smi failed: NVIDIA-SMI has failed")
+
+
+def test_timeouts_line_names_the_device_class_and_each_profiles_timeout(tmp_path):
+    (tmp_path / "autogolf.yaml").write_text(
+        "device: cuda\nprofiles:\n  breadth:\n    timeout_s: {default: 900, cuda: 240}\n")
+    check = doctor.check_timeouts(tmp_path)[0]
+    assert check.status == OK
+    assert check.detail.startswith("cuda (per device class): smoke 300 s, breadth 240 s, ")
+
+
+def test_timeouts_without_per_device_values_say_so(tmp_path):
+    (tmp_path / "autogolf.yaml").write_text("device: metal\n")
+    detail = doctor.check_timeouts(tmp_path)[0].detail
+    assert detail.startswith("metal (the same on every device): smoke 300 s, breadth 900 s")
+
+
+def test_unreadable_timeouts_are_a_blocker_naming_the_problem(tmp_path):
+    (tmp_path / "autogolf.yaml").write_text("profiles:\n  breadth:\n    timeout_s: {cuda: 1}\n")
+    check = doctor.check_timeouts(tmp_path)[0]
+    assert check.status == FAIL
+    assert "autogolf.yaml: profiles.breadth.timeout_s.default: missing" in check.detail

@@ -247,3 +247,89 @@ def test_warmdown_follows_projected_time_under_a_wallclock_cap(
     assert trainer.lr_multiplier(args, 50, elapsed_ms=5000.0) == 1.0
     assert trainer.lr_multiplier(args, 90, elapsed_ms=9000.0) == pytest.approx(0.5)
     assert trainer.lr_multiplier(args, 100, elapsed_ms=10000.0) == 0.0
+
+
+# --- validation batch size: upstream's, capped by GPU memory ------------------------------------
+
+
+class FakeMx:
+    """Just what gpu_memory_bytes reads from mlx.core: the device and its info."""
+
+    cpu, gpu = "cpu", "gpu"
+
+    def __init__(self, device: str, info: dict | None = None, error: Exception | None = None):
+        self.device, self.info, self.error = device, info or {}, error
+
+    def default_device(self) -> str:
+        return self.device
+
+    def device_info(self) -> dict:
+        if self.error is not None:
+            raise self.error
+        return self.info
+
+
+def test_validation_batch_is_upstreams_size_without_a_gpu(
+        repo_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer, args = make_args(repo_root, monkeypatch, VAL_BATCH_SIZE="524288",
+                              GRAD_ACCUM_STEPS="8", TRAIN_SEQ_LEN="1024")
+    assert trainer.val_batch_seqs(args, None) == (64, 64)
+
+
+def test_validation_batch_is_capped_to_its_share_of_gpu_memory(
+        repo_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer, args = make_args(repo_root, monkeypatch, VAL_BATCH_SIZE="524288",
+                              GRAD_ACCUM_STEPS="8", TRAIN_SEQ_LEN="1024")
+    per_seq = trainer.val_bytes_per_token(args) * 1024
+    memory = int(10 * per_seq / trainer.VAL_MEMORY_FRACTION)  # room for 10 sequences
+    assert trainer.val_batch_seqs(args, memory) == (10, 64)
+    assert trainer.val_batch_seqs(args, 1000 * memory) == (64, 64)  # never above upstream's
+    assert trainer.val_batch_seqs(args, 1) == (1, 64)  # at least one sequence
+
+
+def test_gpu_memory_reads_free_cuda_memory_first(repo_root: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = load_trainer_module(repo_root)
+    info = {"device_name": "NVIDIA H200", "total_memory": 150 * 2**30,
+            "free_memory": 140 * 2**30}
+    monkeypatch.setattr(trainer, "mx", FakeMx("gpu", info))
+    assert trainer.gpu_memory_bytes() == 140 * 2**30
+
+
+def test_gpu_memory_reads_the_metal_working_set(repo_root: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = load_trainer_module(repo_root)
+    info = {"memory_size": 16 * 2**30, "max_recommended_working_set_size": 11 * 2**30}
+    monkeypatch.setattr(trainer, "mx", FakeMx("gpu", info))
+    assert trainer.gpu_memory_bytes() == 11 * 2**30
+
+
+def test_gpu_memory_is_unknown_when_mlx_cannot_say(repo_root: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = load_trainer_module(repo_root)
+    monkeypatch.setattr(trainer, "mx", FakeMx("gpu", error=RuntimeError("no query")))
+    assert trainer.gpu_memory_bytes() is None
+    monkeypatch.setattr(trainer, "mx", FakeMx("cpu", {"total_memory": 2**30}))
+    assert trainer.gpu_memory_bytes() is None  # the CPU batch is never capped
+
+
+def test_run_logs_its_validation_batch(tiny_run: TrainerRun) -> None:
+    # TINY_ENV: VAL_BATCH_SIZE=1024 over GRAD_ACCUM_STEPS=2 of TRAIN_SEQ_LEN=128: 4 sequences.
+    memory = "unknown" if not ON_GPU else r"\d+"
+    assert re.search(rf"^val_batch: seqs=\d+ requested=4 gpu_memory_mib={memory}$",
+                     tiny_run.stdout, re.M)
+
+
+@cpu_only
+def test_validation_batch_size_does_not_change_the_score(
+        tiny_run: TrainerRun, repo_root: Path, trainer_env: dict[str, str],
+        tmp_path: Path) -> None:
+    run = run_trainer(repo_root, trainer_env, tmp_path, "onebatch", VAL_BATCH_SIZE="256")
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "val_batch: seqs=1 requested=1" in run.stdout
+
+    def exact(text: str) -> float:
+        return float(re.search(r"^final_int8_zlib_roundtrip_exact .* val_bpb:(\S+)$",
+                               text, re.M).group(1))
+
+    assert exact(run.stdout) == pytest.approx(exact(tiny_run.stdout), abs=1e-6)

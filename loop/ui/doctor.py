@@ -12,6 +12,7 @@ import argparse
 import json
 import platform
 import shutil
+import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,7 +54,8 @@ def check_mlx() -> list[Check]:
     try:
         mx = _import_mlx()
     except Exception as exc:  # ImportError, or a broken native library (OSError)
-        fix = "bash scripts/setup.sh (installs mlx[cpu] on Linux, mlx on macOS)"
+        fix = ("bash scripts/setup.sh (mlx with its CPU backend on Linux, Metal on macOS; "
+               "--cuda for an NVIDIA GPU)")
         return [Check("mlx", FAIL, f"cannot import mlx.core: {exc}", fix)]
     version = getattr(mx, "__version__", None) or "unknown"
     try:
@@ -61,7 +63,7 @@ def check_mlx() -> list[Check]:
     except Exception:
         device = "unknown"
     metal = _metal_available(mx)
-    detail = f"{version}, default device {device}, Metal {metal}"
+    detail = f"{version}, default device {device}, Metal {metal}, CUDA {_cuda_available(mx)}"
     if sys.platform == "darwin" and metal != "available":
         fix = "use an Apple-silicon Mac with macOS 13.5+ and the arm64 Python build"
         return [Check("mlx", WARN, detail + " (training will run on the CPU)", fix)]
@@ -73,6 +75,150 @@ def _metal_available(mx) -> str:
         return "available" if mx.metal.is_available() else "not available"
     except Exception:
         return "unknown"
+
+
+def _cuda_available(mx) -> str:
+    """MLX's CUDA backend in words; MLX before the CUDA backend has no mx.cuda."""
+    try:
+        return "available" if mx.cuda.is_available() else "not available"
+    except AttributeError:
+        return "not available"
+    except Exception:
+        return "unknown"
+
+
+# ----------------------------------------------------------------------------- GPU
+
+CUDA_MIN_CAPABILITY = (7, 5)  # MLX's CUDA backend needs SM 7.5 (Turing) or newer
+CUDA_SETUP_FIX = "AUTOGOLF_BACKEND=cuda bash scripts/setup.sh (or --cuda13 for driver >= 580)"
+_SMI_FIELDS = ("name", "driver_version", "memory.total", "memory.used", "compute_cap")
+
+
+@dataclass
+class SmiReport:
+    """What nvidia-smi said: one dict per GPU (its _SMI_FIELDS), or why it said nothing."""
+
+    gpus: list[dict[str, str]]
+    error: str | None = None
+
+
+def _nvidia_smi() -> SmiReport | None:
+    """The GPUs nvidia-smi lists, or None when nvidia-smi is not installed.
+
+    compute_cap is a recent query field (driver 510+); older drivers reject it, so the query
+    is repeated without it.
+    """
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    first_line = "no output"
+    for fields in (_SMI_FIELDS, _SMI_FIELDS[:-1]):
+        try:
+            done = subprocess.run([exe, f"--query-gpu={','.join(fields)}",
+                                   "--format=csv,noheader,nounits"],
+                                  capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return SmiReport([], f"nvidia-smi did not run: {exc}")
+        if done.returncode == 0:
+            rows = [line.split(",") for line in done.stdout.splitlines() if line.strip()]
+            return SmiReport([dict(zip(fields, (v.strip() for v in row), strict=False))
+                              for row in rows])
+        lines = (done.stdout + done.stderr).strip().splitlines()
+        first_line = lines[0] if lines else f"exit {done.returncode}"
+    return SmiReport([], f"nvidia-smi failed: {first_line}")
+
+
+def _gib(value: object) -> str:
+    return f"{value / GIB:.1f} GiB" if isinstance(value, int) and value > 0 else "unknown"
+
+
+def _mib_text_as_gib(value: str | None) -> str:
+    try:
+        return f"{float(value) / 1024:.1f} GiB"
+    except (TypeError, ValueError):  # "[N/A]" on some boards
+        return "unknown"
+
+
+def _device_info(mx) -> dict:
+    try:
+        return dict(mx.device_info())
+    except Exception:  # MLX before 0.30 has no mx.device_info
+        return {}
+
+
+def check_gpu() -> list[Check]:
+    """The GPU MLX trains on: CUDA device, driver and memory, or Metal; else why none."""
+    try:
+        mx = _import_mlx()
+    except Exception:
+        return []  # the mlx check already reports the blocker
+    smi = _nvidia_smi()
+    if _cuda_available(mx) == "available":
+        return [_cuda_check(_device_info(mx), smi)]
+    if _metal_available(mx) == "available":
+        info = _device_info(mx)
+        detail = (f"Metal: {info.get('device_name') or info.get('architecture') or 'Apple GPU'},"
+                  f" memory {_gib(info.get('memory_size'))}, recommended working set "
+                  f"{_gib(info.get('max_recommended_working_set_size'))}")
+        return [Check("gpu", OK, detail)]
+    return [_no_mlx_gpu_check(smi)]
+
+
+def _cuda_check(info: dict, smi: SmiReport | None) -> Check:
+    name = info.get("device_name") or "unknown"
+    major, minor = info.get("compute_capability_major"), info.get("compute_capability_minor")
+    capability = f"{major}.{minor}" if isinstance(major, int) else "unknown"
+    driver = "unknown (nvidia-smi not found)"
+    if smi is not None:
+        driver = smi.gpus[0].get("driver_version", "unknown") if smi.gpus else (
+            f"unknown ({smi.error})")
+    total = _gib(info.get("total_memory"))
+    if total == "unknown" and smi is not None and smi.gpus:
+        total = _mib_text_as_gib(smi.gpus[0].get("memory.total"))
+    detail = (f"CUDA: {name}, compute capability {capability}, memory {total} total / "
+              f"{_gib(info.get('free_memory'))} free, driver {driver}")
+    if isinstance(major, int) and isinstance(minor, int) and (major, minor) < CUDA_MIN_CAPABILITY:
+        fix = "MLX's CUDA backend needs compute capability 7.5+; use bash scripts/setup.sh --cpu"
+        return Check("gpu", FAIL, detail, fix)
+    return Check("gpu", OK, detail)
+
+
+def _no_mlx_gpu_check(smi: SmiReport | None) -> Check:
+    if smi is None:
+        return Check("gpu", OK, "none: MLX runs on the CPU (no Metal; nvidia-smi not found)")
+    if not smi.gpus:
+        fix = "check the NVIDIA driver (nvidia-smi must list the GPU), then re-run doctor"
+        return Check("gpu", WARN, f"MLX runs on the CPU; {smi.error}", fix)
+    gpu = smi.gpus[0]
+    detail = (f"MLX runs on the CPU, but nvidia-smi lists {len(smi.gpus)} NVIDIA GPU(s): "
+              f"{gpu.get('name', 'unknown')}, compute capability "
+              f"{gpu.get('compute_cap', 'unknown')}, memory "
+              f"{_mib_text_as_gib(gpu.get('memory.total'))}, driver "
+              f"{gpu.get('driver_version', 'unknown')}")
+    try:
+        capable = tuple(int(x) for x in gpu["compute_cap"].split(".")) >= CUDA_MIN_CAPABILITY
+    except (KeyError, ValueError):
+        capable = True  # unknown: let the CUDA install find out
+    if not capable:
+        return Check("gpu", OK, detail + " (below the 7.5 MLX's CUDA backend needs)")
+    return Check("gpu", WARN, detail, CUDA_SETUP_FIX)
+
+
+def check_timeouts(root: Path) -> list[Check]:
+    """The profile timeouts that apply on this machine, and for which device class."""
+    from loop.config import ConfigError, load_config
+    from loop.platform import device_class
+
+    try:
+        cfg = load_config(root / "autogolf.yaml")
+    except ConfigError as exc:
+        more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+        return [Check("timeouts", FAIL, exc.problems[0] + more,
+                      "fix autogolf.yaml (autogolf run lists every problem)")]
+    device = cfg.device_class or (cfg.device if cfg.device != "auto" else device_class())
+    given = "per device class" if cfg.device_class else "the same on every device"
+    listed = ", ".join(f"{p.name} {p.timeout_s:g} s" for p in cfg.profiles.values())
+    return [Check("timeouts", OK, f"{device} ({given}): {listed}")]
 
 
 def check_sentencepiece() -> list[Check]:
@@ -223,6 +369,8 @@ def run_checks(root: Path) -> list[Check]:
     return [
         *check_python(),
         *check_mlx(),
+        *check_gpu(),
+        *check_timeouts(root),
         *check_sentencepiece(),
         *check_blas(),
         *check_datasets(root),
