@@ -141,6 +141,11 @@ export "${TRAINER_SETTINGS[@]}"
 # Frozen protocol: the seed and the validation are never knobs. Changing the seed is the
 # cheapest fake "improvement" an optimiser finds, so a caller's SEED never reaches the trainer.
 unset SEED VAL_LOSS_EVERY
+# The one seed that reaches the trainer is the judge's: paired runs of the candidate and the
+# incumbent at its seed schedule (keep_rule; the trainer's printed seed is checked).
+if [ -n "${AUTOGOLF_JUDGE_SEED:-}" ]; then
+    export SEED=$AUTOGOLF_JUDGE_SEED
+fi
 # Python writes to a pipe in blocks; unbuffered output makes the progress live through tee.
 export PYTHONUNBUFFERED=1
 

@@ -164,6 +164,9 @@ class Config:
     noise_recalibrate_every_keeps: int = 3  # re-measure the incumbent after N keeps
     noise_rerun_close: int = 2  # extra runs of a candidate that wins by less than the margin
     # Issue 16 (loop/judge/sequential.py): the sequential keep rule, `keep_rule:` section.
+    # The sequential keep rule (loop/judge/sequential.py) decides instead of the calibrated
+    # margin when enabled: paired runs at the judge's seeds until the evidence decides.
+    keep_rule_enabled: bool = False
     keep_alpha: float = 0.02  # false-keep rate allowed per decision
     keep_beta: float = 0.10  # miss rate allowed at the gain a profile can resolve
     keep_min_runs: int = 2  # pairs before the first look (one run never decides)
@@ -589,9 +592,14 @@ class _Reader:
     def keep_rule(self, top: dict, profiles: dict[str, ProfileConfig]) -> dict[str, Any]:
         """`keep_rule:` alpha, beta, min_runs, max_runs (one number or per profile),
         max_pooled_dof (loop/judge/sequential.py)."""
-        keys = ("alpha", "beta", "min_runs", "max_runs", "max_pooled_dof")
+        keys = ("enabled", "alpha", "beta", "min_runs", "max_runs", "max_pooled_dof")
         section = self.mapping(top.get("keep_rule", {}), "keep_rule", keys)
         kw: dict[str, Any] = {}
+        if "enabled" in section:
+            if isinstance(section["enabled"], bool):
+                kw["keep_rule_enabled"] = section["enabled"]
+            else:
+                self.fail("keep_rule.enabled", f"got {section['enabled']!r}", "true | false")
         for key in ("alpha", "beta"):
             rate = self.number(section, key, where="keep_rule", positive=True)
             if rate is not None and not rate < 0.5:

@@ -51,12 +51,18 @@ bonus = float(knobs.get("BONUS_" + profile.upper(), "0"))
 noise = random.Random(f"{profile}:{sorted(knobs.items())}").uniform(-1e-4, 1e-4)
 # NOISE=<sd>: run-to-run noise like an Apple GPU's, different for every RUN_ID (test_noise).
 noise += random.Random(run_id).gauss(0.0, float(knobs.get("NOISE", "0")))
+# The judge's seed (AUTOGOLF_JUDGE_SEED, the sequential rule): SEED_SD=<sd> is the seed's own
+# effect (the same for every code at that seed), SEED_X=<sd> the code's interaction with it.
+seed = os.environ.get("AUTOGOLF_JUDGE_SEED", "1337")
+noise += random.Random(f"seed:{seed}").gauss(0.0, float(knobs.get("SEED_SD", "0")))
+interaction = random.Random(f"{seed}:{sorted(knobs.items())}")
+noise += interaction.gauss(0.0, float(knobs.get("SEED_X", "0")))
 bpb = 1.0 + 0.1 * math.log(float(knobs.get("LR", "0.05")) / 0.05) ** 2 - bonus + noise
 # The frozen protocol (loop/judge/protocol.py): each field a knob; the daemon's overrides win, as in
 # autoresearch.sh. Scoring fewer val tokens "improves" the score: the drift a daemon must catch.
 overrides = os.environ.get("AUTOGOLF_PROTOCOL_OVERRIDES", "").split()
 overrides = dict(pair.split("=", 1) for pair in overrides)
-protocol = {"SEED": "1337", "TOKENIZER_SHA256": "a" * 64, "VAL_SHA256": "b" * 64,
+protocol = {"SEED": seed, "TOKENIZER_SHA256": "a" * 64, "VAL_SHA256": "b" * 64,
             "VAL_TOKENS": "16384", "VAL_MAX_TOKENS": "16384", "ITERATIONS": "4",
             "TRAIN_BATCH_TOKENS": "2048", "TRAIN_SEQ_LEN": "128", "MAX_WALLCLOCK_SECONDS": "0"}
 protocol = {k: overrides.get(k, knobs.get(k, v)) for k, v in protocol.items()}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import time
@@ -28,6 +29,7 @@ from scheduler_helpers import (
     branch_head,
     candidates,
     cli,
+    commit_files,
     fake_runs,
     git,
     kill_at,
@@ -466,3 +468,63 @@ def test_an_experiment_that_does_not_fit_before_the_deadline_is_not_started(repo
     assert reason == ("the next experiment (about 14400 s, from this session's measured runs) "
                       "does not fit before the time limit (--until/--hours)")
     assert len(candidates(repo)) == before
+
+
+# --------------------------------------------------------------------------- sequential rule
+
+
+def sequential_run(repo, *steps: dict, max_runs: int = 6) -> str:
+    cfg = load_config(repo / "autogolf.yaml")
+    cfg = dataclasses.replace(cfg, ladder=("breadth",), keep_rule_enabled=True,
+                              keep_max_runs={p: max_runs for p in cfg.profiles})
+    rules = scheduler.StopRules(max_experiments=len(steps), max_consecutive_failures=0)
+    return scheduler.Scheduler(repo, cfg, rules, proposer=Scripted(*steps),
+                               out=lambda s: None).run()
+
+
+SEEDED = {"SEED_SD": 0.02, "SEED_X": 0.004}  # seed luck as on the CPU at smoke
+
+
+def test_the_sequential_rule_keeps_a_clear_win_in_a_few_paired_runs(repo, tmp_path):
+    commit_files(repo, {"knobs.sh": "LR=0.04\nSEED_SD=0.02\nSEED_X=0.004\n"})
+    sequential_run(repo, {**SEEDED, "BONUS_BREADTH": 0.05})
+    [row] = candidates(repo)
+    seq = row["rungs"]["breadth"]["sequential"]
+    assert row["status"] == "keep" and row["reason"].startswith("at breadth: sequential (")
+    assert 2 <= len(seq["seeds"]) < 6  # more than one run, fewer than the cap
+    assert seq["seeds"] == list(range(1337, 1337 + len(seq["seeds"])))
+    runs = "\n".join(fake_runs(tmp_path))  # the candidate and the incumbent at every seed
+    for seed in seq["seeds"][1:]:
+        assert f"-seed{seed}-breadth" in runs and f"-incumbent-seed{seed}-breadth" in runs
+
+
+def test_the_sequential_rule_never_keeps_on_one_run(repo):
+    commit_files(repo, {"knobs.sh": "LR=0.04\nSEED_SD=0.02\nSEED_X=0.004\n"})
+    sequential_run(repo, {**SEEDED, "BONUS_BREADTH": 0.2})
+    [row] = candidates(repo)
+    assert len(row["rungs"]["breadth"]["sequential"]["seeds"]) >= 2
+
+
+def test_a_change_within_the_seed_noise_is_not_kept_at_the_cap(repo):
+    commit_files(repo, {"knobs.sh": "LR=0.04\nSEED_SD=0.02\nSEED_X=0.004\n"})
+    sequential_run(repo, {**SEEDED, "BONUS_BREADTH": 0.001}, max_runs=4)
+    [row] = candidates(repo)
+    assert row["status"] in ("inconclusive", "discard")
+    assert len(row["rungs"]["breadth"]["sequential"]["seeds"]) <= 4  # never past the cap
+
+
+def test_a_trainer_that_ignores_the_judges_seed_is_a_metric_mismatch(repo):
+    commit_files(repo, {"knobs.sh": "LR=0.04\nSEED_SD=0.02\nSEED_X=0.004\n"})
+    sequential_run(repo, {**SEEDED, "BONUS_BREADTH": 0.01, "SEED": "42"})
+    [row] = candidates(repo)
+    assert row["status"] in ("metric_mismatch", "protocol_drift")
+
+
+def test_status_says_what_each_profile_can_resolve(repo):
+    commit_files(repo, {"knobs.sh": "LR=0.04\nSEED_SD=0.02\nSEED_X=0.004\n"})
+    sequential_run(repo, {**SEEDED, "BONUS_BREADTH": 0.05})
+    done = cli(repo, "status")
+    assert done.returncode == 0, done.stderr
+    assert "what each profile can resolve" in done.stdout
+    assert re.search(r"breadth\s+smallest gain confirmable in \d+ pairs: \d\.\d{4}; a gain "
+                     r"of 0\.002 needs", done.stdout)

@@ -38,7 +38,7 @@ from typing import Any
 from loop.config import Config
 from loop.data import datasets, tokenbytes
 from loop.errors import UserError
-from loop.judge import holdout, noise, protocol, score, verify
+from loop.judge import holdout, noise, protocol, score, sequential, verify
 from loop.judge.verdict import Abandon, Decided, Verdict
 from loop.measure import logparse
 from loop.measure.logparse import TrainerLog
@@ -48,6 +48,9 @@ from loop.store.rows import Experiment, incumbent_rung, incumbents
 # The METRIC val_bpb may be rounded by the extractor (4 decimals at worst, error <= 5e-5);
 # the raw log's exact line has 8. A larger difference is a different number, not rounding.
 BPB_TOLERANCE = 5e-5
+# The protocol's seed (autoresearch.sh's trainer default): the first pair of a sequential
+# decision is the candidate's and the incumbent's run at it; the others follow the schedule.
+BASE_SEED = 1337
 # Scores are printed with 8 decimals, so differences below 1e-9 are float noise: a candidate
 # exactly at the margin must not lose because 1.2365 - 1.2345 is 0.0019999999999997797.
 _FLOAT_SLACK = 1e-9
@@ -395,7 +398,10 @@ class Judge:
             inc_rung = incumbent_rung(rows, exp.session, profile, exp.head, self.dataset_id,
                                       exp.base_code)
             incumbent, n_incumbent = self.check_protocol(exp, profile, run, incumbent, inc_rung)
-            judged = self.judge_rung(rows, exp, profile, run.val_bpb, incumbent, n_incumbent)
+            if self.cfg.keep_rule_enabled and incumbent is not None:
+                judged = self.judge_sequential(rows, exp, profile, run.val_bpb, inc_rung)
+            else:
+                judged = self.judge_rung(rows, exp, profile, run.val_bpb, incumbent, n_incumbent)
             margin = judged.margin
             if judged.verdict.status != "keep":
                 self.drop_artifact(exp.rungs[profile])
@@ -467,6 +473,91 @@ class Judge:
             "spread": estimate.spread, "source": estimate.describe(), "k": self.cfg.noise_k,
             "margin": judged.margin, "runs": len(judged.values), "incumbent_runs": n_incumbent}
         return judged
+
+    # ---- the sequential rule (issue 16, keep_rule.enabled)
+
+    def judge_sequential(self, rows: list[dict], exp: Experiment, profile: str, first: float,
+                         inc_rung: dict) -> Judgement:
+        """Paired runs of the candidate and the incumbent at the judge's seeds until the
+        sequential test decides (loop.judge.sequential), or its cap: `inconclusive`."""
+        rule = self.cfg.sequential_rule(profile)
+        pool = sequential.SpreadPool.from_decisions(
+            self._earlier_diffs(rows, profile), max_pooled_dof=self.cfg.keep_max_pooled_dof)
+        seeds = sequential.seed_schedule(BASE_SEED, rule.max_runs)
+        known = self._incumbent_runs(rows, exp, profile, inc_rung)
+
+        def next_pair(i: int) -> tuple[float, float]:
+            seed = seeds[i]
+            candidate = first if i == 0 else self._seeded(exp, profile, seed, incumbent=False)
+            if seed not in known:
+                known[seed] = self._seeded(exp, profile, seed, incumbent=True)
+            return candidate, known[seed]
+
+        outcome = sequential.run_decision(next_pair, rule, pool)
+        n = len(outcome.pairs)
+        rung = exp.rungs[profile]
+        rung["sequential"] = {"seeds": seeds[:n], "candidate": [c for c, _ in outcome.pairs],
+                              "incumbent": [i for _, i in outcome.pairs],
+                              "diffs": outcome.diffs, "decision": outcome.decision,
+                              "stats": outcome.stats}
+        if n > 1:
+            rung.update(runs=[c for c, _ in outcome.pairs], first_val_bpb=first,
+                        val_bpb=outcome.candidate_mean)
+        status = {"keep": "keep", "discard": "discard"}.get(outcome.decision, "inconclusive")
+        verdict = Verdict(status, f"sequential ({n} paired runs): {outcome.reason}", None,
+                          rung["val_bpb"])
+        return Judgement(verdict, [c for c, _ in outcome.pairs], 0.0)
+
+    def _seeded(self, exp: Experiment, profile: str, seed: int, incumbent: bool) -> float:
+        """One run at `seed` of the candidate, or of the incumbent (the candidate set aside)."""
+        who = "the incumbent" if incumbent else "the candidate"
+        self._abandon_if_stopping(f"before {who}'s run at seed {seed} ({profile})")
+        self.bench.say(f"{exp.id} {profile}: {who} at seed {seed}")
+        env = {"AUTOGOLF_JUDGE_SEED": str(seed)}
+        tag = f"-{'incumbent-' if incumbent else ''}seed{seed}"
+        if incumbent:
+            self.bench.set_aside(exp)
+            try:
+                run = self._record(exp, profile, tag, self.bench.run(exp, profile, tag, env))
+            finally:
+                self.bench.put_back(exp)
+        else:
+            run = self.measure(exp, profile, tag, env)
+        self._abandon_if_stopping(f"during {who}'s run at seed {seed} ({profile})")
+        if run.verdict is not None:
+            status = "inconclusive" if incumbent else run.verdict.status
+            raise Decided(status, f"at {profile}, {who} at seed {seed}: {run.verdict.reason}")
+        printed = (run.rung.get("protocol") or {}).get("seed")
+        if printed != str(seed):
+            raise Decided("metric_mismatch", f"at {profile}: the judge asked {who} for seed "
+                          f"{seed}; the trainer says it ran at seed {printed}")
+        return run.val_bpb
+
+    def _earlier_diffs(self, rows: list[dict], profile: str) -> list[list[float]]:
+        """The paired differences of this session's earlier decisions at `profile`."""
+        found = []
+        for row in rows:
+            seq = ((row.get("rungs") or {}).get(profile) or {}).get("sequential")
+            if isinstance(seq, dict) and row.get("dataset") == self.dataset_id:
+                found.append([float(d) for d in seq.get("diffs") or []])
+        return found
+
+    def _incumbent_runs(self, rows: list[dict], exp: Experiment, profile: str,
+                        inc_rung: dict) -> dict[int, float]:
+        """The incumbent's runs by seed that are already known: at the protocol seed, its
+        own runs when it won as a candidate, and earlier decisions' runs of it."""
+        if profile in exp.trust.get("incumbent_remeasured", {}):
+            return {BASE_SEED: exp.trust["incumbent_remeasured"][profile]["val_bpb"]}
+        known: dict[int, float] = {}
+        own = inc_rung.get("sequential") or {}
+        known.update(zip(own.get("seeds") or [], own.get("candidate") or [], strict=False))
+        for row in rows:
+            seq = ((row.get("rungs") or {}).get(profile) or {}).get("sequential")
+            if isinstance(seq, dict) and row.get("base_code") == exp.base_code and (
+                    row.get("dataset") == self.dataset_id):
+                known.update(zip(seq.get("seeds") or [], seq.get("incumbent") or [], strict=False))
+        known[BASE_SEED] = inc_rung.get("first_val_bpb", inc_rung.get("val_bpb"))
+        return known
 
     def rerun(self, exp: Experiment, profile: str, number: int) -> float:
         self._abandon_if_stopping(f"before re-run {number} at {profile}")

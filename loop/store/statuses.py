@@ -60,6 +60,8 @@ _TABLE = (
            idea_after="invalid"),
     Status("metric_mismatch", "a printed figure disagrees with the daemon's own reading",
            failure=True, idea_after="invalid", judged=True),
+    Status("inconclusive", "the sequential rule was still undecided at its cap on paired runs: "
+           "worth a stronger profile", failed_run=False, pi="discard", in_spec=False),
     Status("duplicate", "the same change was already measured on this incumbent",
            says_about_change=False, failed_run=False, pi="discard"),
     Status("interrupted", "the daemon was stopped before the decision", says_about_change=False,

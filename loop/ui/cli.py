@@ -196,11 +196,45 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("no session yet: start one with `autogolf run`")
     else:
         _print_session(rows, session)
+        _print_resolution(paths, rows, session)
     _print_running(paths)
     manual = [r for r in rows if r.get("type") == "experiment" and r.get("manual")]
     if manual:
         print(f"manual runs: {len(manual)} (last {manual[-1]['id']}; `autogolf show ID`)")
     return 0
+
+
+def _print_resolution(paths: Paths, rows: list[dict], session: str) -> None:
+    """Per profile, what the sequential rule's run cap can confirm with the spread measured
+    so far this session (issue 16): the smallest gain, and the pairs min_improvement needs."""
+    from loop.config import load_config
+    from loop.judge import sequential
+
+    try:
+        cfg = load_config(paths.repo / "autogolf.yaml")
+    except (ConfigError, OSError):
+        return
+    lines = []
+    for profile in cfg.ladder:
+        diffs = [((r.get("rungs") or {}).get(profile) or {}).get("sequential", {}).get("diffs")
+                 for r in rows_view.session_experiments(rows, session)]
+        decisions = [d for d in diffs if d]
+        if not decisions:
+            continue
+        rule = cfg.sequential_rule(profile)
+        pool = sequential.SpreadPool.from_decisions(decisions[:-1],
+                                                    max_pooled_dof=cfg.keep_max_pooled_dof)
+        spread = pool.estimate(decisions[-1])  # the latest decision, with the earlier ones
+        gain = sequential.resolvable_gain(rule, spread)
+        need = sequential.pairs_to_resolve(rule, spread, cfg.min_improvement)
+        need_text = f"{need} pairs" if need is not None else "more than any cap here"
+        lines.append(f"  {profile:<8} smallest gain confirmable in {rule.max_runs} pairs: "
+                     f"{'unknown' if gain is None else f'{gain:.4f}'}; a gain of "
+                     f"{cfg.min_improvement:g} needs {need_text} "
+                     f"({len(decisions)} decisions)")
+    if lines:
+        print("what each profile can resolve (sequential rule, this session's spread):")
+        print("\n".join(lines))
 
 
 def _print_session(rows: list[dict], session: str) -> None:
