@@ -528,3 +528,31 @@ def test_status_says_what_each_profile_can_resolve(repo):
     assert "what each profile can resolve" in done.stdout
     assert re.search(r"breadth\s+smallest gain confirmable in \d+ pairs: \d\.\d{4}; a gain "
                      r"of 0\.002 needs", done.stdout)
+
+
+def test_a_full_request_measures_the_incumbent_at_full_on_its_own_row(repo):
+    def request_full(tree: Path) -> Proposal:
+        (repo / ".autogolf" / "FULL").touch()  # a person asks while E0002 is proposed
+        (tree / "notes.md").write_text("asked for full\n")
+        return Proposal("notes", None)
+
+    run_daemon(repo, request_full, {"LR": 0.05}, ladder=("breadth",), max_experiments=2)
+    full = [r for r in baselines(repo) if "full" in r["rungs"]]
+    assert len(full) == 1 and full[0]["description"].startswith(
+        "full evaluation of the incumbent on request")
+    assert all(set(r["rungs"]) <= {"breadth"} for r in candidates(repo))  # never mixed
+    assert not (repo / ".autogolf" / "FULL").exists()  # consumed
+
+
+def test_proxy_fidelity_is_the_rank_correlation_of_breadth_and_confirm_gains():
+    from loop.ui.cli import rank_correlation, rung_gains
+
+    rows = [{"incumbent_before": {"breadth": 1.0, "confirm": 1.0},
+             "rungs": {"breadth": {"val_bpb": 1.0 - g}, "confirm": {"val_bpb": 1.0 - h}}}
+            for g, h in [(0.01, 0.008), (0.02, 0.011), (0.03, 0.02), (0.04, 0.001)]]
+    rows.append({"incumbent_before": {"breadth": 1.0}, "rungs": {"breadth": {"val_bpb": 0.9}}})
+    pairs = rung_gains(rows, "breadth", "confirm")
+    assert len(pairs) == 4  # the one without a confirm figure is left out
+    assert rank_correlation(pairs) == pytest.approx(-0.2)  # ranks 0 1 2 3 vs 1 2 3 0
+    assert rank_correlation(pairs[:3]) == pytest.approx(1.0)
+    assert rank_correlation(pairs[:2]) is None  # too few to say

@@ -68,6 +68,9 @@ from loop.workspace.hook import WorkspaceHook
 __all__ = ["Scheduler", "StopRules"]
 
 
+FULL_REQUEST = "FULL"  # .autogolf/FULL: measure the incumbent at `full` after this experiment
+
+
 class Scheduler:
     """`autogolf run`: ask -> run -> tell, experiment after experiment."""
 
@@ -149,6 +152,7 @@ class Scheduler:
             if row is None:
                 return "the proposer has nothing left to propose"
             tally.add(row["status"])
+            self._full_if_requested()
             if row["status"] == "keep":
                 self._maybe_full()
                 self.judge.maybe_recalibrate(self.session_rows)
@@ -357,6 +361,16 @@ class Scheduler:
         self.events.decided(row["id"], row["status"], row["reason"])
         self.events.recorded(row)
         return row
+
+    def _full_if_requested(self) -> None:
+        """`touch .autogolf/FULL`: the incumbent is measured at `full` after the current
+        experiment (its own baseline row, never compared with the proxies)."""
+        request = self.paths.home / FULL_REQUEST
+        if not request.exists() or "full" not in self.cfg.profiles or self._signal:
+            return
+        request.unlink(missing_ok=True)  # consumed: one full run per request
+        self._baseline("full", description=f"full evaluation of the incumbent on request "
+                                           f"({self.paths.rel(request)})")
 
     def _maybe_full(self) -> None:
         every = self.cfg.full_every_keeps

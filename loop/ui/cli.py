@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import statistics
 import sys
 from collections import Counter
 from pathlib import Path
@@ -197,11 +198,65 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         _print_session(rows, session)
         _print_resolution(paths, rows, session)
+        _print_fidelity(rows_view.session_experiments(rows, session))
     _print_running(paths)
     manual = [r for r in rows if r.get("type") == "experiment" and r.get("manual")]
     if manual:
         print(f"manual runs: {len(manual)} (last {manual[-1]['id']}; `autogolf show ID`)")
     return 0
+
+
+def rung_gains(rows: list[dict], cheap: str, strong: str) -> list[tuple[float, float]]:
+    """(gain at `cheap`, gain at `strong`) of each candidate measured at both rungs."""
+    pairs = []
+    for row in rows:
+        if row.get("baseline"):
+            continue
+        before, rungs = row.get("incumbent_before") or {}, row.get("rungs") or {}
+        values = [(before.get(p), (rungs.get(p) or {}).get("val_bpb")) for p in (cheap, strong)]
+        if all(isinstance(a, (int, float)) and isinstance(b, (int, float)) for a, b in values):
+            pairs.append((values[0][0] - values[0][1], values[1][0] - values[1][1]))
+    return pairs
+
+
+def rank_correlation(pairs: list[tuple[float, float]]) -> float | None:
+    """Spearman's rank correlation (average ranks for ties); None below 3 pairs or no spread."""
+    if len(pairs) < 3:
+        return None
+
+    def ranks(values: list[float]) -> list[float]:
+        order = sorted(range(len(values)), key=values.__getitem__)
+        out = [0.0] * len(values)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                out[order[k]] = (i + j) / 2
+            i = j + 1
+        return out
+
+    a, b = ranks([p[0] for p in pairs]), ranks([p[1] for p in pairs])
+    try:
+        return statistics.correlation(a, b)
+    except statistics.StatisticsError:  # every gain the same at one rung
+        return None
+
+
+def _print_fidelity(exps: list[dict]) -> None:
+    """How well the cheap rung predicts the next (issue 16: short proxies mislead)."""
+    ladder = [p for p in ("breadth", "confirm") if any(p in (r.get("rungs") or {}) for r in exps)]
+    if len(ladder) < 2:
+        return
+    pairs = rung_gains(exps, *ladder)
+    rho = rank_correlation(pairs)
+    if rho is None:
+        return
+    warn = ("  <- poor: breadth wins often do not hold at confirm; consider a stronger "
+            "breadth profile") if rho < 0.5 and len(pairs) >= 5 else ""
+    print(f"proxy fidelity: breadth -> confirm gain rank correlation {rho:.2f} over "
+          f"{len(pairs)} candidates{warn}")
 
 
 def _print_resolution(paths: Paths, rows: list[dict], session: str) -> None:
