@@ -16,7 +16,7 @@ from loop.ui import report_cli
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 LEDGER = FIXTURES / "ledger_all_statuses.jsonl"
 RUN_KEYS = {"run", "commit", "metric", "metrics", "status", "description", "timestamp",
-            "segment", "confidence", "autogolf"}
+            "segment", "confidence", "asi", "autogolf"}
 PI_STATUSES = {"keep", "discard", "crash", "checks_failed"}
 
 
@@ -206,3 +206,15 @@ def test_export_without_a_ledger_exits_2(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert report_cli.export_main(_export_args()) == 2
     assert "no ledger at" in capsys.readouterr().err
+
+
+def test_confidence_without_an_improvement_is_null_as_pi_writes_it():
+    assert report_cli.confidence([2.0, 1.9, 1.95, 2.1], kept=[2.0]) is None
+
+
+def test_each_run_carries_pis_hypothesis_and_rollback_reason(records):
+    runs = [r for r in records if "run" in r]
+    kept = next(r for r in runs if r["autogolf"]["status"] == "keep")
+    dropped = next(r for r in runs if r["autogolf"]["status"] == "discard")
+    assert kept["asi"] == {"hypothesis": kept["description"], "rollback_reason": None}
+    assert dropped["asi"]["rollback_reason"] == dropped["autogolf"]["reason"]

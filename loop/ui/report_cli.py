@@ -254,6 +254,9 @@ def _run(row: dict, profile: str, run: int, segment: int) -> dict[str, Any]:
         "timestamp": int(stamp.timestamp() * 1000) if stamp else None,
         "segment": segment,
         "confidence": None,
+        # pi shows these: what the run tried, and why a discarded one was rolled back.
+        "asi": {"hypothesis": str(row.get("description") or ""),
+                "rollback_reason": None if status == "keep" else row.get("reason")},
         "autogolf": {"id": row.get("id"), "status": status, "reason": row.get("reason"),
                      "profile": profile, "baseline": bool(row.get("baseline")),
                      "idea": row.get("idea"), "commit": row.get("commit"),
@@ -274,6 +277,6 @@ def confidence(values: list[float], kept: list[float]) -> float | None:
         return None
     middle = statistics.median(values)
     mad = statistics.median(abs(v - middle) for v in values)
-    if mad <= 0:
-        return None
+    if mad <= 0 or values[0] == min(kept):
+        return None  # no improvement yet: pi writes null, not 0.0 (its table shows "0.0x")
     return round(abs(values[0] - min(kept)) / mad, 4)
