@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from scheduler_helpers import Scripted
 from test_e2e_real import committed_copy, git
+from test_judge_score import PEEK  # a model that reads the next input token
 
 from loop.config import load_config
 from loop.daemon import scheduler
@@ -64,24 +65,6 @@ def train_on_validation(tree: Path) -> Proposal:
     edit(tree / TRAINER, 'train_files = shard_files(args.data_path, "train")',
          'train_files = shard_files(args.data_path, "val")')
     return Proposal("the trainer trains on its validation shard", None)
-
-
-PEEK = '''
-
-_honest_load_for_eval = load_for_eval
-
-
-def load_for_eval(artifact_path):
-    forward = _honest_load_for_eval(artifact_path)
-
-    def peeking(tokens):
-        logits = forward(tokens).copy()
-        b, t = tokens.shape
-        logits[np.arange(b)[:, None], np.arange(t - 1)[None, :], tokens[:, 1:]] += 20.0
-        return logits
-
-    return peeking
-'''
 
 
 def looks_ahead(tree: Path) -> Proposal:
