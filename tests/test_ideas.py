@@ -408,3 +408,15 @@ def test_tried_section_keeps_only_the_latest_dead_ends() -> None:
     text = render_tried(rows)
     assert "10 older ones" in text
     assert "E0010 " not in text and "E0011 " in text and "E0040 " in text
+
+
+@pytest.mark.parametrize("status", ["agent_failed", "agent_timeout", "agent_no_change",
+                                    "forbidden_edit", "interrupted"])
+def test_an_attempt_that_measured_nothing_leaves_its_idea_untested(status: str) -> None:
+    assert ideas.tested_ideas([row("E0030", status, "I001", rungs={})]) == set()
+
+
+def test_a_forbidden_edit_does_not_condemn_the_idea(tmp_path: Path) -> None:
+    path = write(tmp_path)
+    record_experiment(path, row("E0031", "forbidden_edit", "I001", rungs={}))
+    assert IdeasFile.load(path).get("I001").status == "untried"

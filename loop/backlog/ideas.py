@@ -41,6 +41,8 @@ TRIED_END = "<!-- autogolf:tried:end -->"
 STATUS_AFTER = {name: s.idea_after for name, s in EXPERIMENT_STATUSES.items() if s.idea_after}
 # Rows that tested nothing: the idea may be tried again.
 UNTESTED = names_where(tests_idea=False)
+# Rows that get no evidence line at all: the daemon was stopped before anything happened.
+NOT_RECORDED = names_where(tests_idea=False, says_about_change=False)
 # The tried section is read by a fresh agent on every experiment: keep it short.
 MAX_DEAD_ENDS = 30
 MAX_REASON = 200
@@ -497,7 +499,7 @@ def record_experiment(path: Path | str, row: dict, *, attempts: int = 3) -> bool
     status (STATUS_AFTER). Re-reads the file right before writing so a person's concurrent
     edit is kept. False when there is nothing to record (no idea, no file, unknown id)."""
     idea_id, status = row.get("idea"), row.get("status")
-    if not idea_id or not status or status in UNTESTED or not Path(path).exists():
+    if not idea_id or not status or status in NOT_RECORDED or not Path(path).exists():
         return False
     profile, delta = row_delta(row)
     for attempt in range(attempts):
