@@ -191,4 +191,17 @@ def test_statuses_are_the_spec_list_plus_the_documented_additions():
     assert spec <= set(STATUSES)
     # README.md "Statuses" documents each addition.
     assert set(STATUSES) - spec == {"agent_failed", "agent_timeout", "agent_no_change",
-                                    "agent_touched_git", "protocol_drift"}
+                                    "agent_touched_git", "protocol_drift", "unjudged",
+                                    "inconclusive"}
+
+
+def test_the_status_table_marks_spec_statuses_and_documents_every_addition(repo_root):
+    from loop.store.statuses import STATUSES as TABLE
+
+    readme = (repo_root / "README.md").read_text()
+    for name, status in TABLE.items():
+        assert status.in_spec == (name in {"keep", "discard", "crash", "timeout",
+                                           "checks_failed", "over_cap", "forbidden_edit",
+                                           "invalid_metric", "metric_mismatch", "duplicate",
+                                           "interrupted"})
+        assert status.in_spec or f"`{name}`" in readme, f"README does not document {name}"
