@@ -52,6 +52,7 @@ checks: {command: "true"}
 editable: [knobs.sh]
 protected: [autogolf.yaml, bench.txt]
 judge: {enabled: false}  # the canned log has no model to score: this measures the loop alone
+keep_rule: {enabled: false}  # nor seed effects: one run per decision, the loop's own cost
 knobs:
   LR: {file: knobs.sh, kind: env, type: float, low: 0.0001, high: 10.0, scale: log}
   WD: {file: knobs.sh, kind: env, type: float, low: 0.0001, high: 10.0, scale: log}

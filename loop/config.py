@@ -166,7 +166,7 @@ class Config:
     # Issue 16 (loop/judge/sequential.py): the sequential keep rule, `keep_rule:` section.
     # The sequential keep rule (loop/judge/sequential.py) decides instead of the calibrated
     # margin when enabled: paired runs at the judge's seeds until the evidence decides.
-    keep_rule_enabled: bool = False
+    keep_rule_enabled: bool = True
     keep_alpha: float = 0.02  # false-keep rate allowed per decision
     keep_beta: float = 0.10  # miss rate allowed at the gain a profile can resolve
     keep_min_runs: int = 2  # pairs before the first look (one run never decides)

@@ -134,6 +134,10 @@ stop: {max_consecutive_failures: 3}
 # The fake benchmark prints a trainer's lines but writes no model: nothing for the judge to
 # score (tests/test_judge_*.py and the real-trainer tests run with the judge on).
 judge: {enabled: false}
+# Its scores ignore the seed unless SEED_SD is set, so paired differences never vary and the
+# sequential rule could not decide: these tests exercise the margin rule, and the sequential
+# rule's own tests (test_scheduler.py, test_judge_loop.py, test_e2e_real.py) switch it on.
+keep_rule: {enabled: false}
 """
 
 # Runs the scheduler in its own process with a scripted proposer, so a test can SIGKILL it

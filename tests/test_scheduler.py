@@ -520,6 +520,30 @@ def test_a_trainer_that_ignores_the_judges_seed_is_a_metric_mismatch(repo):
     assert row["status"] in ("metric_mismatch", "protocol_drift")
 
 
+def test_after_a_keep_the_next_decision_measures_the_new_incumbent_at_fresh_seeds(repo):
+    commit_files(repo, {"knobs.sh": "LR=0.04\nSEED_SD=0.02\nSEED_X=0.004\n"})
+    sequential_run(repo, {**SEEDED, "BONUS_BREADTH": 0.05},
+                   {**SEEDED, "BONUS_BREADTH": 0.05, "LR": 0.05})
+    kept, second = [r["rungs"]["breadth"]["sequential"] for r in candidates(repo)]
+    assert kept["decision"] == "keep" and kept["epoch"] == 0
+    assert second["epoch"] == 1 and second["seeds"][0] == 1337  # the screening run's seed
+    assert not set(second["seeds"][1:]) & set(kept["seeds"])  # never its selected runs
+    assert second["incumbent_id"] == candidates(repo)[0]["id"]
+    assert kept["estimate"]["selected"] is True  # its score is flagged as optimistic
+
+
+def test_the_sequential_rule_spends_no_calibration_runs_on_a_baseline(repo, tmp_path):
+    commit_files(repo, {"knobs.sh": "LR=0.04\nSEED_SD=0.02\nSEED_X=0.004\n"})
+    cfg = load_config(repo / "autogolf.yaml")
+    cfg = dataclasses.replace(cfg, ladder=("breadth",), keep_rule_enabled=True,
+                              noise_runs={"breadth": 5})
+    rules = scheduler.StopRules(max_experiments=1, max_consecutive_failures=0)
+    scheduler.Scheduler(repo, cfg, rules, proposer=Scripted({**SEEDED, "BONUS_BREADTH": 0.3}),
+                        out=lambda s: None).run()
+    [base] = baselines(repo)
+    assert "runs" not in base["rungs"]["breadth"] and not base.get("calibration")
+
+
 def test_status_says_what_each_profile_can_resolve(repo):
     commit_files(repo, {"knobs.sh": "LR=0.04\nSEED_SD=0.02\nSEED_X=0.004\n"})
     sequential_run(repo, {**SEEDED, "BONUS_BREADTH": 0.05})

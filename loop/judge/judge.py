@@ -437,7 +437,8 @@ class Judge:
             return Verdict("interrupted", f"stopped by {signal} during the baseline")
         if run.verdict is not None:
             return Verdict(run.verdict.status, f"baseline at {profile}: {run.verdict.reason}")
-        self.calibrate(exp, profile)
+        if not self.cfg.keep_rule_enabled:  # the sequential rule measures its own spread
+            self.calibrate(exp, profile)
         return Verdict("keep", "baseline")
 
     def noise_estimate(self, rows: list[dict], profile: str) -> noise.NoiseEstimate:
@@ -483,7 +484,8 @@ class Judge:
         rule = self.cfg.sequential_rule(profile)
         pool = sequential.SpreadPool.from_decisions(
             self._earlier_diffs(rows, profile), max_pooled_dof=self.cfg.keep_max_pooled_dof)
-        seeds = sequential.seed_schedule(BASE_SEED, rule.max_runs)
+        epoch = self._epoch(rows, exp)
+        seeds = sequential.decision_seeds(BASE_SEED, rule.max_runs, epoch)
         known = self._incumbent_runs(rows, exp, profile, inc_rung)
 
         def next_pair(i: int) -> tuple[float, float]:
@@ -496,10 +498,14 @@ class Judge:
         outcome = sequential.run_decision(next_pair, rule, pool)
         n = len(outcome.pairs)
         rung = exp.rungs[profile]
+        inc = incumbents(rows, exp.session, exp.head, self.dataset_id, exp.base_code)
         rung["sequential"] = {"seeds": seeds[:n], "candidate": [c for c, _ in outcome.pairs],
                               "incumbent": [i for _, i in outcome.pairs],
                               "diffs": outcome.diffs, "decision": outcome.decision,
-                              "stats": outcome.stats}
+                              "stats": outcome.stats, "epoch": epoch,
+                              "incumbent_id": (inc.get(profile) or {}).get("id")}
+        if outcome.decision == "keep":  # its runs won because they were lucky too
+            rung["sequential"]["estimate"] = outcome.incumbent_estimate()
         if n > 1:
             rung.update(runs=[c for c, _ in outcome.pairs], first_val_bpb=first,
                         val_bpb=outcome.candidate_mean)
@@ -507,6 +513,12 @@ class Judge:
         verdict = Verdict(status, f"sequential ({n} paired runs): {outcome.reason}", None,
                           rung["val_bpb"])
         return Judgement(verdict, [c for c, _ in outcome.pairs], 0.0)
+
+    def _epoch(self, rows: list[dict], exp: Experiment) -> int:
+        """The keeps of this session so far: each moves the seeds to a fresh block."""
+        return sum(1 for r in rows if r.get("type") == "experiment" and r.get("status") == "keep"
+                   and not r.get("baseline") and r.get("session") == exp.session
+                   and r.get("dataset") == self.dataset_id)
 
     def _seeded(self, exp: Experiment, profile: str, seed: int, incumbent: bool) -> float:
         """One run at `seed` of the candidate, or of the incumbent (the candidate set aside)."""
@@ -544,13 +556,11 @@ class Judge:
 
     def _incumbent_runs(self, rows: list[dict], exp: Experiment, profile: str,
                         inc_rung: dict) -> dict[int, float]:
-        """The incumbent's runs by seed that are already known: at the protocol seed, its
-        own runs when it won as a candidate, and earlier decisions' runs of it."""
+        """The incumbent's runs by seed that are already known: at the protocol seed, and
+        earlier decisions' runs of it (never its own selected runs from when it won)."""
         if profile in exp.trust.get("incumbent_remeasured", {}):
             return {BASE_SEED: exp.trust["incumbent_remeasured"][profile]["val_bpb"]}
         known: dict[int, float] = {}
-        own = inc_rung.get("sequential") or {}
-        known.update(zip(own.get("seeds") or [], own.get("candidate") or [], strict=False))
         for row in rows:
             seq = ((row.get("rungs") or {}).get(profile) or {}).get("sequential")
             if isinstance(seq, dict) and row.get("base_code") == exp.base_code and (
@@ -594,7 +604,10 @@ class Judge:
                        f"{_fmt(spread)}")
 
     def maybe_recalibrate(self, rows: list[dict]) -> None:
-        """After every N keeps, measure the incumbent again at each calibrated rung."""
+        """After every N keeps, measure the incumbent again at each calibrated rung (the
+        margin rule's calibration; the sequential rule re-measures incumbents in its pairs)."""
+        if self.cfg.keep_rule_enabled:
+            return
         keeps = 0
         for row in reversed(rows):
             if row.get("calibration"):
