@@ -128,3 +128,22 @@ def _fake_macos(monkeypatch) -> list[list[str]]:
     monkeypatch.setattr(endsummary.subprocess, "run",
                         lambda cmd, **kwargs: calls.append(cmd))
     return calls
+
+
+def test_summary_says_where_the_sessions_time_went():
+    rows = [{"type": "session", "session": "S", "timestamp": "2026-12-01T23:00:00+00:00"},
+            {"type": "experiment", "id": "E0001", "session": "S", "baseline": True,
+             "status": "keep", "rungs": {}, "time_s": {"screen": 60.0}},
+            {"type": "experiment", "id": "E0002", "session": "S", "status": "discard",
+             "rungs": {}, "time_s": {"propose": 30.0, "screen": 120.0, "repeats": 600.0,
+                                     "incumbent": 300.0, "judge": 45.0, "checks": 5.0}},
+            {"type": "stop", "session": "S", "timestamp": "2026-12-01T23:30:00+00:00",
+             "reason": "done"}]
+    text = endsummary.end_of_run_summary(rows, "S")
+    assert ("where the time went: more seeds / re-runs 10m 00s, incumbent runs 5m 00s, first "
+            "runs 2m 00s, baselines 1m 00s, the judge's scoring 45s, proposing 30s, checks 5s; "
+            "30m 00s from start to stop") in text
+
+
+def test_summary_leaves_out_the_split_when_no_row_recorded_it(rows):
+    assert "where the time went" not in endsummary.end_of_run_summary(rows, FIRST)

@@ -433,3 +433,35 @@ def test_report_opens_in_headless_chromium_without_console_errors(built, tmp_pat
     assert "<h1>autogolf report</h1>" in done.stdout
     assert done.stdout.count('class="chart"') == 2
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+def _sequential_session() -> list[dict]:
+    """A session whose keep E0002 is re-measured as E0003's incumbent at fresh seeds."""
+    seq = {"seeds": [1337, 1338, 1339], "candidate": [1.00, 1.01, 1.02],
+           "incumbent": [1.05, 1.06, 1.08], "diffs": [0.05, 0.05, 0.06], "decision": "keep",
+           "estimate": {"val_bpb": 1.01, "runs": 3, "selected": True}}
+    later = {"seeds": [1337, 2338, 2339], "candidate": [1.03, 1.04, 1.05],
+             "incumbent": [1.00, 1.03, 1.05], "diffs": [-0.03, -0.01, 0.0],
+             "decision": "discard", "incumbent_id": "E0002"}
+    return [{"type": "session", "session": "S1", "timestamp": "2026-12-01T23:00:00+00:00"},
+            {"type": "experiment", "id": "E0002", "session": "S1", "status": "keep",
+             "rungs": {"breadth": {"val_bpb": 1.01, "sequential": seq}}},
+            {"type": "experiment", "id": "E0003", "session": "S1", "status": "discard",
+             "rungs": {"breadth": {"val_bpb": 1.04, "sequential": later}},
+             "time_s": {"screen": 10.0, "repeats": 20.0, "incumbent": 20.0}}]
+
+
+def test_report_says_what_each_profile_can_resolve_and_the_refreshed_keep(tmp_path):
+    from loop.judge.sequential import SequentialRule
+
+    rules = {"breadth": SequentialRule(0.002, max_runs=10)}
+    index = report.build_report(_sequential_session(), tmp_path, rules=rules)
+    text = (tmp_path / "summary.md").read_text()
+    assert re.search(r"session S1: resolvable: breadth\s+smallest gain confirmable in 10 "
+                     r"pairs: \d\.\d{4}; a gain of 0\.002 needs", text)
+    # selected at 1.0100; measured again at the two seeds its keep never saw: (1.03+1.05)/2
+    assert ("kept score: breadth  E0002: 1.0100 from its 3 selected runs; 1.0400 at 2 fresh "
+            "seed(s) (+0.0300)") in text
+    assert "where the time went: first runs" not in text  # largest first
+    assert "where the time went: more seeds / re-runs 20s" in text
+    assert "What the evidence can resolve" in index.read_text()

@@ -532,6 +532,18 @@ def test_after_a_keep_the_next_decision_measures_the_new_incumbent_at_fresh_seed
     assert kept["estimate"]["selected"] is True  # its score is flagged as optimistic
 
 
+def test_each_row_says_where_its_time_went(repo):
+    commit_files(repo, {"knobs.sh": "LR=0.04\nSEED_SD=0.02\nSEED_X=0.004\n"})
+    sequential_run(repo, {**SEEDED, "BONUS_BREADTH": 0.05})
+    [row] = candidates(repo)
+    spent = row["time_s"]
+    assert {"propose", "checks", "screen", "repeats", "incumbent"} <= set(spent)
+    seq = row["rungs"]["breadth"]["sequential"]
+    # the first run's own wall_s is the screening time; the other seeds are the repeats
+    assert spent["screen"] == pytest.approx(row["rungs"]["breadth"]["wall_s"], abs=1e-3)
+    assert len(seq["seeds"]) >= 2 and spent["repeats"] > 0 and spent["incumbent"] > 0
+
+
 def test_the_sequential_rule_spends_no_calibration_runs_on_a_baseline(repo, tmp_path):
     commit_files(repo, {"knobs.sh": "LR=0.04\nSEED_SD=0.02\nSEED_X=0.004\n"})
     cfg = load_config(repo / "autogolf.yaml")
@@ -569,7 +581,7 @@ def test_a_full_request_measures_the_incumbent_at_full_on_its_own_row(repo):
 
 
 def test_proxy_fidelity_is_the_rank_correlation_of_breadth_and_confirm_gains():
-    from loop.ui.cli import rank_correlation, rung_gains
+    from loop.ui.evidence import rank_correlation, rung_gains
 
     rows = [{"incumbent_before": {"breadth": 1.0, "confirm": 1.0},
              "rungs": {"breadth": {"val_bpb": 1.0 - g}, "confirm": {"val_bpb": 1.0 - h}}}

@@ -217,7 +217,9 @@ class Scheduler:
         exp = self._new_experiment(self.proposer.name)
         self.state.stage(exp, "propose")
         before = self.fingerprint.take()
+        started = time.monotonic()
         proposal = self.proposer.propose(self.git.worktree, self._history())
+        exp.spent("propose", time.monotonic() - started)
         try:
             self.fingerprint.check(before, f"the {self.proposer.name} proposer of {exp.id}")
         except Tampered as tampered:  # recorded like any outcome, then the run stops
@@ -314,7 +316,9 @@ class Scheduler:
         self._abandon_if_stopping("before the checks")
         self.state.stage(exp, "checks")
         log = self.paths.experiment(exp.id) / "checks.log"
+        started = time.monotonic()
         result = self.pipeline.checks(self.git.worktree, exp.id, log)
+        exp.spent("checks", time.monotonic() - started)
         self._abandon_if_stopping("during the checks")
         if result.timed_out:
             raise Decided("checks_failed", f"checks timed out after {self.cfg.checks_timeout_s:g}"

@@ -29,6 +29,7 @@ import itertools
 import math
 import os
 import statistics
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -361,8 +362,12 @@ class Judge:
     def _record(self, exp: Experiment, profile: str, tag: str, run: Run,
                 artifact: Path | None = None) -> Measurement:
         measured = assess(run, self.cfg.artifact_cap_bytes)
+        exp.spent("screen" if not tag else "incumbent" if tag.startswith("-incumbent")
+                  else "repeats", run.wall_s)
         if self.scorer is not None:
+            started = time.monotonic()
             measured = self.scorer.judge(measured, run, profile, artifact)
+            exp.spent("judge", time.monotonic() - started)
         measured.rung["log"] = self._rel(run.log_path)
         self._logs[measured.rung["log"]] = run.log
         if tag:

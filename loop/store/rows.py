@@ -22,6 +22,13 @@ from loop.store.statuses import names_where
 NOT_ABOUT_THE_CHANGE = names_where(says_about_change=False)
 
 
+# What an experiment's time is spent on (row field `time_s`): the proposer (an agent's whole
+# run), the checks, each rung's first (screening) run, the candidate's further runs (the
+# sequential rule's seeds, re-runs, calibration), the incumbent's runs for the pairs, and the
+# judge's own scoring of the artifacts.
+TIME_KINDS = ("propose", "checks", "screen", "repeats", "incumbent", "judge")
+
+
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -50,6 +57,14 @@ class Experiment:
     base_code: str | None = None  # code hash of `head` (GitSession.code_hash)
     agent: dict | None = None  # how an agent proposer's attempt ended (its outcome, log...)
     trust: dict = field(default_factory=dict)  # the judge's evidence: noise, calibration...
+    # Where its time went, seconds by TIME_KINDS (the end summary adds a session's up).
+    time_s: dict[str, float] = field(default_factory=dict)
+
+    def spent(self, kind: str, seconds: float) -> None:
+        """Add `seconds` of `kind` (one of TIME_KINDS) to the experiment's time."""
+        if kind not in TIME_KINDS:
+            raise ValueError(f"unknown kind of time {kind!r}; one of {', '.join(TIME_KINDS)}")
+        self.time_s[kind] = round(self.time_s.get(kind, 0.0) + max(0.0, seconds), 3)
 
     def row(self, commit: str | None = None, code: str | None = None) -> dict:
         """`code`: the code hash `commit` measured (a keep's or a baseline's), else None."""
@@ -67,7 +82,7 @@ class Experiment:
             "base_commit": self.head, "commit": commit, "patch": self.patch,
             "diff_hash": self.diff_hash, "dataset": self.dataset,
             "trainer_hash": self.trainer_hash, "manual": self.manual, "baseline": self.baseline,
-            "base_code": self.base_code, "code": code,
+            "base_code": self.base_code, "code": code, "time_s": self.time_s,
         } | extra
 
     def state(self) -> dict:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import statistics
 import sys
 from collections import Counter
 from pathlib import Path
@@ -29,7 +28,7 @@ from loop.proposers.search import KnobError
 from loop.store import rows as rows_view
 from loop.store.gitsession import GitError, diff_hash, git, main_checkout
 from loop.store.ledger import Ledger
-from loop.ui import endsummary, ideas_cli, report_cli
+from loop.ui import endsummary, evidence, ideas_cli, report_cli
 from loop.ui.bench import manual_bench
 from loop.ui.progress import LiveStatus
 from loop.workspace import cli as workspace_cli
@@ -206,90 +205,30 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def rung_gains(rows: list[dict], cheap: str, strong: str) -> list[tuple[float, float]]:
-    """(gain at `cheap`, gain at `strong`) of each candidate measured at both rungs."""
-    pairs = []
-    for row in rows:
-        if row.get("baseline"):
-            continue
-        before, rungs = row.get("incumbent_before") or {}, row.get("rungs") or {}
-        values = [(before.get(p), (rungs.get(p) or {}).get("val_bpb")) for p in (cheap, strong)]
-        if all(isinstance(a, (int, float)) and isinstance(b, (int, float)) for a, b in values):
-            pairs.append((values[0][0] - values[0][1], values[1][0] - values[1][1]))
-    return pairs
-
-
-def rank_correlation(pairs: list[tuple[float, float]]) -> float | None:
-    """Spearman's rank correlation (average ranks for ties); None below 3 pairs or no spread."""
-    if len(pairs) < 3:
-        return None
-
-    def ranks(values: list[float]) -> list[float]:
-        order = sorted(range(len(values)), key=values.__getitem__)
-        out = [0.0] * len(values)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                out[order[k]] = (i + j) / 2
-            i = j + 1
-        return out
-
-    a, b = ranks([p[0] for p in pairs]), ranks([p[1] for p in pairs])
-    try:
-        return statistics.correlation(a, b)
-    except statistics.StatisticsError:  # every gain the same at one rung
-        return None
-
-
 def _print_fidelity(exps: list[dict]) -> None:
     """How well the cheap rung predicts the next (issue 16: short proxies mislead)."""
-    ladder = [p for p in ("breadth", "confirm") if any(p in (r.get("rungs") or {}) for r in exps)]
-    if len(ladder) < 2:
-        return
-    pairs = rung_gains(exps, *ladder)
-    rho = rank_correlation(pairs)
-    if rho is None:
-        return
-    warn = ("  <- poor: breadth wins often do not hold at confirm; consider a stronger "
-            "breadth profile") if rho < 0.5 and len(pairs) >= 5 else ""
-    print(f"proxy fidelity: breadth -> confirm gain rank correlation {rho:.2f} over "
-          f"{len(pairs)} candidates{warn}")
+    fidelity = evidence.proxy_fidelity(exps)
+    if fidelity is not None:
+        print(fidelity.text())
 
 
 def _print_resolution(paths: Paths, rows: list[dict], session: str) -> None:
     """Per profile, what the sequential rule's run cap can confirm with the spread measured
-    so far this session (issue 16): the smallest gain, and the pairs min_improvement needs."""
-    from loop.config import load_config
-    from loop.judge import sequential
-
+    so far this session (issue 16), and each keep's score re-measured at fresh seeds."""
+    exps = rows_view.session_experiments(rows, session)
+    kept = evidence.refreshed(exps)
+    if kept:
+        print("kept scores (selected runs are optimistic; re-measured as the next incumbent):")
+        print("\n".join(f"  {k.text()}" for k in kept))
     try:
         cfg = load_config(paths.repo / "autogolf.yaml")
     except (ConfigError, OSError):
         return
-    lines = []
-    for profile in cfg.ladder:
-        diffs = [((r.get("rungs") or {}).get(profile) or {}).get("sequential", {}).get("diffs")
-                 for r in rows_view.session_experiments(rows, session)]
-        decisions = [d for d in diffs if d]
-        if not decisions:
-            continue
-        rule = cfg.sequential_rule(profile)
-        pool = sequential.SpreadPool.from_decisions(decisions[:-1],
-                                                    max_pooled_dof=cfg.keep_max_pooled_dof)
-        spread = pool.estimate(decisions[-1])  # the latest decision, with the earlier ones
-        gain = sequential.resolvable_gain(rule, spread)
-        need = sequential.pairs_to_resolve(rule, spread, cfg.min_improvement)
-        need_text = f"{need} pairs" if need is not None else "more than any cap here"
-        lines.append(f"  {profile:<8} smallest gain confirmable in {rule.max_runs} pairs: "
-                     f"{'unknown' if gain is None else f'{gain:.4f}'}; a gain of "
-                     f"{cfg.min_improvement:g} needs {need_text} "
-                     f"({len(decisions)} decisions)")
-    if lines:
+    found = evidence.resolution(exps, {p: cfg.sequential_rule(p) for p in cfg.ladder},
+                                cfg.keep_max_pooled_dof)
+    if found:
         print("what each profile can resolve (sequential rule, this session's spread):")
-        print("\n".join(lines))
+        print("\n".join(f"  {r.text(cfg.min_improvement)}" for r in found))
 
 
 def _print_session(rows: list[dict], session: str) -> None:

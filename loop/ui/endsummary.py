@@ -1,8 +1,9 @@
 """What `autogolf run` says when it stops: a few lines, and a macOS notification.
 
 `end_of_run_summary(rows, session)` reads only ledger rows: experiments run and kept, the
-best val_bpb per profile against the session's start, the benchmark time used, and why it
-stopped. Unknown values read "unknown", never 0.
+best val_bpb per profile against the session's start, the benchmark time used, where the
+session's time went (row field `time_s`), and why it stopped. Unknown values read
+"unknown", never 0.
 """
 
 from __future__ import annotations
@@ -48,6 +49,17 @@ def _time_line(exps: list[dict]) -> str:
     return f"  time used: {spent.text()} (benchmarks, sum of wall_s)"
 
 
+def _night(rows: list[dict]) -> str:
+    """'; 7h 58m from start to stop' when the session's header and stop row say when."""
+    header = next((r for r in rows if r.get("type") == "session"), None)
+    stop = next((r for r in reversed(rows) if r.get("type") == "stop"), None)
+    start = report.parse_time((header or {}).get("timestamp"))
+    end = report.parse_time((stop or {}).get("timestamp"))
+    if start is None or end is None or end < start:
+        return ""
+    return f"; {report.fmt_duration((end - start).total_seconds())} from start to stop"
+
+
 def _outcomes(changes: list[dict]) -> str:
     """e.g. "3 discard, 1 crash": every outcome other than keep, most frequent first."""
     counts = Counter(str(r.get("status") or report.UNKNOWN) for r in changes)
@@ -67,6 +79,9 @@ def end_of_run_summary(rows: list[dict], session: str | None) -> str:
              + f"; {len(exps) - len(changes)} baseline run(s)"]
     lines += _profile_lines(mine)
     lines.append(_time_line(exps))
+    split = report.time_split_text(exps)
+    if split:
+        lines.append(f"  where the time went: {split}{_night(mine)}")
     stops = [r for r in mine if r.get("type") == "stop"]
     if stops:
         lines.append(f"  stopped: {stops[-1].get('reason') or report.UNKNOWN}")

@@ -24,7 +24,7 @@ import io
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +32,7 @@ from typing import Any
 
 from loop.store.statuses import NAMES as STATUSES
 from loop.store.statuses import names_where
+from loop.ui import evidence
 
 CAP_BYTES = 16_000_000
 # Statuses whose rung values are not a trustworthy measurement: shown as "unknown".
@@ -301,6 +302,45 @@ def time_by_category(rows: list[dict]) -> dict[str, TimeSpent]:
         spent.unknown += unknown
         spent.rungs += len(rungs(row))
     return totals
+
+
+# How the split of a session's time reads (row field `time_s`, loop.store.rows.TIME_KINDS).
+TIME_LABELS = {"propose": "proposing", "checks": "checks", "screen": "first runs",
+               "repeats": "more seeds / re-runs", "incumbent": "incumbent runs",
+               "judge": "the judge's scoring"}
+
+
+def time_split(rows: list[dict]) -> tuple[dict[str, float], int]:
+    """Seconds per kind of time over the experiments' `time_s` (baselines' own runs as
+    "baselines"), and how many experiments did not record it (rows written before it)."""
+    split: dict[str, float] = {}
+    missing = 0
+    for row in experiments(rows):
+        spent = row.get("time_s")
+        if not isinstance(spent, dict):
+            missing += 1
+            continue
+        for kind, seconds in spent.items():
+            value = number(seconds)
+            if value is None:
+                continue
+            key = "baselines" if row.get("baseline") and kind in ("screen", "repeats") \
+                else kind
+            split[key] = split.get(key, 0.0) + value
+    return split, missing
+
+
+def time_split_text(rows: list[dict]) -> str | None:
+    """e.g. "first runs 20m 10s, incumbent runs 9m 02s, ..." largest first; None when no
+    experiment recorded its time."""
+    split, missing = time_split(rows)
+    if not split:
+        return None
+    labels = {**TIME_LABELS, "baselines": "baselines"}
+    parts = [f"{labels.get(k, k)} {fmt_duration(v)}"
+             for k, v in sorted(split.items(), key=lambda kv: -kv[1])]
+    extra = f" (+{missing} experiment(s) that did not record it)" if missing else ""
+    return ", ".join(parts) + extra
 
 
 def deltas(row: dict) -> list[tuple[str, float | None, float | None, float | None]]:
@@ -764,12 +804,41 @@ def _all_html(rows: list[dict]) -> str:
                       "change", "reason"], body) + "</details>")
 
 
+def evidence_lines(rows: list[dict], rules: Mapping[str, Any] | None,
+                   max_pooled_dof: float = 10.0) -> list[str]:
+    """Per session: what each profile can resolve, each keep's score re-measured at fresh
+    seeds, proxy fidelity and where the time went (loop.ui.evidence); [] when nothing."""
+    lines = []
+    for s in sessions(rows):
+        exps = s["experiments"]
+        found = [] if rules is None else evidence.resolution(exps, rules, max_pooled_dof)
+        minimum = next(iter(rules.values())).min_improvement if rules else None
+        part = [f"resolvable: {r.text(minimum)}" for r in found]
+        part += [f"kept score: {k.text()}" for k in evidence.refreshed(exps)]
+        fidelity = evidence.proxy_fidelity(exps)
+        part += [fidelity.text()] if fidelity is not None else []
+        split = time_split_text(exps)
+        part += [f"where the time went: {split}"] if split else []
+        lines += [f"session {s['name']}: {line}" for line in part]
+    return lines
+
+
+def _evidence_html(rows: list[dict], rules: Mapping[str, Any] | None,
+                   max_pooled_dof: float) -> str:
+    lines = evidence_lines(rows, rules, max_pooled_dof)
+    if not lines:
+        return ('<p class="note">No sequential decision, keep or timed experiment yet.</p>')
+    return "<ul>" + "".join(f"<li><code>{esc(line)}</code></li>" for line in lines) + "</ul>"
+
+
 def render_html(rows: list[dict], ideas: list | None, repo: Path | None,
-                cap_bytes: int, generated: str) -> str:
+                cap_bytes: int, generated: str, rules: Mapping[str, Any] | None = None,
+                max_pooled_dof: float = 10.0) -> str:
     sections = [
         ("Progress per profile", _progress_html(rows)),
         ("val_bpb and artifact size per experiment", _charts_html(rows, cap_bytes)),
         ("Kept changes", _kept_html(rows, repo)),
+        ("What the evidence can resolve", _evidence_html(rows, rules, max_pooled_dof)),
         ("Experiments by status", _status_html(rows)),
         ("Ideas and their evidence", _ideas_html(ideas, rows)),
         ("Sessions", _sessions_html(rows)),
@@ -799,7 +868,8 @@ def _md_table(head: list[str], body: list[list[str]]) -> list[str]:
     return lines
 
 
-def render_markdown(rows: list[dict], ideas: list | None, generated: str) -> str:
+def render_markdown(rows: list[dict], ideas: list | None, generated: str,
+                    rules: Mapping[str, Any] | None = None, max_pooled_dof: float = 10.0) -> str:
     lines = [f"# autogolf report ({generated})", ""]
     for s in sessions(rows):
         stop = s["stops"][-1].get("reason") if s["stops"] else "no stop recorded"
@@ -816,6 +886,9 @@ def render_markdown(rows: list[dict], ideas: list | None, generated: str) -> str
                                    for p, v, _, d in deltas(r)),
                          short_commit(r.get("commit")), str(r.get("patch") or "-")]
                         for r in experiments(rows) if is_kept_change(r)])
+    found = evidence_lines(rows, rules, max_pooled_dof)
+    if found:
+        lines += ["", "## What the evidence can resolve", ""] + [f"- {line}" for line in found]
     counts, times = count_by_category(rows), time_by_category(rows)
     lines += ["", "## Experiments by status", ""]
     names = [n for n in categories() if n in counts] + sorted(set(counts) - set(categories()))
@@ -838,17 +911,21 @@ def render_markdown(rows: list[dict], ideas: list | None, generated: str) -> str
 
 
 def build_report(ledger_rows: list[dict], out_dir: Path, ideas: list | None = None,
-                 repo: Path | None = None, cap_bytes: int = CAP_BYTES) -> Path:
+                 repo: Path | None = None, cap_bytes: int = CAP_BYTES,
+                 rules: Mapping[str, Any] | None = None, max_pooled_dof: float = 10.0) -> Path:
     """Write `index.html` and `summary.md` into `out_dir`; returns the HTML path.
 
     Relative patch paths in the rows are read from `repo` (default: the current folder).
+    `rules`: the sequential keep rule per profile (Config.sequential_rule), for what each
+    profile can resolve; without it that line is left out.
     """
     rows = [r for r in ledger_rows if isinstance(r, dict)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     index = out_dir / "index.html"
-    index.write_text(render_html(rows, ideas, repo, cap_bytes, generated), encoding="utf-8")
-    (out_dir / "summary.md").write_text(render_markdown(rows, ideas, generated),
-                                        encoding="utf-8")
+    index.write_text(render_html(rows, ideas, repo, cap_bytes, generated, rules,
+                                 max_pooled_dof), encoding="utf-8")
+    (out_dir / "summary.md").write_text(render_markdown(rows, ideas, generated, rules,
+                                                        max_pooled_dof), encoding="utf-8")
     return index

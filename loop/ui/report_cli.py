@@ -117,14 +117,17 @@ def load_ideas(repo: Path) -> list | None:
     return backlog.ideas
 
 
-def _cap_bytes(repo: Path) -> int:
-    """The configured artifact cap; the default when the config cannot be read."""
+def _settings(repo: Path) -> dict:
+    """The report's settings from autogolf.yaml: the artifact cap and the keep rule per
+    profile; the default cap (and no keep rule) when the config cannot be read."""
     try:
-        return load_config(repo / "autogolf.yaml").artifact_cap_bytes
+        cfg = load_config(repo / "autogolf.yaml")
     except ConfigError as exc:
         print(f"warning: autogolf.yaml: {exc}; using the {report.CAP_BYTES:,}-byte cap",
               file=sys.stderr)
-        return report.CAP_BYTES
+        return {"cap_bytes": report.CAP_BYTES}
+    return {"cap_bytes": cfg.artifact_cap_bytes, "max_pooled_dof": cfg.keep_max_pooled_dof,
+            "rules": {p: cfg.sequential_rule(p) for p in cfg.profiles}}
 
 
 def main(args: argparse.Namespace) -> int:
@@ -138,7 +141,7 @@ def main(args: argparse.Namespace) -> int:
     # Patch paths in rows are relative to the repo the ledger belongs to.
     owner = ledger.resolve().parent.parent if ledger.parent.name == ".autogolf" else repo
     index = report.build_report(rows, out, ideas=load_ideas(owner), repo=owner,
-                                cap_bytes=_cap_bytes(owner))
+                                **_settings(owner))
     print(index)
     print(index.parent / "summary.md")
     if args.open:
