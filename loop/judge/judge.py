@@ -343,9 +343,11 @@ class Judge:
     # ---- one run
 
     def measure(self, exp: Experiment, profile: str, tag: str = "",
-                env_extra: dict[str, str] | None = None) -> Measurement:
-        """One benchmark of the worktree, assessed; `tag` marks an extra run (re-run,
-        calibration) whose log is listed under the rung's `run_logs`."""
+                env_extra: dict[str, str] | None = None, *,
+                incumbent: bool = False) -> Measurement:
+        """One benchmark of the worktree, assessed and judged; `tag` marks an extra run
+        (re-run, calibration, a seed) whose log is listed under the rung's `run_logs`;
+        `incumbent`: of the incumbent's code (the candidate set aside meanwhile)."""
         if profile not in self.cfg.profiles:
             raise UserError(f"profile {profile!r} is in the ladder but not under `profiles:` "
                              "in autogolf.yaml; add it with a timeout_s")
@@ -356,8 +358,15 @@ class Judge:
         if self.scorer is not None:
             artifact = self.artifacts / exp.id / f"model-{profile}{tag}.ptz"
             env_extra.update(self.scorer.trainer_env(profile, artifact))
-        run = self.bench.run(exp, profile, tag, env_extra)
-        return self._record(exp, profile, tag, run, artifact)
+        if not incumbent:
+            return self._record(exp, profile, tag, self.bench.run(exp, profile, tag, env_extra),
+                                artifact)
+        self.bench.set_aside(exp)
+        try:  # judged while the incumbent's code is in the worktree
+            run = self.bench.run(exp, profile, tag, env_extra)
+            return self._record(exp, profile, tag, run, artifact)
+        finally:
+            self.bench.put_back(exp)
 
     def _record(self, exp: Experiment, profile: str, tag: str, run: Run,
                 artifact: Path | None = None) -> Measurement:
@@ -530,16 +539,9 @@ class Judge:
         who = "the incumbent" if incumbent else "the candidate"
         self._abandon_if_stopping(f"before {who}'s run at seed {seed} ({profile})")
         self.bench.say(f"{exp.id} {profile}: {who} at seed {seed}")
-        env = {"AUTOGOLF_JUDGE_SEED": str(seed)}
         tag = f"-{'incumbent-' if incumbent else ''}seed{seed}"
-        if incumbent:
-            self.bench.set_aside(exp)
-            try:
-                run = self._record(exp, profile, tag, self.bench.run(exp, profile, tag, env))
-            finally:
-                self.bench.put_back(exp)
-        else:
-            run = self.measure(exp, profile, tag, env)
+        run = self.measure(exp, profile, tag, {"AUTOGOLF_JUDGE_SEED": str(seed)},
+                           incumbent=incumbent)
         self._abandon_if_stopping(f"during {who}'s run at seed {seed} ({profile})")
         if run.verdict is not None:
             status = "inconclusive" if incumbent else run.verdict.status
@@ -649,18 +651,9 @@ class Judge:
         """The incumbent's score under the candidate's (allowed) protocol change."""
         env = protocol.overrides(new, allowed)
         self.bench.checkpoint(exp, f"incumbent:{profile}")
-        tag = "-incumbent"
-        env_extra = {"AUTOGOLF_PROTOCOL_OVERRIDES": protocol.override_text(env)}
-        artifact = None
-        if self.scorer is not None:
-            artifact = self.artifacts / exp.id / f"model-{profile}{tag}.ptz"
-            env_extra.update(self.scorer.trainer_env(profile, artifact))
-        self.bench.set_aside(exp)
-        try:  # judged while the incumbent's code is in the worktree
-            run = self._record(exp, profile, tag, self.bench.run(exp, profile, tag, env_extra),
-                               artifact)
-        finally:
-            self.bench.put_back(exp)
+        run = self.measure(exp, profile, "-incumbent",
+                           {"AUTOGOLF_PROTOCOL_OVERRIDES": protocol.override_text(env)},
+                           incumbent=True)
         exp.trust.setdefault("incumbent_remeasured", {})[profile] = {
             "changes": protocol.describe(allowed), "overrides": env, "val_bpb": run.val_bpb,
             "log": run.rung["log"]}
