@@ -172,6 +172,7 @@ class Config:
     keep_min_runs: int = 2  # pairs before the first look (one run never decides)
     keep_max_runs: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_KEEP_MAX_RUNS))
     keep_max_pooled_dof: float = 10.0  # earlier decisions' weight in the spread, in dof
+    keep_promote_inconclusive: bool = True  # an undecided candidate leaning to a win climbs
     protocol_allow_change: tuple[str, ...] = ()  # loop.judge.protocol.ALLOWABLE fields
     verify_enabled: bool = False  # re-evaluate a kept artifact with loop/judge/verify.py
     verify_tolerance: float = 0.001  # |trainer val_bpb - trusted val_bpb| allowed
@@ -592,14 +593,18 @@ class _Reader:
     def keep_rule(self, top: dict, profiles: dict[str, ProfileConfig]) -> dict[str, Any]:
         """`keep_rule:` alpha, beta, min_runs, max_runs (one number or per profile),
         max_pooled_dof (loop/judge/sequential.py)."""
-        keys = ("enabled", "alpha", "beta", "min_runs", "max_runs", "max_pooled_dof")
+        keys = ("enabled", "alpha", "beta", "min_runs", "max_runs", "max_pooled_dof",
+                "promote_inconclusive")
         section = self.mapping(top.get("keep_rule", {}), "keep_rule", keys)
         kw: dict[str, Any] = {}
-        if "enabled" in section:
-            if isinstance(section["enabled"], bool):
-                kw["keep_rule_enabled"] = section["enabled"]
+        for key, field_name in (("enabled", "keep_rule_enabled"),
+                                ("promote_inconclusive", "keep_promote_inconclusive")):
+            if key not in section:
+                continue
+            if isinstance(section[key], bool):
+                kw[field_name] = section[key]
             else:
-                self.fail("keep_rule.enabled", f"got {section['enabled']!r}", "true | false")
+                self.fail(f"keep_rule.{key}", f"got {section[key]!r}", "true | false")
         for key in ("alpha", "beta"):
             rate = self.number(section, key, where="keep_rule", positive=True)
             if rate is not None and not rate < 0.5:

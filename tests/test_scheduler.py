@@ -513,6 +513,45 @@ def test_a_change_within_the_seed_noise_is_not_kept_at_the_cap(repo):
     assert len(row["rungs"]["breadth"]["sequential"]["seeds"]) <= 4  # never past the cap
 
 
+
+
+
+
+
+
+
+
+
+
+
+def sequential_ladder_run(repo, step: dict, max_runs: int) -> dict:
+    cfg = load_config(repo / "autogolf.yaml")
+    cfg = dataclasses.replace(cfg, ladder=("breadth", "confirm"), keep_rule_enabled=True,
+                              keep_max_runs={p: max_runs for p in cfg.profiles})
+    rules = scheduler.StopRules(max_experiments=1, max_consecutive_failures=0)
+    scheduler.Scheduler(repo, cfg, rules, proposer=Scripted(step), out=lambda s: None).run()
+    [row] = candidates(repo)
+    return row
+
+
+def test_an_undecided_candidate_that_leans_to_a_win_is_decided_at_the_stronger_rung(repo):
+    # breadth: a gain that 3 pairs cannot resolve; confirm: a clear one
+    commit_files(repo, {"knobs.sh": "LR=0.04\nSEED_SD=0.02\nSEED_X=0.004\n"})
+    row = sequential_ladder_run(repo, {"SEED_SD": 0.02, "SEED_X": 0.002,
+                                       "BONUS_BREADTH": 0.006, "BONUS_CONFIRM": 0.1}, max_runs=3)
+    breadth = row["rungs"]["breadth"]["sequential"]
+    assert breadth["status"] == "inconclusive" and sum(breadth["diffs"]) > 0
+    assert row["rungs"]["confirm"]["sequential"]["decision"] == "keep"
+    assert row["status"] == "keep" and "promoted to the next rung" in row["reason"]
+
+
+def test_an_undecided_candidate_that_leans_to_a_loss_stops_at_its_rung(repo):
+    commit_files(repo, {"knobs.sh": "LR=0.04\nSEED_SD=0.02\nSEED_X=0.004\n"})
+    row = sequential_ladder_run(repo, {**SEEDED, "BONUS_BREADTH": -0.001,
+                                       "BONUS_CONFIRM": 0.1}, max_runs=2)
+    assert row["status"] in ("inconclusive", "discard") and "confirm" not in row["rungs"]
+
+
 def test_a_trainer_that_ignores_the_judges_seed_is_a_metric_mismatch(repo):
     commit_files(repo, {"knobs.sh": "LR=0.04\nSEED_SD=0.02\nSEED_X=0.004\n"})
     sequential_run(repo, {**SEEDED, "BONUS_BREADTH": 0.01, "SEED": "42"})

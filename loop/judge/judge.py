@@ -417,6 +417,10 @@ class Judge:
             else:
                 judged = self.judge_rung(rows, exp, profile, run.val_bpb, incumbent, n_incumbent)
             margin = judged.margin
+            if self._promote_inconclusive(exp, profile, judged.verdict):
+                reasons.append(f"at {profile}: {judged.verdict.reason}; promoted to the next "
+                               "rung to decide")
+                continue
             if judged.verdict.status != "keep":
                 self.drop_artifact(exp.rungs[profile])
                 raise Decided(judged.verdict.status, f"at {profile}: {judged.verdict.reason}",
@@ -425,6 +429,15 @@ class Judge:
             self.bench.say(f"{exp.id} wins at {profile}: {_fmt(run.val_bpb)} vs "
                            f"{_fmt(incumbent)}")
         return self.verify_keep(exp, Verdict("keep", "; ".join(reasons), margin))
+
+    def _promote_inconclusive(self, exp: Experiment, profile: str, verdict: Verdict) -> bool:
+        """An undecided candidate that leans to a win goes on to the stronger rung (SPEC 6:
+        undecided at the cap is queued for a stronger profile); the last rung decides."""
+        if (not self.cfg.keep_promote_inconclusive or verdict.status != "inconclusive"
+                or profile == self.cfg.ladder[-1]):
+            return False
+        diffs = (exp.rungs[profile].get("sequential") or {}).get("diffs") or []
+        return bool(diffs) and statistics.fmean(diffs) > 0
 
     def _incumbent_at(self, exp: Experiment, profile: str) -> float | None:
         """The incumbent's score at a rung, measuring a baseline first if there is none."""
@@ -524,6 +537,9 @@ class Judge:
             rung.update(runs=[c for c, _ in outcome.pairs], first_val_bpb=first,
                         val_bpb=outcome.candidate_mean)
         status = {"keep": "keep", "discard": "discard"}.get(outcome.decision, "inconclusive")
+        if outcome.stats.get("below_resolution"):  # ruled out only above what it can resolve
+            status = "inconclusive"
+        rung["sequential"]["status"] = status
         verdict = Verdict(status, f"sequential ({n} paired runs): {outcome.reason}", None,
                           rung["val_bpb"])
         return Judgement(verdict, [c for c, _ in outcome.pairs], 0.0)
