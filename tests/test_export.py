@@ -1,4 +1,4 @@
-"""`autogolf export --format pi`: the ledger in pi-autoresearch's autoresearch.jsonl layout."""
+"""`autogolf export --format pi`: the ledger in pi-autoresearch's session log layout (pi 1.6.2)."""
 
 from __future__ import annotations
 
