@@ -1,4 +1,4 @@
-"""`autogolf export --format pi`: the ledger in pi-autoresearch's autoresearch.jsonl layout."""
+"""`autogolf export --format pi`: the ledger in pi-autoresearch's session log layout (pi 1.6.2)."""
 
 from __future__ import annotations
 
@@ -181,7 +181,7 @@ def workspace(tmp_path, monkeypatch) -> Path:
 
 def test_export_writes_one_json_object_per_line(workspace, capsys):
     assert report_cli.export_main(_export_args("--format", "pi")) == 0
-    out = workspace / "autoresearch.jsonl"
+    out = workspace / ".auto" / "log.jsonl"  # no session files here: pi 1.6's own layout
     assert capsys.readouterr().out.strip() == str(out)
     lines = out.read_text().splitlines()
     assert [json.loads(line) for line in lines] == report_cli.pi_records(load_rows(), "breadth")

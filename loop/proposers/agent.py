@@ -125,11 +125,13 @@ class AgentProposer(Proposer):
                  doc_path: Path | None = None, ideas_path: Path | None = None,
                  editable: Sequence[str] = (), protected: Sequence[str] = (),
                  last_rows: int = LAST_ROWS, env: dict[str, str] | None = None,
-                 grace_s: float = 10.0, stop: Callable[[], bool] | None = None):
+                 grace_s: float = 10.0, stop: Callable[[], bool] | None = None,
+                 imported: Callable[[], list[dict]] | None = None):
         """`command`: argument list (a string is split like a shell would); `work_dir`: where
         each attempt's prompt, log and summary go (e.g. .autogolf/agent). `doc_path` and
         `ideas_path` default to autoresearch.md and autoresearch.ideas.md in the worktree.
-        `stop`: polled while the agent runs; True kills it (the daemon got a stop signal)."""
+        `stop`: polled while the agent runs; True kills it (the daemon got a stop signal).
+        `imported`: the ledger's rows imported from pi-autoresearch, read per prompt."""
         self.command = _check_command(command)
         if not timeout_s > 0:
             raise AgentConfigError(f"agent timeout must be positive, got {timeout_s!r}")
@@ -141,6 +143,7 @@ class AgentProposer(Proposer):
         self.env = dict(env or {})
         self.grace_s = grace_s
         self.stop = stop
+        self.imported = imported
         self.last_outcome: AgentOutcome | None = None
 
     def propose(self, worktree: Path, history: list[dict]) -> AgentProposal:
@@ -187,12 +190,21 @@ class AgentProposer(Proposer):
             _incumbents_section(rows),
             f"## Last {self.last_rows} experiments\n",
             _rows_section(rows[-self.last_rows:]),
+            *self._imported_section(),
             "## Session document (autoresearch.md)\n",
             doc if doc is not None else "(autoresearch.md not found)\n",
             "## Ideas backlog (autoresearch.ideas.md)\n",
             ideas_text if ideas_text else "(the backlog is empty or missing)\n",
         ]
         return "\n".join(p.rstrip("\n") + "\n" for p in parts)
+
+    def _imported_section(self) -> list[str]:
+        rows = self.imported() if self.imported else []
+        if not rows:
+            return []
+        return ["## Tried in pi-autoresearch (imported: pi's own numbers, not judged here; "
+                "do not repeat its dead ends, and do not take its keeps as our incumbent)\n",
+                imported_lines(rows[-self.last_rows:])]
 
     def _backlog(self, worktree: Path) -> IdeasFile | None:
         try:
@@ -462,6 +474,21 @@ def _rows_section(rows: list[dict]) -> str:
 
 
 # --------------------------------------------------------------------------- small helpers
+
+
+def imported_lines(rows: list[dict]) -> str:
+    """One line per imported pi run: its status, pi's metric, what it tried and why not."""
+    lines = []
+    for row in rows:
+        metric = row.get("metric")
+        shown = (f" {row.get('metric_name') or 'metric'}={metric:.4f}"
+                 if isinstance(metric, (int, float)) else "")
+        why = " / ".join(str(row[k]) for k in ("hypothesis", "rollback_reason",
+                                               "next_action_hint") if row.get(k))
+        lines.append(f"- {row.get('id')} pi {row.get('pi_status')}{shown}: "
+                     f"{' '.join(str(row.get('description') or '').split())}"
+                     + (f" - {_cut(' '.join(why.split()))}" if why else ""))
+    return "\n".join(lines) + "\n"
 
 
 def _check_command(command: Sequence[str] | str) -> list[str]:

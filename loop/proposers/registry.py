@@ -18,6 +18,8 @@ from loop.proposers.ideas import IdeasProposer
 from loop.proposers.model import ModelSearchProposer, SearchStorageError, default_storage
 from loop.proposers.rotation import Rotation
 from loop.proposers.search import SearchProposer, read_knobs
+from loop.store import pilog
+from loop.store.ledger import Ledger
 
 IDEAS_FILE = "autoresearch.ideas.md"
 
@@ -71,9 +73,15 @@ def _agent(ctx: Context) -> Proposer:
                              ctx.repo / ".autogolf" / "agent", editable=cfg.editable,
                              protected=cfg.protected, last_rows=cfg.agent_last_rows,
                              grace_s=cfg.kill_grace_s, stop=ctx.stop,
-                             env={"AUTOGOLF_DAEMON_TOKEN": ctx.token} if ctx.token else None)
+                             env={"AUTOGOLF_DAEMON_TOKEN": ctx.token} if ctx.token else None,
+                             imported=lambda: _imported(ctx.repo))
     except AgentConfigError as exc:
         raise UserError(f"agent.command: {exc}") from None
+
+
+def _imported(repo: Path) -> list[dict]:
+    """The pi runs `autogolf import` put in the ledger (re-read: an import may come later)."""
+    return pilog.imported_rows(Ledger(repo / ".autogolf" / "ledger.jsonl").rows())
 
 
 BUILDERS: dict[str, Callable[[Context], Proposer]] = {

@@ -28,7 +28,7 @@ from loop.proposers.search import KnobError
 from loop.store import rows as rows_view
 from loop.store.gitsession import GitError, diff_hash, git, main_checkout
 from loop.store.ledger import Ledger
-from loop.ui import endsummary, evidence, ideas_cli, report_cli
+from loop.ui import endsummary, evidence, ideas_cli, import_cli, report_cli
 from loop.ui.bench import manual_bench
 from loop.ui.progress import LiveStatus
 from loop.workspace import cli as workspace_cli
@@ -450,9 +450,13 @@ def build_parser() -> argparse.ArgumentParser:
     report_cli.add_arguments(report)
     report.set_defaults(func=report_cli.main)
 
-    export = verbs.add_parser("export", help="the ledger in pi-autoresearch's jsonl layout")
+    export = verbs.add_parser("export", help="the ledger as pi-autoresearch's session log")
     report_cli.add_export_arguments(export)
     export.set_defaults(func=report_cli.export_main)
+
+    imports = verbs.add_parser("import", help="a pi-autoresearch log's runs, marked unjudged")
+    import_cli.add_arguments(imports)
+    imports.set_defaults(func=import_cli.main)
     return parser
 
 

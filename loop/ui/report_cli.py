@@ -4,9 +4,22 @@
 (default `.autogolf/report/`) and prints their paths. A missing or empty ledger is a user
 error: one line on stderr, exit 2.
 
-`autogolf export --format pi [--out autoresearch.jsonl] [--profile P] [--force]` writes the
-ledger in pi-autoresearch's `autoresearch.jsonl` layout (`--out -` writes to stdout). An
-existing file is never overwritten without `--force`: it may be pi's own history.
+`autogolf export --format pi [--layout auto|legacy] [--out PATH] [--profile P]
+[--append | --force]` writes the ledger as pi-autoresearch's session log, where pi will read
+it (`loop/store/pilog.py` has the facts, from pi v1.6.2):
+
+- the layout pi reads in this repo, by pi's own rule: `.auto/log.jsonl` once any `.auto/`
+  session file exists (pi >= 1.6 then ignores the flat files), else `autoresearch.jsonl`
+  where the flat session files are (this repo's `autoresearch.md` and `autoresearch.sh`: a new
+  `.auto/log.jsonl` would make pi drop them and look for `.auto/prompt.md` and
+  `.auto/measure.sh`), else `.auto/log.jsonl`. `--layout` forces one (with a warning when pi
+  would then miss the session document or the measure script); `--out` names any file,
+  `-` writes to stdout;
+- an existing log is pi's history: without `--append` or `--force` nothing is written.
+  `--append` adds after pi's lines the runs the log lacks (by our experiment id), in new
+  segments, so pi keeps its own runs and reads ours as re-initialised segments; `--force`
+  overwrites, and is refused while the log holds pi runs that `autogolf import` has not yet
+  brought into the ledger (nothing is lost either way).
 
 Schema followed (one JSON object per line; pi-autoresearch's field names):
 
@@ -16,12 +29,13 @@ Schema followed (one JSON object per line; pi-autoresearch's field names):
     {"run": int, "commit": str | null, "metric": float | null, "metrics": {str: float},
      "status": "keep" | "discard" | "crash" | "checks_failed", "description": str,
      "timestamp": int (ms since the epoch, UTC) | null, "segment": int,
-     "confidence": float | null,
+     "confidence": float | null, "asi": {"hypothesis": str, "rollback_reason": str | null},
      "autogolf": {"id", "status", "reason", "profile", "baseline", "idea", "commit",
                   "base_commit", "dataset", "patch", "wall_s"}}
 
 - One segment per (session, dataset), numbered from 0 in ledger order, each opened by its
-  config line; `run` counts from 1 over the whole file.
+  config line; `run` counts from 1 over the whole file (both continue the existing log's
+  numbering with `--append`).
 - pi has one metric per session, so one profile is exported (`--profile`, default the first
   rung of the first session's ladder): a row is exported when it has that rung, or when it
   failed before any benchmark and that profile is its session's first rung. Manual runs
@@ -44,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import webbrowser
@@ -52,6 +67,8 @@ from typing import Any
 
 from loop.backlog.ideas import IdeasError, IdeasFile
 from loop.config import ConfigError, load_config
+from loop.store import pilog
+from loop.store.files import atomic_write
 from loop.store.gitsession import main_checkout
 from loop.store.ledger import Ledger
 from loop.store.statuses import STATUSES as STATUS_TABLE
@@ -155,15 +172,23 @@ def main(args: argparse.Namespace) -> int:
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `autogolf export`."""
     parser.add_argument("--format", choices=["pi"], default="pi",
-                        help="pi: pi-autoresearch's autoresearch.jsonl layout")
-    parser.add_argument("--out", metavar="PATH", default="autoresearch.jsonl",
+                        help="pi: pi-autoresearch's session log")
+    parser.add_argument("--layout", choices=list(pilog.LAYOUTS),
+                        help="auto: .auto/log.jsonl (pi >= 1.6); legacy: autoresearch.jsonl "
+                             "(default: the one pi would read in this repo)")
+    parser.add_argument("--out", metavar="PATH",
                         help="output file, relative to the repo root; - for stdout "
-                             "(default: autoresearch.jsonl)")
+                             "(default: the layout's log file)")
     parser.add_argument("--profile", metavar="P",
                         help="profile to export (default: the first rung of the ladder)")
     parser.add_argument("--ledger", metavar="PATH",
                         help="ledger file (default: .autogolf/ledger.jsonl)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing file")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--append", action="store_true",
+                      help="add the runs the existing log lacks, after pi's own")
+    mode.add_argument("--force", action="store_true",
+                      help="overwrite an existing log (refused while it holds pi runs "
+                           "that `autogolf import` has not brought into the ledger)")
 
 
 def export_main(args: argparse.Namespace) -> int:
@@ -173,17 +198,81 @@ def export_main(args: argparse.Namespace) -> int:
     if isinstance(rows, str):
         return _error(rows)
     profile = args.profile or default_profile(rows)
-    text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in pi_records(rows, profile))
     if args.out == "-":
-        sys.stdout.write(text)
+        sys.stdout.write(_lines(pi_records(rows, profile)))
         return 0
-    out = Path(args.out) if Path(args.out).is_absolute() else repo / args.out
-    if out.exists() and not args.force:
-        return _error(f"{out} exists (it may be pi-autoresearch's own log): pass --force to "
-                      "overwrite it, or --out another path")
-    out.write_text(text, encoding="utf-8")
+    layout = args.layout or pilog.layout_pi_reads(repo)
+    out = _out_path(args.out, repo, layout)
+    try:
+        text = _export_text(out, rows, profile, args)
+    except pilog.PiLogError as exc:
+        return _error(str(exc))
+    if args.append and out.exists():
+        _append(out, text)
+    else:
+        atomic_write(out, text)
+    _warn_layout(repo, out, layout)
     print(out)
     return 0
+
+
+def _out_path(out: str | None, repo: Path, layout: str) -> Path:
+    if not out:
+        return pilog.log_path(repo, layout)
+    return Path(out) if Path(out).is_absolute() else repo / out
+
+
+def _export_text(out: Path, rows: list[dict], profile: str, args: argparse.Namespace) -> str:
+    """What to write at `out`; PiLogError where writing would lose pi's history."""
+    if not out.exists():
+        return _lines(pi_records(rows, profile))
+    if args.append:
+        log = pilog.read_log(out)
+        done = {r.entry["autogolf"].get("id") for r in log.runs if r.from_autogolf}
+        return _lines(pi_records(rows, profile, exclude=done, first_run=log.max_run + 1,
+                                 first_segment=log.next_segment))
+    if not args.force:
+        raise pilog.PiLogError(f"{out} exists (it may be pi-autoresearch's own log): pass "
+                               "--append to add our runs after it, --force to overwrite it, "
+                               "or --out another path")
+    _refuse_unimported(out, rows)
+    return _lines(pi_records(rows, profile))
+
+
+def _refuse_unimported(out: Path, rows: list[dict]) -> None:
+    if out.stat().st_size == 0:
+        return
+    keys = pilog.imported_keys(rows)
+    fresh = [r for r in pilog.read_log(out).runs if not r.from_autogolf and r.key not in keys]
+    if fresh:
+        raise pilog.PiLogError(f"{out} holds {len(fresh)} pi run(s) the ledger does not have "
+                               f"(first: line {fresh[0].line}): run `autogolf import --format "
+                               f"pi {out}` first, or --append instead of --force")
+
+
+def _append(out: Path, text: str) -> None:
+    """Add `text` after the log's last line (pi's history is never rewritten)."""
+    with out.open("rb+") as handle:
+        if handle.seek(0, 2) > 0:
+            handle.seek(-1, 2)
+            if handle.read(1) != b"\n":
+                text = "\n" + text  # a last line without its newline stays a line of its own
+        handle.write(text.encode("utf-8"))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _warn_layout(repo: Path, out: Path, layout: str) -> None:
+    if layout == "auto" and out.parent == repo / pilog.AUTO_DIR:
+        missing = pilog.missing_auto_files(repo)
+        if missing and pilog.legacy_session_exists(repo):
+            print(f"warning: pi reads only .auto/ now and will not see the root's "
+                  f"autoresearch.md / autoresearch.sh: {', '.join(missing)} missing",
+                  file=sys.stderr)
+
+
+def _lines(records: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
 
 
 def default_profile(rows: list[dict]) -> str:
@@ -198,18 +287,21 @@ def default_profile(rows: list[dict]) -> str:
     return "breadth"
 
 
-def pi_records(rows: list[dict], profile: str) -> list[dict[str, Any]]:
-    """Config lines and run lines, segment by segment (see the module docstring)."""
+def pi_records(rows: list[dict], profile: str, *, exclude: set | frozenset = frozenset(),
+               first_run: int = 1, first_segment: int = 0) -> list[dict[str, Any]]:
+    """Config lines and run lines, segment by segment (see the module docstring); rows whose
+    id is in `exclude` are left out, runs are numbered from `first_run` and segments from
+    `first_segment` (to continue an existing log)."""
     headers = report.session_headers(rows)
     segments: dict[tuple[str, str], list[dict]] = {}
     for row in report.loop_experiments(rows):
-        if _exported(row, profile, headers):
+        if row.get("id") not in exclude and _exported(row, profile, headers):
             key = (str(row.get("session") or report.UNKNOWN),
                    str(row.get("dataset") or report.UNKNOWN))
             segments.setdefault(key, []).append(row)
     records: list[dict[str, Any]] = []
-    run = 0
-    for number, ((session, dataset), members) in enumerate(segments.items()):
+    run = first_run - 1
+    for number, ((session, dataset), members) in enumerate(segments.items(), first_segment):
         records.append(_config(headers.get(session, {}), session, dataset, profile))
         values: list[float] = []
         kept: list[float] = []
