@@ -79,7 +79,7 @@ DEFAULT_NOISE = {"smoke": 0.0, "breadth": 0.004, "confirm": 0.002, "full": 0.001
 # CPU smoke profile is deterministic, and `full` takes hours: neither is calibrated.
 DEFAULT_NOISE_RUNS = {"smoke": 1, "breadth": 5, "confirm": 5, "full": 1}
 # Issue 16 (loop/judge/sequential.py): the cap on paired runs per decision at each profile.
-DEFAULT_KEEP_MAX_RUNS = {"smoke": 10, "breadth": 10, "confirm": 6, "full": 2}
+DEFAULT_KEEP_MAX_RUNS = {"smoke": 6, "breadth": 10, "confirm": 6, "full": 2}
 # name: (kind, type, low, high, scale[, step]); all live in autoresearch.sh's knob block.
 DEFAULT_KNOBS: dict[str, tuple] = {
     "MATRIX_LR": ("env", "float", 0.005, 0.2, "log"),

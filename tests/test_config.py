@@ -405,6 +405,8 @@ def test_keep_rule_max_runs_as_one_number_applies_to_every_profile(tmp_path: Pat
     ("keep_rule: {min_runs: 3}", "keep_rule.max_runs.full: got 2 (the default) < min_runs 3"),
     ("keep_rule: {max_pooled_dof: 0}", "keep_rule.max_pooled_dof: got 0"),
     ("keep_rule: {alfa: 0.01}", "keep_rule.alfa: unknown key; did you mean 'alpha'?"),
+    ("keep_rule: {promote_inconclusive: 1}", "keep_rule.promote_inconclusive: got 1"),
+    ("keep_rule: {enabled: yes please}", "keep_rule.enabled: got 'yes please'"),
 ])
 def test_bad_keep_rule_settings_are_refused_naming_the_key(tmp_path: Path, text: str,
                                                             message: str) -> None:

@@ -112,6 +112,13 @@ def test_identical_differences_measure_no_spread_and_decide_nothing():
     assert outcome.decision == "inconclusive" and "spread is not measured" in outcome.reason
 
 
+def test_a_candidate_that_scores_exactly_as_the_incumbent_at_every_seed_is_discarded():
+    outcome = sq.step([0.0, 0.0], RULE, sq.SpreadPool())
+    assert outcome.decision == "discard" and outcome.reason.startswith("no effect")
+    assert sq.step([0.0], RULE, sq.SpreadPool()).decision == "continue"  # one run never decides
+    assert sq.step([0.0, 0.001], RULE, sq.SpreadPool()).decision == "continue"
+
+
 def test_a_keep_needs_the_mean_gain_to_reach_min_improvement():
     # certainly better than the incumbent, but by less than min_improvement 0.002
     diffs = [0.0015, 0.0016, 0.0014, 0.0015]

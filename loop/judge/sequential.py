@@ -56,6 +56,11 @@ prior from a configured spread (`prior_sd` with `prior_dof` pseudo-dof) makes th
 decisions less cautious; it is off by default because it trades the exact guarantee for a
 bet that the configured spread is right.
 
+A candidate whose every difference is exactly 0 from `min_runs` pairs on is discarded at
+once: on a deterministic backend it measures as the incumbent itself at every seed (a knob
+that this profile overrides, a change to code the profile never runs), and more pairs would
+say the same.
+
 One run never decides: `min_runs >= 2` (a ValueError below that). A single pair has no
 within-decision spread, so nothing would check that the pooled spread applies to this
 candidate (a large change interacts with the seed more than a small one); and on a
@@ -567,6 +572,10 @@ def step(diffs: Sequence[float], rule: SequentialRule, pool: SpreadPool) -> Step
     if n < rule.min_runs:
         return Step("continue", f"{n} pair(s) so far; the rule looks from {rule.min_runs} "
                     "pairs on (one run never decides)", stats)
+    if all(abs(d) <= _ZERO_SD for d in diffs):
+        return Step("discard", f"no effect: the candidate scores exactly as the incumbent at "
+                    f"all {n} seeds (the change does not reach what this profile measures)",
+                    stats)
     if spread.sd is None or spread.sd <= _ZERO_SD:
         why = (f"all {n} paired differences equal {_f(mean)}: the spread is not measured "
                "yet, so nothing can be concluded")
