@@ -73,19 +73,22 @@ def looks_ahead(tree: Path) -> Proposal:
 
 
 def better_architecture(tree: Path) -> Proposal:
-    """A learned gain on the final features (a new layer type), and a sane MATRIX_LR."""
+    """A learned gain on the final features (a new layer type), and a better MATRIX_LR
+    (0.0001 -> 0.004: about 0.03 at smoke, within 0.002 from seed to seed)."""
     edit(tree / TRAINER, "        if not args.tie_embeddings:\n            self.lm_head = Linear(",
          "        self.out_gain = mx.ones((args.model_dim,))\n"
          "        if not args.tie_embeddings:\n            self.lm_head = Linear(")
     edit(tree / TRAINER, '        x = rms_norm(x)\n        if "lm_head" in self:',
          '        x = rms_norm(x) * self.out_gain.astype(x.dtype)\n        if "lm_head" in self:')
-    edit(tree / "autoresearch.sh", "MATRIX_LR=0.0001\n", "MATRIX_LR=0.04\n")
-    return Proposal("an output gain layer and MATRIX_LR 0.04", None)
+    edit(tree / "autoresearch.sh", "MATRIX_LR=0.0001\n", "MATRIX_LR=0.004\n")
+    return Proposal("an output gain layer and MATRIX_LR 0.004", None)
 
 
 def other_export(tree: Path) -> Proposal:
     """The artifact compressed with lzma instead of zlib (a new export the judge must load
-    through the trainer's contract), and a sane TIED_EMBED_LR."""
+    through the trainer's contract), and MATRIX_LR 0.004 -> 0.04 (about 0.15 at smoke, the
+    same at every seed; TIED_EMBED_LR's gain is as large but varies with the seed by 0.03,
+    more than smoke's 6 pairs resolve)."""
     for old, new in [
         ("    blob = zlib.compress(raw, ZLIB_LEVEL)",
          "    blob = __import__('lzma').compress(raw)"),
@@ -97,8 +100,8 @@ def other_export(tree: Path) -> Proposal:
          "    args = Hyperparameters()"),
     ]:
         edit(tree / TRAINER, old, new)
-    edit(tree / "autoresearch.sh", "TIED_EMBED_LR=0.0005\n", "TIED_EMBED_LR=0.05\n")
-    return Proposal("lzma export and TIED_EMBED_LR 0.05", None)
+    edit(tree / "autoresearch.sh", "MATRIX_LR=0.004\n", "MATRIX_LR=0.04\n")
+    return Proposal("lzma export and MATRIX_LR 0.04", None)
 
 
 STEPS = (fake_score_lines, extra_byte_per_token, faked_size, honest_bigger_model,
@@ -113,10 +116,9 @@ def session(tmp_path_factory, repo_root: Path, sample_dataset) -> list[dict]:
     script = (repo_root / "autoresearch.sh").read_text()
     weak = script.replace("MATRIX_LR=0.04\n", "MATRIX_LR=0.0001\n", 1).replace(
         "TIED_EMBED_LR=0.05\n", "TIED_EMBED_LR=0.0005\n", 1)
-    # A margin of 0.01 at smoke (noise 0.005, k 2): a change within the seed noise is not
-    # kept, whatever it is; the real improvements here win by more than 0.02.
-    committed_copy(repo_root, repo, ladder=["smoke"], artifact_cap_bytes=CAP,
-                   noise={"k": 2.0, "fixed": {"smoke": 0.005}, "runs": {"smoke": 1}})
+    # The default keep rule (sequential, 6 pairs at smoke): the real improvements here win
+    # by 0.03 and more at every seed.
+    committed_copy(repo_root, repo, ladder=["smoke"], artifact_cap_bytes=CAP)
     (repo / "autoresearch.sh").write_text(weak)
     git(repo, "commit", "-q", "-am", "a weak incumbent")
     old = os.environ.get("AUTOGOLF_CACHE_ROOT")
@@ -148,8 +150,8 @@ _DESCRIPTIONS = {
     honest_bigger_model: "a bigger model",
     train_on_validation: "the trainer trains on its validation shard",
     looks_ahead: "a model that reads the next token",
-    better_architecture: "an output gain layer and MATRIX_LR 0.04",
-    other_export: "lzma export and TIED_EMBED_LR 0.05",
+    better_architecture: "an output gain layer and MATRIX_LR 0.004",
+    other_export: "lzma export and MATRIX_LR 0.04",
 }
 
 
@@ -183,15 +185,18 @@ def test_an_artifact_measured_over_the_cap_is_over_cap(session):
 
 
 @pytest.mark.slow
-def test_training_on_the_validation_shard_does_not_improve_the_judges_score(session):
+def test_training_on_the_validation_shard_is_judged_on_the_holdout_not_its_printout(session):
     row = row_of(session, train_on_validation)
-    assert row["status"] == "discard", row["reason"]
     [baseline] = [r for r in session if r.get("baseline")]
     rung, before = row["rungs"]["smoke"], baseline["rungs"]["smoke"]
-    # Its own printout (on the tokens it was given) improved far more than the judge's score.
+    # Its own printout (on the tokens it was given) improved far more than the judge's score:
+    # the shard it was given holds train tokens, so training on it is only more training
+    # (measured: +0.002 on the holdout, the same at every seed), and that is what is decided.
     printed_gain = before["printed_val_bpb"] - rung["printed_val_bpb"]
-    judged_gain = before["val_bpb"] - rung["val_bpb"]
+    judged_gain = before["val_bpb"] - rung.get("first_val_bpb", rung["val_bpb"])
     assert printed_gain > judged_gain + 0.01
+    assert rung["sequential"]["candidate"][0] == rung.get("first_val_bpb", rung["val_bpb"])
+    assert judged_gain < 0.01
 
 
 @pytest.mark.slow
