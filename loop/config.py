@@ -481,6 +481,8 @@ class _Reader:
     def agent_sandbox(self, value: Any) -> dict[str, Any]:
         """`agent.sandbox`: mode, network, writable (loop/proposers/sandbox.py)."""
         section = self.mapping(value, "agent.sandbox", ("mode", "network", "writable"))
+        if section.get("mode") is False:  # YAML reads a bare `off` as false
+            section = {**section, "mode": "off"}
         out: dict[str, Any] = {}
         self.put(out, "agent_sandbox_mode",
                  self.choice(section, "mode", "agent.sandbox.mode", SANDBOX_MODES))

@@ -92,6 +92,7 @@ class Sandbox:
     network: bool = True
     writable: tuple[Path, ...] = ()  # agent.sandbox.writable, resolved
     why_none: str = ""  # when tool is None: why, for the start line and doctor
+    program: str = ""  # the tool's executable (default: its name, found on PATH)
 
     def wrap(self, argv: Sequence[str], worktree: Path, attempt: Path,
              env: dict[str, str]) -> Confined:
@@ -108,10 +109,10 @@ class Sandbox:
             # itself, which then cannot create its user namespace: set it inside instead.
             preload = env.pop("LD_PRELOAD", None)
             inner = ["--setenv", "LD_PRELOAD", preload] if preload else []
-            return Confined(bwrap_argv(argv, Path(worktree), paths, self.network, env, inner),
-                            env)
+            command = bwrap_argv(argv, Path(worktree), paths, self.network, env, inner)
+            return Confined([self.program or "bwrap", *command[1:]], env)
         profile = sbpl_profile(paths, self.network, tmux_sockets(env))
-        return Confined(["sandbox-exec", "-p", profile, *argv], env)
+        return Confined([self.program or "sandbox-exec", "-p", profile, *argv], env)
 
     def describe(self) -> str:
         """One line for the session start, its row and doctor."""
@@ -141,14 +142,14 @@ def bwrap_argv(argv: Sequence[str], worktree: Path, writable: Sequence[Path], ne
     if not network:
         out.append("--unshare-net")
     out += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    folders = tmux_dirs(env)
+    for path in writable:
+        out += ["--bind", str(path), str(path)]
+    folders = tmux_dirs(env)  # after the binds: hidden even inside a writable path
     for folder in folders:
         out += ["--tmpfs", str(folder)]  # also hides servers started later
     for socket in tmux_sockets(env):
         if not any(folder in socket.parents for folder in folders):
             out += ["--ro-bind", "/dev/null", str(socket)]
-    for path in writable:
-        out += ["--bind", str(path), str(path)]
     dot_git = Path(worktree).resolve() / ".git"
     if dot_git.exists():
         out += ["--ro-bind", str(dot_git), str(dot_git)]
@@ -228,12 +229,13 @@ def choose(mode: str, network: bool = True, writable: Sequence[str] = (), *,
     tool = mode if mode != "auto" else _native(platform)
     if tool is None:
         return Sandbox(None, network, why_none=f"no containment tool is known on {platform}")
-    if which(tool) is None:
+    program = which(tool)
+    if program is None:
         if mode == "auto":
             return Sandbox(None, network, why_none=f"{tool} not found; {INSTALL[tool]}")
         raise SandboxError(f"agent.sandbox.mode: {tool} is not on PATH; {INSTALL[tool]} "
                            "(or set agent.sandbox.mode: auto to run without it)")
-    sandbox = Sandbox(tool, network, extra)
+    sandbox = Sandbox(tool, network, extra, program=program)
     problem = probe(sandbox)
     if problem is None:
         return sandbox
