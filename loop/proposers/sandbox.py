@@ -10,7 +10,7 @@ only:
   aider's history files) and, inside it, a private temp folder (`tmp/`, given as TMPDIR);
 - the paths listed under `agent.sandbox.writable` (none by default). Agent CLIs keep their
   own state under $HOME (claude: `~/.claude/` and `~/.claude.json`; codex: `~/.codex/`; pi:
-  `~/.pi/`): list what yours needs. A CLI that replaces a file by renaming a new one over it
+  `~/.pi/agent/`): list what yours needs. A CLI that replaces a file by renaming a new one over it
   needs the file's folder listed, not the file.
 
 Git metadata: nothing of it is writable. The worktree's `.git` is a file pointing into the main
