@@ -20,6 +20,7 @@ import yaml
 from loop.judge.sequential import SequentialRule
 from loop.proposers.agent import PLACEHOLDER_PATTERN as _PLACEHOLDER
 from loop.proposers.agent import PLACEHOLDERS as AGENT_PLACEHOLDERS
+from loop.proposers.sandbox import MODES as SANDBOX_MODES
 from loop.proposers.search import KNOB_KINDS, KNOB_SCALES, KNOB_TYPES, Knob
 from loop.workspace.settings import WorkspaceConfig, read_workspace
 
@@ -154,6 +155,10 @@ class Config:
     agent_command: tuple[str, ...] = ()  # argument list with {prompt_file} etc. (issue 8)
     agent_timeout_s: float = 900.0
     agent_last_rows: int = 12  # ledger rows shown in the agent's prompt
+    # Issue 18 (loop/proposers/sandbox.py): how the agent is contained, `agent: sandbox:`.
+    agent_sandbox_mode: str = "auto"  # auto | bwrap | sandbox-exec | off
+    agent_sandbox_network: bool = True  # agent CLIs need their API
+    agent_sandbox_writable: tuple[str, ...] = ()  # extra writable paths (~ expanded at start)
     knobs: tuple[Knob, ...] = field(default_factory=_default_knobs)
     search_strategy: str = DEFAULT_SEARCH_STRATEGY  # local | random | tpe
     search_storage: str | None = None  # an Optuna storage URL; None = SQLite under .autogolf/
@@ -460,9 +465,10 @@ class _Reader:
 
     def agent(self, top: dict, kw: dict[str, Any]) -> dict[str, Any]:
         section = self.mapping(top.get("agent", {}), "agent",
-                               ("command", "timeout_s", "last_rows"))
+                               ("command", "timeout_s", "last_rows", "sandbox"))
         out: dict[str, Any] = {}
         self.put(out, "agent_command", self.agent_command(section))
+        out.update(self.agent_sandbox(section.get("sandbox")))
         timeout = self.number(section, "timeout_s", where="agent", positive=True)
         self.put(out, "agent_timeout_s", timeout)
         rows = self.number(section, "last_rows", where="agent", minimum=0, integer=True)
@@ -472,6 +478,38 @@ class _Reader:
             self.fail("agent.command", "missing: the agent proposer needs a command",
                       'an argument list, e.g. ["claude", "-p", "{prompt}"]')
         return out
+
+    def agent_sandbox(self, value: Any) -> dict[str, Any]:
+        """`agent.sandbox`: mode, network, writable (loop/proposers/sandbox.py)."""
+        section = self.mapping(value, "agent.sandbox", ("mode", "network", "writable"))
+        if section.get("mode") is False:  # YAML reads a bare `off` as false
+            section = {**section, "mode": "off"}
+        out: dict[str, Any] = {}
+        self.put(out, "agent_sandbox_mode",
+                 self.choice(section, "mode", "agent.sandbox.mode", SANDBOX_MODES))
+        if "network" in section:
+            if isinstance(section["network"], bool):
+                out["agent_sandbox_network"] = section["network"]
+            else:
+                self.fail("agent.sandbox.network", f"got {section['network']!r}",
+                          "true | false (true: agent CLIs need their API)")
+        self.put(out, "agent_sandbox_writable", self.writable_paths(section.get("writable")))
+        return out
+
+    def writable_paths(self, paths: Any) -> tuple[str, ...] | None:
+        """Absolute paths, or starting with ~ or $VAR (expanded, and checked to exist, when
+        the agent proposer is built: the file is read on other machines too)."""
+        if paths is None:
+            return None
+        allowed = "a list of absolute paths (~ allowed), e.g. [~/.claude, ~/.claude.json]"
+        if not isinstance(paths, list):
+            self.fail("agent.sandbox.writable", f"got {paths!r}", allowed)
+            return None
+        bad = [i for i, p in enumerate(paths)
+               if not isinstance(p, str) or not p.startswith(("/", "~", "$"))]
+        for i in bad:
+            self.fail(f"agent.sandbox.writable[{i}]", f"got {paths[i]!r}", allowed)
+        return None if bad else tuple(paths)
 
     def agent_command(self, section: dict) -> tuple[str, ...] | None:
         if "command" not in section:

@@ -110,6 +110,9 @@ if os.environ.get("FAKE_BLOCK") == "checks":
     with open(os.path.join(os.environ["FAKE_SIGNAL_DIR"], "checks"), "w") as f:
         f.write(str(os.getpid()))
     time.sleep(120)
+if "CHECKS=tamper" in open("knobs.sh").read():  # the checks are editable code too
+    with open("../../ledger.jsonl", "a") as ledger:
+        ledger.write('{"type": "experiment", "id": "E9999", "status": "keep"}\\n')
 sys.exit(1 if "CHECKS=fail" in open("knobs.sh").read() else 0)
 '''
 

@@ -61,12 +61,14 @@ def fake_agent(tmp_path: Path, body: str) -> str:
 
 
 def run_agent(repo: Path, tmp_path: Path, body: str, max_experiments: int = 1,
-              timeout_s: float = 30) -> str:
-    """The daemon with `proposer: agent` and the fake agent `body` (a bash script)."""
+              timeout_s: float = 30, sandbox: str = "auto") -> str:
+    """The daemon with `proposer: agent` and the fake agent `body` (a bash script), confined
+    when this machine can (`sandbox`: agent.sandbox.mode)."""
     return run_configured(repo, max_experiments=max_experiments, proposer="agent",
                           agent_command=(fake_agent(tmp_path, body), "{prompt_file}",
                                          "{summary_file}"),
-                          agent_timeout_s=timeout_s, kill_grace_s=1, ladder=("breadth",))
+                          agent_timeout_s=timeout_s, kill_grace_s=1, ladder=("breadth",),
+                          agent_sandbox_mode=sandbox)
 
 
 def assert_restored(repo: Path) -> None:
@@ -135,7 +137,7 @@ def test_agent_failures_count_towards_the_consecutive_failures_stop(checkout: Pa
 def test_an_agents_own_commit_is_undone_and_its_change_validated(checkout: Path,
                                                                  tmp_path: Path) -> None:
     start = git(checkout, "rev-parse", "HEAD")
-    run_agent(checkout, tmp_path, COMMIT_ITSELF)
+    run_agent(checkout, tmp_path, COMMIT_ITSELF, sandbox="off")  # confined, git is read-only
     [row] = candidates(checkout)
     undone = row["agent"]["undone_commit"]
     assert row["agent"]["outcome"] == "agent_committed" and undone
@@ -148,7 +150,8 @@ def test_an_agents_own_commit_is_undone_and_its_change_validated(checkout: Path,
 
 
 def test_an_agent_that_touches_git_stops_the_run(checkout: Path, tmp_path: Path) -> None:
-    reason = run_agent(checkout, tmp_path, PLANT_HOOK, max_experiments=3)
+    reason = run_agent(checkout, tmp_path, PLANT_HOOK, max_experiments=3,
+                       sandbox="off")  # unconfined: what the git check is for
     [row] = candidates(checkout)
     assert row["status"] == "agent_touched_git" and "hooks/post-checkout" in row["reason"]
     assert "agent_touched_git" in reason and "hooks" in reason
@@ -158,17 +161,16 @@ def test_an_agent_that_touches_git_stops_the_run(checkout: Path, tmp_path: Path)
 
 def test_a_stop_signal_ends_a_running_agent_and_records_interrupted(checkout: Path,
                                                                     tmp_path: Path) -> None:
-    started = tmp_path / "agent-started"
-
-    def signal_when_the_agent_runs() -> None:
+    def signal_when_the_agent_runs() -> None:  # the marker is in the (writable) worktree
         deadline = time.monotonic() + 30
-        while not started.exists() and time.monotonic() < deadline:
+        while not list(checkout.glob(".autogolf/worktrees/*/agent-started")) and (
+                time.monotonic() < deadline):
             time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=signal_when_the_agent_runs, daemon=True).start()
     reason = run_agent(checkout, tmp_path, "sed -i 's/^LR=0.04$/LR=0.05/' knobs.sh\n"
-                       f"touch {started}\nsleep 30", max_experiments=3)
+                       "touch agent-started\nsleep 30", max_experiments=3)
     [row] = candidates(checkout)
     assert row["status"] == "interrupted" and "while the agent worked" in row["reason"]
     assert reason == "stopped by SIGTERM"

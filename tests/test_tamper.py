@@ -36,6 +36,14 @@ def test_a_benchmark_that_writes_the_ledger_stops_the_run(repo: Path) -> None:
     assert "tamper evidence" in row["reason"]
 
 
+def test_checks_that_write_the_ledger_stop_the_run(repo: Path) -> None:
+    reason = run_daemon(repo, {"CHECKS": "tamper", "BONUS_BREADTH": 0.01})
+    assert reason.startswith("tamper evidence: .autogolf/ledger.jsonl changed during the "
+                             "checks of E0002")
+    row = candidates(repo)[-1]
+    assert row["status"] == "interrupted" and row["commit"] is None
+
+
 def test_an_honest_experiment_leaves_the_fingerprint_alone(repo: Path) -> None:
     assert run_daemon(repo, {"BONUS_BREADTH": 0.01}, max_experiments=1) == (
         "reached --max-experiments 1")

@@ -316,9 +316,11 @@ class Scheduler:
         self._abandon_if_stopping("before the checks")
         self.state.stage(exp, "checks")
         log = self.paths.experiment(exp.id) / "checks.log"
+        before = self.fingerprint.take()
         started = time.monotonic()
         result = self.pipeline.checks(self.git.worktree, exp.id, log)
         exp.spent("checks", time.monotonic() - started)
+        self.fingerprint.check(before, f"the checks of {exp.id}")
         self._abandon_if_stopping("during the checks")
         if result.timed_out:
             raise Decided("checks_failed", f"checks timed out after {self.cfg.checks_timeout_s:g}"
@@ -389,6 +391,9 @@ class Scheduler:
     # ---- session
 
     def _open_session(self) -> None:
+        contained = self.proposer.containment()  # how an agent is confined, said at start
+        if contained:
+            self.out(contained)
         names = sessions(self.rows)
         if names and not self._new_session:
             self.session = names[-1]
@@ -400,7 +405,8 @@ class Scheduler:
             self._append({"type": "session", "session": self.session, "timestamp": utc_now(),
                           "branch": self.git.branch, "base_commit": self.git.head(),
                           "dataset": self.dataset_id, "ladder": list(self.cfg.ladder),
-                          "proposer": self.cfg.proposer})
+                          "proposer": self.cfg.proposer,
+                          **({"containment": contained} if contained else {})})
             self.out(f"new session {self.session} (branch {self.git.branch})")
         self.state.session = self.session
         self.bookkeeping = Bookkeeping(self.git, self.paths.repo, self.proposer,

@@ -4,8 +4,9 @@ A proposer (a coding agent) and a benchmark run as the user, so nothing stops th
 writing the daemon's own code, `autogolf.yaml`, the ledger or the validation data the
 holdout is cut from. The loop fingerprints those files before each proposer and each
 benchmark and compares after: a change stops the run, with a stop row that says which file
-changed and when. It is evidence, not prevention (a sandbox is issue 18's): nothing that ran
-after the change is kept.
+changed and when. It is evidence, not prevention (the agent's sandbox is
+loop/proposers/sandbox.py; without one this is all there is): nothing that ran after the
+change is kept. The checks (`autoresearch.checks.sh`, editable) are fingerprinted too.
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ class Fingerprint:
 
     @classmethod
     def of_protected(cls, repo: Path, dataset: datasets.DatasetInfo) -> Fingerprint:
-        """The daemon's code, its configuration and ledger, and the holdout's source data."""
-        code = Path(loop.__file__).resolve().parent
-        files = [p for p in code.rglob("*.py") if "__pycache__" not in p.parts]
-        files += [repo / "autogolf.yaml", repo / ".autogolf" / "ledger.jsonl",
+        """The daemon's code (the imported package and the checkout's `loop/`, which an
+        editable install imports on the next start), its configuration, ledger and state
+        file, and the holdout's source data."""
+        files = [p for code in _code_dirs(repo) for p in code.rglob("*.py")
+                 if "__pycache__" not in p.parts]
+        home = repo / ".autogolf"
+        files += [repo / "autogolf.yaml", home / "ledger.jsonl", home / "state.json",
                   dataset.tokenizer_path]
         files += sorted(Path(dataset.data_path).glob("fineweb_val_*.bin"))
         return cls(files, repo)
@@ -57,3 +61,10 @@ class Fingerprint:
             except ValueError:
                 continue
         return str(path)
+
+
+def _code_dirs(repo: Path) -> list[Path]:
+    """The imported `loop` package and, when it is another folder, the checkout's."""
+    imported = Path(loop.__file__).resolve().parent
+    checkout = (Path(repo) / "loop").resolve()
+    return [imported] + ([checkout] if checkout != imported and checkout.is_dir() else [])

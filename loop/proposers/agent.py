@@ -58,6 +58,7 @@ from loop.backlog.ideas import Idea, IdeasError, IdeasFile, row_delta, tested_id
 from loop.judge.verdict import Verdict
 from loop.measure.runner import run_command
 from loop.proposers.base import Proposal, Proposer
+from loop.proposers.sandbox import Sandbox
 from loop.store.gitsession import GitError, git
 
 PLACEHOLDERS = ("prompt_file", "prompt", "worktree", "summary_file")
@@ -126,12 +127,14 @@ class AgentProposer(Proposer):
                  editable: Sequence[str] = (), protected: Sequence[str] = (),
                  last_rows: int = LAST_ROWS, env: dict[str, str] | None = None,
                  grace_s: float = 10.0, stop: Callable[[], bool] | None = None,
-                 imported: Callable[[], list[dict]] | None = None):
+                 imported: Callable[[], list[dict]] | None = None,
+                 sandbox: Sandbox | None = None):
         """`command`: argument list (a string is split like a shell would); `work_dir`: where
         each attempt's prompt, log and summary go (e.g. .autogolf/agent). `doc_path` and
         `ideas_path` default to autoresearch.md and autoresearch.ideas.md in the worktree.
         `stop`: polled while the agent runs; True kills it (the daemon got a stop signal).
-        `imported`: the ledger's rows imported from pi-autoresearch, read per prompt."""
+        `imported`: the ledger's rows imported from pi-autoresearch, read per prompt.
+        `sandbox`: how the agent is confined (loop/proposers/sandbox.py); None: unconfined."""
         self.command = _check_command(command)
         if not timeout_s > 0:
             raise AgentConfigError(f"agent timeout must be positive, got {timeout_s!r}")
@@ -145,6 +148,10 @@ class AgentProposer(Proposer):
         self.stop = stop
         self.imported = imported
         self.last_outcome: AgentOutcome | None = None
+        self.sandbox = sandbox or Sandbox(None, why_none="no sandbox was given")
+
+    def containment(self) -> str | None:
+        return self.sandbox.describe()
 
     def propose(self, worktree: Path, history: list[dict]) -> AgentProposal:
         """Run the agent once in `worktree`. Never None: an agent can always be asked again;
@@ -221,9 +228,11 @@ class AgentProposer(Proposer):
                "AUTOGOLF_PROMPT_FILE": values["prompt_file"],
                "AUTOGOLF_SUMMARY_FILE": values["summary_file"],
                "AUTOGOLF_WORKTREE": values["worktree"]}
+        confined = self.sandbox.wrap(argv, worktree, attempt, env)
         log = attempt / "agent.log"
-        result = run_command(argv, cwd=worktree, env=env, timeout_s=self.timeout_s,
-                             log_path=log, grace_s=self.grace_s, stop=self.stop)
+        result = run_command(confined.argv, cwd=worktree, env=confined.env,
+                             timeout_s=self.timeout_s, log_path=log, grace_s=self.grace_s,
+                             stop=self.stop)
         touched = before.changes(worktree)
         before.repair(worktree)
         try:

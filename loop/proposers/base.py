@@ -46,3 +46,8 @@ class Proposer(ABC):
     def skipped_ideas(self) -> dict[str, str]:
         """Ideas it could not apply: idea id -> why (the backlog marks them invalid)."""
         return {}
+
+    def containment(self) -> str | None:
+        """How the outside program it runs is confined (one line for the session start);
+        None when it runs none (the daemon's own code proposes)."""
+        return None

@@ -17,6 +17,7 @@ from loop.proposers.base import Proposer
 from loop.proposers.ideas import IdeasProposer
 from loop.proposers.model import ModelSearchProposer, SearchStorageError, default_storage
 from loop.proposers.rotation import Rotation
+from loop.proposers.sandbox import SandboxError, choose
 from loop.proposers.search import SearchProposer, read_knobs
 from loop.store import pilog
 from loop.store.ledger import Ledger
@@ -69,12 +70,17 @@ def _agent(ctx: Context) -> Proposer:
         raise UserError("the agent proposer has no command: set `agent: command: [...]` in "
                         "autogolf.yaml (README has examples for pi, claude, codex and aider)")
     try:
+        sandbox = choose(cfg.agent_sandbox_mode, cfg.agent_sandbox_network,
+                         cfg.agent_sandbox_writable)
+    except SandboxError as exc:
+        raise UserError(str(exc)) from None
+    try:
         return AgentProposer(cfg.agent_command, cfg.agent_timeout_s,
                              ctx.repo / ".autogolf" / "agent", editable=cfg.editable,
                              protected=cfg.protected, last_rows=cfg.agent_last_rows,
                              grace_s=cfg.kill_grace_s, stop=ctx.stop,
                              env={"AUTOGOLF_DAEMON_TOKEN": ctx.token} if ctx.token else None,
-                             imported=lambda: _imported(ctx.repo))
+                             imported=lambda: _imported(ctx.repo), sandbox=sandbox)
     except AgentConfigError as exc:
         raise UserError(f"agent.command: {exc}") from None
 

@@ -41,3 +41,7 @@ class Rotation(Proposer):
 
     def skipped_ideas(self) -> dict[str, str]:
         return {k: v for p in self.proposers for k, v in p.skipped_ideas().items()}
+
+    def containment(self) -> str | None:
+        lines = [c for c in (p.containment() for p in self.proposers) if c]
+        return "; ".join(dict.fromkeys(lines)) or None

@@ -221,6 +221,28 @@ def check_timeouts(root: Path) -> list[Check]:
     return [Check("timeouts", OK, f"{device} ({given}): {listed}")]
 
 
+def check_containment(root: Path) -> list[Check]:
+    """How an agent proposer would be confined here (agent.sandbox, loop/proposers/sandbox.py)."""
+    from loop.config import ConfigError, load_config
+    from loop.proposers.sandbox import INSTALL, SandboxError, choose
+
+    try:
+        cfg = load_config(root / "autogolf.yaml")
+        sandbox = choose(cfg.agent_sandbox_mode, cfg.agent_sandbox_network,
+                         cfg.agent_sandbox_writable)
+    except ConfigError as exc:
+        return [Check("containment", WARN, f"unknown: autogolf.yaml: {exc.problems[0]}")]
+    except SandboxError as exc:
+        return [Check("containment", FAIL, str(exc), "see README: Containing the agent")]
+    used = "agent" in (cfg.proposer, *cfg.proposer_rotation)
+    detail = sandbox.describe().removeprefix("agent containment: ")
+    detail += "" if used else " (the agent proposer is not configured)"
+    if sandbox.tool is None and cfg.agent_sandbox_mode != "off":
+        tool = "sandbox-exec" if sys.platform == "darwin" else "bwrap"
+        return [Check("containment", WARN, detail, INSTALL[tool])]
+    return [Check("containment", OK, detail)]
+
+
 def check_sentencepiece() -> list[Check]:
     try:
         import sentencepiece as spm
@@ -371,6 +393,7 @@ def run_checks(root: Path) -> list[Check]:
         *check_mlx(),
         *check_gpu(),
         *check_timeouts(root),
+        *check_containment(root),
         *check_sentencepiece(),
         *check_blas(),
         *check_datasets(root),
