@@ -1,7 +1,8 @@
 """Which `search.strategy` finds more per experiment: random, local or tpe, side by side.
 
     nice -n 19 python bench/search_efficiency.py [--experiments 8] [--seeds 0,1,2]
-        [--fresh-seeds 101,202,303] [--strategies random,local,tpe] [--json out.json]
+        [--fresh-seeds 101,202,303] [--strategies random,local,tpe]
+        [--keep-rule sequential|margin] [--json out.json]
 
 Each strategy runs the REAL daemon (`autogolf run --ladder smoke --max-experiments N`, the
 real trainer on the offline sample data, the daemon's own keep rule, whatever it is) in a
@@ -14,6 +15,7 @@ seed is partly seed luck. Per strategy it prints the median over proposer seeds 
   claimed  the same on the search's own seed (what the ledger says)
   keeps    kept candidates
   first    experiments until the first keep ("-" = none)
+  runs     benchmark runs of the candidates (first runs, more seeds, re-runs)
 
 The model-shape knobs are left out: the smoke profile fixes its own tiny model, so moving them
 there measures nothing. Uses this repo's sample dataset (AUTOGOLF_CACHE_ROOT unless set).
@@ -64,10 +66,11 @@ def copy_tree(dest: Path) -> Path:
     return dest
 
 
-def configure(tree: Path, strategy: str, seed: int) -> None:
+def configure(tree: Path, strategy: str, seed: int, keep_rule: str = "sequential") -> None:
     path = tree / "autogolf.yaml"
     config = yaml.safe_load(path.read_text())
     config["ladder"] = ["smoke"]
+    config.setdefault("keep_rule", {})["enabled"] = keep_rule == "sequential"
     config["proposer"] = {"name": "search", "seed": seed}
     config["search"] = {"strategy": strategy}
     config["knobs"] = {k: v for k, v in config["knobs"].items() if k not in SHAPE_KNOBS}
@@ -103,9 +106,11 @@ def summarise(rows: list[dict]) -> dict:
     keeps = [r for r in candidates if r["status"] == "keep"]
     first = next((i for i, r in enumerate(candidates, 1) if r["status"] == "keep"), None)
     base_bpb = base["rungs"]["smoke"]["val_bpb"]
-    best = min(keeps, key=lambda r: r["rungs"]["smoke"]["val_bpb"]) if keeps else base
+    best = keeps[-1] if keeps else base  # the session's final incumbent
     return {"baseline_knobs": base["knobs"], "best_knobs": best["knobs"],
             "claimed": base_bpb - best["rungs"]["smoke"]["val_bpb"], "keeps": len(keeps),
+            "runs": sum(1 + len(r["rungs"].get("smoke", {}).get("run_logs") or [])
+                        for r in candidates),
             "first_keep": first, "experiments": len(candidates),
             "statuses": [r["status"] for r in candidates]}
 
@@ -159,8 +164,8 @@ def held_gain(summary: dict, remeasure: Remeasure, seeds: list[int]) -> float:
 def table(results: dict[str, list[dict]], experiments: int, fresh: list[int]) -> str:
     lines = [f"{experiments} experiments x {len(next(iter(results.values())))} proposer seeds; "
              f"held = on trainer seeds {','.join(map(str, fresh))}; medians over proposer seeds",
-             "", "| strategy | held gain | claimed gain | keeps | experiments to first keep |",
-             "|---|---|---|---|---|"]
+             "", "| strategy | held gain | claimed gain | keeps | experiments to first keep | "
+             "benchmark runs |", "|---|---|---|---|---|---|"]
     for strategy, runs in results.items():
         firsts = [r["first_keep"] for r in runs]
         found = [f for f in firsts if f is not None]
@@ -168,7 +173,8 @@ def table(results: dict[str, list[dict]], experiments: int, fresh: list[int]) ->
                  if found else f"- (0/{len(runs)})")
         lines.append(f"| {strategy} | {statistics.median(r['held'] for r in runs):.4f} | "
                      f"{statistics.median(r['claimed'] for r in runs):.4f} | "
-                     f"{statistics.median(r['keeps'] for r in runs):g} | {first} |")
+                     f"{statistics.median(r['keeps'] for r in runs):g} | {first} | "
+                     f"{statistics.median(r['runs'] for r in runs):g} |")
     return "\n".join(lines)
 
 
@@ -178,6 +184,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2", help="proposer seeds")
     ap.add_argument("--fresh-seeds", default="101,202,303", help="trainer seeds to re-measure")
     ap.add_argument("--strategies", default="random,local,tpe")
+    ap.add_argument("--keep-rule", choices=("sequential", "margin"), default="sequential",
+                    help="the daemon's keep rule: sequential (the default) or the margin rule")
     ap.add_argument("--json", help="also write every run's figures here")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -191,13 +199,13 @@ def main() -> None:
         for strategy in args.strategies.split(","):
             for seed in seeds:
                 tree = copy_tree(scratch / f"{strategy}-{seed}")
-                configure(tree, strategy, seed)
+                configure(tree, strategy, seed, args.keep_rule)
                 summary = summarise(run_daemon(tree, args.experiments, env))
                 summary["held"] = held_gain(summary, remeasure, fresh)
                 results.setdefault(strategy, []).append(summary)
                 print(f"{strategy} seed {seed}: claimed {summary['claimed']:.4f} held "
                       f"{summary['held']:.4f} keeps {summary['keeps']} first "
-                      f"{summary['first_keep']} {summary['statuses']} "
+                      f"{summary['first_keep']} runs {summary['runs']} {summary['statuses']} "
                       f"[{time.monotonic() - start:.0f} s]", flush=True)
                 shutil.rmtree(tree)
     print()
