@@ -15,7 +15,7 @@ seed is partly seed luck. Per strategy it prints the median over proposer seeds 
   claimed  the same on the search's own seed (what the ledger says)
   keeps    kept candidates
   first    experiments until the first keep ("-" = none)
-  runs     benchmark runs of the candidates (first runs, more seeds, re-runs)
+  runs     benchmark runs of the candidates (first runs, more seeds, incumbent runs, re-runs)
 
 The model-shape knobs are left out: the smoke profile fixes its own tiny model, so moving them
 there measures nothing. Uses this repo's sample dataset (AUTOGOLF_CACHE_ROOT unless set).
