@@ -115,9 +115,9 @@ def test_an_agent_past_its_timeout_is_killed_and_agent_timeout(tmp_path: Path,
 
 def test_a_non_zero_exit_is_agent_failed_with_its_last_line(tmp_path: Path,
                                                             session: GitSession) -> None:
-    proposal = proposer(tmp_path, "echo 'rate limited'\nexit 1").propose(session.worktree, [])
+    proposal = proposer(tmp_path, "echo 'invalid API key'\nexit 1").propose(session.worktree, [])
     assert proposal.outcome.kind == "agent_failed"
-    assert "exited 1: rate limited" in proposal.outcome.reason
+    assert "exited 1: invalid API key" in proposal.outcome.reason
 
 
 def test_doing_nothing_is_agent_no_change(tmp_path: Path, session: GitSession) -> None:

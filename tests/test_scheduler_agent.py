@@ -110,8 +110,8 @@ def test_an_agent_edit_of_a_protected_file_is_forbidden_and_restored(checkout: P
 @pytest.mark.parametrize("body, status, reason", [
     ("sed -i 's/^LR=0.04$/LR=0.05/' knobs.sh\nsleep 30", "agent_timeout",
      "ran past its 1 s timeout"),
-    ("sed -i 's/^LR=0.04$/LR=0.05/' knobs.sh\necho 'rate limited' >&2\nexit 1", "agent_failed",
-     "exited 1: rate limited"),
+    ("sed -i 's/^LR=0.04$/LR=0.05/' knobs.sh\necho 'invalid API key' >&2\nexit 1", "agent_failed",
+     "exited 1: invalid API key"),
     ("echo 'nothing to do'", "agent_no_change", "changed no file"),
 ])
 def test_an_agent_that_leaves_nothing_to_validate_gets_its_own_status(

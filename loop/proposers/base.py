@@ -46,3 +46,8 @@ class Proposer(ABC):
     def skipped_ideas(self) -> dict[str, str]:
         """Ideas it could not apply: idea id -> why (the backlog marks them invalid)."""
         return {}
+
+    def why_done(self) -> str | None:
+        """Why `propose` returned None, when there is more to say than "nothing left" (e.g.
+        the agent's budget is spent); the stop row gives it."""
+        return None

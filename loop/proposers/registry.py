@@ -71,7 +71,10 @@ def _agent(ctx: Context) -> Proposer:
                              ctx.repo / ".autogolf" / "agent", editable=cfg.editable,
                              protected=cfg.protected, last_rows=cfg.agent_last_rows,
                              grace_s=cfg.kill_grace_s, stop=ctx.stop,
-                             env={"AUTOGOLF_DAEMON_TOKEN": ctx.token} if ctx.token else None)
+                             env={"AUTOGOLF_DAEMON_TOKEN": ctx.token} if ctx.token else None,
+                             limits=cfg.agent_limits(), cap_bytes=cfg.artifact_cap_bytes,
+                             rotate_after_losses=cfg.agent_rotate_after_losses,
+                             home=ctx.repo)
     except AgentConfigError as exc:
         raise UserError(f"agent.command: {exc}") from None
 
