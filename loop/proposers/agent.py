@@ -279,8 +279,9 @@ class AgentProposer(Proposer):
         while True:
             outcome = self._run(worktree, argv, attempt, prompt_path, values)
             tries.ran(outcome)
-            tries.limited = self._rate_limit(outcome)
-            if not tries.limited or not self._may_retry(tries):
+            limited = self._rate_limit(outcome)
+            tries.limited = limited or tries.limited
+            if not limited or not self._may_retry(tries):
                 break
             started = time.monotonic()
             waited = wait(self.limits.delay(tries.retries), self.stop)
@@ -290,9 +291,9 @@ class AgentProposer(Proposer):
             tries.retries += 1
             tries.logs.append(_set_aside_log(outcome.log_path, tries.retries))
             _restore_worktree(worktree)
-        if tries.limited and outcome.kind in RETRYABLE:
+        if limited:  # the last try too: given up (retries, budget) or stopped
             outcome.reason = _cut(f"rate-limited or overloaded (output matched "
-                                  f"{tries.limited!r}) after {tries.retries} retries, "
+                                  f"{limited!r}) after {tries.retries} retries, "
                                   f"{tries.waited_s:.0f} s of waiting: {outcome.reason}")
         outcome.wall_s = tries.wall_s
         self.spend.add(tries.wall_s, tries.waited_s, tries.retries, tries.usage)
@@ -319,7 +320,7 @@ class Tries:
     waited_s: float = 0.0
     retries: int = 0
     usage: Usage | None = None
-    limited: str | None = None  # the rate-limit pattern the last try matched
+    limited: str | None = None  # the rate-limit pattern a try matched (the latest)
     logs: list[str] = field(default_factory=list)  # earlier tries' logs, set aside
 
     def ran(self, outcome: AgentOutcome) -> None:

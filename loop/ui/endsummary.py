@@ -1,7 +1,8 @@
 """What `autogolf run` says when it stops: a few lines, and a macOS notification.
 
 `end_of_run_summary(rows, session)` reads only ledger rows: experiments run and kept, the
-best val_bpb per profile against the session's start, the benchmark time used, and why it
+best val_bpb per profile against the session's start, the benchmark time used, what the agent
+proposer spent (when it ran: time, retries, the cost and tokens its CLI reported), and why it
 stopped. Unknown values read "unknown", never 0.
 """
 
@@ -67,6 +68,9 @@ def end_of_run_summary(rows: list[dict], session: str | None) -> str:
              + f"; {len(exps) - len(changes)} baseline run(s)"]
     lines += _profile_lines(mine)
     lines.append(_time_line(exps))
+    spent = report.agent_spent(mine)
+    if spent is not None:
+        lines.append(f"  agent: {spent.text()}")
     stops = [r for r in mine if r.get("type") == "stop"]
     if stops:
         lines.append(f"  stopped: {stops[-1].get('reason') or report.UNKNOWN}")
