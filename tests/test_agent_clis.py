@@ -23,6 +23,7 @@ import pytest
 import yaml
 from test_e2e_real import committed_copy
 
+from loop.config import load_config
 from loop.platform import blas_env
 from loop.proposers.agent import AgentProposer
 from loop.store.gitsession import GitSession
@@ -167,3 +168,14 @@ def test_a_readme_agents_edit_is_measured_on_the_real_trainer(tmp_path: Path, sa
     prompt_file = clone / row["agent"]["prompt"]
     assert seen["argv"][1:] == filled(command, {"prompt_file": str(prompt_file)})[1:]
     assert received_prompt(seen) == prompt_file.read_text()
+
+
+def test_the_readmes_agent_settings_example_is_valid_configuration(tmp_path: Path) -> None:
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```yaml\n(proposer:\n.*?)```", text, re.DOTALL)
+    assert block, "README: the ```yaml block with `proposer:` and `agent:` is gone"
+    (tmp_path / "autogolf.yaml").write_text(block.group(1))
+    cfg = load_config(tmp_path / "autogolf.yaml")
+    assert cfg.agent_limits().rate_limit_patterns == load_config(tmp_path / "none.yaml"
+                                                                 ).agent_limits().rate_limit_patterns
+    assert (cfg.agent_budget_s, cfg.agent_rotate_after_losses) == (14400, 3)
