@@ -139,6 +139,7 @@ def test_the_readme_command_line_reaches_the_cli_exactly_with_the_whole_prompt(
     assert proposal.idea is None and "its own idea" in proposal.note  # `idea: own`
 
 
+@pytest.mark.slow
 def test_a_readme_agents_edit_is_measured_on_the_real_trainer(tmp_path: Path, sample_dataset
                                                               ) -> None:
     """The daemon with the README's pi line: the stand-in's edit is judged at smoke."""
