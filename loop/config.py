@@ -20,6 +20,7 @@ import yaml
 from loop.judge.sequential import SequentialRule
 from loop.proposers.agent import PLACEHOLDER_PATTERN as _PLACEHOLDER
 from loop.proposers.agent import PLACEHOLDERS as AGENT_PLACEHOLDERS
+from loop.proposers.agentlimits import DEFAULT_RATE_LIMIT_PATTERNS, Limits
 from loop.proposers.sandbox import MODES as SANDBOX_MODES
 from loop.proposers.search import KNOB_KINDS, KNOB_SCALES, KNOB_TYPES, Knob
 from loop.workspace.settings import WorkspaceConfig, read_workspace
@@ -159,6 +160,15 @@ class Config:
     agent_sandbox_mode: str = "auto"  # auto | bwrap | sandbox-exec | off
     agent_sandbox_network: bool = True  # agent CLIs need their API
     agent_sandbox_writable: tuple[str, ...] = ()  # extra writable paths (~ expanded at start)
+    # Issue 18: budgets per `autogolf run` (None: none), backoff after a rate limit, rotation.
+    agent_budget_s: float | None = None  # agent wall time, all tries summed
+    agent_budget_usd: float | None = None  # cost the agent CLI reports (unknown: not counted)
+    agent_budget_tokens: int | None = None  # tokens the agent CLI reports
+    agent_backoff_s: float = 60.0  # first wait after a rate limit; doubled per retry
+    agent_backoff_max_s: float = 1800.0  # the longest single wait
+    agent_max_retries: int = 5  # retries of one attempt after rate limits
+    agent_rate_limit_patterns: tuple[str, ...] = DEFAULT_RATE_LIMIT_PATTERNS  # regexes
+    agent_rotate_after_losses: int = 3  # an idea family that lost N in a row is left (0: never)
     knobs: tuple[Knob, ...] = field(default_factory=_default_knobs)
     search_strategy: str = DEFAULT_SEARCH_STRATEGY  # local | random | tpe
     search_storage: str | None = None  # an Optuna storage URL; None = SQLite under .autogolf/
@@ -193,6 +203,12 @@ class Config:
     min_available_memory_mb: int = 0  # stop the benchmark when the machine has less free
     min_free_disk_mb: int = 2048  # pre-flight floor before each experiment
     workspace: WorkspaceConfig | None = None  # shared collaboration workspace (issue 10)
+
+    def agent_limits(self) -> Limits:
+        """The agent's budgets and backoff (loop.proposers.agentlimits)."""
+        return Limits(self.agent_budget_s, self.agent_budget_usd, self.agent_budget_tokens,
+                      self.agent_backoff_s, self.agent_backoff_max_s, self.agent_max_retries,
+                      self.agent_rate_limit_patterns)
 
     def sequential_rule(self, profile: str) -> SequentialRule:
         """The keep rule of `profile` (issue 16) from the `keep_rule:` settings."""
@@ -303,6 +319,16 @@ _TOP_KEYS = (
     "stop", "limits", "agent", "workspace", "protocol", "verify", "judge", "keep_rule",
     "search", "device",
 )  # fmt: skip
+
+
+_AGENT_NUMBERS: dict[str, dict[str, Any]] = {
+    "timeout_s": {"positive": True}, "last_rows": {"minimum": 0, "integer": True},
+    "budget_s": {"positive": True}, "budget_usd": {"positive": True},
+    "budget_tokens": {"positive": True, "integer": True}, "backoff_s": {"positive": True},
+    "backoff_max_s": {"positive": True}, "max_retries": {"minimum": 0, "integer": True},
+    "rotate_after_losses": {"minimum": 0, "integer": True},
+}
+_AGENT_KEYS = ("command", "rate_limit_patterns", "sandbox", *_AGENT_NUMBERS)
 
 
 class _Reader:
@@ -464,15 +490,16 @@ class _Reader:
         return None if bad else tuple(value)
 
     def agent(self, top: dict, kw: dict[str, Any]) -> dict[str, Any]:
-        section = self.mapping(top.get("agent", {}), "agent",
-                               ("command", "timeout_s", "last_rows", "sandbox"))
+        section = self.mapping(top.get("agent", {}), "agent", _AGENT_KEYS)
         out: dict[str, Any] = {}
         self.put(out, "agent_command", self.agent_command(section))
         out.update(self.agent_sandbox(section.get("sandbox")))
-        timeout = self.number(section, "timeout_s", where="agent", positive=True)
-        self.put(out, "agent_timeout_s", timeout)
-        rows = self.number(section, "last_rows", where="agent", minimum=0, integer=True)
-        self.put(out, "agent_last_rows", rows)
+        for key, check in _AGENT_NUMBERS.items():
+            self.put(out, f"agent_{key}", self.number(section, key, where="agent", **check))
+        self.put(out, "agent_rate_limit_patterns", self.patterns(section))
+        if out.get("agent_backoff_max_s", 1800.0) < out.get("agent_backoff_s", 60.0):
+            self.fail("agent.backoff_max_s", "is below agent.backoff_s",
+                      "a number >= agent.backoff_s")
         wanted = "agent" in (kw.get("proposer"), *kw.get("proposer_rotation", ()))
         if wanted and "command" not in section:
             self.fail("agent.command", "missing: the agent proposer needs a command",
@@ -510,6 +537,22 @@ class _Reader:
         for i in bad:
             self.fail(f"agent.sandbox.writable[{i}]", f"got {paths[i]!r}", allowed)
         return None if bad else tuple(paths)
+    def patterns(self, section: dict) -> tuple[str, ...] | None:
+        if "rate_limit_patterns" not in section:
+            return None
+        value, where = section["rate_limit_patterns"], "agent.rate_limit_patterns"
+        allowed = "a list of regular expressions (case-insensitive), e.g. ['rate.?limit', '429']"
+        if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
+            self.fail(where, f"got {value!r}", allowed)
+            return None
+        for i, pattern in enumerate(value):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                self.fail(f"{where}[{i}]", f"{pattern!r} is not a regular expression: {exc}",
+                          allowed)
+                return None
+        return tuple(value)
 
     def agent_command(self, section: dict) -> tuple[str, ...] | None:
         if "command" not in section:

@@ -14,6 +14,7 @@ import pytest
 from loop.config import Config, is_editable
 from loop.proposers import Proposer
 from loop.proposers.agent import AgentConfigError, AgentProposer
+from loop.proposers.agentlimits import Limits
 from loop.store.gitsession import GitSession
 
 USER = ("-c", "user.name=Test User", "-c", "user.email=test@example.com")
@@ -115,9 +116,9 @@ def test_an_agent_past_its_timeout_is_killed_and_agent_timeout(tmp_path: Path,
 
 def test_a_non_zero_exit_is_agent_failed_with_its_last_line(tmp_path: Path,
                                                             session: GitSession) -> None:
-    proposal = proposer(tmp_path, "echo 'rate limited'\nexit 1").propose(session.worktree, [])
+    proposal = proposer(tmp_path, "echo 'invalid API key'\nexit 1").propose(session.worktree, [])
     assert proposal.outcome.kind == "agent_failed"
-    assert "exited 1: rate limited" in proposal.outcome.reason
+    assert "exited 1: invalid API key" in proposal.outcome.reason
 
 
 def test_doing_nothing_is_agent_no_change(tmp_path: Path, session: GitSession) -> None:
@@ -301,3 +302,169 @@ def test_a_work_dir_inside_the_worktree_is_refused(tmp_path: Path, session: GitS
     agent = AgentProposer(["true"], timeout_s=1, work_dir=session.worktree / "agent")
     with pytest.raises(AgentConfigError, match="outside the worktree"):
         agent.propose(session.worktree, [])
+
+
+# --- the idea claim -------------------------------------------------------------------------
+
+
+def claiming(line: str) -> str:
+    return EDIT_ALLOWED.replace('> "$3"', '> "$3"\n' + (f'echo "{line}" >> "$3"' if line else ""))
+
+
+@pytest.mark.parametrize("line, idea, note", [
+    ("idea: I001", "I001", "the agent says it implemented I001; suggested was I002"),
+    ("idea: I002", "I002", None),
+    ("idea: own", None, "the agent says it tried its own idea"),
+    ("idea: I042", None, "the agent named idea I042, which is not in the backlog"),
+    ("", "I002", "the agent did not say which idea; credited to the suggested I002"),
+])
+def test_the_experiment_is_credited_to_the_idea_the_agent_names(
+        tmp_path: Path, session: GitSession, line: str, idea: str | None,
+        note: str | None) -> None:
+    proposal = proposer(tmp_path, claiming(line)).propose(session.worktree, HISTORY)
+    assert proposal.idea == idea
+    assert proposal.attempt["suggested"] == "I002"
+    assert (note in proposal.note) if note else proposal.note is None
+    assert proposal.description == "MATRIX_LR 0.04 -> 0.05: a faster start"  # no idea line
+
+
+def test_the_prompt_asks_for_the_idea_line(tmp_path: Path, session: GitSession) -> None:
+    prompt = prompt_of(tmp_path, session, [])
+    assert "`idea: <id>`" in prompt and "`idea: own`" in prompt
+
+
+# --- evidence and rotation in the prompt ----------------------------------------------------
+
+TRAIN_LOG = "".join(f"step:{s}/30 train_loss:{7 - s / 10:.4f} train_time:{s * 100}ms "
+                    f"step_avg:100.00ms tok_s:1000\n" for s in (1, 10, 20, 30))
+
+
+def test_prompt_has_the_incumbents_training_curve_from_its_log(tmp_path: Path,
+                                                               session: GitSession) -> None:
+    log = tmp_path / "home" / ".autogolf" / "experiments" / "E0001" / "bench-breadth.log"
+    log.parent.mkdir(parents=True)
+    log.write_text(TRAIN_LOG)
+    history = [dict(HISTORY[0], session="s1", rungs={"breadth": {
+        "val_bpb": 1.2345, "log": ".autogolf/experiments/E0001/bench-breadth.log",
+        "total_bytes": 1_000_000}})]
+    prompt = prompt_of(tmp_path, session, history, home=tmp_path / "home")
+    assert "## Evidence: how the incumbent and the last runs trained" in prompt
+    assert ("- E0001 incumbent, keep at breadth: val_bpb 1.2345; train_loss 6.900@1 6.000@10 "
+            "5.000@20 4.000@30; step 100.0 ms; roundtrip gap unknown; headroom 15,000,000 "
+            "bytes") in prompt
+
+
+FAMILY_BACKLOG = """# Ideas
+## Schedule
+- [I001] (untried) Longer warmdown (needs code).
+- [I002] (untried) Cosine warmdown (needs code).
+## Model
+- [I003] (untried) Wider MLP (needs code).
+"""
+
+
+def test_a_family_that_lost_n_in_a_row_is_not_suggested(tmp_path: Path,
+                                                        session: GitSession) -> None:
+    (session.worktree / "autoresearch.ideas.md").write_text(
+        FAMILY_BACKLOG.replace("## Schedule\n", "## Schedule\n- [I000] (untried) Linear.\n"))
+    history = [{"type": "experiment", "id": "E0002", "idea": "I001", "status": "discard"},
+               {"type": "experiment", "id": "E0003", "idea": "I000", "status": "crash"}]
+    agent = proposer(tmp_path, "true", rotate_after_losses=2)
+    proposal = agent.propose(session.worktree, history)
+    prompt = proposal.outcome.prompt_path.read_text()
+    assert proposal.idea == "I003"
+    assert "- Schedule: 2 tested, 0 kept; last: E0002 discard, E0003 crash; 2 losses in a row: " \
+        "rotate away" in prompt
+    assert proposer(tmp_path, "true", rotate_after_losses=3).propose(
+        session.worktree, history).idea == "I002"
+
+
+def test_the_prompt_stays_bounded_with_a_huge_backlog(tmp_path: Path,
+                                                      session: GitSession) -> None:
+    huge = "# Ideas\n" + "".join(f"- [I{n:04d}] (untried) idea number {n} " + "x" * 200 + "\n"
+                                 for n in range(1, 2000))
+    (session.worktree / "autoresearch.ideas.md").write_text(huge)
+    prompt = prompt_of(tmp_path, session, [])
+    assert len(prompt) < 45_000 < len(huge)
+    assert "more characters of autoresearch.ideas.md cut here" in prompt
+
+
+# --- rate limits, backoff, budgets ----------------------------------------------------------
+
+FAST = Limits(backoff_s=0.01, backoff_max_s=0.02, max_retries=3)
+
+
+def limited_then(tmp_path: Path, failures: int, message: str = "API Error: 429 rate_limit") -> str:
+    """A body that fails with `message` (leaving a stray file) `failures` times, then edits."""
+    count = tmp_path / "tries.txt"
+    return (f'n=$(cat {count} 2>/dev/null || echo 0); echo $((n + 1)) > {count}\n'
+            f'if [ "$n" -lt {failures} ]; then touch stray.txt; echo "{message}" >&2; exit 1; fi\n'
+            + EDIT_ALLOWED)
+
+
+def test_a_rate_limited_attempt_is_retried_after_a_backoff_from_a_clean_worktree(
+        tmp_path: Path, session: GitSession) -> None:
+    proposal = proposer(tmp_path, limited_then(tmp_path, 2), limits=FAST).propose(
+        session.worktree, [])
+    assert proposal.outcome.kind == "agent_ok"
+    assert proposal.outcome.changed == ["autoresearch.sh"]  # the first tries' stray file: gone
+    assert (proposal.attempt["tries"], proposal.attempt["retries"]) == (3, 2)
+    assert proposal.attempt["retried_logs"] == ["agent-try1.log", "agent-try2.log"]
+    assert proposal.attempt["waited_s"] > 0
+    assert "429" in (proposal.outcome.log_path.parent / "agent-try1.log").read_text()
+
+
+def test_retries_stop_at_max_retries_and_the_reason_says_rate_limited(
+        tmp_path: Path, session: GitSession) -> None:
+    proposal = proposer(tmp_path, limited_then(tmp_path, 99, "Error: Overloaded"),
+                        limits=FAST).propose(session.worktree, [])
+    assert proposal.outcome.kind == "agent_failed" and proposal.attempt["retries"] == 3
+    assert proposal.outcome.reason.startswith("rate-limited or overloaded")
+    assert proposal.attempt["rate_limited"] == "overloaded"
+
+
+def test_an_ordinary_failure_is_not_retried(tmp_path: Path, session: GitSession) -> None:
+    proposal = proposer(tmp_path, limited_then(tmp_path, 99, "SyntaxError"),
+                        limits=FAST).propose(session.worktree, [])
+    assert proposal.attempt["retries"] == 0 and proposal.attempt["rate_limited"] is None
+
+
+def test_a_stop_request_ends_the_backoff_wait(tmp_path: Path, session: GitSession) -> None:
+    log_seen = tmp_path / "agent"
+
+    def stop() -> bool:  # true once the first try's log says 429 (the agent then exits)
+        return any("429" in p.read_text() for p in log_seen.glob("attempt-*/agent.log"))
+
+    agent = proposer(tmp_path, limited_then(tmp_path, 99), stop=stop,
+                     limits=Limits(backoff_s=3600, backoff_max_s=3600))
+    proposal = agent.propose(session.worktree, [])
+    assert proposal.attempt["retries"] == 0 and proposal.attempt["waited_s"] < 600
+
+
+def test_once_the_time_budget_is_spent_the_agent_proposes_nothing_and_says_why(
+        tmp_path: Path, session: GitSession) -> None:
+    agent = proposer(tmp_path, "sleep 0.2\n" + EDIT_ALLOWED, limits=Limits(budget_s=0.1))
+    assert agent.propose(session.worktree, []) is not None
+    session.restore()
+    assert agent.propose(session.worktree, []) is None
+    assert "agent.budget_s spent" in agent.why_done()
+
+
+def test_reported_cost_is_recorded_and_spends_the_cost_budget(tmp_path: Path,
+                                                              session: GitSession) -> None:
+    result = '{"type": "result", "total_cost_usd": 0.5, "usage": {"input_tokens": 10, ' \
+             '"output_tokens": 5}}'
+    agent = proposer(tmp_path, f"echo '{result}'\n" + EDIT_ALLOWED,
+                     limits=Limits(budget_usd=0.4))
+    proposal = agent.propose(session.worktree, [])
+    assert proposal.attempt["usage"] == {"cost_usd": 0.5, "input_tokens": 10,
+                                         "output_tokens": 5}
+    session.restore()
+    assert agent.propose(session.worktree, []) is None
+    assert "agent.budget_usd spent" in agent.why_done()
+
+
+def test_an_agent_that_reports_nothing_has_unknown_usage(tmp_path: Path,
+                                                         session: GitSession) -> None:
+    proposal = proposer(tmp_path, EDIT_ALLOWED).propose(session.worktree, [])
+    assert proposal.attempt["usage"] is None

@@ -147,3 +147,27 @@ def test_summary_says_where_the_sessions_time_went():
 
 def test_summary_leaves_out_the_split_when_no_row_recorded_it(rows):
     assert "where the time went" not in endsummary.end_of_run_summary(rows, FIRST)
+def agent_row(exp_id: str, **attempt) -> dict:
+    return {"type": "experiment", "id": exp_id, "session": "s", "status": "discard",
+            "proposer": "agent", "rungs": {}, "agent": {"outcome": "agent_ok", **attempt}}
+
+
+def test_summary_says_what_the_agent_spent_with_unknown_cost_when_none_was_reported(rows):
+    text = endsummary.end_of_run_summary(rows, SECOND)
+    assert ("  agent: 4 attempt(s), 50s of agent time, 0 retries after rate limits (0s waited);"
+            " cost and tokens unknown (the agent CLI reported none)") in text
+
+
+def test_summary_sums_the_reported_cost_and_tokens_and_names_the_unreported():
+    session = [{"type": "session", "session": "s"},
+               agent_row("E0001", wall_s=100, tries=3, retries=2, waited_s=90,
+                         usage={"cost_usd": 0.25, "input_tokens": 1000, "output_tokens": 200}),
+               agent_row("E0002", wall_s=20, usage=None)]
+    text = endsummary.end_of_run_summary(session, "s")
+    assert ("agent: 2 attempt(s), 2m 00s of agent time, 2 retries after rate limits (1m 30s "
+            "waited); cost $0.25, tokens 1,200; 1 attempt(s) reported nothing, unknown for "
+            "them") in text
+
+
+def test_summary_has_no_agent_line_without_agent_attempts(rows):
+    assert "agent:" not in endsummary.end_of_run_summary(rows, FIRST)

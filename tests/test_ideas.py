@@ -420,3 +420,13 @@ def test_a_forbidden_edit_does_not_condemn_the_idea(tmp_path: Path) -> None:
     path = write(tmp_path)
     record_experiment(path, row("E0031", "forbidden_edit", "I001", rungs={}))
     assert IdeasFile.load(path).get("I001").status == "untried"
+
+
+def test_an_ideas_family_is_the_nearest_heading_below_the_title(tmp_path: Path) -> None:
+    text = ("# Ideas\n- [I001] (untried) under the title only\n## Schedule\n"
+            "- [I002] (untried) warmdown\n```\n## Not a heading (code)\n```\n"
+            "- [I003] (untried) momentum ramp\n### Model ##\n- [I004] (untried) wider\n")
+    path = tmp_path / "ideas.md"
+    path.write_text(text)
+    assert ideas.families(IdeasFile.load(path)) == {"I002": "Schedule", "I003": "Schedule",
+                                                    "I004": "Model"}

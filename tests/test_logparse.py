@@ -11,6 +11,7 @@ from loop.measure.logparse import (
     TrainerLog,
     format_seconds,
     parse_progress,
+    parse_train_curve,
     parse_trainer_log,
 )
 
@@ -222,3 +223,12 @@ def test_progress_line_is_readable():
                                            (3720, "1h02m")])
 def test_format_seconds(seconds, text):
     assert format_seconds(seconds) == text
+
+
+def test_train_curve_is_every_train_step_in_order_with_unknown_for_non_finite():
+    text = ("step:2/30 train_loss:6.5000 train_time:90ms step_avg:45.00ms tok_s:1000\n"
+            "step:1/30 train_loss:6.9000 train_time:50ms step_avg:50.00ms tok_s:1000\n"
+            "step:30/30 val_loss:5.2933 val_bpb:3.3726 train_time:3468ms step_avg:115.61ms\n"
+            "step:3/30 train_loss:nan train_time:130ms step_avg:43.00ms tok_s:1000\n"
+            "noise step:4/30 train_loss:1.0\n")
+    assert parse_train_curve(text) == [(1, 6.9), (2, 6.5), (3, None)]

@@ -124,6 +124,15 @@ def test_summary_md_lists_kept_changes_and_counts(built):
     assert "| metric_mismatch | 1 |" in summary
 
 
+def test_the_report_shows_what_the_agent_spent_and_unknown_cost(built, page):
+    summary = (built.parent / "summary.md").read_text()
+    assert "## What the agent spent" in summary
+    assert "4 attempt(s), 50s of agent time, 0 retries after rate limits" in summary
+    assert "cost and tokens unknown" in summary
+    assert "<h2>What the agent spent</h2>" in page
+    assert '<td class="num unknown">unknown</td>' in page.split("What the agent spent")[1]
+
+
 # --------------------------------------------------------------------------- kept changes
 
 

@@ -61,14 +61,14 @@ def fake_agent(tmp_path: Path, body: str) -> str:
 
 
 def run_agent(repo: Path, tmp_path: Path, body: str, max_experiments: int = 1,
-              timeout_s: float = 30, sandbox: str = "auto") -> str:
+              timeout_s: float = 30, sandbox: str = "auto", **cfg) -> str:
     """The daemon with `proposer: agent` and the fake agent `body` (a bash script), confined
-    when this machine can (`sandbox`: agent.sandbox.mode)."""
+    when this machine can (`sandbox`: agent.sandbox.mode); `cfg`: other Config fields."""
     return run_configured(repo, max_experiments=max_experiments, proposer="agent",
                           agent_command=(fake_agent(tmp_path, body), "{prompt_file}",
                                          "{summary_file}"),
                           agent_timeout_s=timeout_s, kill_grace_s=1, ladder=("breadth",),
-                          agent_sandbox_mode=sandbox)
+                          agent_sandbox_mode=sandbox, **cfg)
 
 
 def assert_restored(repo: Path) -> None:
@@ -112,8 +112,8 @@ def test_an_agent_edit_of_a_protected_file_is_forbidden_and_restored(checkout: P
 @pytest.mark.parametrize("body, status, reason", [
     ("sed -i 's/^LR=0.04$/LR=0.05/' knobs.sh\nsleep 30", "agent_timeout",
      "ran past its 1 s timeout"),
-    ("sed -i 's/^LR=0.04$/LR=0.05/' knobs.sh\necho 'rate limited' >&2\nexit 1", "agent_failed",
-     "exited 1: rate limited"),
+    ("sed -i 's/^LR=0.04$/LR=0.05/' knobs.sh\necho 'invalid API key' >&2\nexit 1", "agent_failed",
+     "exited 1: invalid API key"),
     ("echo 'nothing to do'", "agent_no_change", "changed no file"),
 ])
 def test_an_agent_that_leaves_nothing_to_validate_gets_its_own_status(
@@ -176,6 +176,29 @@ def test_a_stop_signal_ends_a_running_agent_and_records_interrupted(checkout: Pa
     assert reason == "stopped by SIGTERM"
     assert row["agent"]["wall_s"] < 25  # the agent was stopped, not waited for (sleep 30)
     assert_restored(checkout)
+
+
+def test_rate_limits_are_waited_out_not_counted_toward_the_failure_stop(checkout: Path,
+                                                                        tmp_path: Path) -> None:
+    # The count lives in the attempt folder (beside the summary file, $2): writable when
+    # the agent is confined, and the same folder for every retry of one attempt.
+    count = '"$(dirname "$2")/tries.txt"'
+    body = (f'n=$(cat {count} 2>/dev/null || echo 0); echo $((n + 1)) > {count}\n'
+            f'if [ "$n" -lt 4 ]; then echo "API Error: 529 Overloaded" >&2; exit 1; fi\n'
+            + EDIT_ALLOWED)  # 4 overloads in a row: more than max_consecutive_failures (3)
+    run_agent(checkout, tmp_path, body, agent_backoff_s=0.01, agent_backoff_max_s=0.05)
+    [row] = candidates(checkout)
+    assert row["status"] == "keep" and row["agent"]["retries"] == 4
+    assert row["agent"]["rate_limited"] == "overloaded"  # the first default pattern found
+
+
+def test_a_spent_agent_budget_ends_the_run_with_a_stop_row_saying_so(checkout: Path,
+                                                                    tmp_path: Path) -> None:
+    reason = run_agent(checkout, tmp_path, "sleep 0.3\nexit 1", max_experiments=5,
+                       agent_budget_s=0.2)
+    assert [r["status"] for r in candidates(checkout)] == ["agent_failed"]
+    assert reason.startswith("the proposer has nothing left to propose (agent.budget_s spent")
+    assert rows(checkout)[-1] == {**rows(checkout)[-1], "type": "stop", "reason": reason}
 
 
 # --------------------------------------------------------------------------- the prompt
@@ -241,3 +264,32 @@ def test_agent_and_rotation_settings_are_read(tmp_path: Path) -> None:
     assert cfg.proposer_rotation == ("ideas", "search", "agent") and cfg.proposer_seed == 3
     assert cfg.agent_command == ("claude", "-p", "{prompt}", "${HOME}")
     assert (cfg.agent_timeout_s, cfg.agent_last_rows) == (60, 5)
+
+
+def test_budget_backoff_and_rotation_settings_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "autogolf.yaml"
+    path.write_text("agent: {command: [claude], budget_s: 3600, budget_usd: 5, "
+                    "budget_tokens: 2000000, backoff_s: 30, backoff_max_s: 600, max_retries: 4, "
+                    "rate_limit_patterns: [quota, '\\b429\\b'], rotate_after_losses: 2}\n")
+    limits = load_config(path).agent_limits()
+    assert (limits.budget_s, limits.budget_usd, limits.budget_tokens) == (3600, 5, 2_000_000)
+    assert (limits.backoff_s, limits.backoff_max_s, limits.max_retries) == (30, 600, 4)
+    assert limits.rate_limit_patterns == ("quota", r"\b429\b")
+    assert load_config(path).agent_rotate_after_losses == 2
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("agent: {command: [x], budget_s: 0}\n", "agent.budget_s: got 0"),
+    ("agent: {command: [x], budget_tokens: 1.5}\n", "agent.budget_tokens"),
+    ("agent: {command: [x], max_retries: -1}\n", "agent.max_retries"),
+    ("agent: {command: [x], backoff_s: 60, backoff_max_s: 10}\n",
+     "agent.backoff_max_s: is below agent.backoff_s"),
+    ("agent: {command: [x], rate_limit_patterns: ['(']}\n",
+     "agent.rate_limit_patterns[0]: '(' is not a regular expression"),
+    ("agent: {command: [x], rate_limit_patterns: 429}\n", "agent.rate_limit_patterns: got 429"),
+    ("agent: {command: [x], rotate_after_losses: -2}\n", "agent.rotate_after_losses"),
+    ("agent: {command: [x], budget_sec: 5}\n", "agent.budget_sec: unknown key"),
+])
+def test_bad_budget_and_backoff_settings_are_refused_naming_the_key(tmp_path: Path, text: str,
+                                                                    needle: str) -> None:
+    assert needle in config_problems(tmp_path, text)

@@ -57,6 +57,7 @@ _ITEM = re.compile(
 _CHECKBOX = re.compile(r"[ xX]")
 _DATA = re.compile(r"^(?P<indent>[ \t]+)(?P<key>knobs|patch|evidence|note):(?P<value>.*)$")
 _FENCE = re.compile(r"^[ \t]{0,3}(```|~~~)")
+_HEADING = re.compile(r"^[ ]{0,3}#{2,6}[ \t]+(.+?)[ \t#]*$")
 _KNOB_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INT = re.compile(r"[-+]?\d+")
 _EVIDENCE = re.compile(
@@ -470,6 +471,24 @@ def _read_or_none(path: Path) -> str | None:
         return path.read_bytes().decode("utf-8", errors="surrogateescape")
     except FileNotFoundError:
         return None
+
+
+def families(backlog: IdeasFile) -> dict[str, str]:
+    """Idea id -> its family: the nearest Markdown heading above it below the title (`## ...`
+    or deeper; headings inside code blocks do not count). Ideas under no such heading have no
+    family and are left out."""
+    lines, found = backlog.lines, {}
+    starts = {idea.line - 1: idea.id for idea in backlog.ideas}
+    heading, in_fence = None, False
+    for index, line in enumerate(lines):
+        body = _body(line)
+        if _FENCE.match(body):
+            in_fence = not in_fence
+        elif not in_fence and (m := _HEADING.match(body)):
+            heading = m.group(1).strip()
+        if index in starts and heading:
+            found.setdefault(starts[index], heading)
+    return found
 
 
 # ------------------------------------------------------------------- what the daemon records

@@ -150,7 +150,8 @@ class Scheduler:
                 continue  # the baseline failed or was interrupted: _stop_reason says why
             row = self._experiment()
             if row is None:
-                return "the proposer has nothing left to propose"
+                why = self.proposer.why_done()
+                return "the proposer has nothing left to propose" + (f" ({why})" if why else "")
             tally.add(row["status"])
             self._full_if_requested()
             if row["status"] == "keep":

@@ -124,6 +124,16 @@ def parse_trainer_log(text: str) -> TrainerLog:
     return log
 
 
+def parse_train_curve(text: str) -> list[tuple[int, float | None]]:
+    """(step, train_loss) of every `step:s/n train_loss:...` line, in order; a non-finite loss
+    is None (unknown). A step printed twice keeps its last value."""
+    curve: dict[int, float | None] = {}
+    for raw in text.splitlines():
+        if m := _TRAIN_STEP.match(raw.strip()):
+            curve[int(m.group(1))] = _finite(m.group(3))
+    return sorted(curve.items())
+
+
 def parse_progress(line: str) -> tuple[int, int] | None:
     """(step, total) from a `step:s/n ...` line, else None."""
     m = _ANY_STEP.match(line.strip())

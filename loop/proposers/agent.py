@@ -7,19 +7,8 @@ The agent is any command, configured as an argument list with placeholders:
     {worktree}      the daemon's worktree (also the agent's working directory)
     {summary_file}  where the agent may write a one-line description of its change
 
-Example commands (none is required; put one under `agent: command:` in autogolf.yaml):
-
-    pi:      ["pi", "--print", "@{prompt_file}", "Do the experiment the attached file describes."]
-    claude:  ["claude", "-p", "{prompt}", "--permission-mode", "acceptEdits",
-              "--allowedTools", "Read,Edit,Write,Bash"]
-    codex:   ["codex", "exec", "--sandbox", "workspace-write", "--cd", "{worktree}", "{prompt}"]
-    aider:   ["aider", "--yes-always", "--no-auto-commits", "--no-dirty-commits", "--no-gitignore",
-              "--map-tokens", "0", "--chat-history-file", "{prompt_file}.chat.md",
-              "--input-history-file", "{prompt_file}.input", "--message-file", "{prompt_file}",
-              "benchmark/train_gpt_mlx.py", "autoresearch.sh"]
-
-(aider would otherwise commit by itself and write .aider* files into the worktree, which the
-daemon then rejects as edits outside the editable set.)
+The README lists command lines for pi, claude, codex and aider (tests/test_agent_clis.py runs
+each of them, read from the README, against a stand-in executable of that name).
 
 What the daemon enforces, whatever the prompt says: the agent runs in its own process group
 with a timeout (loop.measure.runner), so a hung agent and everything it started is killed.
@@ -40,24 +29,36 @@ the attempt gets one outcome (`AgentOutcome.kind`), most severe first:
 The first four are terminal (`outcome.status` is the ledger status, the worktree is to be
 restored); the last two go on to the usual validation (editable set, duplicate, checks,
 benchmark). Commits are undone in every case, before the outcome is returned.
+
+Around that (`propose`): a failed or empty attempt whose output names a rate limit or an
+overload is retried after an exponential backoff (loop.proposers.agentlimits), the worktree
+restored between tries; the summary file's `idea:` line decides which idea the experiment is
+credited to (loop.proposers.claim); the budgets of this run (agent time, reported cost or
+tokens) are checked before each attempt, and once spent the proposer has nothing left to
+propose (`why_done` says why). The prompt carries the evidence of loop.proposers.evidence.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shlex
 import shutil
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loop.backlog.ideas import Idea, IdeasError, IdeasFile, row_delta, tested_ideas
+from loop.backlog.ideas import Idea, IdeasError, IdeasFile, families, row_delta, tested_ideas
 from loop.judge.verdict import Verdict
 from loop.measure.runner import run_command
+from loop.proposers import evidence
+from loop.proposers.agentlimits import Limits, Spend, Usage, parse_usage, rate_limited, wait
 from loop.proposers.base import Proposal, Proposer
+from loop.proposers.claim import credit, read_summary
 from loop.proposers.sandbox import Sandbox
 from loop.store.gitsession import GitError, git
 
@@ -67,6 +68,9 @@ OUTCOMES = (*TERMINAL, "agent_committed", "agent_ok")
 LAST_ROWS = 12
 MAX_REASON = 200
 MAX_DESCRIPTION = 200
+MAX_FILE_CHARS = 16_000  # of autoresearch.md and of the backlog in the prompt: it stays bounded
+ROTATE_AFTER_LOSSES = 3
+RETRYABLE = ("agent_failed", "agent_no_change")  # a rate limit may end an attempt either way
 PLACEHOLDER_PATTERN = re.compile(r"(?<!\$)\{([a-z_]+)\}")
 _PLACEHOLDER = PLACEHOLDER_PATTERN
 # Files under a git dir that ordinary read-only git use or our own commit/reset rewrite:
@@ -128,13 +132,18 @@ class AgentProposer(Proposer):
                  last_rows: int = LAST_ROWS, env: dict[str, str] | None = None,
                  grace_s: float = 10.0, stop: Callable[[], bool] | None = None,
                  imported: Callable[[], list[dict]] | None = None,
-                 sandbox: Sandbox | None = None):
+                 sandbox: Sandbox | None = None,
+                 limits: Limits | None = None, cap_bytes: int = 16_000_000,
+                 rotate_after_losses: int = ROTATE_AFTER_LOSSES, home: Path | None = None):
         """`command`: argument list (a string is split like a shell would); `work_dir`: where
         each attempt's prompt, log and summary go (e.g. .autogolf/agent). `doc_path` and
         `ideas_path` default to autoresearch.md and autoresearch.ideas.md in the worktree.
-        `stop`: polled while the agent runs; True kills it (the daemon got a stop signal).
-        `imported`: the ledger's rows imported from pi-autoresearch, read per prompt.
-        `sandbox`: how the agent is confined (loop/proposers/sandbox.py); None: unconfined."""
+        `stop`: polled while the agent runs and while it waits out a rate limit; True kills
+        it (the daemon got a stop signal). `imported`: the ledger's rows imported from
+        pi-autoresearch, read per prompt. `sandbox`: how the agent is confined
+        (loop/proposers/sandbox.py); None: unconfined. `limits`: budgets and backoff;
+        `home`: the repo that rung log paths are relative to (default: work_dir's
+        grandparent)."""
         self.command = _check_command(command)
         if not timeout_s > 0:
             raise AgentConfigError(f"agent timeout must be positive, got {timeout_s!r}")
@@ -147,42 +156,74 @@ class AgentProposer(Proposer):
         self.grace_s = grace_s
         self.stop = stop
         self.imported = imported
+        self.limits = limits or Limits()
+        self.cap_bytes = cap_bytes
+        self.rotate_after_losses = rotate_after_losses
+        self.home = Path(home) if home is not None else self.work_dir.parent.parent
+        self.spend = Spend()  # this run's (a night's) use, against self.limits
+        self.done: str | None = None  # why there is nothing left to propose
         self.last_outcome: AgentOutcome | None = None
         self.sandbox = sandbox or Sandbox(None, why_none="no sandbox was given")
 
     def containment(self) -> str | None:
         return self.sandbox.describe()
 
-    def propose(self, worktree: Path, history: list[dict]) -> AgentProposal:
-        """Run the agent once in `worktree`. Never None: an agent can always be asked again;
-        what it did is in the proposal's `outcome`."""
+    def propose(self, worktree: Path, history: list[dict]) -> AgentProposal | None:
+        """Run the agent in `worktree` (again after a rate limit, with backoff); None only
+        once this run's budget is spent (`why_done`). What it did is in `outcome`."""
         worktree = Path(worktree).resolve()
         if worktree == self.work_dir.resolve() or worktree in self.work_dir.resolve().parents:
             # Prompt and log files there would be edits of their own (forbidden_edit).
             raise AgentConfigError(f"agent work_dir {self.work_dir} must be outside the "
                                    f"worktree {worktree}")
+        self.done = self.spend.exhausted(self.limits)
+        if self.done:
+            return None
         attempt = _new_attempt_dir(self.work_dir)
         backlog = self._backlog(worktree)
-        idea = pick_idea(backlog, history)
+        idea = pick_idea(backlog, history, self._rotated(backlog, history))
         prompt_path, summary_path = attempt / "prompt.md", attempt / "summary.txt"
         prompt = self.build_prompt(worktree, history, backlog, idea, summary_path)
         prompt_path.write_text(prompt, encoding="utf-8")
         values = {"prompt_file": str(prompt_path), "prompt": prompt,
                   "worktree": str(worktree), "summary_file": str(summary_path)}
-        outcome = self._run(worktree, [_fill(arg, values) for arg in self.command],
-                            attempt, prompt_path, values)
+        outcome, tries = self._run_with_backoff(
+            worktree, [_fill(arg, values) for arg in self.command], attempt, prompt_path, values)
         self.last_outcome = outcome
-        return AgentProposal(description=_description(summary_path, outcome, idea),
-                             knobs=None, idea=idea.id if idea else None, outcome=outcome,
-                             **outcome.for_the_row(self.work_dir))
+        return self._proposal(outcome, tries, idea, backlog, summary_path)
+
+    def why_done(self) -> str | None:
+        return self.done
+
+    def _proposal(self, outcome: AgentOutcome, tries: Tries, idea: Idea | None,
+                  backlog: IdeasFile | None, summary_path: Path) -> AgentProposal:
+        """The proposal, credited to the idea the agent says it tried (loop.proposers.claim)."""
+        summary = read_summary(_read(summary_path) or "")
+        suggested = idea.id if idea else None
+        known = {i.id for i in backlog.ideas if i.valid} if backlog is not None else set()
+        given = credit(summary.claim, suggested, known)
+        fields = outcome.for_the_row(self.work_dir)
+        fields["attempt"].update(tries.as_row(), claim=summary.claim, suggested=suggested)
+        if not outcome.terminal and given.note:  # a note only where the idea is tested
+            fields["note"] = (fields["note"] or "") + given.note
+        return AgentProposal(description=_description(summary.description, outcome, idea),
+                             knobs=None, idea=given.idea if not outcome.terminal else suggested,
+                             outcome=outcome, **fields)
+
+    def _rotated(self, backlog: IdeasFile | None, history: list[dict]) -> set[str]:
+        if backlog is None:
+            return set()
+        return evidence.rotated_families(history, families(backlog), self.rotate_after_losses)
 
     # ---- the prompt
 
     def build_prompt(self, worktree: Path, history: list[dict], backlog: IdeasFile | None,
                      idea: Idea | None, summary_path: Path) -> str:
-        doc = _read(self.doc_path or worktree / "autoresearch.md")
-        ideas_text = backlog.text if backlog is not None else None
+        doc = _bounded(_read(self.doc_path or worktree / "autoresearch.md"), "autoresearch.md")
+        ideas_text = _bounded(backlog.text if backlog is not None else None,
+                              "autoresearch.ideas.md")
         rows = [r for r in history if r.get("type", "experiment") == "experiment"]
+        kinds = families(backlog) if backlog is not None else {}
         parts = [
             "# autogolf: one experiment for you\n",
             f"You are in `{worktree}`, a git worktree of the research repository on the "
@@ -192,9 +233,14 @@ class AgentProposer(Proposer):
             "## Rules (enforced by the daemon, not by trust)\n",
             _rules(self.editable, self.protected, summary_path, self.timeout_s),
             "## Idea to try\n",
-            _idea_section(idea),
+            _idea_section(idea, evidence.rotated_families(rows, kinds,
+                                                          self.rotate_after_losses)),
             "## Incumbents (val_bpb of the latest keep per profile)\n",
             _incumbents_section(rows),
+            "## Evidence: how the incumbent and the last runs trained\n",
+            evidence.runs_section(rows, self.home, self.cap_bytes),
+            "## What has been tried, by idea family (the backlog's headings)\n",
+            evidence.family_section(rows, kinds, self.rotate_after_losses),
             f"## Last {self.last_rows} experiments\n",
             _rows_section(rows[-self.last_rows:]),
             *self._imported_section(),
@@ -245,6 +291,70 @@ class AgentProposer(Proposer):
                               self.timeout_s, log)
         return AgentOutcome(kind, reason, result.exit_code, result.wall_s, log, prompt_path,
                             changed, undone)
+
+    def _run_with_backoff(self, worktree: Path, argv: list[str], attempt: Path,
+                          prompt_path: Path, values: dict[str, str]
+                          ) -> tuple[AgentOutcome, Tries]:
+        """`_run`, again after a wait while the attempt ended on a rate limit or overload
+        (up to `limits.max_retries`, within the budget, until a stop request)."""
+        tries = Tries()
+        while True:
+            outcome = self._run(worktree, argv, attempt, prompt_path, values)
+            tries.ran(outcome)
+            limited = self._rate_limit(outcome)
+            tries.limited = limited or tries.limited
+            if not limited or not self._may_retry(tries):
+                break
+            started = time.monotonic()
+            waited = wait(self.limits.delay(tries.retries), self.stop)
+            tries.waited_s += time.monotonic() - started
+            if not waited:
+                break  # a stop request: the scheduler records `interrupted`
+            tries.retries += 1
+            tries.logs.append(_set_aside_log(outcome.log_path, tries.retries))
+            _restore_worktree(worktree)
+        if limited:  # the last try too: given up (retries, budget) or stopped
+            outcome.reason = _cut(f"rate-limited or overloaded (output matched "
+                                  f"{limited!r}) after {tries.retries} retries, "
+                                  f"{tries.waited_s:.0f} s of waiting: {outcome.reason}")
+        outcome.wall_s = tries.wall_s
+        self.spend.add(tries.wall_s, tries.waited_s, tries.retries, tries.usage)
+        return outcome, tries
+
+    def _rate_limit(self, outcome: AgentOutcome) -> str | None:
+        if outcome.kind not in RETRYABLE:
+            return None
+        return rate_limited(_read(outcome.log_path) or "", self.limits.rate_limit_patterns)
+
+    def _may_retry(self, tries: Tries) -> bool:
+        if tries.retries >= self.limits.max_retries:
+            return False
+        after = Spend(wall_s=self.spend.wall_s + tries.wall_s,
+                      usage=self.spend.usage.add(tries.usage))
+        return after.exhausted(self.limits) is None
+
+
+@dataclass
+class Tries:
+    """One proposal's runs of the agent: the retries after rate limits, and what they used."""
+
+    wall_s: float = 0.0
+    waited_s: float = 0.0
+    retries: int = 0
+    usage: Usage | None = None
+    limited: str | None = None  # the rate-limit pattern a try matched (the latest)
+    logs: list[str] = field(default_factory=list)  # earlier tries' logs, set aside
+
+    def ran(self, outcome: AgentOutcome) -> None:
+        self.wall_s += outcome.wall_s
+        usage = parse_usage(_read(outcome.log_path) or "")
+        self.usage = usage if self.usage is None else self.usage.add(usage)
+
+    def as_row(self) -> dict:
+        return {"tries": self.retries + 1, "retries": self.retries,
+                "waited_s": round(self.waited_s, 3), "rate_limited": self.limited,
+                "usage": self.usage.as_row() if self.usage is not None else None,
+                "retried_logs": self.logs}
 
 
 # --------------------------------------------------------------------------- the outcome
@@ -408,13 +518,15 @@ def _git_out(cwd: Path, *args: str, strip: bool = True) -> str:
 # --------------------------------------------------------------------------- prompt parts
 
 
-def pick_idea(backlog: IdeasFile | None, history: list[dict]) -> Idea | None:
+def pick_idea(backlog: IdeasFile | None, history: list[dict],
+              avoid: set[str] | frozenset[str] = frozenset()) -> Idea | None:
     """The untried idea to suggest: ones that need code (no knobs, no patch: the `ideas`
-    proposer applies the others without an agent) first, in file order; untested only."""
+    proposer applies the others without an agent) first, in file order; untested only, and
+    none of a family in `avoid` (rotated away from after losses)."""
     if backlog is None:
         return None
-    tested = tested_ideas(history)
-    fresh = [i for i in backlog.untried() if i.id not in tested]
+    tested, kinds = tested_ideas(history), families(backlog)
+    fresh = [i for i in backlog.untried() if i.id not in tested and kinds.get(i.id) not in avoid]
     return next((i for i in fresh if not i.applicable), fresh[0] if fresh else None)
 
 
@@ -433,15 +545,20 @@ def _rules(editable: Sequence[str], protected: Sequence[str], summary: Path,
         "- Do not run long benchmarks: the daemon measures your change. A quick "
         "`bash autoresearch.checks.sh` is fine.\n"
         f"- You have {timeout_s:g} seconds; after that you are stopped and the change is lost.\n"
-        f"- When done, write ONE line to `{summary}`: what you changed and why it should "
-        "lower val_bpb (it becomes the experiment's description). Then exit.\n"
+        f"- When done, write two lines to `{summary}`: first, what you changed and why it "
+        "should lower val_bpb (it becomes the experiment's description); then `idea: <id>` "
+        "with the backlog id of the idea you implemented (e.g. `idea: I002`), or `idea: own` "
+        "for an idea of your own. The experiment is credited to the idea you name. Then "
+        "exit.\n"
     )
 
 
-def _idea_section(idea: Idea | None) -> str:
+def _idea_section(idea: Idea | None, avoid: set[str]) -> str:
+    away = (f" Stay away from these families, which lost several times in a row: "
+            f"{', '.join(sorted(avoid))}." if avoid else "")
     if idea is None:
         return ("No untried idea is queued. Choose one yourself from the session document "
-                "and what has been tried; do not repeat a dead end.\n")
+                f"and what has been tried; do not repeat a dead end.{away}\n")
     lines = [f"Try backlog idea [{idea.id}]: {idea.text}"]
     if idea.knobs:
         lines.append("Knob settings: " + " ".join(f"{k}={v}" for k, v in idea.knobs.items()))
@@ -528,13 +645,34 @@ def _new_attempt_dir(work_dir: Path) -> Path:
     return attempt
 
 
-def _description(summary: Path, outcome: AgentOutcome, idea: Idea | None) -> str:
-    text = " ".join((_read(summary) or "").split())
+def _description(text: str, outcome: AgentOutcome, idea: Idea | None) -> str:
     if not text:
         target = f"idea {idea.id}" if idea else "own idea"
         files = ", ".join(outcome.changed[:3]) or "no files"
         text = f"agent ({target}): {files}"
     return text if len(text) <= MAX_DESCRIPTION else text[: MAX_DESCRIPTION - 3] + "..."
+
+
+def _bounded(text: str | None, name: str) -> str | None:
+    if text is None or len(text) <= MAX_FILE_CHARS:
+        return text
+    return (text[:MAX_FILE_CHARS] + f"\n\n(... {len(text) - MAX_FILE_CHARS:,} more characters "
+            f"of {name} cut here; read the file in the worktree)\n")
+
+
+def _set_aside_log(log: Path, retry: int) -> str:
+    """Keep a retried try's log as agent-try<N>.log (the next try writes agent.log)."""
+    kept = log.with_name(f"agent-try{retry}.log")
+    with contextlib.suppress(OSError):
+        log.replace(kept)
+    return kept.name
+
+
+def _restore_worktree(worktree: Path) -> None:
+    """Back to the session head before a retry (the scheduler committed a person's backlog
+    edits before asking, so the head is what the first try started from)."""
+    git(worktree, "reset", "-q", "--hard")
+    git(worktree, "clean", "-ffdq")
 
 
 def _rel(path: Path, root: Path) -> str:

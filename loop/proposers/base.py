@@ -51,3 +51,8 @@ class Proposer(ABC):
         """How the outside program it runs is confined (one line for the session start);
         None when it runs none (the daemon's own code proposes)."""
         return None
+
+    def why_done(self) -> str | None:
+        """Why `propose` returned None, when there is more to say than "nothing left" (e.g.
+        the agent's budget is spent); the stop row gives it."""
+        return None

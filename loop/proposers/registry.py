@@ -80,7 +80,10 @@ def _agent(ctx: Context) -> Proposer:
                              protected=cfg.protected, last_rows=cfg.agent_last_rows,
                              grace_s=cfg.kill_grace_s, stop=ctx.stop,
                              env={"AUTOGOLF_DAEMON_TOKEN": ctx.token} if ctx.token else None,
-                             imported=lambda: _imported(ctx.repo), sandbox=sandbox)
+                             imported=lambda: _imported(ctx.repo), sandbox=sandbox,
+                             limits=cfg.agent_limits(), cap_bytes=cfg.artifact_cap_bytes,
+                             rotate_after_losses=cfg.agent_rotate_after_losses,
+                             home=ctx.repo)
     except AgentConfigError as exc:
         raise UserError(f"agent.command: {exc}") from None
 

@@ -39,6 +39,10 @@ class Rotation(Proposer):
         if self._last is not None:
             self._last.after_verdict(row)
 
+    def why_done(self) -> str | None:
+        reasons = [f"{p.name}: {r}" for p in self.proposers if (r := p.why_done())]
+        return "; ".join(reasons) or None
+
     def skipped_ideas(self) -> dict[str, str]:
         return {k: v for p in self.proposers for k, v in p.skipped_ideas().items()}
 

@@ -2,7 +2,8 @@
 
 `end_of_run_summary(rows, session)` reads only ledger rows: experiments run and kept, the
 best val_bpb per profile against the session's start, the benchmark time used, where the
-session's time went (row field `time_s`), and why it stopped. Unknown values read
+session's time went (row field `time_s`), what the agent proposer spent (when it ran: time,
+retries, the cost and tokens its CLI reported), and why it stopped. Unknown values read
 "unknown", never 0.
 """
 
@@ -82,6 +83,9 @@ def end_of_run_summary(rows: list[dict], session: str | None) -> str:
     split = report.time_split_text(exps)
     if split:
         lines.append(f"  where the time went: {split}{_night(mine)}")
+    spent = report.agent_spent(mine)
+    if spent is not None:
+        lines.append(f"  agent: {spent.text()}")
     stops = [r for r in mine if r.get("type") == "stop"]
     if stops:
         lines.append(f"  stopped: {stops[-1].get('reason') or report.UNKNOWN}")

@@ -341,6 +341,58 @@ def time_split_text(rows: list[dict]) -> str | None:
              for k, v in sorted(split.items(), key=lambda kv: -kv[1])]
     extra = f" (+{missing} experiment(s) that did not record it)" if missing else ""
     return ", ".join(parts) + extra
+@dataclass
+class AgentSpent:
+    """What the agent proposer used over some rows (their `agent` attempts); cost and tokens
+    are sums over the attempts that reported them, unknown when none did."""
+
+    attempts: int = 0
+    tries: int = 0
+    retries: int = 0
+    wall_s: float = 0.0
+    waited_s: float = 0.0
+    cost_usd: float | None = None
+    tokens: int | None = None
+    unreported: int = 0  # attempts whose CLI reported no usage
+
+    def add(self, attempt: dict) -> None:
+        self.attempts += 1
+        self.retries += int(number(attempt.get("retries")) or 0)
+        self.tries += int(number(attempt.get("tries")) or 1)
+        self.wall_s += number(attempt.get("wall_s")) or 0.0
+        self.waited_s += number(attempt.get("waited_s")) or 0.0
+        usage = attempt.get("usage") if isinstance(attempt.get("usage"), dict) else {}
+        cost = number(usage.get("cost_usd"))
+        tokens = [number(usage.get(k)) for k in ("input_tokens", "output_tokens")]
+        known = [t for t in tokens if t is not None]
+        self.unreported += cost is None and not known
+        if cost is not None:
+            self.cost_usd = (self.cost_usd or 0.0) + cost
+        if known:
+            self.tokens = (self.tokens or 0) + int(sum(known))
+
+    def cost_text(self) -> str:
+        if self.cost_usd is None and self.tokens is None:
+            return f"cost and tokens {UNKNOWN} (the agent CLI reported none)"
+        cost = f"${self.cost_usd:.2f}" if self.cost_usd is not None else UNKNOWN
+        tokens = f"{self.tokens:,}" if self.tokens is not None else UNKNOWN
+        gap = (f"; {self.unreported} attempt(s) reported nothing, {UNKNOWN} for them"
+               if self.unreported else "")
+        return f"cost {cost}, tokens {tokens}{gap}"
+
+    def text(self) -> str:
+        return (f"{self.attempts} attempt(s), {fmt_duration(self.wall_s)} of agent time, "
+                f"{self.retries} retries after rate limits ({fmt_duration(self.waited_s)} "
+                f"waited); {self.cost_text()}")
+
+
+def agent_spent(rows: Iterable[dict]) -> AgentSpent | None:
+    """The agent's spending over these rows' attempts; None when no row has one."""
+    spent = AgentSpent()
+    for row in experiments(rows):
+        if isinstance(row.get("agent"), dict):
+            spent.add(row["agent"])
+    return spent if spent.attempts else None
 
 
 def deltas(row: dict) -> list[tuple[str, float | None, float | None, float | None]]:
@@ -721,6 +773,23 @@ def _status_html(rows: list[dict]) -> str:
     return _table(["status", "experiments", "benchmark time (sum of rung wall_s)"], body)
 
 
+def _agent_html(rows: list[dict]) -> str:
+    spent = agent_spent(rows)
+    if spent is None:
+        return "<p>No experiment was proposed by the agent.</p>"
+    cells = [("attempts", str(spent.attempts)), ("tries (with retries)", str(spent.tries)),
+             ("agent time", fmt_duration(spent.wall_s)),
+             ("retries after rate limits", str(spent.retries)),
+             ("waited for rate limits", fmt_duration(spent.waited_s)),
+             ("reported cost", f"${spent.cost_usd:.2f}" if spent.cost_usd is not None
+              else UNKNOWN),
+             ("reported tokens", f"{spent.tokens:,}" if spent.tokens is not None else UNKNOWN),
+             ("attempts that reported no usage", str(spent.unreported))]
+    return _table(["", "the agent proposer"],
+                  ["<tr>" + _cell(k) + _cell(v, "num unknown" if v == UNKNOWN else "num")
+                   + "</tr>" for k, v in cells])
+
+
 def _link_ids(text: str, known: set[str]) -> str:
     """Escaped text with experiment ids turned into in-page links."""
     def link(match: re.Match[str]) -> str:
@@ -840,6 +909,7 @@ def render_html(rows: list[dict], ideas: list | None, repo: Path | None,
         ("Kept changes", _kept_html(rows, repo)),
         ("What the evidence can resolve", _evidence_html(rows, rules, max_pooled_dof)),
         ("Experiments by status", _status_html(rows)),
+        ("What the agent spent", _agent_html(rows)),
         ("Ideas and their evidence", _ideas_html(ideas, rows)),
         ("Sessions", _sessions_html(rows)),
         ("Manual runs", _manual_html(rows)),
@@ -894,6 +964,9 @@ def render_markdown(rows: list[dict], ideas: list | None, generated: str,
     names = [n for n in categories() if n in counts] + sorted(set(counts) - set(categories()))
     lines += _md_table(["status", "experiments", "benchmark time"],
                        [[name, str(counts[name]), times[name].text()] for name in names])
+    spent = agent_spent(rows)
+    if spent is not None:
+        lines += ["", "## What the agent spent", "", spent.text()]
     manual = manual_runs(rows)
     if manual:
         lines += ["", "## Manual runs (not compared with the loop)", ""]
