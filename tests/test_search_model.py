@@ -474,7 +474,8 @@ def test_the_daemon_runs_tpe_on_the_real_trainer_and_fills_the_study(tmp_path, r
     from loop.store.ledger import Ledger
 
     clone = committed_copy(repo_root, tmp_path / "clone", ladder=["smoke"],
-                           search={"strategy": "tpe"})
+                           search={"strategy": "tpe"},
+                           keep_rule={"max_runs": 2})  # the study is the subject, not the rule
     env = {**os.environ, **blas_env(),
            "AUTOGOLF_CACHE_ROOT": str(Path(sample_dataset.data_path).parents[2])}
     done = subprocess.run([sys.executable, "-m", "loop.ui.cli", "run", "--max-experiments", "2"],

@@ -24,7 +24,8 @@ from loop.workspace.dirstore import DirStore
 
 def clone_as(repo_root: Path, dest: Path, agent: str, shared: Path) -> Path:
     return committed_copy(repo_root, dest, ladder=["smoke"],
-                          workspace={"agent_id": agent, "path": str(shared)})
+                          workspace={"agent_id": agent, "path": str(shared)},
+                          keep_rule={"max_runs": 2})  # the workspace is the subject, not the rule
 
 
 def run(clone: Path, env: dict[str, str]) -> list[dict]:

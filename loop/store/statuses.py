@@ -44,7 +44,8 @@ class Status:
 _TABLE = (
     Status("keep", "won at every rung of the ladder: committed", failed_run=False,
            idea_after="promising", search="win", pi="keep", judged=True),
-    Status("discard", "measured, not better than the incumbent by the margin", failed_run=False,
+    Status("discard", "measured, not better than the incumbent by min_improvement (the "
+           "keep rule's evidence)", failed_run=False,
            idea_after="exhausted", search="loss", pi="discard", judged=True),
     Status("crash", "the benchmark exited non-zero (or ran out of memory, or diverged)",
            failure=True, idea_after="exhausted", search="loss"),
@@ -61,8 +62,11 @@ _TABLE = (
            idea_after="invalid"),
     Status("metric_mismatch", "a printed figure disagrees with the daemon's own reading",
            failure=True, idea_after="invalid", judged=True),
-    Status("inconclusive", "the sequential rule was still undecided at its cap on paired runs: "
-           "worth a stronger profile", failed_run=False, pi="discard", in_spec=False),
+    # Undecided is still the evidence on the change at that profile: another agent on the
+    # same incumbent would spend the same paired runs (on a CPU, to the same numbers).
+    Status("inconclusive", "the sequential rule was still undecided at its cap on paired runs "
+           "(or could not resolve a gain that reached min_improvement): worth a stronger "
+           "profile", failed_run=False, pi="discard", in_spec=False, judged=True),
     Status("duplicate", "the same change was already measured on this incumbent",
            says_about_change=False, failed_run=False, pi="discard"),
     Status("interrupted", "the daemon was stopped before the decision", says_about_change=False,
