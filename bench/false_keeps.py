@@ -6,8 +6,10 @@
 
 The rules, each driven with the daemon's own code:
 - `sequential`: loop.judge.sequential.run_decision (issue 16), paired runs at the judge's
-  seed schedule, the incumbent's run at a seed cached while it stays the incumbent, a fresh
-  seed epoch after each keep, the spread pooled over the session's decisions;
+  seeds (loop.judge.sequential.decision_seeds), the incumbent's run at a seed cached while it
+  stays the incumbent, a fresh seed epoch after each keep (the first pair stays at the frozen
+  seed, where the new incumbent is run again, as the judge does), the spread pooled over the
+  session's decisions;
 - `today`: loop.judge.noise as loop/judge/trust.py applies it: the frozen seed (1337) for
   every run, a 5-run calibration of the incumbent at session start and after every 3 keeps,
   spread = 1.4826 x MAD pooled over every group of repeated runs, margin
@@ -129,7 +131,7 @@ def sequential_session(world: World, decisions: int, gain: float, result: Result
     kept = []
     for _ in range(decisions):
         candidate = world.new_code(incumbent, gain)
-        seeds = sequential.seed_schedule(BASE_SEED, rule.max_runs, epoch)
+        seeds = sequential.decision_seeds(BASE_SEED, rule.max_runs, epoch)  # as the judge
         before = world.runs
 
         def next_pair(i: int, candidate: int = candidate, seeds: list[int] = seeds,

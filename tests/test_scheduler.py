@@ -569,6 +569,8 @@ def test_after_a_keep_the_next_decision_measures_the_new_incumbent_at_fresh_seed
     assert not set(second["seeds"][1:]) & set(kept["seeds"])  # never its selected runs
     assert second["incumbent_id"] == candidates(repo)[0]["id"]
     assert kept["estimate"]["selected"] is True  # its score is flagged as optimistic
+    logs = candidates(repo)[1]["rungs"]["breadth"]["run_logs"]  # run again at 1337 too
+    assert any(log.endswith("-incumbent-seed1337.log") for log in logs)
 
 
 def test_each_row_says_where_its_time_went(repo):

@@ -579,8 +579,10 @@ class Judge:
 
     def _incumbent_runs(self, rows: list[dict], exp: Experiment, profile: str,
                         inc_rung: dict) -> dict[int, float]:
-        """The incumbent's runs by seed that are already known: at the protocol seed, and
-        earlier decisions' runs of it (never its own selected runs from when it won)."""
+        """The incumbent's runs by seed that are already known: earlier decisions' runs of
+        it, and a baseline's own run at the protocol seed - never a kept candidate's runs,
+        which were selected because they won (the first decision after a keep measures the
+        new incumbent at the protocol seed again: on a GPU that run differs)."""
         if profile in exp.trust.get("incumbent_remeasured", {}):
             return {BASE_SEED: exp.trust["incumbent_remeasured"][profile]["val_bpb"]}
         known: dict[int, float] = {}
@@ -589,7 +591,8 @@ class Judge:
             if isinstance(seq, dict) and row.get("base_code") == exp.base_code and (
                     row.get("dataset") == self.dataset_id):
                 known.update(zip(seq.get("seeds") or [], seq.get("incumbent") or [], strict=False))
-        known[BASE_SEED] = inc_rung.get("first_val_bpb", inc_rung.get("val_bpb"))
+        if "sequential" not in inc_rung:  # a baseline (or a margin-rule keep): not selected
+            known.setdefault(BASE_SEED, inc_rung.get("first_val_bpb", inc_rung.get("val_bpb")))
         return known
 
     def rerun(self, exp: Experiment, profile: str, number: int) -> float:

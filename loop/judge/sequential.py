@@ -115,9 +115,10 @@ def decision_seeds(base_seed: int, n: int, epoch: int) -> list[int]:
     """The seeds of a decision's `n` pairs against the incumbent of `epoch` (the keeps so far).
 
     The first pair is always at `base_seed`: the candidate's screening run at the frozen
-    protocol seed is that pair's candidate run. The others come from the epoch's block, so
-    after a keep the new incumbent is measured at seeds its own keep never saw (its selected
-    runs are optimistic); epoch 0 is `seed_schedule(base_seed, n)` itself.
+    protocol seed is that pair's candidate run (the judge runs the new incumbent there again
+    rather than reuse its selected run). The others come from the epoch's block, so after a
+    keep the new incumbent is measured at seeds its own keep never saw (its selected runs are
+    optimistic); epoch 0 is `seed_schedule(base_seed, n)` itself.
     """
     if n == 0:
         return []
