@@ -52,14 +52,17 @@ def committed_copy(repo_root: Path, dest: Path, **config_updates: object) -> Pat
 @pytest.fixture
 def clone(tmp_path: Path, repo_root: Path) -> Path:
     """A committed copy of the current tree with the smoke ladder configured."""
-    return committed_copy(repo_root, tmp_path / "clone", ladder=["smoke"])
+    # The keep rule is the default's, capped at 2 pairs: its decisions on the real trainer
+    # are tests/test_judge_loop.py's subject; this one is the loop's whole chain.
+    return committed_copy(repo_root, tmp_path / "clone", ladder=["smoke"],
+                          keep_rule={"max_runs": 2})
 
 
-@pytest.mark.slow
 def _subject(repo: Path, sha: str) -> str:
     return git(repo, "log", "-1", "--format=%s", sha).strip()
 
 
+@pytest.mark.slow
 def test_three_experiments_on_the_real_trainer_with_the_smoke_ladder(clone, sample_dataset):
     env = {**os.environ, **blas_env(),
            "AUTOGOLF_CACHE_ROOT": str(Path(sample_dataset.data_path).parents[2])}
