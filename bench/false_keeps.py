@@ -10,9 +10,10 @@ The rules, each driven with the daemon's own code:
   stays the incumbent, a fresh seed epoch after each keep (the first pair stays at the frozen
   seed, where the new incumbent is run again, as the judge does), the spread pooled over the
   session's decisions;
-- `today`: loop.judge.noise as loop/judge/trust.py applies it: the frozen seed (1337) for
-  every run, a 5-run calibration of the incumbent at session start and after every 3 keeps,
-  spread = 1.4826 x MAD pooled over every group of repeated runs, margin
+- `today`: the margin rule (`keep_rule.enabled: false`) as loop/judge/judge.py applies it:
+  the frozen seed (1337) for every run, a 5-run calibration of the incumbent at session
+  start and after every 3 keeps, spread = 1.4826 x MAD pooled over every group of repeated
+  runs, margin
   max(min_improvement, 2 x spread x sqrt(1/n + 1/m)), a close win re-run twice and judged
   on its mean, a keep making the candidate's mean the incumbent;
 - `naive`: one run per candidate, keep when better by min_improvement.
@@ -52,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from loop.judge import noise, sequential  # noqa: E402
+from loop.judge.judge import Rule, judge_with_reruns  # noqa: E402
 
 SIGMAS = (0.004, 0.01, 0.02, 0.03)
 MIN_IMPROVEMENT = 0.002  # autogolf.yaml default
@@ -172,9 +174,9 @@ def today_session(world: World, decisions: int, gain: float, result: Result,
     charged = world.runs  # the first calibration is charged to the first decision
     for _ in range(decisions):
         candidate = world.new_code(incumbent_code, gain)
-        rule = noise.Rule(MIN_IMPROVEMENT, k, noise.pooled_spread(groups), rerun_close)
-        judged = noise.judge(world.score(candidate, BASE_SEED), incumbent, n_incumbent, rule,
-                             lambda c=candidate: world.score(c, BASE_SEED))
+        rule = Rule(MIN_IMPROVEMENT, k, noise.pooled_spread(groups), rerun_close)
+        judged = judge_with_reruns(world.score(candidate, BASE_SEED), incumbent, n_incumbent,
+                                   rule, lambda c=candidate: world.score(c, BASE_SEED))
         if len(judged.values) > 1:
             groups.append(judged.values)
         kept.append(judged.verdict.status == "keep")
