@@ -34,7 +34,10 @@ trap 'echo "fake autogolf: got INT"; exit 0' INT
 echo "fake autogolf pid $$ in $PWD"
 for arg in "$@"; do printf 'arg <%s>\\n' "$arg"; done
 case "${FAKE_MODE:-}" in
-    wait) while [ ! -e "$FAKE_RELEASE" ]; do sleep 0.05; done ;;
+    # `wait` on a background sleep, not a foreground one: bash runs a trap only after a
+    # foreground child ends, and a Ctrl-C landing between fork and exec could leave it waiting
+    # (seen once on CI: the test timed out); the wait builtin returns at once on a trapped signal.
+    wait) while [ ! -e "$FAKE_RELEASE" ]; do sleep 0.05 & wait $!; done ;;
     refuse) echo "autogolf: error: another autogolf process holds .autogolf/lock: pid 4242" >&2
             exit 2 ;;
     fail) exit 7 ;;
