@@ -7,11 +7,12 @@ contract:
     load_for_eval(artifact_path: str) -> forward
     forward(tokens: int32 ndarray (batch, seq)) -> float32 ndarray (batch, seq, vocab)
 
-A trainer without that function (upstream's) is served by the built-in loader: the int8+zlib
-export of the baseline model, read with loop/judge/verify.py's safe unpickler and run through
-its own baseline forward pass. The server is given input tokens only: never targets, byte
-counts or the score, so the candidate's code never sees what it is graded on beyond the
-inputs (which it could keep: see docs/THREAT_MODEL.md).
+A trainer without that function (upstream's, and a researcher's edits of it) is served by
+the built-in loader (loop/judge/loader.py): the int8+zlib export, dequantized and run through
+the trainer's own model class under the run's settings (which the judge puts in the server's
+environment), logits made the way the trainer's loss makes them. The server is given input
+tokens only: never targets, byte counts or the score, so the candidate's code never sees
+what it is graded on beyond the inputs (which it could keep: see docs/THREAT_MODEL.md).
 
 Wire protocol on the server's stdin/stdout (the trainer's own prints go to stderr): each
 message is a frame
@@ -122,33 +123,31 @@ def _import_trainer(path: Path):  # noqa: ANN202 - a module
     return module
 
 
-def builtin_forward(artifact: Path, logit_softcap: float, rope_base: float
+def builtin_forward(module, trainer: Path, artifact: Path  # noqa: ANN001 - a module
                     ) -> Callable[[np.ndarray], np.ndarray]:
-    """Upstream's/our baseline int8+zlib export through verify.py's baseline forward pass."""
-    import mlx.core as mx
+    """An upstream-shaped trainer's export, built through that trainer's own code
+    (loop/judge/loader.py: its Hyperparameters under the run's settings, its model class,
+    its dequantizer; logits the way its loss makes them)."""
+    from loop.judge import loader
 
-    from loop.judge import verify
-
-    obj = verify.read_export(artifact)
-    config = obj.get("model_config") if isinstance(obj.get("model_config"), dict) else {}
-    params = verify.dequantize(obj)
-    shape = verify.infer_shape(params)
-    dtype = "bfloat16" if mx.default_device() == mx.gpu else "float32"
-    model = verify.BaselineModel(params, shape, float(config.get("logit_softcap", logit_softcap)),
-                                 float(config.get("rope_base", rope_base)), dtype)
-    return lambda tokens: np.array(model.logits(tokens), dtype=np.float32)
+    return loader.builtin_forward(module, trainer, artifact)
 
 
-def load(trainer: Path, artifact: Path, logit_softcap: float, rope_base: float
+def load(trainer: Path, artifact: Path, logit_softcap: float = 30.0, rope_base: float = 10000.0
          ) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
-    """(loader name, forward) for this trainer file and artifact."""
+    """(loader name, forward) for this trainer file and artifact.
+
+    logit_softcap and rope_base are no longer used: the built-in loader reads the run's
+    settings from the environment through the trainer's own Hyperparameters. They stay in the
+    command line for compatibility with the daemon's launcher.
+    """
     if not artifact.is_file():
         raise FileNotFoundError(f"no artifact at {artifact}")
     module = _import_trainer(trainer)
     contract = getattr(module, CONTRACT, None)
     if callable(contract):
         return "contract", contract(str(artifact))
-    return "builtin", builtin_forward(artifact, logit_softcap, rope_base)
+    return "builtin", builtin_forward(module, trainer, artifact)
 
 
 def _reader(stream: BinaryIO) -> Callable[[int], bytes]:
