@@ -166,6 +166,17 @@ else
     eval "$dataset_shell"
 fi
 export DATA_PATH TOKENIZER_PATH
+# The vocabulary is the dataset's (sp1024, sp4096, sp8192, byte260): the trainer must embed
+# every id of it, so VOCAB_SIZE follows the tokenizer unless the caller set it.
+if [ -z "${VOCAB_SIZE:-}" ]; then
+    VOCAB_SIZE=$("$PYTHON" -m loop.data.tokenbytes --vocab-size "$TOKENIZER_PATH") || {
+        echo "autoresearch: cannot read the vocabulary size of $TOKENIZER_PATH" >&2
+        exit 2
+    }
+fi
+export VOCAB_SIZE
+TRAINER_SETTINGS+=(VOCAB_SIZE)
+[ -n "${SEED:-}" ] && TRAINER_SETTINGS+=(SEED)
 
 # On Linux MLX's bundled reference BLAS is ~40x slower than OpenBLAS: preload it when present
 # (loop/platform.py knows where). macOS uses Accelerate.
@@ -187,8 +198,17 @@ status=("${PIPESTATUS[@]}")
 set -e
 # The trainer writes its model files next to its own log; the raw fp32 model is tens of MB per
 # run and the compressed one ~10 MB, which fills a disk overnight. Their sizes are in the log.
+# When the daemon asked for the artifact (AUTOGOLF_ARTIFACT_PATH), upstream's trainer, which
+# ignores that variable, leaves it here as ${RUN_ID}_mlx_model.int8.ptz: the judge reads it
+# after this script and deletes it.
 if [ "${KEEP_MODEL:-0}" != 1 ]; then
-    rm -f -- "$OUT_DIR/${RUN_ID}"_mlx_model*
+    for model_file in "$OUT_DIR/${RUN_ID}"_mlx_model*; do
+        if [ -n "${AUTOGOLF_ARTIFACT_PATH:-}" ] \
+            && [ "$model_file" = "$OUT_DIR/${RUN_ID}_mlx_model.int8.ptz" ]; then
+            continue
+        fi
+        rm -f -- "$model_file"
+    done
 fi
 
 if [ "${status[0]}" -ne 0 ]; then

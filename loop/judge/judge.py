@@ -39,7 +39,8 @@ from typing import Any
 from loop.config import Config
 from loop.data import datasets, tokenbytes
 from loop.errors import UserError
-from loop.judge import holdout, noise, protocol, score, sequential, verify
+from loop.judge import artifact as artifacts
+from loop.judge import holdout, loader, noise, protocol, score, sequential, verify
 from loop.judge.verdict import Abandon, Decided, Verdict
 from loop.measure import logparse
 from loop.measure.logparse import TrainerLog
@@ -118,6 +119,8 @@ def assess(run: Run, cap_bytes: int) -> Measurement:
     rung.update(wall_s=round(run.wall_s, 3), exit_code=run.exit_code,
                 timed_out=run.timed_out, log=str(run.log_path))
     rung["protocol"] = protocol.read_protocol(run.log)  # what the trainer says it used
+    if run.log.run_settings:  # what the benchmark says it gave the trainer
+        rung["run_settings"] = dict(run.log.run_settings)
     params = run.log.settings.get("model_params", "")
     if params.isdigit():  # the search's size model: bytes per parameter
         rung["model_params"] = int(params)
@@ -358,6 +361,9 @@ class Judge:
         if self.scorer is not None:
             artifact = self.artifacts / exp.id / f"model-{profile}{tag}.ptz"
             env_extra.update(self.scorer.trainer_env(profile, artifact))
+            # Unsealed, upstream's export lands in the worktree's logs/: never a stale one.
+            artifacts.upstream_path(self.worktree / "logs", run_name(exp, profile, tag)).unlink(
+                missing_ok=True)
         if not incumbent:
             return self._record(exp, profile, tag, self.bench.run(exp, profile, tag, env_extra),
                                 artifact)
@@ -375,7 +381,8 @@ class Judge:
                   else "repeats", run.wall_s)
         if self.scorer is not None:
             started = time.monotonic()
-            measured = self.scorer.judge(measured, run, profile, artifact)
+            measured = self.scorer.judge(measured, run, profile, artifact,
+                                         run_name(exp, profile, tag))
             exp.spent("judge", time.monotonic() - started)
         measured.rung["log"] = self._rel(run.log_path)
         self._logs[measured.rung["log"]] = run.log
@@ -563,9 +570,12 @@ class Judge:
             status = "inconclusive" if incumbent else run.verdict.status
             raise Decided(status, f"at {profile}, {who} at seed {seed}: {run.verdict.reason}")
         printed = (run.rung.get("protocol") or {}).get("seed")
+        if printed is None:  # upstream's trainer prints no seed line: the benchmark's word
+            printed = (run.rung.get("run_settings") or {}).get("SEED")
         if printed != str(seed):
             raise Decided("metric_mismatch", f"at {profile}: the judge asked {who} for seed "
-                          f"{seed}; the trainer says it ran at seed {printed}")
+                          f"{seed}; the run says it used seed {printed} (the trainer's "
+                          "`seed:` line, else SEED= on autoresearch.sh's settings line)")
         return run.val_bpb
 
     def _earlier_diffs(self, rows: list[dict], profile: str) -> list[list[float]]:
@@ -758,6 +768,12 @@ class Judge:
 # --------------------------------------------------------------------------- the artifact
 
 
+def run_name(exp: Experiment, profile: str, tag: str = "") -> str:
+    """The RUN_ID a benchmark of `exp` is given: the loop passes `exp.id + tag` as the run id
+    and the pipeline appends the profile (loop.measure.pipeline.bench_env)."""
+    return f"{exp.id}{tag}-{profile}"
+
+
 class ArtifactJudge:
     """The score that decides, measured by the daemon (issue 15), not printed by the trainer.
 
@@ -795,26 +811,38 @@ class ArtifactJudge:
                 "AUTOGOLF_ARTIFACT_PATH": str(artifact)}
 
     def judge(self, measured: Measurement, run: Run, profile: str,
-              artifact: Path | None) -> Measurement:
-        """The judge's figures for a run whose printed lines were consistent."""
+              artifact: Path | None, run_id: str | None = None) -> Measurement:
+        """The judge's figures for a run whose printed lines were consistent.
+
+        `artifact` is the path the trainer was asked to write (AUTOGOLF_ARTIFACT_PATH);
+        with `run_id`, upstream's export under the run's outputs is found too
+        (loop.judge.artifact). Either file is deleted afterwards unless KEEP_MODEL=1.
+        """
         prep = self.prepared(profile)
         rung = measured.rung
         rung["judge"] = {"holdout": prep.holdout.identity()}
+        found, where = None, "no artifact path was set for this run"
+        if artifact is not None:
+            outputs = Path(getattr(run, "outputs", self.worktree / "logs"))
+            found, where = artifacts.find_artifact(artifact, outputs, run_id or "")
         try:
             if measured.verdict is not None and measured.verdict.status != "over_cap":
                 return measured  # a crash, a timeout, no score printed: nothing to judge
-            return self._judge(measured, run, prep, artifact)
+            if found is None:
+                rung["printed_val_bpb"] = rung.pop("val_bpb", None)
+                return self._fail(measured, "unjudged", f"judge: {where}")
+            rung["judge"]["artifact"] = where
+            return self._judge(measured, run, prep, found)
         finally:
-            if artifact is not None and os.environ.get("KEEP_MODEL") != "1":
-                artifact.unlink(missing_ok=True)
+            if os.environ.get("KEEP_MODEL") != "1":
+                for path in {p for p in (artifact, found) if p is not None}:
+                    path.unlink(missing_ok=True)
 
     def _judge(self, measured: Measurement, run: Run, prep: holdout.Prepared,
-               artifact: Path | None) -> Measurement:
+               artifact: Path) -> Measurement:
         rung = measured.rung
         claimed_bpb = rung.pop("val_bpb", None)
         rung["printed_val_bpb"] = claimed_bpb
-        if artifact is None:
-            return self._fail(measured, "unjudged", "no artifact path was set for this run")
         try:
             size = score.measure_total_bytes(artifact, self.worktree)
         except score.Unscorable as exc:
@@ -831,21 +859,21 @@ class ArtifactJudge:
         if size.total > cap:
             return self._fail(measured, "over_cap", f"artifact {size.total:,} bytes (measured) > "
                               f"cap {cap:,} bytes (over by {size.total - cap:,})")
+        settings = loader.settings_env(run.log.run_settings)
+        rung["judge"]["settings"] = settings
         scores = score.score_sets(
             self.worktree / TRAINER, artifact,
             {"holdout": prep.holdout.tokens, "claim": prep.trainer_slice()},
-            prep.holdout.seq_len, self.tables(), cwd=self.worktree)
+            prep.holdout.seq_len, self.tables(), cwd=self.worktree,
+            env=score.server_env() | settings)
         rung["judge"]["scores"] = {name: s.record() for name, s in scores.items()}
         held, claim = scores["holdout"], scores["claim"]
         if not held.ok:
             return self._fail(measured, "unjudged", held.reason)
-        exact = run.log.exact_val_bpb
-        tolerance = self.cfg.judge_claim_tolerance
-        if claim.ok and exact is not None and abs(exact - claim.val_bpb) > tolerance:
-            return self._fail(measured, "metric_mismatch", f"the trainer printed val_bpb "
-                              f"{exact:.6f} but the judge scores the same tokens at "
-                              f"{claim.val_bpb:.6f} (differs by {abs(exact - claim.val_bpb):.6f}"
-                              f" > {tolerance:g})")
+        disagreement = claim_disagreement(run.log.exact_val_bpb, claim,
+                                          self.cfg.judge_claim_tolerance)
+        if disagreement is not None:
+            return self._fail(measured, *disagreement)
         rung["val_bpb"] = held.val_bpb
         return Measurement(rung, None, held.val_bpb)
 
@@ -859,3 +887,28 @@ class ArtifactJudge:
             self._tables = tokenbytes.build_byte_tables(self.dataset.tokenizer_path,
                                                          self.dataset.vocab_size)
         return self._tables
+
+
+def claim_disagreement(printed: float | None, claim: score.Score, tolerance: float
+                       ) -> tuple[str, str] | None:
+    """(status, reason) when the judge's score of the trainer's own slice and the trainer's
+    printed roundtrip score differ by more than `tolerance`, else None.
+
+    Under the trainer's `load_for_eval` the trainer itself says how its model is loaded, so a
+    difference is the trainer's: `metric_mismatch`. Under the built-in loader the judge
+    built the model (through the trainer's code), so a difference means the loader did not
+    load it as the trainer does: `unjudged`, with both numbers and the fix. A lying trainer
+    gains nothing by the softer word: both statuses are never kept.
+    """
+    if not claim.ok or printed is None or abs(printed - claim.val_bpb) <= tolerance:
+        return None
+    numbers = (f"the trainer printed val_bpb {printed:.6f} but the judge scores the same "
+               f"tokens at {claim.val_bpb:.6f} (differs by {abs(printed - claim.val_bpb):.6f} > "
+               f"{tolerance:g})")
+    if claim.loader == "builtin":
+        return "unjudged", (
+            f"judge: the built-in loader did not load the model as the trainer does: "
+            f"{numbers}. It builds the trainer's model class under the settings autoresearch.sh "
+            f"printed and makes logits as upstream's loss does (hidden states, tied head, "
+            f"softcap); this trainer differs somewhere. Fix: {loader.FIX}")
+    return "metric_mismatch", numbers

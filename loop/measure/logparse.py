@@ -33,6 +33,9 @@ _TOTAL = re.compile(r"Total submission size int8\+zlib: (\d+) bytes(?:\s|$)")
 # several pairs are descriptive prose, not settings; `n/m` values are progress counters.
 _SETTING = re.compile(r"([a-z][a-z0-9_]*):(\S+)")
 _COUNTER = re.compile(r"\d+/\d+")
+# autoresearch.sh's settings line: `autoresearch: ITERATIONS=30 MODEL_DIM=64 ...` (upper-case
+# NAME=value pairs only): what the benchmark gave the trainer, a claim like every other line.
+_RUN_SETTINGS = re.compile(r"autoresearch: ((?:[A-Z][A-Z0-9_]*=\S* ?)+)")
 
 
 def _finite(text: str) -> float | None:
@@ -59,6 +62,9 @@ class TrainerLog:
     total_bytes: int | None = None
     nonfinite_loss: bool = False
     settings: dict[str, str] = field(default_factory=dict)
+    # The NAME=value settings the benchmark script says it gave the trainer (its
+    # `autoresearch: NAME=value ...` line); the built-in loader builds the model under them.
+    run_settings: dict[str, str] = field(default_factory=dict)
 
     def artifact_bytes(self) -> int | None:
         """The artifact size by the log: its total line, else serialized + code, else None."""
@@ -112,6 +118,8 @@ def _read_line(log: TrainerLog, line: str) -> None:
         _read_val_step(log, m)
     elif _read_final(log, line):
         pass
+    elif m := _RUN_SETTINGS.fullmatch(line):
+        log.run_settings = dict(p.split("=", 1) for p in m.group(1).split())
     elif (m := _SETTING.fullmatch(line)) and not _COUNTER.fullmatch(m.group(2)):
         log.settings[m.group(1)] = m.group(2)
 

@@ -1,0 +1,273 @@
+"""Your own trainer, judged (issue 25): an upstream-shaped trainer and a researcher's edits of
+it run through the real benchmark and the judge with no adapter written by hand.
+
+The trainer here is tests/fixtures/upstream_shaped/train_gpt_mlx.py, a stand-in with
+upstream's public interface (upstream's code is never copied into this repository): env-var
+hyperparameters, a `GPT` whose call returns hidden states, a loss with the tied head and the
+softcap, the int8+zlib export under OUT_DIR, no `load_for_eval`, and AUTOGOLF_ARTIFACT_PATH
+ignored. Each benchmark is `PROFILE=smoke bash autoresearch.sh` through the loop's pipeline,
+judged by the loop's ArtifactJudge, in a committed copy of this project.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_e2e_real import committed_copy
+
+from loop.config import load_config
+from loop.data import datasets, tokenbytes
+from loop.judge import artifact, loader, score
+from loop.judge.judge import ArtifactJudge, Measurement, assess, claim_disagreement
+from loop.measure import logparse
+from loop.measure.pipeline import Pipeline
+
+TRAINER = Path("benchmark/train_gpt_mlx.py")
+STAND_IN = Path(__file__).resolve().parent / "fixtures" / "upstream_shaped" / "train_gpt_mlx.py"
+AGREE = 2e-4  # autogolf.yaml's judge.claim_tolerance
+
+
+def stand_in(*edits: tuple[str, str]) -> str:
+    """The stand-in's source with each (old, new) edit made once."""
+    text = STAND_IN.read_text()
+    for old, new in edits:
+        assert text.count(old) == 1, f"the stand-in no longer has {old!r}"
+        text = text.replace(old, new)
+    return text
+
+
+# Edits researchers make to upstream's trainer.
+GELU = ("        h = nn.relu(self.fc(x))\n        return self.proj(h * h)",
+        "        return self.proj(nn.gelu(self.fc(x)))")
+OUT_GAIN = [("        self.blocks = [Block(dim,", "        self.out_gain = mx.ones((dim,))\n"
+             "        self.blocks = [Block(dim,"),
+            ("        return rms_norm(x)\n\n    def loss",
+             "        return rms_norm(x) * self.out_gain.astype(x.dtype)\n\n    def loss")]
+SIX_BIT = ("QUANT_LEVELS = 127", "QUANT_LEVELS = 31")
+# A loss that does not make logits the way upstream's does: the built-in loader cannot know.
+HALF_TEMPERATURE = ("        return nn.losses.cross_entropy(logits.astype(mx.float32),",
+                    "        return nn.losses.cross_entropy(logits.astype(mx.float32) * 0.5,")
+RENAMED_MODEL = ("class GPT(nn.Module):", "class TinyLM(nn.Module):")
+EXPORT = "    quant_path.write_bytes(zlib.compress(raw, level=9))\n"
+READ_BACK = "pickle.loads(zlib.decompress(quant_path.read_bytes()))"
+
+
+@dataclass
+class Judged:
+    measured: Measurement
+    log: logparse.TrainerLog
+    asked: Path
+    upstream: Path
+
+    @property
+    def status(self) -> str | None:
+        return None if self.measured.verdict is None else self.measured.verdict.status
+
+    @property
+    def reason(self) -> str:
+        return "" if self.measured.verdict is None else self.measured.verdict.reason
+
+    def score(self, name: str) -> dict:
+        return self.measured.rung["judge"]["scores"][name]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory, repo_root: Path, sample_dataset) -> Path:
+    return committed_copy(repo_root, tmp_path_factory.mktemp("own") / "repo")
+
+
+def bench(tree: Path, trainer: str, run_id: str, dataset: datasets.DatasetInfo) -> Judged:
+    """One smoke benchmark of `trainer` in `tree`, judged as the loop judges it."""
+    (tree / TRAINER).write_text(trainer)
+    cfg = load_config(tree / "autogolf.yaml")
+    scorer = ArtifactJudge(cfg, tree, tree, dataset)
+    asked = tree / ".autogolf" / "artifacts" / f"{run_id}.ptz"
+    env = scorer.trainer_env("smoke", asked)
+    cache = datasets.cache_root(Path(dataset.data_path))
+    run = Pipeline(cfg, cache, dataset, "test").benchmark(
+        tree, "smoke", run_id, tree / ".autogolf" / f"{run_id}.log", env)
+    upstream = artifact.upstream_path(tree / "logs", f"{run_id}-smoke")
+    measured = scorer.judge(assess(run, cfg.artifact_cap_bytes), run, "smoke", asked,
+                            f"{run_id}-smoke")
+    return Judged(measured, run.log, asked, upstream)
+
+
+def agrees(judged: Judged) -> None:
+    assert judged.status is None, judged.reason
+    claim = judged.score("claim")
+    assert claim["loader"] == "builtin"
+    assert claim["val_bpb"] == pytest.approx(judged.log.exact_val_bpb, abs=AGREE)
+
+
+# ------------------------------------------------------------------------ judged as it is
+
+
+@pytest.fixture(scope="module")
+def baseline(tree, sample_dataset) -> Judged:
+    return bench(tree, stand_in(), "base", sample_dataset)
+
+
+@pytest.mark.slow
+def test_an_upstream_shaped_trainer_is_judged_by_the_builtin_loader(baseline):
+    agrees(baseline)
+    assert baseline.measured.val_bpb == baseline.score("holdout")["val_bpb"]
+
+
+@pytest.mark.slow
+def test_the_judge_finds_upstreams_export_under_out_dir(baseline):
+    assert "upstream's export under OUT_DIR" in baseline.measured.rung["judge"]["artifact"]
+    assert not baseline.upstream.exists()  # read, then deleted: it is tens of MB at full size
+
+
+@pytest.mark.slow
+def test_the_builtin_loader_is_given_the_settings_the_benchmark_printed(baseline):
+    settings = baseline.measured.rung["judge"]["settings"]
+    assert settings["MODEL_DIM"] == "64" and settings["VOCAB_SIZE"] == "1024"
+
+
+# ------------------------------------------------------------------------ researchers' edits
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("edits", [[GELU], OUT_GAIN, [SIX_BIT]],
+                         ids=["another activation", "an added parameter tensor",
+                              "6-bit quantization"])
+def test_an_edit_of_the_trainer_is_judged_and_agrees_with_its_own_score(tree, sample_dataset,
+                                                                        edits):
+    agrees(bench(tree, stand_in(*edits), "edit", sample_dataset))
+
+
+@pytest.mark.slow
+def test_a_loss_the_loader_does_not_reproduce_is_unjudged_with_both_numbers(tree,
+                                                                            sample_dataset):
+    judged = bench(tree, stand_in(HALF_TEMPERATURE), "temperature", sample_dataset)
+    assert judged.status == "unjudged"
+    assert "the built-in loader did not load the model as the trainer does" in judged.reason
+    assert f"the trainer printed val_bpb {judged.log.exact_val_bpb:.6f}" in judged.reason
+    assert "load_for_eval" in judged.reason
+
+
+@pytest.mark.slow
+def test_a_trainer_the_loader_cannot_read_is_unjudged_with_what_was_missing(tree,
+                                                                          sample_dataset):
+    judged = bench(tree, stand_in(RENAMED_MODEL, ("    model = GPT(", "    model = TinyLM(")),
+                   "renamed", sample_dataset)
+    assert judged.status == "unjudged"
+    assert "has no model class (GPT)" in judged.reason and "load_for_eval" in judged.reason
+
+
+# ------------------------------------------------------------------------ where the file is
+
+
+@pytest.mark.slow
+def test_a_trainer_that_writes_no_artifact_is_unjudged_naming_both_paths(tree, sample_dataset):
+    last = '    log(f"final_int8_zlib_roundtrip_exact val_loss:{q_loss:.8f} val_bpb:{q_bpb:.8f}")\n'
+    judged = bench(tree, stand_in((last, last + "    quant_path.unlink()\n")), "deleted",
+                   sample_dataset)
+    assert judged.status == "unjudged"
+    assert str(judged.asked) in judged.reason and str(judged.upstream) in judged.reason
+    assert "Fix: write the int8 export to $AUTOGOLF_ARTIFACT_PATH" in judged.reason
+
+
+@pytest.mark.slow
+def test_a_trainer_that_writes_it_elsewhere_is_unjudged_naming_the_file_it_wrote(
+        tree, sample_dataset):
+    named = '    quant_path = out_dir / f"{args.run_id}_mlx_model.int8.ptz"'
+    judged = bench(tree, stand_in((named, '    quant_path = out_dir / "model.int8.ptz"')),
+                   "elsewhere", sample_dataset)
+    assert judged.status == "unjudged"
+    assert "model files it did write, which the judge does not score" in judged.reason
+    assert "model.int8.ptz" in judged.reason
+
+
+@pytest.mark.slow
+def test_an_export_in_a_format_the_loader_cannot_read_is_unjudged_naming_the_file(
+        tree, sample_dataset):
+    judged = bench(tree, stand_in(
+        (EXPORT, "    quant_path.write_bytes(__import__('bz2').compress(raw))\n"),
+        (READ_BACK, "pickle.loads(__import__('bz2').decompress(quant_path.read_bytes()))")),
+        "bz2", sample_dataset)
+    assert judged.status == "unjudged"
+    assert "bz2-smoke_mlx_model.int8.ptz is neither zlib- nor lzma-compressed" in judged.reason
+    assert "load_for_eval" in judged.reason
+
+
+# ------------------------------------------------------------------------ pure parts
+
+
+def test_the_artifact_the_daemon_asked_for_comes_first(tmp_path):
+    asked, outputs = tmp_path / "asked.ptz", tmp_path / "logs"
+    asked.write_bytes(b"x")
+    artifact.upstream_path(outputs, "E1-smoke").parent.mkdir(parents=True)
+    artifact.upstream_path(outputs, "E1-smoke").write_bytes(b"y")
+    assert artifact.find_artifact(asked, outputs, "E1-smoke")[0] == asked
+
+
+def test_upstreams_export_is_found_under_the_runs_outputs(tmp_path):
+    outputs = tmp_path / "logs"
+    path = outputs / "autoresearch" / "E1-r2-smoke_mlx_model.int8.ptz"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"y")
+    assert artifact.find_artifact(tmp_path / "asked.ptz", outputs, "E1-r2-smoke")[0] == path
+
+
+def test_another_runs_export_is_not_this_runs_artifact(tmp_path):
+    outputs = tmp_path / "logs"
+    other = artifact.upstream_path(outputs, "E1-smoke")
+    other.parent.mkdir(parents=True)
+    other.write_bytes(b"y")
+    found, why = artifact.find_artifact(tmp_path / "asked.ptz", outputs, "E2-smoke")
+    assert found is None and str(other) in why
+
+
+def test_only_numeric_settings_reach_the_model_server():
+    given = {"MODEL_DIM": "64", "LOGIT_SOFTCAP": "30", "MATRIX_LR": "4e-2", "RUN_ID": "E1-smoke",
+             "PYTHONHASHSEED": "0", "LD_BIND_NOW": "1", "MLX_EAGER_EVAL": "1",
+             "AUTOGOLF_JUDGE_SEED": "7", "PAYLOAD": "1" * 40, "PATH": "1"}
+    assert loader.settings_env(given) == {"MODEL_DIM": "64", "LOGIT_SOFTCAP": "30",
+                                          "MATRIX_LR": "4e-2"}
+
+
+def test_the_settings_line_of_autoresearch_sh_is_read_as_run_settings():
+    log = logparse.parse_trainer_log("autoresearch: profile=smoke run_id=E1-smoke log=x\n"
+                                     "autoresearch: ITERATIONS=30 MODEL_DIM=64 VOCAB_SIZE=4096 \n")
+    assert log.run_settings == {"ITERATIONS": "30", "MODEL_DIM": "64", "VOCAB_SIZE": "4096"}
+
+
+def _claim(loader_name: str, bpb: float) -> score.Score:
+    return score.Score("scored", "", 1.0, bpb, 10, 10, loader_name)
+
+
+def test_a_disagreement_under_the_builtin_loader_is_the_judge_failing_to_load():
+    status, reason = claim_disagreement(1.5, _claim("builtin", 1.6), 2e-4)
+    assert status == "unjudged"
+    assert "printed val_bpb 1.500000" in reason and "at 1.600000" in reason
+
+
+def test_a_disagreement_under_the_trainers_contract_is_a_metric_mismatch():
+    status, _ = claim_disagreement(1.5, _claim("contract", 1.6), 2e-4)
+    assert status == "metric_mismatch"
+
+
+def test_agreement_within_the_tolerance_is_no_disagreement():
+    assert claim_disagreement(1.5, _claim("builtin", 1.5001), 2e-4) is None
+
+
+def test_byte260_counts_one_byte_per_byte_token_and_none_for_specials(tmp_path):
+    path = tmp_path / "fineweb_pure_byte_260.json"
+    path.write_text('{"tokenizer_type": "pure_byte", "vocab_size": 260, "config": '
+                    '{"byte_offset": 4, "byte_count": 256, "bos_id": 1}}')
+    tables = tokenbytes.build_byte_tables(path, 260)
+    ids = np.array([1, *(np.frombuffer("héllo wörld".encode(), np.uint8) + 4)])
+    assert tokenbytes.count_document_bytes(ids, tables) == len("héllo wörld".encode())
+    assert tokenbytes.vocab_size_of(path) == 260
+
+
+def test_a_server_environment_never_carries_a_setting_over_a_daemon_key():
+    env = score.server_env({"PATH": "/bin", "HOME": "/h"}) | loader.settings_env(
+        {"PATH": "1", "HOME": "2"})
+    assert env == {"PATH": "/bin", "HOME": "/h"}
+
