@@ -167,13 +167,11 @@ else
 fi
 export DATA_PATH TOKENIZER_PATH
 # The vocabulary is the dataset's (sp1024, sp4096, sp8192, byte260): the trainer must embed
-# every id of it, so VOCAB_SIZE follows the tokenizer unless the caller set it.
-if [ -z "${VOCAB_SIZE:-}" ]; then
-    VOCAB_SIZE=$("$PYTHON" -m loop.data.tokenbytes --vocab-size "$TOKENIZER_PATH") || {
-        echo "autoresearch: cannot read the vocabulary size of $TOKENIZER_PATH" >&2
-        exit 2
-    }
-fi
+# every id of it, so VOCAB_SIZE is the tokenizer's, whatever the caller's shell says.
+VOCAB_SIZE=$("$PYTHON" -m loop.data.tokenbytes --vocab-size "$TOKENIZER_PATH") || {
+    echo "autoresearch: cannot read the vocabulary size of $TOKENIZER_PATH" >&2
+    exit 2
+}
 export VOCAB_SIZE
 TRAINER_SETTINGS+=(VOCAB_SIZE)
 [ -n "${SEED:-}" ] && TRAINER_SETTINGS+=(SEED)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from loop.data import datasets, shards, tokenbytes
-from loop.judge import holdout, score, verify
+from loop.judge import holdout, loader, score, verify
 from loop.measure import logparse
 
 SMOKE = {  # autoresearch.sh's smoke profile
@@ -313,7 +313,10 @@ def test_a_trainer_without_the_contract_is_scored_by_the_builtin_loader(
     log, artifact = smoke_run
     upstream_like = edited_trainer(repo_root, tmp_path,
                                    [("def load_for_eval(", "def _no_contract(")])
-    got = judge(upstream_like, artifact, trainer_slice, tables, trainer_env)
+    # The built-in loader builds the trainer's own GPT under the run's settings (the judge
+    # passes autoresearch.sh's settings line; here, the smoke profile's).
+    got = score.score_artifact(upstream_like, artifact, trainer_slice, SEQ, tables,
+                               env=score.server_env(trainer_env) | loader.settings_env(SMOKE))
     assert got.ok, got.reason
     assert got.loader == "builtin"
     assert got.val_bpb == pytest.approx(log.exact_val_bpb, abs=AGREE)

@@ -43,26 +43,51 @@ class DatasetSpec:
     hint: str = ""
 
 
-DATASETS: dict[str, DatasetSpec] = {
-    "sample": DatasetSpec(
-        name="sample_sp1024",
+# Vocabulary variants. Upstream's downloader offers sp1024, sp4096, sp8192 and byte260, each
+# its own dataset (fineweb10B_<variant>); the offline sample can be built at the sp sizes.
+# Results of different variants are different datasets and are never compared.
+REAL_VARIANTS: dict[str, int] = {"sp1024": 1024, "sp4096": 4096, "sp8192": 8192, "byte260": 260}
+SAMPLE_VOCABS: tuple[int, ...] = (1024, 4096, 8192)
+
+
+def sample_spec(vocab: int) -> DatasetSpec:
+    """The offline sample built with a sentencepiece tokenizer of `vocab` pieces."""
+    name = f"sample_sp{vocab}"
+    return DatasetSpec(
+        name=name,
         kind="sample",
-        data_dir=Path("data/datasets/sample_sp1024"),
-        tokenizer=Path("data/tokenizers/sample_1024_bpe.model"),
-        manifest=Path("data/datasets/sample_sp1024/manifest.json"),
-        vocab_size=1024,
-        fix=SAMPLE_FIX,
-    ),
-    "fineweb": DatasetSpec(
-        name="fineweb10B_sp1024",
+        data_dir=Path("data/datasets") / name,
+        tokenizer=Path(f"data/tokenizers/sample_{vocab}_bpe.model"),
+        manifest=Path("data/datasets") / name / "manifest.json",
+        vocab_size=vocab,
+        fix=SAMPLE_FIX if vocab == 1024 else f"{SAMPLE_FIX} --vocab {vocab}",
+    )
+
+
+def real_spec(variant: str) -> DatasetSpec:
+    """Upstream's FineWeb export of one variant, as its downloader lays it out."""
+    vocab = REAL_VARIANTS[variant]
+    tokenizer = ("fineweb_pure_byte_260.json" if variant == "byte260"
+                 else f"fineweb_{vocab}_bpe.model")
+    fix = REAL_FIX if variant == "sp1024" else REAL_FIX.replace(
+        "--train-shards", f"--variant {variant} --train-shards")
+    return DatasetSpec(
+        name=f"fineweb10B_{variant}",
         kind="real",
-        data_dir=UPSTREAM_DIR / "data/datasets/fineweb10B_sp1024",
-        tokenizer=UPSTREAM_DIR / "data/tokenizers/fineweb_1024_bpe.model",
+        data_dir=UPSTREAM_DIR / f"data/datasets/fineweb10B_{variant}",
+        tokenizer=UPSTREAM_DIR / "data/tokenizers" / tokenizer,
         manifest=UPSTREAM_DIR / "data/manifest.json",
-        vocab_size=1024,
-        fix=REAL_FIX,
+        vocab_size=vocab,
+        fix=fix,
         hint=REAL_HINT,
-    ),
+    )
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "sample": sample_spec(1024),
+    **{f"sample_sp{v}": sample_spec(v) for v in SAMPLE_VOCABS if v != 1024},
+    "fineweb": real_spec("sp1024"),
+    **{f"fineweb_{v}": real_spec(v) for v in REAL_VARIANTS if v != "sp1024"},
 }
 # The directory names are accepted too, since that is what ledger rows show.
 ALIASES = {spec.name: key for key, spec in DATASETS.items()}
@@ -189,7 +214,7 @@ def dataset_id(info: DatasetInfo) -> str:
         if not isinstance(digest, str) or len(digest) < 16:
             raise DatasetError(
                 f"{info.manifest_path}: no content_hash",
-                "bash scripts/bootstrap-parameter-golf.sh --sample --force",
+                f"{spec_for(info.name).fix} --force",
             )
     else:
         digest = _real_hash(info)

@@ -11,7 +11,12 @@ ordered by the sha256 of their key (a fixed mix, not a random shuffle), the toke
 trained with one thread on a bounded, unsampled, unshuffled input handed over in memory (so
 no temporary path is recorded in the model), and the manifest carries no timestamps.
 
-`python -m loop.data.sample_data [--force] [--check]`; the bootstrap script calls this.
+The vocabulary size is a build option (`--vocab 4096` builds `sample_sp4096`, with its own
+tokenizer and shards, from the same documents): the public records moved to larger
+vocabularies, and each size is its own dataset (loop.data.datasets.sample_spec).
+
+`python -m loop.data.sample_data [--vocab V] [--force] [--check]`; the bootstrap script
+calls this.
 """
 
 from __future__ import annotations
@@ -37,9 +42,7 @@ from types import ModuleType
 
 import numpy as np
 
-from loop.data import datasets
-from loop.data import shards
-
+from loop.data import datasets, shards
 from loop.store.files import atomic_write
 
 BOS_ID = 1
@@ -340,13 +343,14 @@ def tokenizer_sentences(docs: list[Document], max_chars: int) -> list[str]:
     return out
 
 
-def train_tokenizer(sentences: list[str]) -> bytes:
-    """Serialized sentencepiece model trained with the SPEC settings."""
+def train_tokenizer(sentences: list[str], vocab_size: int = VOCAB_SIZE) -> bytes:
+    """Serialized sentencepiece model trained with the SPEC settings at `vocab_size`."""
     import sentencepiece as spm
 
     writer = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences), model_writer=writer, **TOKENIZER_SETTINGS
+        sentence_iterator=iter(sentences), model_writer=writer,
+        **{**TOKENIZER_SETTINGS, "vocab_size": vocab_size}
     )
     return writer.getvalue()
 
@@ -388,6 +392,11 @@ class BuildOptions:
     val_reserve_fraction: float = VAL_RESERVE_FRACTION
     tokenizer_chars: int = TOKENIZER_TRAIN_CHARS
     stdlib: Path | None = None
+    vocab_size: int = VOCAB_SIZE  # sentencepiece pieces: 1024, 4096 or 8192 (SAMPLE_VOCABS)
+
+    @property
+    def spec(self) -> datasets.DatasetSpec:
+        return datasets.sample_spec(self.vocab_size)
 
 
 def _check_minimums(train: int, val: int, lib: Path, opts: BuildOptions) -> None:
@@ -411,8 +420,8 @@ def _write_shards(folder: Path, train: np.ndarray, val: np.ndarray, size: int) -
     return paths
 
 
-def _manifest(root: Path, lib: Path, model: bytes, paths: list[Path], counts: dict) -> dict:
-    spec = datasets.DATASETS["sample"]
+def _manifest(root: Path, lib: Path, model: bytes, paths: list[Path], counts: dict,
+              spec: datasets.DatasetSpec) -> dict:
     tokenizer_path = root / spec.tokenizer
     return {
         "name": spec.name,
@@ -422,7 +431,7 @@ def _manifest(root: Path, lib: Path, model: bytes, paths: list[Path], counts: di
         "built-in modules; shipped text files",
         "python_version": platform.python_version(),
         "builder_version": BUILDER_VERSION,
-        "vocab_size": VOCAB_SIZE,
+        "vocab_size": spec.vocab_size,
         "tokenizer": spec.tokenizer.as_posix(),
         "tokenizer_sha256": hashlib.sha256(model).hexdigest(),
         "shards": {
@@ -456,7 +465,7 @@ def _train_on(docs: list[Document], opts: BuildOptions, lib: Path) -> bytes:
     reserved = reserve_count(docs, opts.val_reserve_fraction)
     sentences = tokenizer_sentences(docs[reserved:], opts.tokenizer_chars)
     try:
-        return train_tokenizer(sentences)
+        return train_tokenizer(sentences, opts.vocab_size)
     except RuntimeError as exc:  # sentencepiece's own error: too little or no text
         raise SampleDataError(
             f"tokenizer training failed on {len(sentences):,} lines of text from {lib} "
@@ -468,7 +477,7 @@ def _write_sample(root: Path, lib: Path, model: bytes, splits: tuple, counts: di
                   opts: BuildOptions) -> dict:
     """Tokenizer first, then the shards and manifest staged and swapped in as one folder, so
     a present manifest always means a complete build."""
-    spec = datasets.DATASETS["sample"]
+    spec = opts.spec
     atomic_write(root / spec.tokenizer, model)
     atomic_write((root / spec.tokenizer).with_suffix(".vocab"),
                         vocab_text(model).encode("utf-8"))
@@ -477,13 +486,13 @@ def _write_sample(root: Path, lib: Path, model: bytes, splits: tuple, counts: di
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     paths = _write_shards(staging, *splits, opts.shard_tokens)
-    manifest = _manifest(root, lib, model, paths, counts)
+    manifest = _manifest(root, lib, model, paths, counts, spec)
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    _swap_in(staging, final, root)
+    _swap_in(staging, final, root, spec.vocab_size)
     return manifest
 
 
-def _swap_in(staging: Path, final: Path, root: Path) -> None:
+def _swap_in(staging: Path, final: Path, root: Path, vocab_size: int = VOCAB_SIZE) -> None:
     """Replace the dataset folder with the freshly built one.
 
     Two builds may race (two test sessions on one checkout); builds are identical, so if
@@ -494,7 +503,7 @@ def _swap_in(staging: Path, final: Path, root: Path) -> None:
     try:
         os.replace(staging, final)
     except OSError:
-        if validate_sample(root):
+        if validate_sample(root, vocab_size):
             raise
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -502,9 +511,9 @@ def _swap_in(staging: Path, final: Path, root: Path) -> None:
 # ----------------------------------------------------------------------------- validation
 
 
-def validate_sample(root: Path) -> list[str]:
+def validate_sample(root: Path, vocab_size: int = VOCAB_SIZE) -> list[str]:
     """Problems with the built sample under root (an empty list means it is complete)."""
-    spec = datasets.DATASETS["sample"]
+    spec = datasets.sample_spec(vocab_size)
     folder = Path(root) / spec.data_dir
     manifest_path = Path(root) / spec.manifest
     try:
@@ -559,19 +568,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, help="cache root (default: the main checkout)")
     parser.add_argument("--force", action="store_true", help="rebuild even if valid")
     parser.add_argument("--check", action="store_true", help="only validate; exit 1 if not ok")
+    parser.add_argument("--vocab", type=int, default=VOCAB_SIZE, choices=datasets.SAMPLE_VOCABS,
+                        help="tokenizer pieces (default %(default)s): builds sample_sp<VOCAB>")
     args = parser.parse_args(argv)
     root = (args.root or datasets.cache_root()).resolve()
-    problems = validate_sample(root)
+    name = datasets.sample_spec(args.vocab).name
+    problems = validate_sample(root, args.vocab)
     if args.check or (not problems and not args.force):
         for line in problems:
             print(f"problem: {line}", file=sys.stderr)
         state = "valid" if not problems else "NOT valid"
-        print(f"sample dataset under {root / 'data'}: {state}")
+        print(f"sample dataset {name} under {root / 'data'}: {state}")
         return 1 if problems else 0
     started = time.monotonic()
-    print(f"building the sample dataset from {stdlib_dir()} (about a minute)...", flush=True)
+    print(f"building the sample dataset {name} from {stdlib_dir()} (about a minute)...",
+          flush=True)
     try:
-        manifest = build_sample(root)
+        manifest = build_sample(root, BuildOptions(vocab_size=args.vocab))
     except SampleDataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
