@@ -3,17 +3,21 @@
 # $AUTOGOLF_CACHE_ROOT):
 #   --sample            build the offline sample dataset from CPython's own text (no network);
 #                       a no-op when it exists and validates; --force rebuilds it.
-#   --train-shards N    the real sp1024 FineWeb data: clone upstream openai/parameter-golf at
-#                       the commit in benchmark/UPSTREAM_COMMIT.txt into .upstream/parameter-golf
+#   --vocab V           with --sample: its tokenizer's size, 1024 (default), 4096 or 8192
+#                       (dataset sample_spV; `dataset: sample_spV` in autogolf.yaml).
+#   --train-shards N    the real FineWeb data: clone upstream openai/parameter-golf at the
+#                       commit in benchmark/UPSTREAM_COMMIT.txt into .upstream/parameter-golf
 #                       and run its downloader; a no-op when complete; fails fast offline.
+#   --variant V         with --train-shards: sp1024 (default), sp4096, sp8192 or byte260
+#                       (`dataset: fineweb_V` in autogolf.yaml; sp1024 is `fineweb`).
 # Both verify every shard's header and size when done.
 # Overrides (mirrors, tests): AUTOGOLF_UPSTREAM_URL, AUTOGOLF_UPSTREAM_COMMIT,
 # AUTOGOLF_HUB_URL (the reachability probe), AUTOGOLF_NET_TIMEOUT (seconds, default 15).
 set -euo pipefail
 
 usage() {
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
-    echo "usage: $0 --sample [--force] | --train-shards N [--force]"
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    echo "usage: $0 --sample [--vocab V] [--force] | --train-shards N [--variant V] [--force]"
 }
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,6 +43,8 @@ die() {
 mode=""
 force=0
 shards=""
+vocab=1024
+variant=sp1024
 while [ $# -gt 0 ]; do
     case "$1" in
         --sample) mode=sample ;;
@@ -46,6 +52,14 @@ while [ $# -gt 0 ]; do
             [ $# -ge 2 ] || die "--train-shards needs a number"
             mode=real; shards=$2; shift ;;
         --train-shards=*) mode=real; shards=${1#*=} ;;
+        --vocab)
+            [ $# -ge 2 ] || die "--vocab needs a number"
+            vocab=$2; shift ;;
+        --vocab=*) vocab=${1#*=} ;;
+        --variant)
+            [ $# -ge 2 ] || die "--variant needs a name"
+            variant=$2; shift ;;
+        --variant=*) variant=${1#*=} ;;
         --force) force=1 ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
@@ -53,12 +67,20 @@ while [ $# -gt 0 ]; do
     shift
 done
 [ -n "$mode" ] || { usage >&2; die "say --sample or --train-shards N"; }
+[ "$mode" = sample ] || [ "$vocab" = 1024 ] \
+    || die "--vocab goes with --sample; for the real data say --variant sp$vocab"
+[ "$mode" = real ] || [ "$variant" = sp1024 ] \
+    || die "--variant goes with --train-shards; for the sample say --vocab N"
 
 ROOT=$("$PY" -m loop.data.datasets --root) || die "cannot run $PY -m loop.data.datasets (run scripts/setup.sh)"
 
 # ---------------------------------------------------------------------------- sample
 if [ "$mode" = sample ]; then
-    args=(--root "$ROOT")
+    case "$vocab" in
+        1024|4096|8192) ;;
+        *) die "--vocab must be 1024, 4096 or 8192, got '$vocab'" ;;
+    esac
+    args=(--root "$ROOT" --vocab "$vocab")
     [ "$force" = 1 ] && args+=(--force)
     exec "$PY" -m loop.data.sample_data "${args[@]}"
 fi
@@ -72,9 +94,14 @@ esac
 COMMIT=${AUTOGOLF_UPSTREAM_COMMIT:-$(tr -d '[:space:]' < "$REPO/benchmark/UPSTREAM_COMMIT.txt")} \
     || die "cannot read benchmark/UPSTREAM_COMMIT.txt"
 [ -n "$COMMIT" ] || die "benchmark/UPSTREAM_COMMIT.txt is empty"
+case "$variant" in
+    sp1024|sp4096|sp8192) TOKENIZER_FILE="fineweb_${variant#sp}_bpe.model" ;;
+    byte260) TOKENIZER_FILE=fineweb_pure_byte_260.json ;;
+    *) die "--variant must be sp1024, sp4096, sp8192 or byte260, got '$variant'" ;;
+esac
 UP="$ROOT/.upstream/parameter-golf"
-DATA_DIR="$UP/data/datasets/fineweb10B_sp1024"
-TOKENIZER="$UP/data/tokenizers/fineweb_1024_bpe.model"
+DATA_DIR="$UP/data/datasets/fineweb10B_$variant"
+TOKENIZER="$UP/data/tokenizers/$TOKENIZER_FILE"
 OFFLINE_HINT="without network, build the offline sample instead: bash scripts/bootstrap-parameter-golf.sh --sample"
 
 verify() {
@@ -120,7 +147,7 @@ ensure_downloader_deps() {
 }
 
 if [ "$force" = 0 ] && have_commit && verify "$shards" >/dev/null 2>&1; then
-    echo "bootstrap: real data already complete ($shards train shards) in $DATA_DIR"
+    echo "bootstrap: real $variant data already complete ($shards train shards) in $DATA_DIR"
     exit 0
 fi
 
@@ -142,10 +169,10 @@ fi
     || die "$UP has no data/cached_challenge_fineweb.py; remove $UP and re-run"
 check_hub
 ensure_downloader_deps
-echo "bootstrap: downloading sp1024 data ($shards train shards) with upstream's downloader"
-(cd "$UP" && "$PY" data/cached_challenge_fineweb.py --variant sp1024 --train-shards "$shards") \
+echo "bootstrap: downloading $variant data ($shards train shards) with upstream's downloader"
+(cd "$UP" && "$PY" data/cached_challenge_fineweb.py --variant "$variant" --train-shards "$shards") \
     || die "upstream's downloader failed (see above); $OFFLINE_HINT"
 
 echo "bootstrap: verifying every shard's header and size"
 verify "$shards" || die "downloaded data failed verification (see above); delete the files named there and re-run"
-echo "bootstrap: real data ready in $DATA_DIR"
+echo "bootstrap: real $variant data ready in $DATA_DIR"

@@ -19,7 +19,7 @@ import pytest
 from test_e2e_real import committed_copy
 
 from loop.config import load_config
-from loop.data import datasets, tokenbytes
+from loop.data import datasets, sample_data, tokenbytes
 from loop.judge import artifact, loader, score
 from loop.judge.judge import ArtifactJudge, Measurement, assess, claim_disagreement
 from loop.measure import logparse
@@ -193,6 +193,32 @@ def test_an_export_in_a_format_the_loader_cannot_read_is_unjudged_naming_the_fil
     assert judged.status == "unjudged"
     assert "bz2-smoke_mlx_model.int8.ptz is neither zlib- nor lzma-compressed" in judged.reason
     assert "load_for_eval" in judged.reason
+
+
+# ------------------------------------------------------------------------ other vocabularies
+
+
+@pytest.fixture(scope="module")
+def sample_4096(tmp_path_factory) -> datasets.DatasetInfo:
+    """The offline sample at vocabulary 4096, from a slice of the standard library (seconds)."""
+    root = tmp_path_factory.mktemp("cache4096")
+    sample_data.build_sample(root, sample_data.BuildOptions(
+        vocab_size=4096, max_source_chars=1_500_000, min_train_tokens=100_000,
+        min_val_tokens=40_000, val_tokens=40_000))
+    return datasets.resolve("sample_sp4096", root)
+
+
+@pytest.mark.slow
+def test_the_sample_at_vocabulary_4096_is_judged_end_to_end(tree, sample_4096):
+    judged = bench(tree, stand_in(), "v4096", sample_4096)
+    agrees(judged)
+    assert judged.measured.rung["judge"]["settings"]["VOCAB_SIZE"] == "4096"
+    assert judged.measured.rung["judge"]["holdout"]["dataset"].startswith("sample_sp4096:")
+
+
+def test_rows_of_two_vocabularies_name_two_datasets(sample_dataset, sample_4096):
+    assert datasets.dataset_id(sample_dataset) != datasets.dataset_id(sample_4096)
+    assert datasets.dataset_id(sample_4096).startswith("sample_sp4096:")
 
 
 # ------------------------------------------------------------------------ pure parts
