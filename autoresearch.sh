@@ -168,10 +168,13 @@ fi
 export DATA_PATH TOKENIZER_PATH
 # The vocabulary is the dataset's (sp1024, sp4096, sp8192, byte260): the trainer must embed
 # every id of it, so VOCAB_SIZE is the tokenizer's, whatever the caller's shell says.
-VOCAB_SIZE=$("$PYTHON" -m loop.data.tokenbytes --vocab-size "$TOKENIZER_PATH") || {
-    echo "autoresearch: cannot read the vocabulary size of $TOKENIZER_PATH" >&2
-    exit 2
-}
+VOCAB_SIZE=$("$PYTHON" -m loop.data.tokenbytes --vocab-size "$TOKENIZER_PATH") || VOCAB_SIZE=""
+case "$VOCAB_SIZE" in
+    '' | *[!0-9]*)
+        echo "autoresearch: cannot read the vocabulary size of $TOKENIZER_PATH (got '$VOCAB_SIZE' from $PYTHON -m loop.data.tokenbytes)" >&2
+        exit 2
+        ;;
+esac
 export VOCAB_SIZE
 TRAINER_SETTINGS+=(VOCAB_SIZE)
 [ -n "${SEED:-}" ] && TRAINER_SETTINGS+=(SEED)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_e2e_real import committed_copy
+from test_e2e_real import committed_copy, git
 
 from loop.config import load_config
 from loop.data import datasets, sample_data, tokenbytes
@@ -297,3 +297,80 @@ def test_a_server_environment_never_carries_a_setting_over_a_daemon_key():
         {"PATH": "1", "HOME": "2"})
     assert env == {"PATH": "/bin", "HOME": "/h"}
 
+
+
+# ------------------------------------------------------------------------ autogolf adopt
+
+
+@pytest.fixture
+def checkout(tmp_path, repo_root: Path, sample_dataset, monkeypatch) -> Path:
+    """A researcher's checkout of this project (the sample data from this repo's cache)."""
+    monkeypatch.setenv("AUTOGOLF_CACHE_ROOT", str(repo_root))
+    checkout = committed_copy(repo_root, tmp_path / "checkout")
+    # loop/data/ matches .gitignore's `data/`: this repository tracks it all the same.
+    git(checkout, "add", "-f", "loop")
+    git(checkout, "commit", "-q", "-m", "loop/data")
+    return checkout
+
+
+def adopt_file(checkout: Path, tmp_path: Path, text: str, yes: bool = False
+               ) -> tuple[int, str]:
+    from loop.ui import adopt
+
+    path = tmp_path / "my_trainer.py"
+    path.write_text(text)
+    said: list[str] = []
+    code = adopt.adopt(checkout, load_config(checkout / "autogolf.yaml"), path, yes=yes,
+                       out=said.append)
+    return code, "\n".join(said)
+
+
+@pytest.mark.slow
+def test_adopt_installs_an_upstream_shaped_trainer_and_says_what_it_checked(checkout,
+                                                                           tmp_path):
+    code, said = adopt_file(checkout, tmp_path, stand_in())
+    assert code == 0, said
+    assert (checkout / TRAINER).read_text() == stand_in()
+    for finding in ("METRIC lines found: ", "val_bpb", "artifact: upstream's export under "
+                    "OUT_DIR", "agrees within", "causality probe: passed", "seed: passed",
+                    "time per step: ", "not committed"):
+        assert finding in said
+
+
+@pytest.mark.slow
+def test_adopt_writes_a_load_for_eval_where_the_builtin_loader_cannot_serve(checkout,
+                                                                           tmp_path):
+    renamed = stand_in(RENAMED_MODEL, ("    model = GPT(", "    model = TinyLM("))
+    code, said = adopt_file(checkout, tmp_path, renamed)
+    assert code == 1 and "+def load_for_eval(artifact_path):" in said
+    assert "+    model = TinyLM(vocab_size=args.vocab_size" in said
+    assert (checkout / TRAINER).read_text() != renamed  # shown, not written, without --yes
+    code, said = adopt_file(checkout, tmp_path, renamed, yes=True)
+    assert code == 0, said
+    installed = (checkout / TRAINER).read_text()
+    assert installed.startswith(renamed.rstrip("\n")) and "def load_for_eval(" in installed
+
+
+@pytest.mark.slow
+def test_adopt_installs_nothing_when_even_a_written_load_for_eval_disagrees(checkout,
+                                                                           tmp_path):
+    before = (checkout / TRAINER).read_text()
+    code, said = adopt_file(checkout, tmp_path, stand_in(HALF_TEMPERATURE), yes=True)
+    assert code == 1 and "still not judged" in said and "nothing installed" in said
+    assert (checkout / TRAINER).read_text() == before
+
+
+@pytest.mark.parametrize("text,missing", [
+    ("print('hello')\n", "no Hyperparameters class"),
+    ("class Hyperparameters:\n    pass\n", "no `if __name__"),
+    ("def broken(:\n", "not Python source"),
+])
+def test_adopt_refuses_a_file_that_is_not_a_trainer_and_installs_nothing(checkout, tmp_path,
+                                                                         text, missing):
+    from loop.errors import UserError
+
+    before = (checkout / TRAINER).read_text()
+    with pytest.raises(UserError, match="is not a trainer") as caught:
+        adopt_file(checkout, tmp_path, text)
+    assert missing in str(caught.value) and "nothing installed" in str(caught.value)
+    assert (checkout / TRAINER).read_text() == before

@@ -1,9 +1,11 @@
 """`autogolf bench --profile P`: one manual run of one profile on the user's own checkout.
 
 It measures with the loop's pipeline (loop.measure.pipeline) and reads the run with the
-judge's validity check (loop.judge.judge.assess), under the same lock as the daemon (one
+judge's validity check (loop.judge.judge.assess) and, when the judge is on (the default),
+the judge's own score of the artifact (loop.judge.judge.ArtifactJudge: the holdout, and the
+trainer's own slice to check its printout), under the same lock as the daemon (one
 benchmark at a time on this machine), and writes one ledger row marked manual: recorded,
-never compared with the incumbents.
+never compared with the incumbents. `judge_lines` says which score is which, in words.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from loop.daemon.scheduler import catch_stop_signals
 from loop.daemon.session import Paths
 from loop.data import datasets
 from loop.errors import UserError
-from loop.judge.judge import Measurement, assess
+from loop.judge import artifact as artifacts
+from loop.judge.judge import ArtifactJudge, Measurement, assess, run_name
 from loop.judge.verdict import Verdict
 from loop.measure.pipeline import TRAINER, Pipeline
 from loop.store import gitsession
@@ -48,8 +51,18 @@ def manual_bench(repo: Path, cfg: Config, profile: str,
         out(f"{exp.id}: log {paths.rel(log)}")
         pipeline = Pipeline(cfg, cache, dataset, f"manual-{os.getpid()}",
                             stop=lambda: bool(stopped), on_line=on_line)
-        run = assess(pipeline.benchmark(paths.repo, profile, exp.id, log),
-                     cfg.artifact_cap_bytes)
+        scorer, asked, env = None, None, {}
+        if cfg.judge_enabled:
+            scorer = ArtifactJudge(cfg, paths.repo, paths.repo, dataset)
+            asked = paths.experiment(exp.id) / f"model-{profile}.ptz"
+            env = scorer.trainer_env(profile, asked)
+            artifacts.upstream_path(paths.repo / "logs", run_name(exp, profile)).unlink(
+                missing_ok=True)
+        raw = pipeline.benchmark(paths.repo, profile, exp.id, log, env)
+        run = assess(raw, cfg.artifact_cap_bytes)
+        if scorer is not None and not stopped:
+            out(f"{exp.id}: judging the artifact (the holdout, and the trainer's own slice)")
+            run = scorer.judge(run, raw, profile, asked, run_name(exp, profile))
         run.rung["log"] = paths.rel(log)
         exp.rungs[profile] = run.rung
         exp.verdict = _manual_verdict(run, stopped)
@@ -79,3 +92,28 @@ def _manual_verdict(run: Measurement, stopped: list[str]) -> Verdict:
     if run.verdict is not None:
         return Verdict(run.verdict.status, run.verdict.reason)
     return Verdict("keep", "manual run: recorded, never compared with the incumbents")
+
+
+def judge_lines(rung: dict) -> list[str]:
+    """The judge's score beside the trainer's printout, each labelled with its tokens."""
+    judge = rung.get("judge") or {}
+    scores = judge.get("scores") or {}
+    held, claim = scores.get("holdout") or {}, scores.get("claim") or {}
+    holdout = judge.get("holdout") or {}
+    printed = rung.get("printed_val_bpb", rung.get("val_bpb") if not judge else None)
+    lines = []
+    if held.get("val_bpb") is not None:
+        lines.append(f"judge's val_bpb   {held['val_bpb']:.6f}  on {held.get('tokens', 0):,} "
+                     f"held-out tokens of the validation split (never given to the trainer; "
+                     f"{held.get('loader')} loader) - the score that decides")
+    elif judge:
+        lines.append("judge's val_bpb   unknown (not judged: see the reason above)")
+    if printed is not None:
+        slice_end = (holdout.get("trainer_slice") or [0, 0])[1]
+        where = (f"its own 'validation' slice: the first {slice_end:,} train tokens it was "
+                 "given" if slice_end else "its own validation tokens")
+        lines.append(f"trainer's val_bpb {printed:.6f}  printed by the trainer on {where}")
+    if claim.get("val_bpb") is not None and printed is not None:
+        lines.append(f"  the judge on those same tokens: {claim['val_bpb']:.6f} (differs by "
+                     f"{abs(claim['val_bpb'] - printed):.6f})")
+    return lines

@@ -29,7 +29,7 @@ from loop.store import rows as rows_view
 from loop.store.gitsession import GitError, diff_hash, git, main_checkout
 from loop.store.ledger import Ledger
 from loop.ui import endsummary, evidence, ideas_cli, import_cli, report_cli
-from loop.ui.bench import manual_bench
+from loop.ui.bench import judge_lines, manual_bench
 from loop.ui.progress import LiveStatus
 from loop.workspace import cli as workspace_cli
 
@@ -176,12 +176,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _print_metrics(row: dict, profile: str) -> None:
     rung = (row.get("rungs") or {}).get(profile, {})
     print(f"\n{row['id']}  {profile}  {row['status']}: {row.get('reason')}")
-    names = ["val_bpb"] + sorted(k for k in rung if k not in ("val_bpb", "log"))
+    for line in judge_lines(rung):
+        print(f"  {line}")
+    names = ["val_bpb"] + sorted(k for k in rung if k not in ("val_bpb", "log")
+                                 and not isinstance(rung[k], dict))
     width = max(len(n) for n in names)
     for name in names:
         print(f"  {name:<{width}}  {_fmt(rung.get(name))}")
     if rung.get("log"):
         print(f"log: {rung['log']}")
+
+
+# --------------------------------------------------------------------------- adopt
+
+
+def cmd_adopt(args: argparse.Namespace) -> int:
+    from loop.ui import adopt
+
+    repo = find_repo(Path.cwd(), require_commit=False)
+    cfg = _config(args, repo)
+    return adopt.adopt(repo, cfg, Path(args.path).resolve(), yes=args.yes, profile=args.profile)
 
 
 # --------------------------------------------------------------------------- status
@@ -425,6 +439,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--profile", default="breadth", help="smoke, breadth, confirm or full")
     bench.add_argument("--config", metavar="PATH", help="config file (default: autogolf.yaml)")
     bench.set_defaults(func=cmd_bench)
+
+    adopt = verbs.add_parser("adopt", help="check a trainer with one judged smoke run, then "
+                             "install it at benchmark/train_gpt_mlx.py")
+    adopt.add_argument("path", help="the trainer file (upstream's train_gpt_mlx.py, a port of "
+                       "a record, your own)")
+    adopt.add_argument("--yes", action="store_true",
+                       help="add the load_for_eval adopt proposes (shown as a diff first)")
+    adopt.add_argument("--profile", default="smoke", help="the profile of the check run")
+    adopt.add_argument("--config", metavar="PATH", help="config file (default: autogolf.yaml)")
+    adopt.set_defaults(func=cmd_adopt)
 
     status = verbs.add_parser("status", help="incumbents, counts, the running experiment, rows")
     status.add_argument("--session", help="a session name (default: the latest)")
