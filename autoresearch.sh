@@ -168,10 +168,20 @@ fi
 export DATA_PATH TOKENIZER_PATH
 # The vocabulary is the dataset's (sp1024, sp4096, sp8192, byte260): the trainer must embed
 # every id of it, so VOCAB_SIZE is the tokenizer's, whatever the caller's shell says.
-VOCAB_SIZE=$("$PYTHON" -m loop.data.tokenbytes --vocab-size "$TOKENIZER_PATH") || VOCAB_SIZE=""
+# (A sentencepiece .model, or upstream's pure-byte .json for byte260.)
+VOCAB_SIZE=$("$PYTHON" - "$TOKENIZER_PATH" <<'EOF'
+import json, sys
+path = sys.argv[1]
+if path.endswith(".json"):
+    print(json.load(open(path, encoding="utf-8"))["vocab_size"])
+else:
+    import sentencepiece
+    print(sentencepiece.SentencePieceProcessor(model_file=path).vocab_size())
+EOF
+) || VOCAB_SIZE=""
 case "$VOCAB_SIZE" in
     '' | *[!0-9]*)
-        echo "autoresearch: cannot read the vocabulary size of $TOKENIZER_PATH (got '$VOCAB_SIZE' from $PYTHON -m loop.data.tokenbytes)" >&2
+        echo "autoresearch: cannot read the vocabulary size of $TOKENIZER_PATH" >&2
         exit 2
         ;;
 esac

@@ -11,6 +11,7 @@ judged by the loop's ArtifactJudge, in a committed copy of this project.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from loop.judge import artifact, loader, score
 from loop.judge.judge import ArtifactJudge, Measurement, assess, claim_disagreement
 from loop.measure import logparse
 from loop.measure.pipeline import Pipeline
+from loop.proposers import Proposal
 
 TRAINER = Path("benchmark/train_gpt_mlx.py")
 STAND_IN = Path(__file__).resolve().parent / "fixtures" / "upstream_shaped" / "train_gpt_mlx.py"
@@ -374,3 +376,53 @@ def test_adopt_refuses_a_file_that_is_not_a_trainer_and_installs_nothing(checkou
         adopt_file(checkout, tmp_path, text)
     assert missing in str(caught.value) and "nothing installed" in str(caught.value)
     assert (checkout / TRAINER).read_text() == before
+
+
+# ------------------------------------------------------------------------ the loop
+
+
+def _edit_step(description: str, *edits: tuple[str, str]):
+    def step(worktree: Path) -> Proposal:
+        (worktree / TRAINER).write_text(stand_in(*edits))
+        return Proposal(description, None)
+    return step
+
+
+@pytest.fixture(scope="module")
+def loop_rows(tmp_path_factory, repo_root: Path, sample_dataset) -> list[dict]:
+    """`autogolf run` at smoke with the stand-in as the trainer: a baseline, two edits."""
+    from scheduler_helpers import Scripted
+
+    from loop.daemon import scheduler
+    from loop.store.ledger import Ledger
+
+    repo = committed_copy(repo_root, tmp_path_factory.mktemp("loop") / "repo", ladder=["smoke"],
+                          keep_rule={"max_runs": 2})
+    (repo / TRAINER).write_text(stand_in())
+    git(repo, "commit", "-q", "-am", "upstream-shaped trainer")
+    steps = (_edit_step("gelu MLP", GELU), _edit_step("an output gain", *OUT_GAIN))
+    old = os.environ.get("AUTOGOLF_CACHE_ROOT")
+    os.environ["AUTOGOLF_CACHE_ROOT"] = str(repo_root)
+    try:
+        scheduler.Scheduler(repo, load_config(repo / "autogolf.yaml"),
+                            scheduler.StopRules(max_experiments=2, max_consecutive_failures=0),
+                            proposer=Scripted(*steps), out=lambda s: None).run()
+    finally:
+        if old is None:
+            os.environ.pop("AUTOGOLF_CACHE_ROOT", None)
+        else:
+            os.environ["AUTOGOLF_CACHE_ROOT"] = old
+    return [r for r in Ledger(repo / ".autogolf" / "ledger.jsonl").rows()
+            if r.get("type") == "experiment"]
+
+
+@pytest.mark.slow
+def test_the_loop_judges_an_upstream_shaped_baseline_and_its_experiments(loop_rows):
+    assert [r["description"] for r in loop_rows if not r.get("baseline")] == [
+        "gelu MLP", "an output gain"]
+    for row in loop_rows:
+        assert row["status"] in ("keep", "discard", "inconclusive"), (row["status"],
+                                                                       row["reason"])
+        scores = row["rungs"]["smoke"]["judge"]["scores"]
+        assert scores["holdout"]["loader"] == "builtin"
+    assert [r["status"] for r in loop_rows if r.get("baseline")] == ["keep"]

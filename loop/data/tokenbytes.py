@@ -14,16 +14,11 @@ boundaries worth 0 bytes, and each of the next 256 ids is one byte; there is no 
 
 This is the trusted copy that the daemon and the tests use; the trainer carries its own (it
 must stand alone), and the tests check both against real text.
-
-`python -m loop.data.tokenbytes --vocab-size TOKENIZER` prints the tokenizer's vocabulary size
-(autoresearch.sh passes it to the trainer as VOCAB_SIZE).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -130,19 +125,3 @@ def count_document_bytes(ids, tables: ByteTables, bos_id: int = 1) -> int:
     prev = np.concatenate([[bos_id], ids[:-1]]) if ids.size else ids
     return count_target_bytes(prev, ids, tables)
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loop.data.tokenbytes")
-    parser.add_argument("--vocab-size", type=Path, metavar="TOKENIZER", required=True,
-                        help="print the vocabulary size of a .model or pure-byte .json")
-    args = parser.parse_args(argv)
-    try:
-        print(vocab_size_of(args.vocab_size))
-    except (OSError, ValueError, RuntimeError) as exc:
-        print(f"error: cannot read the tokenizer {args.vocab_size}: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
