@@ -426,3 +426,42 @@ def test_the_loop_judges_an_upstream_shaped_baseline_and_its_experiments(loop_ro
         scores = row["rungs"]["smoke"]["judge"]["scores"]
         assert scores["holdout"]["loader"] == "builtin"
     assert [r["status"] for r in loop_rows if r.get("baseline")] == ["keep"]
+
+
+# ------------------------------------------------------------------------ autogolf bench
+
+
+def test_bench_shows_the_judges_score_beside_the_printout_each_with_its_tokens():
+    from loop.ui.bench import judge_lines
+
+    rung = {"val_bpb": 1.9, "printed_val_bpb": 1.7, "judge": {
+        "holdout": {"trainer_slice": [0, 16385]},
+        "scores": {"holdout": {"val_bpb": 1.9, "tokens": 16256, "loader": "builtin"},
+                   "claim": {"val_bpb": 1.70001, "tokens": 16384}}}}
+    lines = judge_lines(rung)
+    assert lines[0].startswith("judge's val_bpb   1.900000  on 16,256 held-out tokens of the "
+                               "validation split")
+    assert lines[1].startswith("trainer's val_bpb 1.700000  printed by the trainer on its own "
+                               "'validation' slice: the first 16,385 train tokens")
+    assert "the judge on those same tokens: 1.700010" in lines[2]
+
+
+def test_bench_says_the_judges_score_is_unknown_when_not_judged():
+    from loop.ui.bench import judge_lines
+
+    lines = judge_lines({"printed_val_bpb": 1.7, "judge": {"holdout": {}}})
+    assert lines[0] == "judge's val_bpb   unknown (not judged: see the reason above)"
+
+
+@pytest.mark.slow
+def test_a_manual_bench_of_an_upstream_shaped_trainer_is_judged(checkout):
+    from loop.ui.bench import manual_bench
+
+    (checkout / TRAINER).write_text(stand_in())
+    row = manual_bench(checkout, load_config(checkout / "autogolf.yaml"), "smoke",
+                       out=lambda s: None)
+    rung = row["rungs"]["smoke"]
+    assert row["status"] == "keep", row["reason"]
+    assert rung["val_bpb"] == rung["judge"]["scores"]["holdout"]["val_bpb"]
+    assert rung["printed_val_bpb"] == pytest.approx(
+        rung["judge"]["scores"]["claim"]["val_bpb"], abs=AGREE)
