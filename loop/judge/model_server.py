@@ -200,8 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         loader, forward = load(args.trainer, args.artifact, args.logit_softcap, args.rope_base)
     except BaseException as exc:  # noqa: BLE001 - SystemExit from a trainer too
+        from loop.judge.loader import CannotLoad
+
+        why = str(exc) if isinstance(exc, CannotLoad) else _describe(exc)
         write_frame(out, {"ok": False, "error": f"loading {args.artifact.name} with "
-                          f"{args.trainer.name} failed: {_describe(exc)}"})
+                          f"{args.trainer.name} failed: {why}"})
         return 1
     write_frame(out, {"ok": True, "loader": loader})
     try:

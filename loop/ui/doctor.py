@@ -17,7 +17,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from loop.data import datasets, sample_data, shards
+from loop.data import datasets, sample_data, shards, tokenbytes
 from loop.platform import blas_in_use, free_disk_bytes, openblas_path
 from loop.store.gitsession import GitError, git
 
@@ -339,7 +339,7 @@ def _dataset_check(key: str, root: Path, wanted: str) -> Check:
     problems = _match_problems(info, root)
     summary = _summary(info, role)
     if problems:
-        fix = ("bash scripts/bootstrap-parameter-golf.sh --sample --force" if key == "sample"
+        fix = (f"{spec.fix} --force" if spec.kind == "sample"
                else "delete the files named and re-run the bootstrap with --train-shards N")
         status = FAIL if role == "configured" else WARN
         return Check(label, status, f"{summary}; " + "; ".join(problems[:3]), fix)
@@ -361,7 +361,7 @@ def _match_problems(info: datasets.DatasetInfo, root: Path) -> list[str]:
     """Does the tokenizer belong to the shards? Size of the vocab, and every id below it."""
     problems = _tokenizer_problems(info)
     if info.kind == "sample":
-        return problems + sample_data.validate_sample(root)
+        return problems + sample_data.validate_sample(root, info.vocab_size)
     report = shards.validate_directory(info.data_path)
     problems += report.errors
     for path in shards.shard_files(info.data_path, "val"):  # ids: the split that is scored
@@ -374,11 +374,10 @@ def _match_problems(info: datasets.DatasetInfo, root: Path) -> list[str]:
 
 def _tokenizer_problems(info: datasets.DatasetInfo) -> list[str]:
     try:
-        import sentencepiece as spm
-
-        pieces = spm.SentencePieceProcessor(model_file=str(info.tokenizer_path)).get_piece_size()
+        pieces = tokenbytes.vocab_size_of(info.tokenizer_path)
     except Exception as exc:
-        return [f"{info.tokenizer_path}: not a sentencepiece model ({exc})"]
+        return [f"{info.tokenizer_path}: not a sentencepiece model or a pure-byte tokenizer "
+                f"({exc})"]
     if pieces != info.vocab_size:
         return [f"{info.tokenizer_path}: {pieces} pieces, the dataset expects {info.vocab_size}"]
     return []
