@@ -390,7 +390,8 @@ def _edit_step(description: str, *edits: tuple[str, str]):
 
 @pytest.fixture(scope="module")
 def loop_rows(tmp_path_factory, repo_root: Path, sample_dataset) -> list[dict]:
-    """`autogolf run` at smoke with the stand-in as the trainer: a baseline, two edits."""
+    """`autogolf run` at smoke with the stand-in as the trainer: a baseline, one edit (the
+    other edits are judged one run each above; a decision costs up to 3 runs here)."""
     from scheduler_helpers import Scripted
 
     from loop.daemon import scheduler
@@ -400,12 +401,12 @@ def loop_rows(tmp_path_factory, repo_root: Path, sample_dataset) -> list[dict]:
                           keep_rule={"max_runs": 2})
     (repo / TRAINER).write_text(stand_in())
     git(repo, "commit", "-q", "-am", "upstream-shaped trainer")
-    steps = (_edit_step("gelu MLP", GELU), _edit_step("an output gain", *OUT_GAIN))
+    steps = (_edit_step("an output gain", *OUT_GAIN),)
     old = os.environ.get("AUTOGOLF_CACHE_ROOT")
     os.environ["AUTOGOLF_CACHE_ROOT"] = str(repo_root)
     try:
         scheduler.Scheduler(repo, load_config(repo / "autogolf.yaml"),
-                            scheduler.StopRules(max_experiments=2, max_consecutive_failures=0),
+                            scheduler.StopRules(max_experiments=1, max_consecutive_failures=0),
                             proposer=Scripted(*steps), out=lambda s: None).run()
     finally:
         if old is None:
@@ -418,8 +419,7 @@ def loop_rows(tmp_path_factory, repo_root: Path, sample_dataset) -> list[dict]:
 
 @pytest.mark.slow
 def test_the_loop_judges_an_upstream_shaped_baseline_and_its_experiments(loop_rows):
-    assert [r["description"] for r in loop_rows if not r.get("baseline")] == [
-        "gelu MLP", "an output gain"]
+    assert [r["description"] for r in loop_rows if not r.get("baseline")] == ["an output gain"]
     for row in loop_rows:
         assert row["status"] in ("keep", "discard", "inconclusive"), (row["status"],
                                                                        row["reason"])
