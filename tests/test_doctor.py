@@ -68,9 +68,31 @@ def test_missing_configured_dataset_is_a_blocker_with_the_bootstrap_fix(tmp_path
     assert check.fix == "bash scripts/bootstrap-parameter-golf.sh --sample"
 
 
-def test_missing_optional_dataset_is_only_noted(tmp_path):
+def test_missing_optional_dataset_is_only_noted_with_where_it_was_looked_for(tmp_path):
     check = by_name(doctor.check_datasets(tmp_path), "data:fineweb")
-    assert (check.status, check.detail) == (OK, "not found (optional)")
+    looked = tmp_path.resolve() / ".upstream/parameter-golf/data/datasets/fineweb10B_sp1024"
+    assert (check.status, check.detail) == (OK, f"not found (optional; looked for {looked})")
+
+
+def test_a_configured_folder_anywhere_on_disk_is_checked_where_it_is(root_with_sample,
+                                                                      tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("data")
+    fake_real_dataset(elsewhere, root_with_sample, [1, 5, 1023])
+    folder = elsewhere / ".upstream/parameter-golf/data/datasets/fineweb10B_sp1024"
+    (root_with_sample / "autogolf.yaml").write_text(f"dataset: {{path: {folder}}}\n")
+    check = by_name(doctor.check_datasets(root_with_sample), f"data:{folder}")
+    assert check.status == OK
+    assert f"in {folder}" in check.detail and "fineweb_1024_bpe.model" in check.detail
+    assert by_name(doctor.check_datasets(root_with_sample), "data:sample").detail.count(
+        "(optional)") == 1
+
+
+def test_a_configured_folder_that_is_missing_is_a_blocker_naming_the_path(tmp_path):
+    (tmp_path / "autogolf.yaml").write_text("dataset: {path: /nowhere/fineweb10B_sp1024}\n")
+    check = by_name(doctor.check_datasets(tmp_path), "data:/nowhere/fineweb10B_sp1024")
+    assert check.status == FAIL
+    assert "no folder /nowhere/fineweb10B_sp1024" in check.detail
+    assert "dataset: {path:" in check.fix
 
 
 def test_present_sample_reports_its_id_and_token_counts(root_with_sample):

@@ -28,6 +28,7 @@ from loop.proposers.search import KnobError
 from loop.store import rows as rows_view
 from loop.store.gitsession import GitError, diff_hash, git, main_checkout
 from loop.store.ledger import Ledger
+from loop.ui import doctor as doctor_checks
 from loop.ui import endsummary, evidence, ideas_cli, import_cli, report_cli
 from loop.ui.bench import manual_bench
 from loop.ui.progress import LiveStatus
@@ -396,9 +397,7 @@ def _print_rungs(row: dict) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from loop.ui import doctor
-
-    return doctor.main(args.rest)
+    return doctor_checks.report(args)
 
 
 # --------------------------------------------------------------------------- main
@@ -434,8 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("id", help="experiment id, e.g. E0007 or 7")
     show.set_defaults(func=cmd_show)
 
-    doctor = verbs.add_parser("doctor", help="check MLX, data, git, disk, BLAS", add_help=False)
-    doctor.add_argument("rest", nargs=argparse.REMAINDER)
+    doctor = verbs.add_parser("doctor", help="check MLX, data, git, disk, BLAS, the agent")
+    doctor_checks.add_arguments(doctor)
     doctor.set_defaults(func=cmd_doctor)
 
     ideas = verbs.add_parser("ideas", help="the ideas backlog with tested outcomes; add, mark")

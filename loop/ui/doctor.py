@@ -308,25 +308,49 @@ def check_disk(root: Path) -> list[Check]:
 
 
 def check_datasets(root: Path) -> list[Check]:
-    """Every known dataset: present or not; the configured one missing is a blocker."""
+    """The configured dataset (a name or a folder anywhere on disk) and every other known
+    one: present or not, and where each was looked for; the configured one missing is a
+    blocker."""
     try:
-        configured = datasets.configured_name(root)
-    except Exception as exc:  # unreadable autogolf.yaml: the config check owns that error
-        configured = "sample"
+        configured = datasets.configured(root)
+    except datasets.DatasetError as exc:
+        if exc.fix:  # a `dataset:` value of the wrong shape
+            return [Check("dataset", FAIL, exc.problem, exc.fix)]
+        configured = "sample"  # unreadable autogolf.yaml: the config check owns that error
         note = Check("dataset", WARN, f"cannot read dataset: from autogolf.yaml ({exc})")
     else:
         note = None
-    try:
-        wanted = datasets.spec_for(configured).name
-    except datasets.DatasetError as exc:
-        return [Check("dataset", FAIL, str(exc), "set dataset: sample or fineweb")]
     checks = [note] if note else []
+    if isinstance(configured, datasets.DatasetFolder):
+        checks.append(_folder_check(configured, root))
+        wanted = None
+    else:
+        try:
+            wanted = datasets.spec_for(configured).name
+        except datasets.DatasetError as exc:
+            return [Check("dataset", FAIL, str(exc),
+                          "set dataset: sample, fineweb or {path: /your/data/folder}")]
     for key in sorted(datasets.DATASETS):
         checks.append(_dataset_check(key, root, wanted))
     return checks
 
 
-def _dataset_check(key: str, root: Path, wanted: str) -> Check:
+def _folder_check(folder: datasets.DatasetFolder, root: Path) -> Check:
+    """`dataset: {path: ...}`: the folder and tokenizer autogolf.yaml names, wherever they are."""
+    label = f"data:{folder.path}"
+    try:
+        info = datasets.resolve(folder, root)
+    except datasets.DatasetError as exc:
+        return Check(label, FAIL, exc.problem, exc.fix)
+    problems = _match_problems(info, root)
+    summary = f"{_summary(info, 'configured')}; tokenizer {info.tokenizer_path}"
+    if problems:
+        return Check(label, FAIL, f"{summary}; " + "; ".join(problems[:3]),
+                     "check the folder and the tokenizer named in autogolf.yaml's dataset:")
+    return Check(label, OK, summary)
+
+
+def _dataset_check(key: str, root: Path, wanted: str | None) -> Check:
     spec = datasets.DATASETS[key]
     label = f"data:{key}"
     role = "configured" if spec.name == wanted else "optional"
@@ -334,7 +358,8 @@ def _dataset_check(key: str, root: Path, wanted: str) -> Check:
         info = datasets.resolve(key, root)
     except datasets.DatasetError as exc:
         if role == "optional":
-            return Check(label, OK, "not found (optional)")
+            looked = Path(root).resolve() / spec.data_dir
+            return Check(label, OK, f"not found (optional; looked for {looked})")
         return Check(label, FAIL, exc.problem, exc.fix)
     problems = _match_problems(info, root)
     summary = _summary(info, role)
@@ -354,13 +379,14 @@ def _summary(info: datasets.DatasetInfo, role: str) -> str:
         ident = f"{info.name}:unknown"
     return (f"{ident} ({role}): {report.train_files} train shards / "
             f"{report.train_tokens:,} tokens, {report.val_files} val / "
-            f"{report.val_tokens:,} tokens")
+            f"{report.val_tokens:,} tokens in {info.data_path}")
 
 
 def _match_problems(info: datasets.DatasetInfo, root: Path) -> list[str]:
     """Does the tokenizer belong to the shards? Size of the vocab, and every id below it."""
     problems = _tokenizer_problems(info)
-    if info.kind == "sample":
+    sample_home = (Path(root) / datasets.DATASETS["sample"].data_dir).resolve()
+    if info.kind == "sample" and info.data_path.resolve() == sample_home:
         return problems + sample_data.validate_sample(root)
     report = shards.validate_directory(info.data_path)
     problems += report.errors
@@ -424,7 +450,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="autogolf doctor", description=__doc__)
     add_arguments(parser)
-    args = parser.parse_args(argv)
+    return report(parser.parse_args(argv))
+
+
+def report(args: argparse.Namespace) -> int:
+    """Run every check and print them (`autogolf doctor`); 1 when any is a blocker."""
     root = (args.root or datasets.cache_root()).resolve()
     checks = run_checks(root)
     if args.json:
