@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 
 from loop.config import Config, ConfigError, load_config
-from loop.daemon import awake, scheduler
+from loop.daemon import awake, nightcost, scheduler
 from loop.daemon.lock import LockHeld
 from loop.daemon.session import Paths, read_state
 from loop.daemon.stoprules import deadline_from
@@ -140,9 +140,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_consecutive_failures=cfg.max_consecutive_failures,
         stop_file=repo / cfg.stop_file,
     )
+    if args.dry_run:
+        plan = scheduler.Scheduler(repo, cfg, rules, new_session=args.new_session,
+                                   resume=args.resume, out=lambda _line: None).plan()
+        print("\n".join(plan))
+        return 0
     live = LiveStatus(sys.stdout, sys.stdout.isatty())  # one status line, or plain log lines
     daemon = scheduler.Scheduler(repo, cfg, rules, new_session=args.new_session,
-                                 out=live.log, events=live)
+                                 resume=args.resume, out=live.log, events=live)
     try:
         with awake.keep_awake():  # caffeinate on macOS while the loop runs; no-op elsewhere
             daemon.run()
@@ -199,11 +204,28 @@ def cmd_status(args: argparse.Namespace) -> int:
         _print_session(rows, session)
         _print_resolution(paths, rows, session)
         _print_fidelity(rows_view.session_experiments(rows, session))
+        _print_night_cost(paths, rows, session)
     _print_running(paths)
     manual = [r for r in rows if r.get("type") == "experiment" and r.get("manual")]
     if manual:
         print(f"manual runs: {len(manual)} (last {manual[-1]['id']}; `autogolf show ID`)")
     return 0
+
+
+def _print_night_cost(paths: Paths, rows: list[dict], session: str) -> None:
+    """Run times measured here, projected over a night, for the session's own ladder."""
+    header = _header(rows, session)
+    try:
+        cfg = load_config(paths.repo / "autogolf.yaml")
+    except (ConfigError, OSError):
+        cfg = Config()
+    ladder = tuple(header.get("ladder") or cfg.ladder)
+    print("\n".join(nightcost.night_lines(rows, cfg, ladder, header.get("dataset"), session)))
+
+
+def _header(rows: list[dict], session: str) -> dict:
+    return next((r for r in rows if r.get("type") == "session" and r.get("session") == session),
+                {})
 
 
 def _print_fidelity(exps: list[dict]) -> None:
@@ -225,7 +247,8 @@ def _print_resolution(paths: Paths, rows: list[dict], session: str) -> None:
         cfg = load_config(paths.repo / "autogolf.yaml")
     except (ConfigError, OSError):
         return
-    found = evidence.resolution(exps, {p: cfg.sequential_rule(p) for p in cfg.ladder},
+    ladder = _header(rows, session).get("ladder") or cfg.ladder
+    found = evidence.resolution(exps, {p: cfg.sequential_rule(p) for p in ladder},
                                 cfg.keep_max_pooled_dof)
     if found:
         print("what each profile can resolve (sequential rule, this session's spread):")
@@ -407,14 +430,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autogolf", description=__doc__.split("\n")[0])
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
-    run = verbs.add_parser("run", help="the unattended loop (resumes the latest session)")
+    run = verbs.add_parser("run", help="the unattended loop (continues the latest session "
+                                       "while your HEAD, data, ladder and settings are its own)")
     run.add_argument("--max-experiments", type=_positive_int, metavar="N",
                      help="stop after N experiments (baselines not counted)")
     run.add_argument("--until", metavar="HH:MM", help="start no experiment after this local time")
     run.add_argument("--hours", type=_positive_float, metavar="H",
                      help="start no experiment after H hours of awake time (sleep not counted)")
-    run.add_argument("--new-session", action="store_true",
-                     help="start a new session (branch) instead of continuing the latest")
+    which = run.add_mutually_exclusive_group()
+    which.add_argument("--new-session", action="store_true",
+                       help="start a new session (branch from your HEAD) in any case")
+    which.add_argument("--resume", action="store_true",
+                       help="continue the latest session even if your HEAD, the dataset, the "
+                            "ladder or a setting that shapes results changed since it began")
+    run.add_argument("--dry-run", action="store_true",
+                     help="say what `run` would do (proposer, session, warnings, what a night "
+                          "costs) and exit without running")
     run.add_argument("--ladder", metavar="A,B",
                      help="profiles to climb, e.g. smoke or breadth,confirm")
     run.add_argument("--config", metavar="PATH", help="config file (default: autogolf.yaml)")
