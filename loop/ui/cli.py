@@ -26,10 +26,10 @@ from loop.errors import UserError
 from loop.measure.logparse import parse_progress
 from loop.proposers.search import KnobError
 from loop.store import rows as rows_view
-from loop.store.gitsession import GitError, diff_hash, git, main_checkout
+from loop.store.gitsession import GitError, git, main_checkout
 from loop.store.ledger import Ledger
 from loop.ui import doctor as doctor_checks
-from loop.ui import endsummary, evidence, ideas_cli, import_cli, report_cli
+from loop.ui import endsummary, evidence, ideas_cli, import_cli, report_cli, show
 from loop.ui.bench import manual_bench
 from loop.ui.progress import LiveStatus
 from loop.workspace import cli as workspace_cli
@@ -359,61 +359,23 @@ def _print_running(paths: Paths) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     paths = Paths(find_repo(Path.cwd(), require_commit=False))
     exp_id = rows_view.normalise_id(args.id)
-    rows = [r for r in _rows(paths) if r.get("type") == "experiment" and r.get("id") == exp_id]
+    ledger = _rows(paths)
+    rows = [r for r in ledger if r.get("type") == "experiment" and r.get("id") == exp_id]
     if not rows:
         raise UserError(f"no experiment {exp_id} in {paths.rel(paths.ledger)}; "
                         "`autogolf status` lists the last ones")
     row = rows[-1]
-    _print_header(row)
-    _print_rungs(row)
+    show.show(row, ledger, paths.repo)
     patch = paths.repo / row["patch"] if row.get("patch") else None
     if patch and patch.is_file():
-        _print_patch(row, patch.read_text(errors="replace"))
+        print("\n".join(show.patch_lines(row, patch.read_text(errors="replace"))))
     for profile, rung in (row.get("rungs") or {}).items():
         if rung.get("log"):
-            print(f"\nlog tail ({profile}, {rung['log']}):")
+            print(f"\nlog tail ({profile}, {rung['log']}; the trainer's own lines: its val_bpb "
+                  "is on its printout slice of train tokens, not the judge's holdout):")
             for line in _tail(paths.repo / rung["log"], LOG_TAIL):
                 print(f"  | {line}")
     return 0
-
-
-def _print_patch(row: dict, text: str) -> None:
-    print(f"\ndiff ({row['patch']}):")
-    print(text.rstrip() or "(empty)")
-    if row.get("diff_hash") and diff_hash(text) != row["diff_hash"]:
-        # A kill or a full disk while it was written, or an edit since: say so, show anyway.
-        print(f"warning: {row['patch']} does not match the diff recorded in the ledger "
-              "(cut short or edited since the run); the diff above may be incomplete")
-
-
-def _print_header(row: dict) -> None:
-    kind = " (baseline)" if row.get("baseline") else " (manual)" if row.get("manual") else ""
-    print(f"{row['id']}{kind}  {row.get('status')}  session {row.get('session')}  "
-          f"{row.get('timestamp')}")
-    print(f"description: {row.get('description')}")
-    print(f"decision:    {row.get('status')}: {row.get('reason')}")
-    source = f"  ({row['margin_source']})" if row.get("margin_source") else ""
-    print(f"margin:      {_fmt(row.get('margin'))}{source}")
-    before = row.get("incumbent_before") or {}
-    print("incumbent:   " + (", ".join(f"{p} {_fmt(v)}" for p, v in before.items()) or "-"))
-    print(f"proposer:    {row.get('proposer')}  idea: {row.get('idea') or '-'}")
-    if row.get("knobs"):
-        print("knobs:       " + ", ".join(f"{k}={v}" for k, v in row["knobs"].items()))
-    print(f"commit:      {row.get('commit') or '-'} (on {str(row.get('base_commit'))[:10]})")
-    print(f"dataset:     {row.get('dataset')}  trainer {str(row.get('trainer_hash'))[:12]}")
-
-
-def _print_rungs(row: dict) -> None:
-    rungs = row.get("rungs") or {}
-    if not rungs:
-        print("rungs:       none (not benchmarked)")
-        return
-    names = ["val_bpb"] + sorted({k for r in rungs.values() for k in r} - {"val_bpb", "log"})
-    width = max(len(n) for n in names)
-    print("\n  " + f"{'metric':<{width}}" + "".join(f" {p:>14}" for p in rungs))
-    for name in names:
-        print("  " + f"{name:<{width}}" + "".join(f" {_fmt(r.get(name)):>14}"
-                                                  for r in rungs.values()))
 
 
 # --------------------------------------------------------------------------- doctor
