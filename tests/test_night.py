@@ -36,6 +36,13 @@ def test_one_run_is_the_median_of_the_runs_measured_here():
     assert (cost.run_s, cost.runs_measured) == (240, 3)
 
 
+def test_a_run_includes_the_judges_scoring_when_its_row_measured_that_profile_alone():
+    row = measured("breadth", 200, time_s={"screen": 200, "repeats": 200, "incumbent": 200,
+                                           "judge": 60, "propose": 500})
+    row["rungs"]["breadth"]["run_logs"] = ["a.log", "b.log"]
+    assert nightcost.run_times([row], "breadth", DATASET) == [220.0]
+
+
 def test_runs_on_another_dataset_do_not_count():
     rows_ = [measured("breadth", 200), {**measured("breadth", 900), "dataset": "other:1"}]
     [cost] = nightcost.profile_costs(rows_, Config(), ("breadth",), DATASET)

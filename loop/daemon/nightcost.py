@@ -6,7 +6,8 @@ profile on this machine and dataset, `autogolf bench` runs included); a profile 
 here is `unknown`, with the command that measures it, never a guess.
 
 Per profile of the ladder:
-- **one run**: the median wall time of its last runs here;
+- **one run**: the median time of its last runs here, the judge's scoring of the artifact
+  included;
 - **one decision, at most**: the keep rule's cap - under the sequential rule `max_runs`
   pairs of a candidate run and an incumbent run (2 x max_runs runs), under the calibrated
   margin one run plus `rerun_close` re-runs.
@@ -44,21 +45,33 @@ class ProfileCost:
             return (f"{self.profile:<8} one run unknown (never run here: measure it with "
                     f"`autogolf bench --profile {self.profile}`)")
         return (f"{self.profile:<8} one run {_duration(self.run_s)} (median of "
-                f"{self.runs_measured}); one decision at most {rule} = "
+                f"{self.runs_measured}, the judge's scoring included); one decision at most "
+                f"{rule} = "
                 f"{_duration(self.decision_s)}")
 
 
+MEASURING = ("screen", "repeats", "incumbent", "judge")  # the time_s kinds of a run
+
+
 def run_times(rows: list[dict], profile: str, dataset: str | None) -> list[float]:
-    """Wall times of `profile`'s runs recorded in `rows` (of `dataset` when given), oldest
-    first: each experiment's first run at the rung (the only one with its own wall_s)."""
+    """Seconds one run of `profile` took in each row of `rows` (of `dataset` when given),
+    oldest first, the judge's scoring included: a row measured at this profile only gives
+    its measuring time (time_s: runs and judge) per run; another row its first run's wall_s."""
     times = []
     for row in rows:
         if row.get("type") != "experiment" or (dataset and row.get("dataset") != dataset):
             continue
-        rung = (row.get("rungs") or {}).get(profile)
+        rungs = row.get("rungs") or {}
+        rung = rungs.get(profile)
         wall = rung.get("wall_s") if isinstance(rung, dict) else None
-        if isinstance(wall, (int, float)) and wall > 0:
-            times.append(float(wall))
+        if not isinstance(wall, (int, float)) or wall <= 0:
+            continue
+        spent = row.get("time_s") or {}
+        measuring = sum(v for k, v in spent.items() if k in MEASURING
+                        and isinstance(v, (int, float)))
+        runs = 1 + len(rung.get("run_logs") or [])
+        alone = list(rungs) == [profile] and measuring >= wall
+        times.append(measuring / runs if alone else float(wall))
     return times
 
 

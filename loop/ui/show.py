@@ -108,7 +108,8 @@ def rung_lines(row: dict) -> list[str]:
     for profile, rung in rungs.items():
         protocol = rung.get("protocol")
         if isinstance(protocol, dict) and any(v is not None for v in protocol.values()):
-            shown = ", ".join(f"{k} {v}" for k, v in protocol.items() if v is not None)
+            shown = ", ".join(f"{k} {_short_hash(v)}" for k, v in protocol.items()
+                              if v is not None)
             lines.append(f"  protocol at {profile} (as the trainer printed it): {shown}")
     return lines
 
@@ -299,6 +300,11 @@ def _bpb(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "unknown"
 
 
+def _short_hash(value: object) -> str:
+    text = str(value)
+    return f"{text[:12]}..." if re.fullmatch(r"[0-9a-f]{40,}", text) else text
+
+
 def _num(value: object) -> str:
     return "unknown" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -308,10 +314,12 @@ def _value(value: object) -> str:
         return "-"
     if isinstance(value, bool):
         return str(value)
-    if isinstance(value, float) and value.is_integer() and abs(value) >= 1000:
-        value = int(value)  # METRIC values are floats; byte and token counts read as ints
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # METRIC values are floats; counts read as whole numbers
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
+        if abs(value) < 0.001:
+            return f"{value:.1e}"
         return f"{value:.4f}" if abs(value) < 100 else f"{value:,.1f}"
     return str(value)
