@@ -410,3 +410,70 @@ def test_unreadable_timeouts_are_a_blocker_naming_the_problem(tmp_path):
     check = doctor.check_timeouts(tmp_path)[0]
     assert check.status == FAIL
     assert "autogolf.yaml: profiles.breadth.timeout_s.default: missing" in check.detail
+
+
+# ----------------------------------------------------------------------------- the agent command
+
+AGENT_STAND_IN = """#!/usr/bin/env bash
+# Stand-in for an agent CLI: --version answers at once; anything else would spend tokens.
+if [ "${1:-}" = --version ]; then
+    touch "${STANDIN_HOME:-/nonexistent}/state" 2>/dev/null || { echo "cannot write my state" >&2; exit 3; }
+    echo "stand-in 1.2.3"
+    exit 0
+fi
+echo "a real prompt: this would spend tokens" > "$STANDIN_SPENT"
+"""
+
+
+def agent_repo(tmp_path: Path, monkeypatch, writable: str = "[]", mode: str = "auto") -> Path:
+    """A checkout whose autogolf.yaml runs the stand-in agent, its bin/ first on PATH."""
+    bin_dir, home = tmp_path / "bin", tmp_path / "home"
+    bin_dir.mkdir()
+    home.mkdir()
+    (bin_dir / "claude").write_text(AGENT_STAND_IN)
+    (bin_dir / "claude").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("STANDIN_HOME", str(home))
+    monkeypatch.setenv("STANDIN_SPENT", str(tmp_path / "spent"))
+    (tmp_path / "autogolf.yaml").write_text(
+        "proposer: agent\n"
+        "agent:\n  command: [claude, -p, '{prompt}', --output-format, json]\n"
+        f"  sandbox: {{mode: {mode}, writable: {writable}}}\n")
+    return tmp_path
+
+
+def sandbox_works() -> bool:
+    from loop.proposers.sandbox import choose
+
+    return choose("auto").tool is not None
+
+
+def test_no_agent_line_when_the_agent_does_not_propose(tmp_path):
+    assert doctor.check_agent(tmp_path) == []
+
+
+def test_an_agent_command_that_is_not_installed_is_a_blocker(tmp_path, monkeypatch):
+    (tmp_path / "autogolf.yaml").write_text(
+        "proposer: agent\nagent: {command: [no-such-agent-cli, '{prompt}']}\n")
+    [check] = doctor.check_agent(tmp_path)
+    assert check.status == FAIL and "'no-such-agent-cli' is not on PATH" in check.detail
+
+
+def test_the_agent_answers_its_version_confined_without_spending_a_token(tmp_path, monkeypatch):
+    if not sandbox_works():
+        pytest.skip("no working sandbox here (bubblewrap or sandbox-exec)")
+    root = agent_repo(tmp_path, monkeypatch, writable=f"[{tmp_path / 'home'}]")
+    [check] = doctor.check_agent(root)
+    assert check.status == OK, check.detail
+    assert "--version under" in check.detail and "stand-in 1.2.3" in check.detail
+    assert not (tmp_path / "spent").exists()
+
+
+def test_an_agent_that_cannot_write_its_state_confined_is_a_blocker_naming_the_paths(
+        tmp_path, monkeypatch):
+    if not sandbox_works():
+        pytest.skip("no working sandbox here (bubblewrap or sandbox-exec)")
+    root = agent_repo(tmp_path, monkeypatch)  # its home folder is not writable
+    [check] = doctor.check_agent(root)
+    assert check.status == FAIL and "cannot write my state" in check.detail
+    assert check.fix is not None and "~/.claude, ~/.claude.json" in check.fix

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from loop.data import datasets, sample_data, shards
 from loop.platform import blas_in_use, free_disk_bytes, openblas_path
+from loop.proposers.sandbox import Sandbox
 from loop.store.gitsession import GitError, git
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -243,6 +246,64 @@ def check_containment(root: Path) -> list[Check]:
     return [Check("containment", OK, detail)]
 
 
+AGENT_PROBE_TIMEOUT_S = 30
+# What each agent CLI writes in your home folder: list it under agent.sandbox.writable.
+AGENT_STATE = {"claude": "[~/.claude, ~/.claude.json]", "pi": "[~/.pi/agent]",
+               "codex": "[~/.codex]"}
+
+
+def check_agent(root: Path) -> list[Check]:
+    """The agent command, found and started confined as the night will (`<cmd> --version`:
+    it answers without an API call, so no token is spent). Only when the agent proposes."""
+    from loop.config import ConfigError, load_config
+    from loop.proposers.sandbox import SandboxError, choose
+
+    try:
+        cfg = load_config(root / "autogolf.yaml")
+    except ConfigError:
+        return []  # the timeouts line reports the configuration's problems
+    if "agent" not in (cfg.proposer, *cfg.proposer_rotation) or not cfg.agent_command:
+        return []
+    program = cfg.agent_command[0]
+    exe = shutil.which(program)
+    if exe is None:
+        return [Check("agent", FAIL, f"agent.command: {program!r} is not on PATH",
+                      f"install {Path(program).name} or give its full path in agent.command")]
+    try:
+        sandbox = choose(cfg.agent_sandbox_mode, cfg.agent_sandbox_network,
+                         cfg.agent_sandbox_writable)
+    except SandboxError as exc:
+        return [Check("agent", FAIL, str(exc), "see docs/AGENT_NIGHT.md")]
+    confined, said = _version_in(sandbox, exe)
+    where = f"under {sandbox.tool}" if sandbox.tool else "unconfined"
+    if confined:
+        return [Check("agent", OK, f"{exe} --version {where}: {said}")]
+    name = Path(program).name
+    hint = (f"list what {name} writes under agent.sandbox.writable, e.g. {AGENT_STATE[name]}"
+            if name in AGENT_STATE else "list what it writes under agent.sandbox.writable")
+    return [Check("agent", FAIL, f"{exe} --version failed {where}: {said}", hint)]
+
+
+def _version_in(sandbox: Sandbox, exe: str) -> tuple[bool, str]:
+    """(it answered, its first output line or the failure) for `exe --version` run as the
+    agent would be: confined to a scratch worktree and attempt folder."""
+    with tempfile.TemporaryDirectory(prefix="autogolf-doctor-") as scratch:
+        tree, attempt = Path(scratch) / "tree", Path(scratch) / "attempt"
+        tree.mkdir()
+        attempt.mkdir()
+        run = sandbox.wrap([exe, "--version"], tree, attempt, dict(os.environ))
+        try:
+            done = subprocess.run(run.argv, cwd=tree, env=run.env, capture_output=True,
+                                  text=True, timeout=AGENT_PROBE_TIMEOUT_S,
+                                  stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return False, str(exc)
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    first = lines[0][:160] if lines else "no output"
+    return done.returncode == 0, first if done.returncode == 0 else (
+        f"exit {done.returncode}: {first}")
+
+
 def check_sentencepiece() -> list[Check]:
     try:
         import sentencepiece as spm
@@ -420,6 +481,7 @@ def run_checks(root: Path) -> list[Check]:
         *check_gpu(),
         *check_timeouts(root),
         *check_containment(root),
+        *check_agent(root),
         *check_sentencepiece(),
         *check_blas(),
         *check_datasets(root),
