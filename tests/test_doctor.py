@@ -417,7 +417,10 @@ def test_unreadable_timeouts_are_a_blocker_naming_the_problem(tmp_path):
 AGENT_STAND_IN = """#!/usr/bin/env bash
 # Stand-in for an agent CLI: --version answers at once; anything else would spend tokens.
 if [ "${1:-}" = --version ]; then
-    touch "${STANDIN_HOME:-/nonexistent}/state" 2>/dev/null || { echo "cannot write my state" >&2; exit 3; }
+    if ! touch "${STANDIN_HOME:-/nonexistent}/state" 2>/dev/null; then
+        echo "cannot write my state" >&2
+        exit 3
+    fi
     echo "stand-in 1.2.3"
     exit 0
 fi

@@ -32,8 +32,13 @@ FAKE_AUTOGOLF = """\
 trap 'echo "fake autogolf: got TERM"; exit 0' TERM
 trap 'echo "fake autogolf: got INT"; exit 0' INT
 case " $* " in  # `run --dry-run`: the plan the tmux launcher shows before it detaches
-    *" --dry-run "*) [ "${FAKE_MODE:-}" = badconfig ] && { echo "autogolf: error: autogolf.yaml: 1 problem" >&2; exit 2; }
-                     echo "proposer: search (the fake plan; args: $*)"; exit 0 ;;
+    *" --dry-run "*)
+        if [ "${FAKE_MODE:-}" = badconfig ]; then
+            echo "autogolf: error: autogolf.yaml: 1 problem" >&2
+            exit 2
+        fi
+        echo "proposer: search (the fake plan; args: $*)"
+        exit 0 ;;
 esac
 echo "fake autogolf pid $$ in $PWD"
 for arg in "$@"; do printf 'arg <%s>\\n' "$arg"; done
