@@ -29,7 +29,7 @@ DIRECTIONS = ("lower", "higher")
 PROPOSERS = ("search", "agent", "ideas")
 # How the `search` proposer chooses (loop/proposers/model.py; bench/search_efficiency.py).
 SEARCH_STRATEGIES = ("local", "random", "tpe")
-DEFAULT_SEARCH_STRATEGY = "random"  # the best of bench/search_efficiency.py (README)
+DEFAULT_SEARCH_STRATEGY = "random"  # the best of bench/search_efficiency.py (docs/BENCHMARKS.md)
 # Optuna storage URL schemes (SQLAlchemy dialects, optionally `+driver`).
 _STORAGE_URL = re.compile(r"(sqlite|postgresql|mysql|mariadb|oracle|mssql)(\+[a-z0-9_]+)?://.*")
 # Where a knob lives when its entry does not say (DESIGN.md, "The benchmark harness").

@@ -317,9 +317,10 @@ def test_launchd_example_is_a_valid_plist_for_a_2230_nightly_start():
     assert "launchctl bootstrap gui/$UID" in PLIST.read_text()
 
 
-def test_readme_explains_the_launchd_placeholder():
-    readme = (ROOT / "README.md").read_text()
-    assert "/PATH/TO/autogolf" in readme and "com.autogolf.nightly.plist.example" in readme
+def test_the_docs_explain_the_launchd_placeholder():
+    overnight = (ROOT / "docs" / "OVERNIGHT.md").read_text()
+    assert "/PATH/TO/autogolf" in overnight
+    assert "com.autogolf.nightly.plist.example" in overnight
 
 
 def just() -> str | None:

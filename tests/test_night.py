@@ -74,7 +74,7 @@ def test_a_night_is_projected_between_every_decision_at_the_cap_and_every_one_cl
     # worst: 10 pairs x 2 x 240 s + 6 pairs x 2 x 840 s = 14,880 s; clear: 2 x 240 s = 480 s
     assert "one decision at most 10 pairs x 2 runs = 80.0 min" in text
     assert "one decision at most 6 pairs x 2 runs = 2.8 h" in text
-    assert f"a 8 h night: {8 * 3600 // 14880}-{8 * 3600 // 480} experiments" in text
+    assert f"in 8 h: {8 * 3600 // 14880}-{8 * 3600 // 480} experiments" in text
     assert "after the run in flight (at most 14.0 min here)" in text
 
 
@@ -104,7 +104,7 @@ def test_run_says_what_a_night_costs_before_the_first_experiment(repo):
     scheduler.Scheduler(repo, cfg, scheduler.StopRules(max_experiments=0), proposer=Scripted(),
                         out=lines.append).run()
     assert any(line.startswith("what a night costs here") for line in lines)
-    assert any("a 8 h night:" in line for line in lines)
+    assert any("in 8 h:" in line for line in lines)
 
 
 # --------------------------------------------------------------------------- STOP

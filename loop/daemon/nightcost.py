@@ -122,7 +122,7 @@ def night_lines(rows: list[dict], cfg: Config, ladder: tuple[str, ...], dataset:
         first = costs[0].run_s or 0.0
         clear = (cfg.keep_min_runs if cfg.keep_rule_enabled else 1) * first
         lines.append(f"  one experiment: {_duration(clear)} (a clear loser at the first look) "
-                     f"to {_duration(worst)} (to the cap at every rung); a {hours:g} h night: "
+                     f"to {_duration(worst)} (to the cap at every rung); in {hours:.3g} h: "
                      f"{int(night_s // worst)}-{int(night_s // clear)} experiments")
         lines.append(f"  `touch .autogolf/STOP` ends the night after the run in flight (at "
                      f"most {_duration(max(c.run_s or 0.0 for c in costs))} here)")
@@ -130,7 +130,7 @@ def night_lines(rows: list[dict], cfg: Config, ladder: tuple[str, ...], dataset:
     if pace is not None:
         count, mean = pace
         lines.append(f"  at this session's pace ({count} experiment(s), {_duration(mean)} each "
-                     f"on average): {int(night_s // mean)} experiments in {hours:g} h")
+                     f"on average): {int(night_s // mean)} experiments in {hours:.3g} h")
     return lines
 
 

@@ -236,7 +236,7 @@ def check_containment(root: Path) -> list[Check]:
     except ConfigError as exc:
         return [Check("containment", WARN, f"unknown: autogolf.yaml: {exc.problems[0]}")]
     except SandboxError as exc:
-        return [Check("containment", FAIL, str(exc), "see README: Containing the agent")]
+        return [Check("containment", FAIL, str(exc), "see docs/AGENT_NIGHT.md (containing)")]
     used = "agent" in (cfg.proposer, *cfg.proposer_rotation)
     detail = sandbox.describe().removeprefix("agent containment: ")
     detail += "" if used else " (the agent proposer is not configured)"
