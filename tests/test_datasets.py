@@ -418,3 +418,18 @@ def test_unreadable_autogolf_yaml_is_a_dataset_error_naming_it(tmp_path):
     (tmp_path / "autogolf.yaml").write_text("dataset: [unclosed\n")
     with pytest.raises(DatasetError, match="autogolf.yaml: not valid YAML"):
         datasets.configured_name(tmp_path)
+
+
+def test_the_daemon_runs_on_a_folder_named_in_autogolf_yaml(repo, sample_dataset, tmp_path):
+    from scheduler_helpers import candidates, commit_files, rows, run_daemon
+
+    copy = tmp_path / "elsewhere" / "sample_sp1024"
+    shutil.copytree(sample_dataset.data_path, copy)
+    config = (repo / "autogolf.yaml").read_text().replace(
+        "dataset: sample", f"dataset: {{path: '{copy}', tokenizer: "
+                           f"'{sample_dataset.tokenizer_path}'}}")
+    commit_files(repo, {"autogolf.yaml": config}, "my data")
+    run_daemon(repo, {"LR": 0.041}, ladder=("breadth",))
+    [header] = [r for r in rows(repo) if r.get("type") == "session"]
+    assert header["dataset"] == datasets.dataset_id(sample_dataset)  # same files, same id
+    assert candidates(repo)[0]["status"] in ("keep", "discard")
