@@ -97,6 +97,16 @@ def test_status_shows_what_a_night_costs_for_the_sessions_ladder(repo):
     assert "breadth  one run " in done.stdout and "one decision at most" in done.stdout
 
 
+def test_one_manual_bench_is_enough_for_status_to_project_a_night(repo):
+    bench = cli(repo, "bench", "--profile", "breadth")
+    assert bench.returncode == 0, bench.stdout + bench.stderr
+    done = cli(repo, "status")
+    assert done.returncode == 0, done.stderr
+    assert "no session yet" in done.stdout
+    assert "breadth  one run " in done.stdout and "(median of 1" in done.stdout
+    assert "confirm  one run unknown" in done.stdout  # never run here: not guessed
+
+
 def test_run_says_what_a_night_costs_before_the_first_experiment(repo):
     run_daemon(repo, {"LR": 0.041}, ladder=("breadth",))
     lines: list[str] = []

@@ -21,6 +21,7 @@ from loop.daemon import awake, nightcost, scheduler
 from loop.daemon.lock import LockHeld
 from loop.daemon.session import Paths, read_state
 from loop.daemon.stoprules import deadline_from
+from loop.data import datasets
 from loop.data.datasets import DatasetError
 from loop.errors import UserError
 from loop.measure.logparse import parse_progress
@@ -204,7 +205,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         _print_session(rows, session)
         _print_resolution(paths, rows, session)
         _print_fidelity(rows_view.session_experiments(rows, session))
-        _print_night_cost(paths, rows, session)
+    _print_night_cost(paths, rows, session)
     _print_running(paths)
     manual = [r for r in rows if r.get("type") == "experiment" and r.get("manual")]
     if manual:
@@ -212,15 +213,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_night_cost(paths: Paths, rows: list[dict], session: str) -> None:
-    """Run times measured here, projected over a night, for the session's own ladder."""
-    header = _header(rows, session)
+def _print_night_cost(paths: Paths, rows: list[dict], session: str | None) -> None:
+    """Run times measured here, projected over a night: for the session's own ladder and
+    dataset, or before any session for autogolf.yaml's (after `autogolf bench`)."""
+    header = _header(rows, session) if session else {}
     try:
         cfg = load_config(paths.repo / "autogolf.yaml")
     except (ConfigError, OSError):
         cfg = Config()
     ladder = tuple(header.get("ladder") or cfg.ladder)
-    print("\n".join(nightcost.night_lines(rows, cfg, ladder, header.get("dataset"), session)))
+    dataset = header.get("dataset") or _configured_dataset_id(paths, cfg)
+    print("\n".join(nightcost.night_lines(rows, cfg, ladder, dataset, session)))
+
+
+def _configured_dataset_id(paths: Paths, cfg: Config) -> str | None:
+    try:
+        info = datasets.resolve(cfg.dataset, datasets.cache_root(paths.repo))
+        return datasets.dataset_id(info)
+    except (DatasetError, OSError):
+        return None  # every dataset's runs count then; `doctor` says what is missing
 
 
 def _header(rows: list[dict], session: str) -> dict:
