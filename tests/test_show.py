@@ -135,3 +135,12 @@ def test_the_protocol_is_one_readable_line_with_hashes_shortened():
     text = "\n".join(show.rung_lines({"rungs": {"smoke": JUDGED_RUNG}}))
     assert "protocol at smoke (as the trainer printed it): seed 1337, tokenizer ffffffffffff..." \
         in text
+
+
+def test_the_incumbent_is_found_by_its_code_across_the_backlogs_bookkeeping_commits():
+    keep = {"type": "experiment", "id": "E0002", "session": "s", "status": "keep",
+            "commit": "c2", "code": "tree2", "rungs": {"breadth": {"step_ms": 10.0}}}
+    after = {"type": "experiment", "id": "E0003", "session": "s", "status": "keep",
+             "base_commit": "c2-bookkeeping", "base_code": "tree2", "commit": "c3",
+             "rungs": {"breadth": {"step_ms": 12.0}}}
+    assert show.incumbent_row(after, [keep, after], "breadth") is keep

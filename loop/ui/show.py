@@ -194,13 +194,15 @@ def _before(a: dict, b: dict) -> bool:
 
 def incumbent_row(row: dict, rows: list[dict], profile: str) -> dict | None:
     """The measurement this candidate was compared with at `profile`: the session's latest
-    keep or baseline of its base commit that was measured there."""
+    keep or baseline of its base code (the tree without the backlog's bookkeeping commits;
+    its commit for rows without code hashes) that was measured there."""
     found = None
     for other in rows_view.session_experiments(rows, row.get("session")):
         if other.get("id") == row.get("id"):
             break
-        if (other.get("status") == "keep" and other.get("commit") == row.get("base_commit")
-                and profile in (other.get("rungs") or {})):
+        same_code = (other.get("code") == row["base_code"] if other.get("code")
+                     and row.get("base_code") else other.get("commit") == row.get("base_commit"))
+        if other.get("status") == "keep" and same_code and profile in (other.get("rungs") or {}):
             found = other
     return found
 
