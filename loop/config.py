@@ -29,7 +29,7 @@ DIRECTIONS = ("lower", "higher")
 PROPOSERS = ("search", "agent", "ideas")
 # How the `search` proposer chooses (loop/proposers/model.py; bench/search_efficiency.py).
 SEARCH_STRATEGIES = ("local", "random", "tpe")
-DEFAULT_SEARCH_STRATEGY = "random"  # the best of bench/search_efficiency.py (README)
+DEFAULT_SEARCH_STRATEGY = "random"  # the best of bench/search_efficiency.py (docs/BENCHMARKS.md)
 # Optuna storage URL schemes (SQLAlchemy dialects, optionally `+driver`).
 _STORAGE_URL = re.compile(r"(sqlite|postgresql|mysql|mariadb|oracle|mssql)(\+[a-z0-9_]+)?://.*")
 # Where a knob lives when its entry does not say (DESIGN.md, "The benchmark harness").
@@ -139,7 +139,7 @@ class Config:
     direction: str = "lower"
     min_improvement: float = 0.002
     artifact_cap_bytes: int = 16_000_000
-    dataset: str = "sample"  # a key of loop.data.datasets.DATASETS
+    dataset: Any = "sample"  # a key of loop.data.datasets.DATASETS, or a DatasetFolder
     ladder: tuple[str, ...] = ("breadth", "confirm")  # rungs, cheap first
     full_every_keeps: int = 0  # run `full` after every Nth keep (0 = only on request)
     profiles: dict[str, ProfileConfig] = field(default_factory=_default_profiles)
@@ -388,15 +388,25 @@ class _Reader:
                       "lower", "lower")
         return kw
 
-    def dataset(self, top: dict) -> str | None:
+    def dataset(self, top: dict) -> Any:
+        """A name (`sample`, `fineweb`) or a folder anywhere on disk: `{path: ..., tokenizer:
+        ...}` or a path (loop.data.datasets.DatasetFolder); its files are checked at start."""
         if "dataset" not in top:
             return None
+        from loop.data.datasets import DatasetError, DatasetFolder, from_setting
+
         known = _known_datasets()
-        name = top["dataset"]
-        if not isinstance(name, str) or name not in known:
-            self.fail("dataset", f"unknown dataset {name!r}", f"one of {', '.join(known)}")
+        allowed = (f"one of {', '.join(known)}, or a folder: {{path: /data/fineweb10B_sp1024, "
+                   "tokenizer: /data/tokenizers/fineweb_1024_bpe.model}")
+        try:
+            value = from_setting(top["dataset"])
+        except DatasetError as exc:
+            self.fail("dataset", exc.problem.removeprefix("dataset: "), allowed)
             return None
-        return name
+        if not isinstance(value, DatasetFolder) and value not in known:
+            self.fail("dataset", f"unknown dataset {value!r}", allowed)
+            return None
+        return value
 
     def profiles(self, top: dict) -> dict[str, Any]:
         if "profiles" not in top:

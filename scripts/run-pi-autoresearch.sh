@@ -2,12 +2,13 @@
 # Start the autogolf daemon for the night, in the foreground:
 #   bash scripts/run-pi-autoresearch.sh [autogolf run arguments...]
 #   e.g. bash scripts/run-pi-autoresearch.sh --until 07:00
-# - every argument goes to `autogolf run` unchanged;
+# - every argument goes to `autogolf run` unchanged; its first line names the proposer that
+#   autogolf.yaml configures (the built-in search unless `proposer:` says agent or ideas);
 # - on macOS `caffeinate -i` keeps the Mac from idle-sleeping while it runs (when present);
 # - everything it prints also goes to .autogolf/logs/run-<timestamp>.log
 #   (.autogolf/logs/latest.log points at the newest one: `tail -f .autogolf/logs/latest.log`);
 # - a second daemon is refused by autogolf's lock: the message says which process holds it.
-# Stop it with Ctrl-C, `touch .autogolf/STOP` (after the current experiment) or SIGTERM.
+# Stop it with Ctrl-C, `touch .autogolf/STOP` (after the run in flight) or SIGTERM.
 # Overrides (tests, unusual layouts): AUTOGOLF (the autogolf command, default
 # .venv/bin/autogolf), AUTOGOLF_LOG (the log file to write).
 set -euo pipefail

@@ -2,8 +2,10 @@
 # Start the autogolf daemon in a detached tmux session that survives logout:
 #   bash scripts/tmux-pi-autoresearch.sh [autogolf run arguments...]
 #   e.g. bash scripts/tmux-pi-autoresearch.sh --until 07:00
-# The session runs scripts/run-pi-autoresearch.sh (caffeinate on macOS, a log under
-# .autogolf/logs/). Watch it with `tmux attach -t autogolf` (detach again: Ctrl-b d).
+# First it prints what the night will do (`autogolf run --dry-run`: the proposer autogolf.yaml
+# configures, the session, warnings, what a night costs), then the session runs
+# scripts/run-pi-autoresearch.sh (caffeinate on macOS, a log under .autogolf/logs/). Watch it
+# with `tmux attach -t autogolf` (detach again: Ctrl-b d).
 # Does nothing (exit 0) when the session already exists.
 # Overrides: AUTOGOLF_TMUX_SESSION (session name, default autogolf), AUTOGOLF_LOG (log file).
 set -euo pipefail
@@ -21,8 +23,22 @@ fi
 if tmux has-session -t "=$SESSION" 2>/dev/null; then
     echo "tmux-pi-autoresearch: the tmux session '$SESSION' already exists; nothing started."
     echo "  watch it:  tmux attach -t $SESSION"
-    echo "  stop it:   touch $REPO/.autogolf/STOP  (after the current experiment)"
+    echo "  stop it:   touch $REPO/.autogolf/STOP  (after the run in flight)"
     exit 0
+fi
+
+# What the night will do, said before it detaches: the proposer (autogolf.yaml's, e.g. the
+# built-in search or an agent), the session it continues or starts and why, the warnings and
+# what a night costs here. A configuration autogolf refuses stops here, with its message.
+AUTOGOLF_CMD=${AUTOGOLF:-$REPO/.venv/bin/autogolf}
+if command -v "$AUTOGOLF_CMD" >/dev/null 2>&1; then
+    if ! plan=$(cd "$REPO" && "$AUTOGOLF_CMD" run --dry-run "$@" 2>&1); then
+        echo "tmux-pi-autoresearch: autogolf would not start; nothing started:" >&2
+        printf '%s\n' "$plan" | sed 's/^/  | /' >&2
+        exit 1
+    fi
+    echo "tmux-pi-autoresearch: the night's plan (autogolf run --dry-run):"
+    printf '%s\n' "$plan" | sed 's/^/  /'
 fi
 
 LOG=${AUTOGOLF_LOG:-$REPO/.autogolf/logs/run-$(date +%Y%m%d-%H%M%S).log}
@@ -64,4 +80,4 @@ done
 echo "tmux-pi-autoresearch: autogolf is running in the tmux session '$SESSION'."
 echo "  watch it:  tmux attach -t $SESSION    (detach: Ctrl-b d; it keeps running)"
 echo "  its log:   $LOG"
-echo "  stop it:   touch $REPO/.autogolf/STOP  (after the current experiment)"
+echo "  stop it:   touch $REPO/.autogolf/STOP  (after the run in flight)"

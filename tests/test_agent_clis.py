@@ -1,6 +1,7 @@
-"""The README's agent command lines (pi, claude, codex, aider), each run as written.
+"""The agent command lines of docs/AGENT_NIGHT.md (pi, claude, codex, aider), each run as
+written, and its two recipes (Claude Code, pi) run confined with the writable paths they list.
 
-The lines are read from the README's example block, so a wrong edit there fails here. For
+The lines are read from the document's example block, so a wrong edit there fails here. For
 each, a stand-in executable with that exact name is put first on PATH: it writes the argument
 list it got (and the text of any file an argument names) as JSON, makes a real edit in the
 worktree (MATRIX_LR in autoresearch.sh) and writes the summary file the prompt asks for. The
@@ -10,6 +11,7 @@ proposer alone checks the exact argv and the prompt's sections for all four; one
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -30,6 +32,7 @@ from loop.store.gitsession import GitSession
 from loop.store.ledger import Ledger
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+AGENT_DOC = REPO_ROOT / "docs" / "AGENT_NIGHT.md"
 NAMES = ("pi", "claude", "codex", "aider")
 SECTIONS = ("# autogolf: one experiment for you", "## Rules", "## Idea to try",
             "## Incumbents", "## Evidence: how the incumbent and the last runs trained",
@@ -54,11 +57,11 @@ pathlib.Path(os.environ["AUTOGOLF_SUMMARY_FILE"]).write_text(
 
 
 def readme_commands() -> dict[str, list[str]]:
-    """The README's example `command:` lines, by program name."""
-    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    """The documented example `command:` lines, by program name."""
+    text = AGENT_DOC.read_text(encoding="utf-8")
     block = re.search(r"Examples \(none is required\):\n\n\s*```yaml\n(.*?)\n\s*```", text,
                       re.DOTALL)
-    assert block, "README: the agent's example block (```yaml after 'Examples') is gone"
+    assert block, "AGENT_NIGHT.md: the example block (```yaml after 'Examples') is gone"
     entries = re.split(r"\n(?=\s*command:)", block.group(1))
     commands = [yaml.safe_load(entry.strip())["command"] for entry in entries]
     return {argv[0]: argv for argv in commands}
@@ -175,12 +178,110 @@ def test_a_readme_agents_edit_is_measured_on_the_real_trainer(tmp_path: Path, sa
     assert received_prompt(seen) == prompt_file.read_text()
 
 
-def test_the_readmes_agent_settings_example_is_valid_configuration(tmp_path: Path) -> None:
-    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+def test_the_documented_agent_settings_example_is_valid_configuration(tmp_path: Path) -> None:
+    text = AGENT_DOC.read_text(encoding="utf-8")
     block = re.search(r"```yaml\n(proposer:\n.*?)```", text, re.DOTALL)
-    assert block, "README: the ```yaml block with `proposer:` and `agent:` is gone"
+    assert block, "AGENT_NIGHT.md: the ```yaml block with `proposer:` and `agent:` is gone"
     (tmp_path / "autogolf.yaml").write_text(block.group(1))
     cfg = load_config(tmp_path / "autogolf.yaml")
     assert cfg.agent_limits().rate_limit_patterns == load_config(tmp_path / "none.yaml"
                                                                  ).agent_limits().rate_limit_patterns
     assert (cfg.agent_budget_s, cfg.agent_rotate_after_losses) == (14400, 3)
+
+
+# --------------------------------------------------------------------------- the recipes
+
+RECIPE_STAND_IN = '''#!{python}
+"""Stand-in for {name} in its recipe: writes its state as the CLI does, edits, reports."""
+import json, os, pathlib, re, sys
+home = pathlib.Path(os.environ["HOME"])
+for rel in {state!r}:
+    target = home / rel
+    (target / "state.json" if target.is_dir() else target).write_text("{{}}")
+script = pathlib.Path("autoresearch.sh")
+script.write_text(re.sub(r"(?m)^MATRIX_LR=0\\.04$", "MATRIX_LR=0.05", script.read_text()))
+summary = pathlib.Path(os.environ["AUTOGOLF_SUMMARY_FILE"])
+summary.write_text("MATRIX_LR 0.04 -> 0.05\\nidea: own\\n")
+args = sys.argv[1:]
+if "--output-format" in args and args[args.index("--output-format") + 1] == "json":
+    print(json.dumps({{"type": "result", "total_cost_usd": 0.25,
+                      "usage": {{"input_tokens": 1000, "output_tokens": 200}}}}))
+'''
+# What each CLI writes under $HOME (folders end with /), as the recipes list them writable.
+RECIPE_STATE = {"claude": [".claude/", ".claude.json"], "pi": [".pi/agent/"]}
+
+
+def recipes() -> dict[str, str]:
+    """The recipe blocks of docs/AGENT_NIGHT.md (```yaml starting `# recipe: NAME`), by name."""
+    text = AGENT_DOC.read_text(encoding="utf-8")
+    return {m.group(2): m.group(1) for m in
+            re.finditer(r"```yaml\n(# recipe: (\w+)\n.*?)```", text, re.DOTALL)}
+
+
+def test_there_is_a_recipe_for_claude_code_and_for_pi() -> None:
+    assert sorted(recipes()) == ["claude", "pi"]
+
+
+def recipe_agent(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **changes):
+    """(config, proposer) of the recipe as written, its CLI a stand-in, $HOME a scratch one
+    holding the state paths the CLI writes."""
+    from loop.proposers.sandbox import choose
+
+    home = tmp_path / "home"
+    for rel in RECIPE_STATE[name]:
+        path = home / rel
+        if rel.endswith("/"):
+            path.mkdir(parents=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("{}")
+    monkeypatch.setenv("HOME", str(home))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / name).write_text(RECIPE_STAND_IN.format(python=sys.executable, name=name,
+                                                       state=RECIPE_STATE[name]))
+    (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    (tmp_path / "autogolf.yaml").write_text(recipes()[name])
+    cfg = load_config(tmp_path / "autogolf.yaml")
+    cfg = dataclasses.replace(cfg, **changes)
+    sandbox = choose(cfg.agent_sandbox_mode, cfg.agent_sandbox_network,
+                     cfg.agent_sandbox_writable)
+    if sandbox.tool is None:
+        pytest.skip(f"no working sandbox here: {sandbox.why_none}")
+    agent = AgentProposer(cfg.agent_command, cfg.agent_timeout_s, tmp_path / "agent",
+                          sandbox=sandbox, limits=cfg.agent_limits(), grace_s=1)
+    return cfg, agent
+
+
+@pytest.mark.parametrize("name", ["claude", "pi"])
+def test_a_recipe_runs_confined_writing_only_the_paths_it_lists(
+        name: str, tmp_path: Path, research_session: GitSession,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _cfg, agent = recipe_agent(name, tmp_path, monkeypatch)
+    proposal = agent.propose(research_session.worktree, [])
+    log = proposal.outcome.log_path.read_text()
+    assert proposal.outcome.kind == "agent_ok", log
+    assert proposal.outcome.changed == ["autoresearch.sh"]
+    for rel in RECIPE_STATE[name]:
+        written = tmp_path / "home" / rel / ("state.json" if rel.endswith("/") else "")
+        assert written.read_text() == "{}"
+
+
+@pytest.mark.parametrize("name", ["claude", "pi"])
+def test_a_recipes_budgets_can_trigger(name: str, tmp_path: Path) -> None:
+    from loop.daemon.briefing import budget_warnings
+
+    (tmp_path / "autogolf.yaml").write_text(recipes()[name])
+    cfg = load_config(tmp_path / "autogolf.yaml")
+    assert budget_warnings(cfg) == []
+    assert cfg.agent_budget_s is not None  # agent time: counted whatever the CLI reports
+
+
+def test_the_claude_recipes_cost_budget_stops_the_agent_once_spent(
+        tmp_path: Path, research_session: GitSession, monkeypatch: pytest.MonkeyPatch) -> None:
+    _cfg, agent = recipe_agent("claude", tmp_path, monkeypatch, agent_budget_usd=0.2)
+    first = agent.propose(research_session.worktree, [])
+    assert first.attempt["usage"]["cost_usd"] == 0.25  # --output-format json: cost reported
+    assert agent.propose(research_session.worktree, []) is None
+    assert "budget_usd" in agent.why_done()

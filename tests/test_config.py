@@ -195,6 +195,21 @@ def test_unknown_dataset_is_refused_naming_the_known_ones(tmp_path: Path) -> Non
     assert "dataset: unknown dataset 'imagenet'" in message and "sample" in message
 
 
+def test_a_dataset_folder_with_its_tokenizer_is_accepted(tmp_path: Path) -> None:
+    from loop.data.datasets import DatasetFolder
+
+    cfg = load(tmp_path, "dataset:\n  path: /data/fineweb10B_sp1024\n"
+                         "  tokenizer: /data/tokenizers/fineweb_1024_bpe.model\n")
+    assert cfg.dataset == DatasetFolder("/data/fineweb10B_sp1024",
+                                        "/data/tokenizers/fineweb_1024_bpe.model")
+
+
+def test_a_dataset_mapping_without_a_path_is_refused_showing_the_shape(tmp_path: Path) -> None:
+    message = refused(tmp_path, "dataset: {tokenizer: /t.model}\n")
+    assert "dataset: got {'tokenizer': '/t.model'}" in message
+    assert "{path: /data/fineweb10B_sp1024, tokenizer:" in message
+
+
 def test_unknown_direction_is_refused(tmp_path: Path) -> None:
     message = refused(tmp_path, "metric: {name: val_bpb, direction: down}\n")
     assert "metric.direction: got 'down' (allowed: lower | higher)" in message

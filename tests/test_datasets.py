@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -130,6 +131,116 @@ def test_real_id_reads_train_shard_names_and_sizes_only(tmp_path):
     before = datasets.dataset_id(info)
     shards.write_shard(folder / "fineweb_train_000000.bin", [1, 7, 7, 7])  # same size
     assert datasets.dataset_id(info) == before
+
+
+# ----------------------------------------------------------------------------- a folder on disk
+
+
+def upstream_layout(root: Path, vocab: int = 1024) -> Path:
+    """Upstream's download layout under `root`: datasets/fineweb10B_sp<V>/ and tokenizers/."""
+    folder = root / "datasets" / f"fineweb10B_sp{vocab}"
+    folder.mkdir(parents=True)
+    shards.write_shard(folder / "fineweb_val_000000.bin", [1, 2, 3])
+    shards.write_shard(folder / "fineweb_train_000000.bin", [1, 4, 5, 6])
+    (root / "tokenizers").mkdir()
+    (root / "tokenizers" / f"fineweb_{vocab}_bpe.model").write_bytes(b"not really a model")
+    return folder
+
+
+def test_a_folder_anywhere_is_used_where_it_is(tmp_path):
+    folder = upstream_layout(tmp_path / "my data")
+    tokenizer = tmp_path / "my data" / "tokenizers" / "fineweb_1024_bpe.model"
+    info = datasets.resolve(datasets.DatasetFolder(str(folder), str(tokenizer)), tmp_path / "repo")
+    assert (info.data_path, info.tokenizer_path) == (folder, tokenizer)
+    assert (info.name, info.kind, info.vocab_size) == ("fineweb10B_sp1024", "real", 1024)
+
+
+def test_a_folder_in_upstreams_layout_finds_its_tokenizer_beside_it(tmp_path):
+    folder = upstream_layout(tmp_path, vocab=4096)
+    info = datasets.resolve(datasets.DatasetFolder(str(folder)), tmp_path)
+    assert info.tokenizer_path == tmp_path / "tokenizers" / "fineweb_4096_bpe.model"
+    assert info.vocab_size == 4096
+
+
+def test_a_relative_folder_is_taken_from_the_repository_root(tmp_path):
+    upstream_layout(tmp_path / "repo" / "mydata")
+    info = datasets.resolve(datasets.DatasetFolder("mydata/datasets/fineweb10B_sp1024"),
+                            tmp_path / "repo")
+    assert info.data_path == tmp_path / "repo" / "mydata/datasets/fineweb10B_sp1024"
+
+
+def test_a_folder_that_does_not_exist_is_an_error_naming_the_key_and_the_path(tmp_path):
+    with pytest.raises(DatasetError) as err:
+        datasets.resolve(datasets.DatasetFolder("/nowhere/fineweb10B_sp1024"), tmp_path)
+    assert "dataset.path '/nowhere/fineweb10B_sp1024'" in err.value.problem
+    assert "no folder /nowhere/fineweb10B_sp1024" in err.value.problem
+    assert "dataset: {path:" in err.value.fix
+
+
+def test_a_folder_without_a_tokenizer_outside_upstreams_layout_asks_for_one(tmp_path):
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    with pytest.raises(DatasetError, match="no dataset.tokenizer given"):
+        datasets.resolve(datasets.DatasetFolder(str(folder)), tmp_path)
+
+
+def test_a_folder_without_val_shards_is_named(tmp_path):
+    folder = upstream_layout(tmp_path)
+    (folder / "fineweb_val_000000.bin").unlink()
+    with pytest.raises(DatasetError, match="no val shard"):
+        datasets.resolve(datasets.DatasetFolder(str(folder)), tmp_path)
+
+
+def test_the_same_files_give_the_same_id_wherever_they_live(tmp_path):
+    fake_dataset(tmp_path / "cache", "fineweb")
+    named = datasets.dataset_id(datasets.resolve("fineweb", tmp_path / "cache"))
+    shutil.copytree(tmp_path / "cache" / ".upstream/parameter-golf/data", tmp_path / "copy")
+    folder = datasets.DatasetFolder(str(tmp_path / "copy/datasets/fineweb10B_sp1024"))
+    assert datasets.dataset_id(datasets.resolve(folder, tmp_path)) == named
+
+
+def test_a_folder_with_other_content_gets_another_id(tmp_path):
+    first, second = upstream_layout(tmp_path / "a"), upstream_layout(tmp_path / "b")
+    shards.write_shard(second / "fineweb_val_000000.bin", [1, 2, 9])
+    ids = {datasets.dataset_id(datasets.resolve(datasets.DatasetFolder(str(f)), tmp_path))
+           for f in (first, second)}
+    assert len(ids) == 2
+
+
+def test_a_copy_of_the_sample_in_a_folder_is_still_the_sample(sample_dataset, tmp_path):
+    copy = tmp_path / "sample_sp1024"
+    shutil.copytree(sample_dataset.data_path, copy)
+    info = datasets.resolve(datasets.DatasetFolder(str(copy), str(sample_dataset.tokenizer_path)),
+                            tmp_path)
+    assert info.kind == "sample"
+    assert datasets.dataset_id(info) == datasets.dataset_id(sample_dataset)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("sample", "sample"),
+    ("fineweb", "fineweb"),
+    ("/data/fineweb10B_sp1024", datasets.DatasetFolder("/data/fineweb10B_sp1024")),
+    ("~/data/x", datasets.DatasetFolder("~/data/x")),
+    ({"path": "/d", "tokenizer": "/t.model"}, datasets.DatasetFolder("/d", "/t.model")),
+])
+def test_the_dataset_setting_is_a_name_a_path_or_a_folder_mapping(value, expected):
+    assert datasets.from_setting(value) == expected
+
+
+@pytest.mark.parametrize("value", [{"tokenizer": "/t"}, {"path": ""}, {"path": "/d", "x": 1},
+                                   {"path": "/d", "tokenizer": 3}])
+def test_a_malformed_dataset_mapping_is_refused_with_the_shape_to_use(value):
+    with pytest.raises(DatasetError) as err:
+        datasets.from_setting(value)
+    assert "dataset: {path:" in err.value.fix
+
+
+def test_the_shell_command_prints_a_configured_folder(tmp_path, monkeypatch, capsys):
+    folder = upstream_layout(tmp_path / "elsewhere")
+    (tmp_path / "autogolf.yaml").write_text(f"dataset: {{path: '{folder}'}}\n")
+    monkeypatch.setenv("AUTOGOLF_CACHE_ROOT", str(tmp_path))
+    assert datasets.main(["--shell"]) == 0
+    assert f"DATA_PATH={shlex.quote(str(folder))}" in capsys.readouterr().out.splitlines()
 
 
 def test_cache_root_honours_the_environment(tmp_path, monkeypatch):
@@ -308,3 +419,18 @@ def test_unreadable_autogolf_yaml_is_a_dataset_error_naming_it(tmp_path):
     (tmp_path / "autogolf.yaml").write_text("dataset: [unclosed\n")
     with pytest.raises(DatasetError, match="autogolf.yaml: not valid YAML"):
         datasets.configured_name(tmp_path)
+
+
+def test_the_daemon_runs_on_a_folder_named_in_autogolf_yaml(repo, sample_dataset, tmp_path):
+    from scheduler_helpers import candidates, commit_files, rows, run_daemon
+
+    copy = tmp_path / "elsewhere" / "sample_sp1024"
+    shutil.copytree(sample_dataset.data_path, copy)
+    config = (repo / "autogolf.yaml").read_text().replace(
+        "dataset: sample", f"dataset: {{path: '{copy}', tokenizer: "
+                           f"'{sample_dataset.tokenizer_path}'}}")
+    commit_files(repo, {"autogolf.yaml": config}, "my data")
+    run_daemon(repo, {"LR": 0.041}, ladder=("breadth",))
+    [header] = [r for r in rows(repo) if r.get("type") == "session"]
+    assert header["dataset"] == datasets.dataset_id(sample_dataset)  # same files, same id
+    assert candidates(repo)[0]["status"] in ("keep", "discard")

@@ -189,7 +189,7 @@ def test_statuses_are_the_spec_list_plus_the_documented_additions():
     spec = {"keep", "discard", "crash", "timeout", "checks_failed", "over_cap", "forbidden_edit",
             "invalid_metric", "metric_mismatch", "duplicate", "interrupted"}
     assert spec <= set(STATUSES)
-    # README.md "Statuses" documents each addition.
+    # docs/LEDGER.md "Statuses" documents each addition.
     assert set(STATUSES) - spec == {"agent_failed", "agent_timeout", "agent_no_change",
                                     "agent_touched_git", "protocol_drift", "unjudged",
                                     "inconclusive"}
@@ -198,10 +198,11 @@ def test_statuses_are_the_spec_list_plus_the_documented_additions():
 def test_the_status_table_marks_spec_statuses_and_documents_every_addition(repo_root):
     from loop.store.statuses import STATUSES as TABLE
 
-    readme = (repo_root / "README.md").read_text()
+    readme = "\n".join(p.read_text() for p in (repo_root / "README.md",
+                                                *sorted((repo_root / "docs").glob("*.md"))))
     for name, status in TABLE.items():
         assert status.in_spec == (name in {"keep", "discard", "crash", "timeout",
                                            "checks_failed", "over_cap", "forbidden_edit",
                                            "invalid_metric", "metric_mismatch", "duplicate",
                                            "interrupted"})
-        assert status.in_spec or f"`{name}`" in readme, f"README does not document {name}"
+        assert status.in_spec or f"`{name}`" in readme, f"README/docs do not document {name}"

@@ -68,9 +68,31 @@ def test_missing_configured_dataset_is_a_blocker_with_the_bootstrap_fix(tmp_path
     assert check.fix == "bash scripts/bootstrap-parameter-golf.sh --sample"
 
 
-def test_missing_optional_dataset_is_only_noted(tmp_path):
+def test_missing_optional_dataset_is_only_noted_with_where_it_was_looked_for(tmp_path):
     check = by_name(doctor.check_datasets(tmp_path), "data:fineweb")
-    assert (check.status, check.detail) == (OK, "not found (optional)")
+    looked = tmp_path.resolve() / ".upstream/parameter-golf/data/datasets/fineweb10B_sp1024"
+    assert (check.status, check.detail) == (OK, f"not found (optional; looked for {looked})")
+
+
+def test_a_configured_folder_anywhere_on_disk_is_checked_where_it_is(root_with_sample,
+                                                                      tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("data")
+    fake_real_dataset(elsewhere, root_with_sample, [1, 5, 1023])
+    folder = elsewhere / ".upstream/parameter-golf/data/datasets/fineweb10B_sp1024"
+    (root_with_sample / "autogolf.yaml").write_text(f"dataset: {{path: {folder}}}\n")
+    check = by_name(doctor.check_datasets(root_with_sample), f"data:{folder}")
+    assert check.status == OK
+    assert f"in {folder}" in check.detail and "fineweb_1024_bpe.model" in check.detail
+    assert by_name(doctor.check_datasets(root_with_sample), "data:sample").detail.count(
+        "(optional)") == 1
+
+
+def test_a_configured_folder_that_is_missing_is_a_blocker_naming_the_path(tmp_path):
+    (tmp_path / "autogolf.yaml").write_text("dataset: {path: /nowhere/fineweb10B_sp1024}\n")
+    check = by_name(doctor.check_datasets(tmp_path), "data:/nowhere/fineweb10B_sp1024")
+    assert check.status == FAIL
+    assert "no folder /nowhere/fineweb10B_sp1024" in check.detail
+    assert "dataset: {path:" in check.fix
 
 
 def test_present_sample_reports_its_id_and_token_counts(root_with_sample):
@@ -388,3 +410,73 @@ def test_unreadable_timeouts_are_a_blocker_naming_the_problem(tmp_path):
     check = doctor.check_timeouts(tmp_path)[0]
     assert check.status == FAIL
     assert "autogolf.yaml: profiles.breadth.timeout_s.default: missing" in check.detail
+
+
+# ----------------------------------------------------------------------------- the agent command
+
+AGENT_STAND_IN = """#!/usr/bin/env bash
+# Stand-in for an agent CLI: --version answers at once; anything else would spend tokens.
+if [ "${1:-}" = --version ]; then
+    if ! touch "${STANDIN_HOME:-/nonexistent}/state" 2>/dev/null; then
+        echo "cannot write my state" >&2
+        exit 3
+    fi
+    echo "stand-in 1.2.3"
+    exit 0
+fi
+echo "a real prompt: this would spend tokens" > "$STANDIN_SPENT"
+"""
+
+
+def agent_repo(tmp_path: Path, monkeypatch, writable: str = "[]", mode: str = "auto") -> Path:
+    """A checkout whose autogolf.yaml runs the stand-in agent, its bin/ first on PATH."""
+    bin_dir, home = tmp_path / "bin", tmp_path / "home"
+    bin_dir.mkdir()
+    home.mkdir()
+    (bin_dir / "claude").write_text(AGENT_STAND_IN)
+    (bin_dir / "claude").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("STANDIN_HOME", str(home))
+    monkeypatch.setenv("STANDIN_SPENT", str(tmp_path / "spent"))
+    (tmp_path / "autogolf.yaml").write_text(
+        "proposer: agent\n"
+        "agent:\n  command: [claude, -p, '{prompt}', --output-format, json]\n"
+        f"  sandbox: {{mode: {mode}, writable: {writable}}}\n")
+    return tmp_path
+
+
+def sandbox_works() -> bool:
+    from loop.proposers.sandbox import choose
+
+    return choose("auto").tool is not None
+
+
+def test_no_agent_line_when_the_agent_does_not_propose(tmp_path):
+    assert doctor.check_agent(tmp_path) == []
+
+
+def test_an_agent_command_that_is_not_installed_is_a_blocker(tmp_path, monkeypatch):
+    (tmp_path / "autogolf.yaml").write_text(
+        "proposer: agent\nagent: {command: [no-such-agent-cli, '{prompt}']}\n")
+    [check] = doctor.check_agent(tmp_path)
+    assert check.status == FAIL and "'no-such-agent-cli' is not on PATH" in check.detail
+
+
+def test_the_agent_answers_its_version_confined_without_spending_a_token(tmp_path, monkeypatch):
+    if not sandbox_works():
+        pytest.skip("no working sandbox here (bubblewrap or sandbox-exec)")
+    root = agent_repo(tmp_path, monkeypatch, writable=f"[{tmp_path / 'home'}]")
+    [check] = doctor.check_agent(root)
+    assert check.status == OK, check.detail
+    assert "--version under" in check.detail and "stand-in 1.2.3" in check.detail
+    assert not (tmp_path / "spent").exists()
+
+
+def test_an_agent_that_cannot_write_its_state_confined_is_a_blocker_naming_the_paths(
+        tmp_path, monkeypatch):
+    if not sandbox_works():
+        pytest.skip("no working sandbox here (bubblewrap or sandbox-exec)")
+    root = agent_repo(tmp_path, monkeypatch)  # its home folder is not writable
+    [check] = doctor.check_agent(root)
+    assert check.status == FAIL and "cannot write my state" in check.detail
+    assert check.fix is not None and "~/.claude, ~/.claude.json" in check.fix

@@ -31,6 +31,15 @@ FAKE_AUTOGOLF = """\
 # The traps come first: a test signals as soon as it sees the arguments in the log.
 trap 'echo "fake autogolf: got TERM"; exit 0' TERM
 trap 'echo "fake autogolf: got INT"; exit 0' INT
+case " $* " in  # `run --dry-run`: the plan the tmux launcher shows before it detaches
+    *" --dry-run "*)
+        if [ "${FAKE_MODE:-}" = badconfig ]; then
+            echo "autogolf: error: autogolf.yaml: 1 problem" >&2
+            exit 2
+        fi
+        echo "proposer: search (the fake plan; args: $*)"
+        exit 0 ;;
+esac
 echo "fake autogolf pid $$ in $PWD"
 for arg in "$@"; do printf 'arg <%s>\\n' "$arg"; done
 case "${FAKE_MODE:-}" in
@@ -244,6 +253,21 @@ def test_tmux_launcher_starts_a_detached_session_running_the_daemon(home, tmux):
         time.sleep(0.05)
 
 
+def test_tmux_launcher_says_which_proposer_runs_before_it_detaches(home, tmux):
+    done = run_tmux_launcher(home, tmux, "--until", "07:00", FAKE_MODE="wait")
+    assert done.returncode == 0, done.stderr
+    assert "the night's plan (autogolf run --dry-run):" in done.stdout
+    assert "proposer: search (the fake plan; args: run --dry-run --until 07:00)" in done.stdout
+    (home.parent / "release").touch()
+
+
+def test_tmux_launcher_starts_nothing_when_autogolf_refuses_the_configuration(home, tmux):
+    done = run_tmux_launcher(home, tmux, FAKE_MODE="badconfig")
+    assert done.returncode == 1
+    assert "nothing started" in done.stderr and "autogolf.yaml: 1 problem" in done.stderr
+    assert not has_session(tmux) and logs(home) == []
+
+
 def test_tmux_launcher_is_a_no_op_when_the_session_exists(home, tmux):
     assert run_tmux_launcher(home, tmux, FAKE_MODE="wait").returncode == 0
     again = run_tmux_launcher(home, tmux, FAKE_MODE="wait")
@@ -293,9 +317,10 @@ def test_launchd_example_is_a_valid_plist_for_a_2230_nightly_start():
     assert "launchctl bootstrap gui/$UID" in PLIST.read_text()
 
 
-def test_readme_explains_the_launchd_placeholder():
-    readme = (ROOT / "README.md").read_text()
-    assert "/PATH/TO/autogolf" in readme and "com.autogolf.nightly.plist.example" in readme
+def test_the_docs_explain_the_launchd_placeholder():
+    overnight = (ROOT / "docs" / "OVERNIGHT.md").read_text()
+    assert "/PATH/TO/autogolf" in overnight
+    assert "com.autogolf.nightly.plist.example" in overnight
 
 
 def just() -> str | None:

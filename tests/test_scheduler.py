@@ -192,7 +192,7 @@ def test_max_experiments_stops_the_run_and_writes_a_stop_row(repo):
     assert "max-experiments" in reason
 
 
-def test_stop_file_stops_before_the_next_experiment_and_is_consumed(repo):
+def test_stop_file_ends_the_experiment_in_flight_before_its_first_run_and_is_consumed(repo):
     def touch_stop(worktree: Path) -> Proposal:
         (repo / ".autogolf" / "STOP").touch()
         (worktree / "notes.md").write_text("tried\n")
@@ -200,6 +200,8 @@ def test_stop_file_stops_before_the_next_experiment_and_is_consumed(repo):
 
     reason = run_daemon(repo, {"BONUS_BREADTH": -0.01}, touch_stop, {"BONUS_BREADTH": -0.02})
     assert len(candidates(repo)) == 2
+    assert candidates(repo)[-1]["status"] == "interrupted"  # its patch kept, never run
+    assert candidates(repo)[-1]["rungs"] == {}
     assert "stop file" in reason
     assert not (repo / ".autogolf" / "STOP").exists()
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from loop.backlog.bookkeeping import BOOKKEEPING_FILES, IDEAS_FILE, Bookkeeping, tried_rows
 from loop.config import Config, is_editable
-from loop.daemon import awake, preflight
+from loop.daemon import awake, briefing, continuity, nightcost, preflight
 from loop.daemon.events import EventBus, RunEvents
 from loop.daemon.lock import DaemonLock
 from loop.daemon.session import Paths, StateFile, recover, unique_session_name
@@ -75,13 +75,14 @@ class Scheduler:
     """`autogolf run`: ask -> run -> tell, experiment after experiment."""
 
     def __init__(self, repo: Path, cfg: Config, rules: StopRules, *, new_session: bool = False,
-                 proposer: Proposer | None = None, out: Callable[[str], None] = print,
-                 events: RunEvents | None = None):
+                 resume: bool = False, proposer: Proposer | None = None,
+                 out: Callable[[str], None] = print, events: RunEvents | None = None):
         self.paths = Paths(Path(repo).resolve())
         self.cfg = cfg
         self.rules = rules
         self.out = out
         self._new_session = new_session
+        self._resume = resume  # continue the latest session even if what shapes results changed
         self._signal: str | None = None
         self.fatal: str | None = None  # why the run cannot go on (e.g. a failed baseline)
         self.token = f"{os.getpid()}-{time.time_ns()}"  # in children's env: orphans are found
@@ -373,7 +374,7 @@ class Scheduler:
         """`touch .autogolf/FULL`: the incumbent is measured at `full` after the current
         experiment (its own baseline row, never compared with the proxies)."""
         request = self.paths.home / FULL_REQUEST
-        if not request.exists() or "full" not in self.cfg.profiles or self._signal:
+        if not request.exists() or "full" not in self.cfg.profiles or self._stop_requested():
             return
         request.unlink(missing_ok=True)  # consumed: one full run per request
         self._baseline("full", description=f"full evaluation of the incumbent on request "
@@ -381,7 +382,7 @@ class Scheduler:
 
     def _maybe_full(self) -> None:
         every = self.cfg.full_every_keeps
-        if every <= 0 or "full" not in self.cfg.profiles or self._signal:
+        if every <= 0 or "full" not in self.cfg.profiles or self._stop_requested():
             return
         keeps = sum(1 for r in self.session_rows
                     if r.get("status") == "keep" and not r.get("baseline"))
@@ -392,23 +393,26 @@ class Scheduler:
     # ---- session
 
     def _open_session(self) -> None:
+        self.out(briefing.proposer_line(self.cfg))
         contained = self.proposer.containment()  # how an agent is confined, said at start
         if contained:
             self.out(contained)
-        names = sessions(self.rows)
-        if names and not self._new_session:
-            self.session = names[-1]
+        now = self.start_facts()
+        decision = continuity.decide(self.rows, now, new_session=self._new_session,
+                                     resume=self._resume)
+        if decision.session is not None:
+            self.session = decision.session
             self.git = GitSession.open(self.paths.repo, self.session)
-            self.out(f"continuing session {self.session} (branch {self.git.branch})")
+            self.out(f"continuing session {self.session} (branch {self.git.branch}): "
+                     f"{decision.why}")
         else:
-            self.session = unique_session_name(names)
+            self.session = unique_session_name(sessions(self.rows))
             self.git = GitSession.open(self.paths.repo, self.session)
             self._append({"type": "session", "session": self.session, "timestamp": utc_now(),
                           "branch": self.git.branch, "base_commit": self.git.head(),
-                          "dataset": self.dataset_id, "ladder": list(self.cfg.ladder),
-                          "proposer": self.cfg.proposer,
+                          **now.header_fields(), "proposer": self.cfg.proposer,
                           **({"containment": contained} if contained else {})})
-            self.out(f"new session {self.session} (branch {self.git.branch})")
+            self.out(f"new session {self.session} (branch {self.git.branch}): {decision.why}")
         self.state.session = self.session
         self.bookkeeping = Bookkeeping(self.git, self.paths.repo, self.proposer,
                                        lambda: tried_rows(self._history(), self.session),
@@ -421,10 +425,43 @@ class Scheduler:
         self.bookkeeping.restore_keeping(self.bookkeeping.edits(None))
         self.out(f"ladder {' -> '.join(self.cfg.ladder)}, dataset {self.dataset_id}, "
                  f"worktree {self.paths.rel(self.git.worktree)}")
+        for line in self._notes(self.rows, self.session):
+            self.out(line)
         # Views kept in memory: re-scanning a long ledger per stage would dominate the loop.
         self.session_rows = session_experiments(self.rows, self.session)
         self._next_number = int(next_id(self.rows)[1:])
         self.bookkeeping.commit()  # a person's backlog edits; rows recorded before a kill
+
+    def start_facts(self) -> continuity.Start:
+        """What a session is built from, now: your HEAD, the dataset, ladder and settings."""
+        head = gitsession.git(self.paths.repo, "rev-parse", "HEAD").strip()
+        return continuity.Start(head, self.dataset_id, tuple(self.cfg.ladder),
+                                continuity.shaping_settings(self.cfg))
+
+    def plan(self) -> list[str]:
+        """What `run` would do now (`run --dry-run`), without running, locking or writing."""
+        rows = Ledger(self.paths.ledger).rows()
+        decision = continuity.decide(rows, self.start_facts(), new_session=self._new_session,
+                                     resume=self._resume)
+        contained = self.proposer.containment()
+        session = (f"would continue session {decision.session}" if decision.session
+                   else "would start a new session")
+        return [briefing.proposer_line(self.cfg), *([contained] if contained else []),
+                f"{session}: {decision.why}",
+                f"ladder {' -> '.join(self.cfg.ladder)}, dataset {self.dataset_id}",
+                *self._notes(rows, decision.session)]
+
+    def _notes(self, rows: list[dict], session: str | None) -> list[str]:
+        """Warnings about what the night will not use or cannot show, then its cost."""
+        warnings = [briefing.uncommitted_warning(self.paths.repo, self.cfg),
+                    briefing.sample_warning(self.dataset, self.cfg.ladder),
+                    *briefing.budget_warnings(self.cfg)]
+        hours = self.rules.hours
+        if self.rules.deadline is not None:
+            hours = max(0.0, self.rules.deadline - time.time()) / 3600
+        return [*(f"warning: {w}" for w in warnings if w),
+                *nightcost.night_lines(rows, self.cfg, self.cfg.ladder, self.dataset_id,
+                                       session, hours or None)]
 
     def _start_guards(self) -> None:
         """The --hours budget (awake time) and the pre-flight checks, from now on."""
@@ -500,9 +537,21 @@ class Scheduler:
             self._signal = "the time limit (--until/--hours)"
         return self._signal is not None
 
-    def _abandon_if_stopping(self, when: str) -> None:
+    def _stop_requested(self) -> str | None:
+        """Why to stop at the next step boundary: a signal or the deadline (which also end
+        the child in flight), or the stop file (which lets the run in flight finish: the
+        experiment is then `interrupted`, its patch kept, before its next run)."""
         if self._stopping():
-            raise Abandon(f"stopped by {self._signal} {when}")
+            return self._signal
+        stop_file = self.rules.stop_file
+        if stop_file is not None and stop_file.exists():
+            return f"the stop file {self.paths.rel(stop_file)}"
+        return None
+
+    def _abandon_if_stopping(self, when: str) -> None:
+        why = self._stop_requested()
+        if why:
+            raise Abandon(f"stopped by {why} {when}")
 
 
 class LoopBench(Bench):
@@ -529,7 +578,8 @@ class LoopBench(Bench):
         self.set_aside(parent)
         row = self.loop._baseline(profile, parent=parent)
         if row["status"] == "interrupted":
-            raise Abandon(f"stopped by {self.loop._signal} during the {profile} baseline")
+            raise Abandon(f"stopped by {self.loop._stop_requested() or 'a stop request'} "
+                          f"during the {profile} baseline")
         if row["status"] != "keep":
             raise BaselineFailed(f"the incumbent failed its {profile} baseline "
                                  f"({row['id']}: {row['status']})")
@@ -545,7 +595,7 @@ class LoopBench(Bench):
         self.loop.state.stage(exp, stage)
 
     def stop_requested(self) -> str | None:
-        return self.loop._signal if self.loop._stopping() else None
+        return self.loop._stop_requested()
 
     def say(self, line: str) -> None:
         self.loop.out(line)

@@ -2,8 +2,9 @@
 
 Checked between experiments: a stop signal, a fatal problem, --max-experiments, the --until
 deadline, --hours of awake time, the stop file, N consecutive failures, a proposer that only
-repeats itself, and the pre-flight checks. The statuses that count as failures are the status
-table's (loop.store.statuses).
+repeats itself, and the pre-flight checks. (A signal and the deadline also end the run in
+flight; the stop file ends an experiment between its runs: loop.daemon.scheduler.) The
+statuses that count as failures are the status table's (loop.store.statuses).
 """
 
 from __future__ import annotations

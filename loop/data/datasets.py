@@ -1,8 +1,12 @@
 """The one place that knows where datasets and tokenizers live, and how a dataset is named.
 
+A dataset is either a name (`dataset: sample` or `fineweb` in autogolf.yaml: the layout under
+the cache root below) or a folder anywhere on disk (`dataset: {path: /data/fineweb10B_sp1024,
+tokenizer: /data/tokenizers/fineweb_1024_bpe.model}`: your own download, used where it is).
 Caches (data, tokenizers, the upstream clone) live in the main checkout, so a daemon worktree
 under `.autogolf/` shares them instead of copying gigabytes. A results row records
-`dataset_id(info)` so that results from different datasets are never compared.
+`dataset_id(info)` (the folder's name and a hash of its content) so that results from
+different datasets are never compared, wherever the files live.
 
 `python -m loop.data.datasets --shell [NAME]` prints DATA_PATH, TOKENIZER_PATH, DATASET_NAME and
 DATASET_ID for `eval` in bash; `--root` prints the cache root.
@@ -14,6 +18,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shlex
 import sys
 from dataclasses import dataclass
@@ -91,6 +96,43 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 # The directory names are accepted too, since that is what ledger rows show.
 ALIASES = {spec.name: key for key, spec in DATASETS.items()}
+FOLDER_FIX = ("set `dataset: {path: /folder/with/fineweb_train_000000.bin, tokenizer: "
+              "/path/to/tokenizer.model}` in autogolf.yaml")
+# Upstream's layout: data/datasets/fineweb10B_sp<V>/ beside data/tokenizers/fineweb_<V>_bpe.model.
+_UPSTREAM_FOLDER = re.compile(r"fineweb10B_sp(\d+)")
+
+
+@dataclass(frozen=True)
+class DatasetFolder:
+    """`dataset: {path: ..., tokenizer: ...}`: a dataset in a folder anywhere on disk.
+
+    Paths are kept as written (`~` and `$VARS` are expanded, and a relative path is taken
+    from the repository root, when resolved: autogolf.yaml is read on other machines too).
+    Without `tokenizer`, upstream's layout is assumed: `<path>/../../tokenizers/
+    fineweb_<V>_bpe.model` for a folder named `fineweb10B_sp<V>`.
+    """
+
+    path: str
+    tokenizer: str | None = None
+
+    def __str__(self) -> str:
+        return self.path
+
+
+def _expand(raw: str, root: Path) -> Path:
+    path = Path(os.path.expandvars(os.path.expanduser(raw)))
+    return path if path.is_absolute() else root / path
+
+
+def folder_paths(folder: DatasetFolder, root: Path) -> tuple[Path, Path | None]:
+    """(data folder, tokenizer or None when neither given nor found by upstream's layout)."""
+    data = _expand(folder.path, root)
+    if folder.tokenizer is not None:
+        return data, _expand(folder.tokenizer, root)
+    match = _UPSTREAM_FOLDER.fullmatch(data.name)
+    if match is None:
+        return data, None
+    return data, data.parent.parent / "tokenizers" / f"fineweb_{match.group(1)}_bpe.model"
 
 
 class DatasetError(Exception):
@@ -139,10 +181,13 @@ def spec_for(name: str) -> DatasetSpec:
     return DATASETS[key]
 
 
-def resolve(name: str, root: Path | None = None) -> DatasetInfo:
-    """Locate a dataset; raise DatasetError with the fix when any part is missing."""
-    spec = spec_for(name)
+def resolve(name: str | DatasetFolder, root: Path | None = None) -> DatasetInfo:
+    """Locate a dataset (a name, or a folder on disk); raise DatasetError with the fix when
+    any part is missing."""
     base = cache_root(root) if root is None else Path(root).resolve()
+    if isinstance(name, DatasetFolder):
+        return _resolve_folder(name, base)
+    spec = spec_for(name)
     info = DatasetInfo(
         name=spec.name,
         kind=spec.kind,
@@ -159,6 +204,49 @@ def resolve(name: str, root: Path | None = None) -> DatasetInfo:
             spec.fix,
         )
     return info
+
+
+def _resolve_folder(folder: DatasetFolder, base: Path) -> DatasetInfo:
+    data, tokenizer = folder_paths(folder, base)
+    where = f"dataset.path {folder.path!r} in autogolf.yaml"
+    if not data.is_dir():
+        raise DatasetError(f"{where}: no folder {data}", FOLDER_FIX)
+    if tokenizer is None:
+        raise DatasetError(f"{where}: no dataset.tokenizer given, and {data.name!r} is not "
+                           "named like upstream's fineweb10B_sp<V> (whose tokenizer is found "
+                           "beside it)", FOLDER_FIX)
+    manifest = data / "manifest.json"
+    if not manifest.is_file() and (data.parent.parent / "manifest.json").is_file():
+        manifest = data.parent.parent / "manifest.json"  # upstream's data/manifest.json
+    info = DatasetInfo(name=data.name, kind=_folder_kind(data), data_path=data,
+                       tokenizer_path=tokenizer, manifest_path=manifest,
+                       vocab_size=_vocab_size(data.name, tokenizer))
+    missing = _missing_parts(info)
+    if missing:
+        raise DatasetError(f"{where}: {'; '.join(missing)}", FOLDER_FIX)
+    return info
+
+
+def _folder_kind(data: Path) -> str:
+    """`sample` for a copy of the offline sample (its manifest says so), else `real`."""
+    try:
+        manifest = json.loads((data / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "real"
+    return "sample" if isinstance(manifest, dict) and manifest.get("kind") == "sample" else "real"
+
+
+def _vocab_size(name: str, tokenizer: Path) -> int:
+    """From upstream's folder name (`_sp1024`, `byte260`), else the tokenizer's piece count."""
+    match = re.search(r"_sp(\d+)$|byte(\d+)$", name)
+    if match:
+        return int(match.group(1) or match.group(2))
+    try:
+        import sentencepiece as spm
+
+        return int(spm.SentencePieceProcessor(model_file=str(tokenizer)).get_piece_size())
+    except Exception:  # not readable here: the doctor's tokenizer check names the problem
+        return 1 << 16  # the shard format's own bound (uint16 ids)
 
 
 def _missing_parts(info: DatasetInfo) -> list[str]:
@@ -221,8 +309,26 @@ def dataset_id(info: DatasetInfo) -> str:
     return f"{info.name}:{digest[:16]}"
 
 
-def configured_name(root: Path) -> str:
-    """The `dataset:` of autogolf.yaml at root (a name, or a mapping with `name`), else sample."""
+def from_setting(value: object) -> str | DatasetFolder:
+    """autogolf.yaml's `dataset:` value as resolve() takes it: a name, a folder path (a text
+    with a `/` or starting with `~`), or a mapping {path, tokenizer}. DatasetError naming the
+    key otherwise (loop.config reports the same problems at start)."""
+    if isinstance(value, dict):
+        unknown = sorted(set(map(str, value)) - {"path", "tokenizer"})
+        if unknown or not isinstance(value.get("path"), str) or not value["path"].strip():
+            raise DatasetError(f"dataset: got {value!r}: a folder needs `path` (and may have "
+                               "`tokenizer`), nothing else", FOLDER_FIX)
+        tokenizer = value.get("tokenizer")
+        if tokenizer is not None and (not isinstance(tokenizer, str) or not tokenizer.strip()):
+            raise DatasetError(f"dataset.tokenizer: got {tokenizer!r}", FOLDER_FIX)
+        return DatasetFolder(value["path"], tokenizer)
+    if isinstance(value, str) and ("/" in value or value.startswith("~")):
+        return DatasetFolder(value)
+    return str(value)
+
+
+def configured(root: Path) -> str | DatasetFolder:
+    """The `dataset:` of autogolf.yaml at root (see from_setting), else the sample."""
     path = root / "autogolf.yaml"
     if not path.is_file():
         return "sample"
@@ -232,10 +338,12 @@ def configured_name(root: Path) -> str:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise DatasetError(f"{path}: not valid YAML ({exc})") from exc
-    value = data.get("dataset", "sample") if isinstance(data, dict) else "sample"
-    if isinstance(value, dict):
-        value = value.get("name", "sample")
-    return str(value)
+    return from_setting(data.get("dataset", "sample") if isinstance(data, dict) else "sample")
+
+
+def configured_name(root: Path) -> str:
+    """The configured dataset as text: its name, or the folder's path as written."""
+    return str(configured(root))
 
 
 def shell_lines(info: DatasetInfo) -> list[str]:
@@ -260,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         print(root)
         return 0
     try:
-        name = args.shell or configured_name(root)
+        name = from_setting(args.shell) if args.shell else configured(root)
         print("\n".join(shell_lines(resolve(name, root))))
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -7,8 +7,8 @@ The agent is any command, configured as an argument list with placeholders:
     {worktree}      the daemon's worktree (also the agent's working directory)
     {summary_file}  where the agent may write a one-line description of its change
 
-The README lists command lines for pi, claude, codex and aider (tests/test_agent_clis.py runs
-each of them, read from the README, against a stand-in executable of that name).
+docs/AGENT_NIGHT.md lists command lines for pi, claude, codex and aider (tests/test_agent_clis.py
+runs each of them, read from that page, against a stand-in executable of that name).
 
 What the daemon enforces, whatever the prompt says: the agent runs in its own process group
 with a timeout (loop.measure.runner), so a hung agent and everything it started is killed.

@@ -68,7 +68,7 @@ def _agent(ctx: Context) -> Proposer:
     cfg = ctx.cfg
     if not cfg.agent_command:
         raise UserError("the agent proposer has no command: set `agent: command: [...]` in "
-                        "autogolf.yaml (README has examples for pi, claude, codex and aider)")
+                        "autogolf.yaml (docs/AGENT_NIGHT.md has recipes for claude and pi)")
     try:
         sandbox = choose(cfg.agent_sandbox_mode, cfg.agent_sandbox_network,
                          cfg.agent_sandbox_writable)

@@ -38,7 +38,7 @@ class Status:
     tests_idea: bool = True
     search: str | None = None
     pi: str = "crash"
-    in_spec: bool = True  # in SPEC's list; the others are our additions, documented in README
+    in_spec: bool = True  # in the spec's list; the others: documented in docs/LEDGER.md
 
 
 _TABLE = (

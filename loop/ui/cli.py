@@ -17,18 +17,20 @@ from pathlib import Path
 import psutil
 
 from loop.config import Config, ConfigError, load_config
-from loop.daemon import awake, scheduler
+from loop.daemon import awake, nightcost, scheduler
 from loop.daemon.lock import LockHeld
 from loop.daemon.session import Paths, read_state
 from loop.daemon.stoprules import deadline_from
+from loop.data import datasets
 from loop.data.datasets import DatasetError
 from loop.errors import UserError
 from loop.measure.logparse import parse_progress
 from loop.proposers.search import KnobError
 from loop.store import rows as rows_view
-from loop.store.gitsession import GitError, diff_hash, git, main_checkout
+from loop.store.gitsession import GitError, git, main_checkout
 from loop.store.ledger import Ledger
-from loop.ui import endsummary, evidence, ideas_cli, import_cli, report_cli
+from loop.ui import doctor as doctor_checks
+from loop.ui import endsummary, evidence, ideas_cli, import_cli, report_cli, show
 from loop.ui.bench import judge_lines, manual_bench
 from loop.ui.progress import LiveStatus
 from loop.workspace import cli as workspace_cli
@@ -139,9 +141,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_consecutive_failures=cfg.max_consecutive_failures,
         stop_file=repo / cfg.stop_file,
     )
+    if args.dry_run:
+        plan = scheduler.Scheduler(repo, cfg, rules, new_session=args.new_session,
+                                   resume=args.resume, out=lambda _line: None).plan()
+        print("\n".join(plan))
+        return 0
     live = LiveStatus(sys.stdout, sys.stdout.isatty())  # one status line, or plain log lines
     daemon = scheduler.Scheduler(repo, cfg, rules, new_session=args.new_session,
-                                 out=live.log, events=live)
+                                 resume=args.resume, out=live.log, events=live)
     try:
         with awake.keep_awake():  # caffeinate on macOS while the loop runs; no-op elsewhere
             daemon.run()
@@ -212,11 +219,38 @@ def cmd_status(args: argparse.Namespace) -> int:
         _print_session(rows, session)
         _print_resolution(paths, rows, session)
         _print_fidelity(rows_view.session_experiments(rows, session))
+    _print_night_cost(paths, rows, session)
     _print_running(paths)
     manual = [r for r in rows if r.get("type") == "experiment" and r.get("manual")]
     if manual:
         print(f"manual runs: {len(manual)} (last {manual[-1]['id']}; `autogolf show ID`)")
     return 0
+
+
+def _print_night_cost(paths: Paths, rows: list[dict], session: str | None) -> None:
+    """Run times measured here, projected over a night: for the session's own ladder and
+    dataset, or before any session for autogolf.yaml's (after `autogolf bench`)."""
+    header = _header(rows, session) if session else {}
+    try:
+        cfg = load_config(paths.repo / "autogolf.yaml")
+    except (ConfigError, OSError):
+        cfg = Config()
+    ladder = tuple(header.get("ladder") or cfg.ladder)
+    dataset = header.get("dataset") or _configured_dataset_id(paths, cfg)
+    print("\n".join(nightcost.night_lines(rows, cfg, ladder, dataset, session)))
+
+
+def _configured_dataset_id(paths: Paths, cfg: Config) -> str | None:
+    try:
+        info = datasets.resolve(cfg.dataset, datasets.cache_root(paths.repo))
+        return datasets.dataset_id(info)
+    except (DatasetError, OSError):
+        return None  # every dataset's runs count then; `doctor` says what is missing
+
+
+def _header(rows: list[dict], session: str) -> dict:
+    return next((r for r in rows if r.get("type") == "session" and r.get("session") == session),
+                {})
 
 
 def _print_fidelity(exps: list[dict]) -> None:
@@ -238,7 +272,8 @@ def _print_resolution(paths: Paths, rows: list[dict], session: str) -> None:
         cfg = load_config(paths.repo / "autogolf.yaml")
     except (ConfigError, OSError):
         return
-    found = evidence.resolution(exps, {p: cfg.sequential_rule(p) for p in cfg.ladder},
+    ladder = _header(rows, session).get("ladder") or cfg.ladder
+    found = evidence.resolution(exps, {p: cfg.sequential_rule(p) for p in ladder},
                                 cfg.keep_max_pooled_dof)
     if found:
         print("what each profile can resolve (sequential rule, this session's spread):")
@@ -349,70 +384,30 @@ def _print_running(paths: Paths) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     paths = Paths(find_repo(Path.cwd(), require_commit=False))
     exp_id = rows_view.normalise_id(args.id)
-    rows = [r for r in _rows(paths) if r.get("type") == "experiment" and r.get("id") == exp_id]
+    ledger = _rows(paths)
+    rows = [r for r in ledger if r.get("type") == "experiment" and r.get("id") == exp_id]
     if not rows:
         raise UserError(f"no experiment {exp_id} in {paths.rel(paths.ledger)}; "
                         "`autogolf status` lists the last ones")
     row = rows[-1]
-    _print_header(row)
-    _print_rungs(row)
+    show.show(row, ledger, paths.repo)
     patch = paths.repo / row["patch"] if row.get("patch") else None
     if patch and patch.is_file():
-        _print_patch(row, patch.read_text(errors="replace"))
+        print("\n".join(show.patch_lines(row, patch.read_text(errors="replace"))))
     for profile, rung in (row.get("rungs") or {}).items():
         if rung.get("log"):
-            print(f"\nlog tail ({profile}, {rung['log']}):")
+            print(f"\nlog tail ({profile}, {rung['log']}; the trainer's own lines: its val_bpb "
+                  "is on its printout slice of train tokens, not the judge's holdout):")
             for line in _tail(paths.repo / rung["log"], LOG_TAIL):
                 print(f"  | {line}")
     return 0
-
-
-def _print_patch(row: dict, text: str) -> None:
-    print(f"\ndiff ({row['patch']}):")
-    print(text.rstrip() or "(empty)")
-    if row.get("diff_hash") and diff_hash(text) != row["diff_hash"]:
-        # A kill or a full disk while it was written, or an edit since: say so, show anyway.
-        print(f"warning: {row['patch']} does not match the diff recorded in the ledger "
-              "(cut short or edited since the run); the diff above may be incomplete")
-
-
-def _print_header(row: dict) -> None:
-    kind = " (baseline)" if row.get("baseline") else " (manual)" if row.get("manual") else ""
-    print(f"{row['id']}{kind}  {row.get('status')}  session {row.get('session')}  "
-          f"{row.get('timestamp')}")
-    print(f"description: {row.get('description')}")
-    print(f"decision:    {row.get('status')}: {row.get('reason')}")
-    source = f"  ({row['margin_source']})" if row.get("margin_source") else ""
-    print(f"margin:      {_fmt(row.get('margin'))}{source}")
-    before = row.get("incumbent_before") or {}
-    print("incumbent:   " + (", ".join(f"{p} {_fmt(v)}" for p, v in before.items()) or "-"))
-    print(f"proposer:    {row.get('proposer')}  idea: {row.get('idea') or '-'}")
-    if row.get("knobs"):
-        print("knobs:       " + ", ".join(f"{k}={v}" for k, v in row["knobs"].items()))
-    print(f"commit:      {row.get('commit') or '-'} (on {str(row.get('base_commit'))[:10]})")
-    print(f"dataset:     {row.get('dataset')}  trainer {str(row.get('trainer_hash'))[:12]}")
-
-
-def _print_rungs(row: dict) -> None:
-    rungs = row.get("rungs") or {}
-    if not rungs:
-        print("rungs:       none (not benchmarked)")
-        return
-    names = ["val_bpb"] + sorted({k for r in rungs.values() for k in r} - {"val_bpb", "log"})
-    width = max(len(n) for n in names)
-    print("\n  " + f"{'metric':<{width}}" + "".join(f" {p:>14}" for p in rungs))
-    for name in names:
-        print("  " + f"{name:<{width}}" + "".join(f" {_fmt(r.get(name)):>14}"
-                                                  for r in rungs.values()))
 
 
 # --------------------------------------------------------------------------- doctor
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from loop.ui import doctor
-
-    return doctor.main(args.rest)
+    return doctor_checks.report(args)
 
 
 # --------------------------------------------------------------------------- main
@@ -422,14 +417,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autogolf", description=__doc__.split("\n")[0])
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
-    run = verbs.add_parser("run", help="the unattended loop (resumes the latest session)")
+    run = verbs.add_parser("run", help="the unattended loop (continues the latest session "
+                                       "while your HEAD, data, ladder and settings are its own)")
     run.add_argument("--max-experiments", type=_positive_int, metavar="N",
                      help="stop after N experiments (baselines not counted)")
     run.add_argument("--until", metavar="HH:MM", help="start no experiment after this local time")
     run.add_argument("--hours", type=_positive_float, metavar="H",
                      help="start no experiment after H hours of awake time (sleep not counted)")
-    run.add_argument("--new-session", action="store_true",
-                     help="start a new session (branch) instead of continuing the latest")
+    which = run.add_mutually_exclusive_group()
+    which.add_argument("--new-session", action="store_true",
+                       help="start a new session (branch from your HEAD) in any case")
+    which.add_argument("--resume", action="store_true",
+                       help="continue the latest session even if your HEAD, the dataset, the "
+                            "ladder or a setting that shapes results changed since it began")
+    run.add_argument("--dry-run", action="store_true",
+                     help="say what `run` would do (proposer, session, warnings, what a night "
+                          "costs) and exit without running")
     run.add_argument("--ladder", metavar="A,B",
                      help="profiles to climb, e.g. smoke or breadth,confirm")
     run.add_argument("--config", metavar="PATH", help="config file (default: autogolf.yaml)")
@@ -458,8 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("id", help="experiment id, e.g. E0007 or 7")
     show.set_defaults(func=cmd_show)
 
-    doctor = verbs.add_parser("doctor", help="check MLX, data, git, disk, BLAS", add_help=False)
-    doctor.add_argument("rest", nargs=argparse.REMAINDER)
+    doctor = verbs.add_parser("doctor", help="check MLX, data, git, disk, BLAS, the agent")
+    doctor_checks.add_arguments(doctor)
     doctor.set_defaults(func=cmd_doctor)
 
     ideas = verbs.add_parser("ideas", help="the ideas backlog with tested outcomes; add, mark")

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from loop.data import datasets, sample_data, shards, tokenbytes
 from loop.platform import blas_in_use, free_disk_bytes, openblas_path
+from loop.proposers.sandbox import Sandbox
 from loop.store.gitsession import GitError, git
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -233,7 +236,7 @@ def check_containment(root: Path) -> list[Check]:
     except ConfigError as exc:
         return [Check("containment", WARN, f"unknown: autogolf.yaml: {exc.problems[0]}")]
     except SandboxError as exc:
-        return [Check("containment", FAIL, str(exc), "see README: Containing the agent")]
+        return [Check("containment", FAIL, str(exc), "see docs/AGENT_NIGHT.md (containing)")]
     used = "agent" in (cfg.proposer, *cfg.proposer_rotation)
     detail = sandbox.describe().removeprefix("agent containment: ")
     detail += "" if used else " (the agent proposer is not configured)"
@@ -241,6 +244,64 @@ def check_containment(root: Path) -> list[Check]:
         tool = "sandbox-exec" if sys.platform == "darwin" else "bwrap"
         return [Check("containment", WARN, detail, INSTALL[tool])]
     return [Check("containment", OK, detail)]
+
+
+AGENT_PROBE_TIMEOUT_S = 30
+# What each agent CLI writes in your home folder: list it under agent.sandbox.writable.
+AGENT_STATE = {"claude": "[~/.claude, ~/.claude.json]", "pi": "[~/.pi/agent]",
+               "codex": "[~/.codex]"}
+
+
+def check_agent(root: Path) -> list[Check]:
+    """The agent command, found and started confined as the night will (`<cmd> --version`:
+    it answers without an API call, so no token is spent). Only when the agent proposes."""
+    from loop.config import ConfigError, load_config
+    from loop.proposers.sandbox import SandboxError, choose
+
+    try:
+        cfg = load_config(root / "autogolf.yaml")
+    except ConfigError:
+        return []  # the timeouts line reports the configuration's problems
+    if "agent" not in (cfg.proposer, *cfg.proposer_rotation) or not cfg.agent_command:
+        return []
+    program = cfg.agent_command[0]
+    exe = shutil.which(program)
+    if exe is None:
+        return [Check("agent", FAIL, f"agent.command: {program!r} is not on PATH",
+                      f"install {Path(program).name} or give its full path in agent.command")]
+    try:
+        sandbox = choose(cfg.agent_sandbox_mode, cfg.agent_sandbox_network,
+                         cfg.agent_sandbox_writable)
+    except SandboxError as exc:
+        return [Check("agent", FAIL, str(exc), "see docs/AGENT_NIGHT.md")]
+    confined, said = _version_in(sandbox, exe)
+    where = f"under {sandbox.tool}" if sandbox.tool else "unconfined"
+    if confined:
+        return [Check("agent", OK, f"{exe} --version {where}: {said}")]
+    name = Path(program).name
+    hint = (f"list what {name} writes under agent.sandbox.writable, e.g. {AGENT_STATE[name]}"
+            if name in AGENT_STATE else "list what it writes under agent.sandbox.writable")
+    return [Check("agent", FAIL, f"{exe} --version failed {where}: {said}", hint)]
+
+
+def _version_in(sandbox: Sandbox, exe: str) -> tuple[bool, str]:
+    """(it answered, its first output line or the failure) for `exe --version` run as the
+    agent would be: confined to a scratch worktree and attempt folder."""
+    with tempfile.TemporaryDirectory(prefix="autogolf-doctor-") as scratch:
+        tree, attempt = Path(scratch) / "tree", Path(scratch) / "attempt"
+        tree.mkdir()
+        attempt.mkdir()
+        run = sandbox.wrap([exe, "--version"], tree, attempt, dict(os.environ))
+        try:
+            done = subprocess.run(run.argv, cwd=tree, env=run.env, capture_output=True,
+                                  text=True, timeout=AGENT_PROBE_TIMEOUT_S,
+                                  stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return False, str(exc)
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    first = lines[0][:160] if lines else "no output"
+    return done.returncode == 0, first if done.returncode == 0 else (
+        f"exit {done.returncode}: {first}")
 
 
 def check_sentencepiece() -> list[Check]:
@@ -308,25 +369,49 @@ def check_disk(root: Path) -> list[Check]:
 
 
 def check_datasets(root: Path) -> list[Check]:
-    """Every known dataset: present or not; the configured one missing is a blocker."""
+    """The configured dataset (a name or a folder anywhere on disk) and every other known
+    one: present or not, and where each was looked for; the configured one missing is a
+    blocker."""
     try:
-        configured = datasets.configured_name(root)
-    except Exception as exc:  # unreadable autogolf.yaml: the config check owns that error
-        configured = "sample"
+        configured = datasets.configured(root)
+    except datasets.DatasetError as exc:
+        if exc.fix:  # a `dataset:` value of the wrong shape
+            return [Check("dataset", FAIL, exc.problem, exc.fix)]
+        configured = "sample"  # unreadable autogolf.yaml: the config check owns that error
         note = Check("dataset", WARN, f"cannot read dataset: from autogolf.yaml ({exc})")
     else:
         note = None
-    try:
-        wanted = datasets.spec_for(configured).name
-    except datasets.DatasetError as exc:
-        return [Check("dataset", FAIL, str(exc), "set dataset: sample or fineweb")]
     checks = [note] if note else []
+    if isinstance(configured, datasets.DatasetFolder):
+        checks.append(_folder_check(configured, root))
+        wanted = None
+    else:
+        try:
+            wanted = datasets.spec_for(configured).name
+        except datasets.DatasetError as exc:
+            return [Check("dataset", FAIL, str(exc),
+                          "set dataset: sample, fineweb or {path: /your/data/folder}")]
     for key in sorted(datasets.DATASETS):
         checks.append(_dataset_check(key, root, wanted))
     return checks
 
 
-def _dataset_check(key: str, root: Path, wanted: str) -> Check:
+def _folder_check(folder: datasets.DatasetFolder, root: Path) -> Check:
+    """`dataset: {path: ...}`: the folder and tokenizer autogolf.yaml names, wherever they are."""
+    label = f"data:{folder.path}"
+    try:
+        info = datasets.resolve(folder, root)
+    except datasets.DatasetError as exc:
+        return Check(label, FAIL, exc.problem, exc.fix)
+    problems = _match_problems(info, root)
+    summary = f"{_summary(info, 'configured')}; tokenizer {info.tokenizer_path}"
+    if problems:
+        return Check(label, FAIL, f"{summary}; " + "; ".join(problems[:3]),
+                     "check the folder and the tokenizer named in autogolf.yaml's dataset:")
+    return Check(label, OK, summary)
+
+
+def _dataset_check(key: str, root: Path, wanted: str | None) -> Check:
     spec = datasets.DATASETS[key]
     label = f"data:{key}"
     role = "configured" if spec.name == wanted else "optional"
@@ -334,7 +419,8 @@ def _dataset_check(key: str, root: Path, wanted: str) -> Check:
         info = datasets.resolve(key, root)
     except datasets.DatasetError as exc:
         if role == "optional":
-            return Check(label, OK, "not found (optional)")
+            looked = Path(root).resolve() / spec.data_dir
+            return Check(label, OK, f"not found (optional; looked for {looked})")
         return Check(label, FAIL, exc.problem, exc.fix)
     problems = _match_problems(info, root)
     summary = _summary(info, role)
@@ -354,13 +440,15 @@ def _summary(info: datasets.DatasetInfo, role: str) -> str:
         ident = f"{info.name}:unknown"
     return (f"{ident} ({role}): {report.train_files} train shards / "
             f"{report.train_tokens:,} tokens, {report.val_files} val / "
-            f"{report.val_tokens:,} tokens")
+            f"{report.val_tokens:,} tokens in {info.data_path}")
 
 
 def _match_problems(info: datasets.DatasetInfo, root: Path) -> list[str]:
     """Does the tokenizer belong to the shards? Size of the vocab, and every id below it."""
     problems = _tokenizer_problems(info)
-    if info.kind == "sample":
+    known = datasets.DATASETS.get(info.name)  # a sample in its usual folder (any vocab)
+    home = (Path(root) / known.data_dir).resolve() if known else None
+    if info.kind == "sample" and info.data_path.resolve() == home:
         return problems + sample_data.validate_sample(root, info.vocab_size)
     report = shards.validate_directory(info.data_path)
     problems += report.errors
@@ -393,6 +481,7 @@ def run_checks(root: Path) -> list[Check]:
         *check_gpu(),
         *check_timeouts(root),
         *check_containment(root),
+        *check_agent(root),
         *check_sentencepiece(),
         *check_blas(),
         *check_datasets(root),
@@ -423,7 +512,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="autogolf doctor", description=__doc__)
     add_arguments(parser)
-    args = parser.parse_args(argv)
+    return report(parser.parse_args(argv))
+
+
+def report(args: argparse.Namespace) -> int:
+    """Run every check and print them (`autogolf doctor`); 1 when any is a blocker."""
     root = (args.root or datasets.cache_root()).resolve()
     checks = run_checks(root)
     if args.json:

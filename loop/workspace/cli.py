@@ -75,7 +75,7 @@ def _storage_from(args: argparse.Namespace) -> tuple[Storage, str | None]:
     cfg = _config(args, repo)
     if cfg.workspace is None:
         raise WorkspaceError("no `workspace:` section in autogolf.yaml; give a PATH or add "
-                             "one (see README: Collaboration workspace)")
+                             "one (see docs/WORKSPACE.md)")
     return open_storage(cfg.workspace, repo), agent_id(cfg.workspace)
 
 
