@@ -44,6 +44,7 @@ from loop.daemon.tamper import Fingerprint, Tampered
 from loop.data import datasets
 from loop.judge.judge import Bench, Judge
 from loop.judge.verdict import Abandon, BaselineFailed, Decided, Verdict
+from loop.measure import seal
 from loop.measure.pipeline import TRAINER, Pipeline, Run, last_line
 from loop.proposers.base import Proposal, Proposer
 from loop.proposers.registry import make_proposer
@@ -101,8 +102,12 @@ class Scheduler:
         # caller's (the live display): the workspace syncs before the backlog commits.
         self.events = EventBus([s for s in (self.workspace, events) if s is not None],
                                warn=lambda m: self.out(f"warning: {m}"))
+        # The judged code runs sealed (SealError, with the fix, when no seal is possible).
+        self.off_limits, hidden = seal.off_limits(self.paths.repo, self.dataset.data_path)
+        self.seal = seal.choose(cfg.judge_enabled and cfg.judge_sealed, hidden)
         self.pipeline = Pipeline(cfg, self.cache_root, self.dataset, self.token,
-                                 stop=self._stopping, on_line=self.events.output_line)
+                                 stop=self._stopping, on_line=self.events.output_line,
+                                 seal=self.seal)
         self.fingerprint = Fingerprint.of_protected(self.paths.repo, self.dataset)
         self._budget: awake.AwakeBudget | None = None
         self._preflight: preflight.Preflight | None = None
@@ -319,7 +324,8 @@ class Scheduler:
         log = self.paths.experiment(exp.id) / "checks.log"
         before = self.fingerprint.take()
         started = time.monotonic()
-        result = self.pipeline.checks(self.git.worktree, exp.id, log)
+        data = self.judge.scorer.trainer_env(self.cfg.ladder[0]) if self.judge.scorer else {}
+        result = self.pipeline.checks(self.git.worktree, exp.id, log, data)
         exp.spent("checks", time.monotonic() - started)
         self.fingerprint.check(before, f"the checks of {exp.id}")
         self._abandon_if_stopping("during the checks")
@@ -395,6 +401,8 @@ class Scheduler:
         contained = self.proposer.containment()  # how an agent is confined, said at start
         if contained:
             self.out(contained)
+        if self.cfg.judge_enabled:
+            self.out(self.seal.describe())
         names = sessions(self.rows)
         if names and not self._new_session:
             self.session = names[-1]
@@ -406,7 +414,7 @@ class Scheduler:
             self._append({"type": "session", "session": self.session, "timestamp": utc_now(),
                           "branch": self.git.branch, "base_commit": self.git.head(),
                           "dataset": self.dataset_id, "ladder": list(self.cfg.ladder),
-                          "proposer": self.cfg.proposer,
+                          "proposer": self.cfg.proposer, "sealed": self.seal.sealed,
                           **({"containment": contained} if contained else {})})
             self.out(f"new session {self.session} (branch {self.git.branch})")
         self.state.session = self.session
@@ -415,7 +423,8 @@ class Scheduler:
                                        lambda message: self.out(f"warning: {message}"))
         self.events.subscribers.insert(1 if self.workspace else 0, self.bookkeeping)
         self.judge = Judge(self.cfg, self.paths.repo, self.git.worktree, self.dataset,
-                           self.dataset_id, LoopBench(self))
+                           self.dataset_id, LoopBench(self), self.seal)
+        self._prove_seal()
         # The worktree is the daemon's: start every run from the branch head, except a
         # person's uncommitted backlog edits (`autogolf ideas add`), committed before proposing.
         self.bookkeeping.restore_keeping(self.bookkeeping.edits(None))
@@ -425,6 +434,19 @@ class Scheduler:
         self.session_rows = session_experiments(self.rows, self.session)
         self._next_number = int(next_id(self.rows)[1:])
         self.bookkeeping.commit()  # a person's backlog edits; rows recorded before a kill
+
+    def _prove_seal(self) -> None:
+        """The seal is proved, not assumed: a probe inside it must fail to read the
+        validation shards, to write outside its outputs and to connect out."""
+        if not self.seal.sealed:
+            return
+        prep = self.judge.scorer.prepared(self.cfg.ladder[0])
+        breaches = seal.prove(self.seal, worktree=self.git.worktree,
+                              data=[prep.data_path, prep.tokenizer_path],
+                              secrets=self.off_limits, trainer=self.git.worktree / TRAINER)
+        if breaches:
+            raise seal.SealError("the seal does not hold here: " + "; ".join(breaches)
+                                 + f"; nothing would be kept; {seal.OPT_OUT}")
 
     def _start_guards(self) -> None:
         """The --hours budget (awake time) and the pre-flight checks, from now on."""
