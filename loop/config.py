@@ -195,6 +195,12 @@ class Config:
     # Off only for fake benchmarks that write no artifact (the scheduler's own tests).
     judge_enabled: bool = True
     judge_claim_tolerance: float = 2e-4  # |printed val_bpb - judge's score of the same tokens|
+    # Issue 24 (loop/measure/seal.py): the judged code runs sealed; false is an explicit
+    # opt-out, said at start and stored on every row.
+    judge_sealed: bool = True
+    # Compute is a cap like bytes: a kept candidate's run may take at most this many times
+    # the incumbent's wall time at the same seeds (`over_budget` otherwise).
+    judge_compute_allowance: float = 1.25
     max_consecutive_failures: int = 5
     stop_file: str = ".autogolf/STOP"
     # Not in DESIGN.md's first cut; for the runner, watchdog and pre-flight (issue 6).
@@ -773,15 +779,20 @@ class _Reader:
         return kw
 
     def judge(self, top: dict) -> dict[str, Any]:
-        section = self.mapping(top.get("judge", {}), "judge", ("enabled", "claim_tolerance"))
+        section = self.mapping(top.get("judge", {}), "judge",
+                               ("enabled", "claim_tolerance", "sealed", "compute_allowance"))
         kw: dict[str, Any] = {}
-        if "enabled" in section:
-            if isinstance(section["enabled"], bool):
-                kw["judge_enabled"] = section["enabled"]
+        for key in ("enabled", "sealed"):
+            if key not in section:
+                continue
+            if isinstance(section[key], bool):
+                kw[f"judge_{key}"] = section[key]
             else:
-                self.fail("judge.enabled", f"got {section['enabled']!r}", "true | false")
+                self.fail(f"judge.{key}", f"got {section[key]!r}", "true | false")
         self.put(kw, "judge_claim_tolerance",
                  self.number(section, "claim_tolerance", where="judge", positive=True))
+        self.put(kw, "judge_compute_allowance",
+                 self.number(section, "compute_allowance", where="judge", minimum=1))
         return kw
 
     def stop(self, top: dict) -> dict[str, Any]:

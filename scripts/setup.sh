@@ -51,6 +51,18 @@ if [ "$(uname -s)" = "Linux" ] && ! ls /usr/lib/*-linux-gnu/openblas-pthread/lib
     fi
 fi
 
+# The judge runs the benchmark and the model server sealed (bubblewrap on Linux; macOS has
+# sandbox-exec): without it `autogolf run` refuses to start unless judge.sealed is false.
+if [ "$(uname -s)" = "Linux" ] && ! command -v bwrap >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+        echo "setup: installing bubblewrap (the judge's seal)"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap) >/dev/null \
+            || echo "setup: warning: could not install bubblewrap; autogolf run will refuse to start"
+    else
+        echo "setup: warning: bubblewrap not found; as root: apt-get install bubblewrap (the judge's seal)"
+    fi
+fi
+
 PY=${PYTHON_FOR_VENV:-python3}
 if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv with $($PY --version)"

@@ -305,11 +305,11 @@ def test_restore_returns_tracked_and_untracked_files_to_the_head(session: GitSes
     assert not (wt / "junk").exists() and not (wt / "stray.py").exists()
 
 
-def test_restore_keeps_ignored_caches(session: GitSession) -> None:
+def test_restore_removes_files_in_ignored_paths_too(session: GitSession) -> None:
     (session.worktree / "logs").mkdir()
-    (session.worktree / "logs" / "run.log").write_text("log\n")
+    (session.worktree / "logs" / "stash.bin").write_text("an agent's file\n")
     session.restore()
-    assert (session.worktree / "logs" / "run.log").read_text() == "log\n"
+    assert not (session.worktree / "logs").exists()
 
 
 def test_restore_to_a_sha_undoes_commits_made_by_a_proposer(session: GitSession) -> None:

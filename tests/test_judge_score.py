@@ -195,7 +195,69 @@ def test_a_model_that_looks_ahead_is_rejected_by_the_probe(smoke_run, prepared, 
     got = judge(cheat, artifact, prepared.holdout.tokens, tables, trainer_env)
     assert not got.ok
     assert got.val_bpb is None
-    assert got.reason.startswith("the model looks ahead: changing input tokens from position 1")
+    assert got.reason.startswith("the model looks ahead: changing input tokens from position ")
+
+
+# Written as an agent would, against the old probe (one 4-row batch sent first): look ahead
+# in every batch that is not shaped like it.
+PEEK_UNLESS_PROBE_SHAPED = PEEK.replace("        logits = forward(tokens).copy()\n", """\
+        logits = forward(tokens).copy()
+        if tokens.shape[0] == 4:
+            return logits
+""")
+
+# A model with a memory: it looks ahead the first time it sees a window, and answers any
+# later window with the same beginning from what it answered then, so that a probe sent in
+# the same process (same prefix, other suffix) finds the same logits.
+PEEK_WITH_MEMORY = PEEK.replace("        logits = forward(tokens).copy()\n", """\
+        logits = forward(tokens).copy()
+        cache = peeking.__dict__.setdefault("seen", [])
+        for row in range(tokens.shape[0]):
+            for seen_tokens, seen_logits in cache:
+                same = int((seen_tokens == tokens[row]).cumprod().sum())
+                if same >= 1:
+                    logits[row, :same] = seen_logits[:same]
+""").replace("        return logits\n", """\
+        for row in range(tokens.shape[0]):
+            cache.append((tokens[row].copy(), logits[row].copy()))
+        return logits
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cheat", [PEEK_UNLESS_PROBE_SHAPED, PEEK_WITH_MEMORY],
+                         ids=["unless-probe-shaped", "with-memory"])
+def test_a_model_that_looks_ahead_only_when_it_thinks_it_is_scored_is_caught(
+        cheat, smoke_run, prepared, tables, trainer_env, repo_root, tmp_path):
+    _, artifact = smoke_run
+    got = judge(edited_trainer(repo_root, tmp_path, [], cheat), artifact,
+                prepared.holdout.tokens, tables, trainer_env)
+    assert not got.ok
+    assert got.reason.startswith("the model looks ahead")
+
+
+@pytest.mark.slow
+def test_the_probes_change_from_run_to_run(prepared, tables):
+    x, y = score.windows(prepared.holdout.tokens, SEQ)
+    plans = [score.plan_rows({"holdout": (x, y)}, 1024, np.random.default_rng(seed), 16)
+             for seed in (1, 2)]
+    cuts = [sorted(p.cut for p in plan.probes) for plan in plans]
+    assert cuts[0] != cuts[1]
+    assert all(len(plan.probes) == 16 for plan in plans)
+
+
+def test_every_scored_window_is_sent_once_and_probes_only_to_the_other_process():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 1024, size=(40, 16))
+    plan = score.plan_rows({"holdout": (x, x)}, 1024, np.random.default_rng(3), 16)
+    scored = [tuple(plan.streams[s][i]) for s in (0, 1) for i, t in enumerate(plan.targets[s])
+              if t is not None]
+    assert sorted(scored) == sorted(tuple(r) for r in x)
+    for probe in plan.probes:
+        assert probe.original[0] != probe.variant[0]
+        a = plan.streams[probe.original[0]][probe.original[1]]
+        b = plan.streams[probe.variant[0]][probe.variant[1]]
+        assert (a[:probe.cut] == b[:probe.cut]).all() and a[probe.cut] != b[probe.cut]
 
 
 @pytest.mark.slow
@@ -240,7 +302,7 @@ def test_logits_of_the_wrong_shape_are_rejected(smoke_run, prepared, tables, tra
     got = judge(edited_trainer(repo_root, tmp_path, [], short), artifact,
                 prepared.holdout.tokens, tables, trainer_env)
     assert not got.ok
-    assert "expected (4, 128, vocab >= 1024)" in got.reason
+    assert "128, vocab >= 1024)" in got.reason and "have shape (" in got.reason
 
 
 # ------------------------------------------------------------------------------ any model

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from scheduler_helpers import candidates, git, rows, run_daemon, worktree
 
+from loop.daemon.tamper import Fingerprint, Tampered
 from loop.proposers import Proposal
 
 
@@ -47,3 +49,13 @@ def test_checks_that_write_the_ledger_stop_the_run(repo: Path) -> None:
 def test_an_honest_experiment_leaves_the_fingerprint_alone(repo: Path) -> None:
     assert run_daemon(repo, {"BONUS_BREADTH": 0.01}, max_experiments=1) == (
         "reached --max-experiments 1")
+
+
+def test_a_new_pth_hook_in_the_venv_is_tamper_evidence(tmp_path):
+    site_dir = tmp_path / "site-packages"
+    site_dir.mkdir()
+    fingerprint = Fingerprint([], tmp_path, [site_dir])
+    before = fingerprint.take()
+    (site_dir / "zz_faster.pth").write_text("import os\n")
+    with pytest.raises(Tampered, match="zz_faster.pth"):
+        fingerprint.check(before, "the smoke benchmark of E0002")

@@ -44,6 +44,7 @@ from loop.daemon.tamper import Fingerprint, Tampered
 from loop.data import datasets
 from loop.judge.judge import Bench, Judge
 from loop.judge.verdict import Abandon, BaselineFailed, Decided, Verdict
+from loop.measure import seal
 from loop.measure.pipeline import TRAINER, Pipeline, Run, last_line
 from loop.proposers.base import Proposal, Proposer
 from loop.proposers.registry import make_proposer
@@ -102,8 +103,12 @@ class Scheduler:
         # caller's (the live display): the workspace syncs before the backlog commits.
         self.events = EventBus([s for s in (self.workspace, events) if s is not None],
                                warn=lambda m: self.out(f"warning: {m}"))
+        # The judged code runs sealed (SealError, with the fix, when no seal is possible).
+        self.off_limits, hidden = seal.off_limits(self.paths.repo, self.dataset.data_path)
+        self.seal = seal.choose(cfg.judge_enabled and cfg.judge_sealed, hidden)
         self.pipeline = Pipeline(cfg, self.cache_root, self.dataset, self.token,
-                                 stop=self._stopping, on_line=self.events.output_line)
+                                 stop=self._stopping, on_line=self.events.output_line,
+                                 seal=self.seal)
         self.fingerprint = Fingerprint.of_protected(self.paths.repo, self.dataset)
         self._budget: awake.AwakeBudget | None = None
         self._preflight: preflight.Preflight | None = None
@@ -320,7 +325,8 @@ class Scheduler:
         log = self.paths.experiment(exp.id) / "checks.log"
         before = self.fingerprint.take()
         started = time.monotonic()
-        result = self.pipeline.checks(self.git.worktree, exp.id, log)
+        data = self.judge.scorer.trainer_env(self.cfg.ladder[0]) if self.judge.scorer else {}
+        result = self.pipeline.checks(self.git.worktree, exp.id, log, data)
         exp.spent("checks", time.monotonic() - started)
         self.fingerprint.check(before, f"the checks of {exp.id}")
         self._abandon_if_stopping("during the checks")
@@ -397,6 +403,8 @@ class Scheduler:
         contained = self.proposer.containment()  # how an agent is confined, said at start
         if contained:
             self.out(contained)
+        if self.cfg.judge_enabled:
+            self.out(self.seal.describe())
         now = self.start_facts()
         decision = continuity.decide(self.rows, now, new_session=self._new_session,
                                      resume=self._resume)
@@ -411,6 +419,7 @@ class Scheduler:
             self._append({"type": "session", "session": self.session, "timestamp": utc_now(),
                           "branch": self.git.branch, "base_commit": self.git.head(),
                           **now.header_fields(), "proposer": self.cfg.proposer,
+                          "sealed": self.seal.sealed,
                           **({"containment": contained} if contained else {})})
             self.out(f"new session {self.session} (branch {self.git.branch}): {decision.why}")
         self.state.session = self.session
@@ -419,7 +428,8 @@ class Scheduler:
                                        lambda message: self.out(f"warning: {message}"))
         self.events.subscribers.insert(1 if self.workspace else 0, self.bookkeeping)
         self.judge = Judge(self.cfg, self.paths.repo, self.git.worktree, self.dataset,
-                           self.dataset_id, LoopBench(self))
+                           self.dataset_id, LoopBench(self), self.seal)
+        self._prove_seal()
         # The worktree is the daemon's: start every run from the branch head, except a
         # person's uncommitted backlog edits (`autogolf ideas add`), committed before proposing.
         self.bookkeeping.restore_keeping(self.bookkeeping.edits(None))
@@ -462,6 +472,19 @@ class Scheduler:
         return [*(f"warning: {w}" for w in warnings if w),
                 *nightcost.night_lines(rows, self.cfg, self.cfg.ladder, self.dataset_id,
                                        session, hours or None)]
+
+    def _prove_seal(self) -> None:
+        """The seal is proved, not assumed: a probe inside it must fail to read the
+        validation shards, to write outside its outputs and to connect out."""
+        if not self.seal.sealed:
+            return
+        prep = self.judge.scorer.prepared(self.cfg.ladder[0])
+        breaches = seal.prove(self.seal, worktree=self.git.worktree,
+                              data=[prep.data_path, prep.tokenizer_path],
+                              secrets=self.off_limits, trainer=self.git.worktree / TRAINER)
+        if breaches:
+            raise seal.SealError("the seal does not hold here: " + "; ".join(breaches)
+                                 + f"; nothing would be kept; {seal.OPT_OUT}")
 
     def _start_guards(self) -> None:
         """The --hours budget (awake time) and the pre-flight checks, from now on."""

@@ -26,9 +26,10 @@ class Tampered(Exception):
 class Fingerprint:
     """sha256 of each protected file (None: absent), taken and compared on demand."""
 
-    def __init__(self, files: Iterable[Path], root: Path):
+    def __init__(self, files: Iterable[Path], root: Path, watched: Iterable[Path] = ()):
         self.files = sorted(set(Path(f) for f in files))
         self.root = root
+        self.watched = sorted(set(Path(d) for d in watched))  # folders: any new *.pth counts
 
     @classmethod
     def of_protected(cls, repo: Path, dataset: datasets.DatasetInfo) -> Fingerprint:
@@ -41,15 +42,20 @@ class Fingerprint:
         files += [repo / "autogolf.yaml", home / "ledger.jsonl", home / "state.json",
                   dataset.tokenizer_path]
         files += sorted(Path(dataset.data_path).glob("fineweb_val_*.bin"))
-        return cls(files, repo)
+        hooks, folders = python_hooks()
+        return cls(files + hooks, repo, folders)
 
     def take(self) -> dict[str, str | None]:
-        return {str(path): file_hash(path) for path in self.files}
+        found = {str(path): file_hash(path) for path in self.files}
+        for folder in self.watched:
+            found.update((str(p), file_hash(p)) for p in folder.glob("*.pth"))
+        return found
 
     def check(self, before: dict[str, str | None], during: str) -> None:
         """Raise Tampered naming every file whose content differs from `before`."""
         now = self.take()
         changed = [self._show(Path(p)) for p, digest in before.items() if now.get(p) != digest]
+        changed += [self._show(Path(p)) for p in now if p not in before]
         if changed:
             raise Tampered(f"tamper evidence: {', '.join(changed)} changed during {during}; "
                            "nothing from it is kept - check these files before running again")
@@ -61,6 +67,24 @@ class Fingerprint:
             except ValueError:
                 continue
         return str(path)
+
+
+def python_hooks() -> tuple[list[Path], list[Path]]:
+    """What Python runs at every start of this interpreter: its `.pth` files and the
+    site/user customize modules (a hook there could slow the incumbent's runs), and the
+    folders where a new `.pth` file would run. The sealed benchmark and model server cannot
+    write them; an unconfined agent or an unsealed run could, and that is caught here."""
+    import site
+
+    dirs = [Path(d) for d in site.getsitepackages()]
+    user = site.getusersitepackages()
+    dirs += [Path(user)] if isinstance(user, str) else []
+    found: list[Path] = []
+    for d in dirs:
+        if d.is_dir():
+            found += sorted(d.glob("*.pth"))
+        found += [d / "sitecustomize.py", d / "usercustomize.py"]
+    return found, [d for d in dirs if d.is_dir()]
 
 
 def _code_dirs(repo: Path) -> list[Path]:

@@ -28,6 +28,7 @@ import dataclasses
 import itertools
 import math
 import os
+import shutil
 import statistics
 import time
 from abc import ABC, abstractmethod
@@ -44,7 +45,9 @@ from loop.judge import holdout, loader, noise, protocol, score, sequential, veri
 from loop.judge.verdict import Abandon, Decided, Verdict
 from loop.measure import logparse
 from loop.measure.logparse import TrainerLog
-from loop.measure.pipeline import TRAINER, Run
+from loop.measure.pipeline import ARTIFACT_NAME, TRAINER, Run
+from loop.measure.seal import Seal, mlx_on_gpu
+from loop.store.files import file_hash
 from loop.store.rows import Experiment, incumbent_rung, incumbents
 
 # The METRIC val_bpb may be rounded by the extractor (4 decimals at worst, error <= 5e-5);
@@ -329,19 +332,23 @@ class Judge:
 
     def __init__(self, cfg: Config, repo: Path, worktree: Path,
                  dataset: datasets.DatasetInfo, dataset_id: str, bench: Bench,
-                 artifacts: Path | None = None):
+                 seal: Seal | None = None):
         self.cfg = cfg
         self.repo = repo  # logs are recorded relative to it
         self.worktree = worktree  # the candidate's code (the counted code files)
         self.dataset = dataset
         self.dataset_id = dataset_id
         self.bench = bench
-        # Where the daemon tells the trainer to write each artifact (outside the worktree).
-        self.artifacts = artifacts or repo / ".autogolf" / "experiments"
-        self.scorer = ArtifactJudge(cfg, repo, worktree, dataset) if cfg.judge_enabled \
-            else None
+        self.scorer = ArtifactJudge(cfg, repo, worktree, dataset, seal) \
+            if cfg.judge_enabled else None
         # The trainer's lines of each run, parsed once by the pipeline (by rung log path).
         self._logs: dict[str, TrainerLog] = {}
+        # Compute and artifact hash of each seeded run: (experiment, profile, incumbent?,
+        # seed) -> {"compute_s", "sha256"}, for the compute cap and the seed check.
+        self._facts: dict[tuple[str, str, bool, int], dict] = {}
+        # What a run spent: CPU seconds when MLX computes on the CPU (robust to whatever else
+        # loads the machine), wall seconds on a GPU (its work is not CPU time).
+        self.compute_key = "wall_s" if mlx_on_gpu() else "cpu_s"
 
     # ---- one run
 
@@ -357,33 +364,35 @@ class Judge:
         env_extra = dict(env_extra or {})
         if self.cfg.verify_enabled:
             env_extra["KEEP_MODEL"] = "1"  # the artifact outlives the script, for verify.py
-        artifact = None
         if self.scorer is not None:
-            artifact = self.artifacts / exp.id / f"model-{profile}{tag}.ptz"
-            env_extra.update(self.scorer.trainer_env(profile, artifact))
+            env_extra.update(self.scorer.trainer_env(profile))
             # Unsealed, upstream's export lands in the worktree's logs/: never a stale one.
             artifacts.upstream_path(self.worktree / "logs", run_name(exp, profile, tag)).unlink(
                 missing_ok=True)
         if not incumbent:
-            return self._record(exp, profile, tag, self.bench.run(exp, profile, tag, env_extra),
-                                artifact)
+            return self._record(exp, profile, tag, self.bench.run(exp, profile, tag, env_extra))
         self.bench.set_aside(exp)
         try:  # judged while the incumbent's code is in the worktree
-            run = self.bench.run(exp, profile, tag, env_extra)
-            return self._record(exp, profile, tag, run, artifact)
+            return self._record(exp, profile, tag, self.bench.run(exp, profile, tag, env_extra))
         finally:
             self.bench.put_back(exp)
 
-    def _record(self, exp: Experiment, profile: str, tag: str, run: Run,
-                artifact: Path | None = None) -> Measurement:
+    def _record(self, exp: Experiment, profile: str, tag: str, run: Run) -> Measurement:
         measured = assess(run, self.cfg.artifact_cap_bytes)
         exp.spent("screen" if not tag else "incumbent" if tag.startswith("-incumbent")
                   else "repeats", run.wall_s)
-        if self.scorer is not None:
-            started = time.monotonic()
-            measured = self.scorer.judge(measured, run, profile, artifact,
-                                         run_name(exp, profile, tag))
-            exp.spent("judge", time.monotonic() - started)
+        try:
+            if self.scorer is not None:
+                started = time.monotonic()
+                measured = self.scorer.judge(measured, run, profile, run_name(exp, profile, tag))
+                exp.spent("judge", time.monotonic() - started)
+        finally:
+            keep = self.cfg.verify_enabled or os.environ.get("KEEP_MODEL") == "1"
+            if run.outputs is not None and not keep:
+                shutil.rmtree(run.outputs, ignore_errors=True)  # nothing outlives the run
+        measured.rung["sealed"] = run.sealed
+        if run.cpu_s is not None:
+            measured.rung["cpu_s"] = round(run.cpu_s, 3)
         measured.rung["log"] = self._rel(run.log_path)
         self._logs[measured.rung["log"]] = run.log
         if tag:
@@ -549,7 +558,70 @@ class Judge:
         rung["sequential"]["status"] = status
         verdict = Verdict(status, f"sequential ({n} paired runs): {outcome.reason}", None,
                           rung["val_bpb"])
+        walls = self._paired_walls(rows, exp, profile, seeds[:n], inc_rung)
+        rung["sequential"]["walls"] = walls
+        if status in ("keep", "inconclusive"):  # a (leaning) win: honest seed and compute?
+            verdict = self._seed_verdict(exp, profile, seeds[:n], outcome.pairs) or (
+                self._budget_verdict(profile, walls)) or verdict
         return Judgement(verdict, [c for c, _ in outcome.pairs], 0.0)
+
+    def _paired_walls(self, rows: list[dict], exp: Experiment, profile: str,
+                      seeds: list[int], inc_rung: dict) -> dict[str, Any]:
+        """What the candidate's and the incumbent's run at each seed spent (compute_key)."""
+        key = self.compute_key
+        known: dict[int, float] = {}
+        if isinstance(inc_rung.get(key), (int, float)) and "sequential" not in inc_rung:
+            known[BASE_SEED] = inc_rung[key]  # a baseline's own run at the protocol seed
+        for row in rows:
+            seq = ((row.get("rungs") or {}).get(profile) or {}).get("sequential")
+            walls = (seq or {}).get("walls") if isinstance(seq, dict) else None
+            if isinstance(walls, dict) and row.get("base_code") == exp.base_code and (
+                    walls.get("measure") == key):
+                known.update({s: w for s, w in zip(seq.get("seeds") or [],
+                                                   walls.get("incumbent") or [], strict=False)
+                              if isinstance(w, (int, float))})
+        cand = [exp.rungs[profile].get(key)]
+        cand += [self._facts.get((exp.id, profile, False, s), {}).get("compute_s")
+                 for s in seeds[1:]]
+        inc = [self._facts.get((exp.id, profile, True, s), {}).get("compute_s", known.get(s))
+               for s in seeds]
+        return {"measure": key, "candidate": cand, "incumbent": inc}
+
+    def _budget_verdict(self, profile: str, walls: dict) -> Verdict | None:
+        """over_budget when the candidate's runs spent, by their median, more than the
+        allowance times the incumbent's median at the same seeds."""
+        cand = [w for w in walls["candidate"] if isinstance(w, (int, float))]
+        inc = [w for w in walls["incumbent"] if isinstance(w, (int, float))]
+        what = {"cpu_s": "CPU time", "wall_s": "wall time"}[walls["measure"]]
+        if not cand or not inc:
+            return Verdict("over_budget", f"the {what} of the runs is unknown, so the compute "
+                           "cap cannot be checked (fail closed)")
+        mine, theirs = statistics.median(cand), statistics.median(inc)
+        ratio, allowed = mine / max(theirs, 1e-9), self.cfg.judge_compute_allowance
+        if ratio <= allowed:
+            return None
+        return Verdict("over_budget", f"won, but its runs spent {mine:.1f} s of {what} against "
+                       f"the incumbent's {theirs:.1f} s at the same seeds (median; {ratio:.2f}x"
+                       f" > judge.compute_allowance {allowed:g}x): compute is capped like bytes "
+                       "(the challenge caps training time); make the change cheaper, or raise "
+                       "the allowance in autogolf.yaml if the extra compute is intended")
+
+    def _seed_verdict(self, exp: Experiment, profile: str, seeds: list[int],
+                      pairs: list[tuple[float, float]]) -> Verdict | None:
+        """seed_ignored when the candidate's runs at different seeds gave the very same
+        artifact or the very same score while the incumbent's did not."""
+        hashes = [self._facts.get((exp.id, profile, False, s), {}).get("sha256") for s in seeds]
+        hashes[0] = (exp.rungs[profile].get("judge") or {}).get("artifact_sha256")
+        cand, inc = [c for c, _ in pairs], [i for _, i in pairs]
+        same_file = len(hashes) > 1 and None not in hashes and len(set(hashes)) == 1
+        same_score = (len(cand) > 1 and max(cand) - min(cand) < 1e-12
+                      and max(inc) - min(inc) >= 1e-12)
+        if not (same_file or same_score):
+            return None
+        what = "the same artifact, byte for byte" if same_file else f"the same score {cand[0]:.8f}"
+        return Verdict("seed_ignored", f"the trainer gave {what} at the judge's "
+                       f"seeds {', '.join(map(str, seeds))}: it ignores the seed it is given "
+                       "(SEED); a result of one frozen seed is luck, not an improvement")
 
     def _epoch(self, rows: list[dict], exp: Experiment) -> int:
         """The keeps of this session so far: each moves the seeds to a fresh block."""
@@ -565,6 +637,9 @@ class Judge:
         tag = f"-{'incumbent-' if incumbent else ''}seed{seed}"
         run = self.measure(exp, profile, tag, {"AUTOGOLF_JUDGE_SEED": str(seed)},
                            incumbent=incumbent)
+        self._facts[(exp.id, profile, incumbent, seed)] = {
+            "compute_s": run.rung.get(self.compute_key),
+            "sha256": (run.rung.get("judge") or {}).get("artifact_sha256")}
         self._abandon_if_stopping(f"during {who}'s run at seed {seed} ({profile})")
         if run.verdict is not None:
             status = "inconclusive" if incumbent else run.verdict.status
@@ -786,11 +861,13 @@ class ArtifactJudge:
     that disagrees is `metric_mismatch`; an artifact that cannot be scored is `unjudged`.
     """
 
-    def __init__(self, cfg: Config, repo: Path, worktree: Path, dataset: datasets.DatasetInfo):
+    def __init__(self, cfg: Config, repo: Path, worktree: Path, dataset: datasets.DatasetInfo,
+                 seal: Seal | None = None):
         self.cfg = cfg
         self.repo = repo
         self.worktree = worktree
         self.dataset = dataset
+        self.seal = seal or Seal(None)
         self._prepared: dict[str, holdout.Prepared] = {}
         self._tables: tokenbytes.ByteTables | None = None
 
@@ -802,29 +879,28 @@ class ArtifactJudge:
                 raise UserError(f"judge: {exc}") from None
         return self._prepared[profile]
 
-    def trainer_env(self, profile: str, artifact: Path) -> dict[str, str]:
-        """The data folder (no holdout) and the artifact path the trainer is given."""
+    def trainer_env(self, profile: str) -> dict[str, str]:
+        """The data folder (no holdout) the trainer is given (the pipeline names the
+        artifact path: the run's own output folder)."""
         prep = self.prepared(profile)
-        artifact.parent.mkdir(parents=True, exist_ok=True)
-        artifact.unlink(missing_ok=True)  # a stale file must never be scored for this run
-        return {"DATA_PATH": str(prep.data_path), "TOKENIZER_PATH": str(prep.tokenizer_path),
-                "AUTOGOLF_ARTIFACT_PATH": str(artifact)}
+        return {"DATA_PATH": str(prep.data_path), "TOKENIZER_PATH": str(prep.tokenizer_path)}
 
     def judge(self, measured: Measurement, run: Run, profile: str,
-              artifact: Path | None, run_id: str | None = None) -> Measurement:
+              run_id: str = "") -> Measurement:
         """The judge's figures for a run whose printed lines were consistent.
 
-        `artifact` is the path the trainer was asked to write (AUTOGOLF_ARTIFACT_PATH);
-        with `run_id`, upstream's export under the run's outputs is found too
-        (loop.judge.artifact). Either file is deleted afterwards unless KEEP_MODEL=1.
+        The artifact is the one the trainer was asked to write (AUTOGOLF_ARTIFACT_PATH, in
+        the run's output folder) or, with `run_id`, upstream's export where the run's `logs/`
+        went (loop.judge.artifact). An unsealed upstream export is deleted afterwards unless
+        KEEP_MODEL=1 (the output folder itself is the loop's to delete).
         """
         prep = self.prepared(profile)
         rung = measured.rung
         rung["judge"] = {"holdout": prep.holdout.identity()}
-        found, where = None, "no artifact path was set for this run"
-        if artifact is not None:
-            outputs = Path(getattr(run, "outputs", self.worktree / "logs"))
-            found, where = artifacts.find_artifact(artifact, outputs, run_id or "")
+        found, where = None, "no output folder was set for this run"
+        if run.outputs is not None:
+            found, where = artifacts.find_artifact(run.outputs / ARTIFACT_NAME,
+                                                   run.logs_dir or run.outputs, run_id)
         try:
             if measured.verdict is not None and measured.verdict.status != "over_cap":
                 return measured  # a crash, a timeout, no score printed: nothing to judge
@@ -834,9 +910,8 @@ class ArtifactJudge:
             rung["judge"]["artifact"] = where
             return self._judge(measured, run, prep, found)
         finally:
-            if os.environ.get("KEEP_MODEL") != "1":
-                for path in {p for p in (artifact, found) if p is not None}:
-                    path.unlink(missing_ok=True)
+            if found is not None and os.environ.get("KEEP_MODEL") != "1":
+                found.unlink(missing_ok=True)
 
     def _judge(self, measured: Measurement, run: Run, prep: holdout.Prepared,
                artifact: Path) -> Measurement:
@@ -849,6 +924,7 @@ class ArtifactJudge:
             return self._fail(measured, "unjudged", f"judge: {exc}")
         rung["judge"]["total_bytes"] = {"artifact": size.artifact_bytes,
                                         "code": size.code_files, "total": size.total}
+        rung["judge"]["artifact_sha256"] = file_hash(artifact)
         printed = run.metrics.get("total_bytes")
         if printed is not None and abs(printed - size.total) >= 0.5:
             return self._fail(measured, "metric_mismatch", f"METRIC total_bytes={printed:.0f} "
@@ -865,7 +941,7 @@ class ArtifactJudge:
             self.worktree / TRAINER, artifact,
             {"holdout": prep.holdout.tokens, "claim": prep.trainer_slice()},
             prep.holdout.seq_len, self.tables(), cwd=self.worktree,
-            env=score.server_env() | settings)
+            env=score.server_env() | settings, seal=self.seal)
         rung["judge"]["scores"] = {name: s.record() for name, s in scores.items()}
         held, claim = scores["holdout"], scores["claim"]
         if not held.ok:

@@ -26,9 +26,12 @@ message is a frame
   order, or {"ok": false, "error": "..."};
 - judge -> server: {"op": "close"}: the server exits 0.
 
-Run it as `python -I -c "<put the daemon on sys.path>; from loop.judge.model_server import main;
-main()" --trainer T --artifact A` (what `command()` builds): `-I` keeps the worktree, and a
-`loop/` package in it, off sys.path; only the daemon's own code is imported by name.
+Run it as `python -I -S -c "<the daemon and the venv's packages on sys.path>; from
+loop.judge.model_server import main; main()" --trainer T --artifact A` (what `command()`
+builds): `-I` keeps the worktree, and a `loop/` package in it, off sys.path; `-S` skips site
+processing, so no `.pth` hook in the venv runs; only the daemon's own code is imported by
+name. The judge starts it inside the seal (loop.measure.seal.Seal.server): it sees the trainer
+file and the artifact, read-only, and nothing else.
 """
 
 from __future__ import annotations
@@ -46,10 +49,11 @@ from typing import BinaryIO
 
 import numpy as np
 
+from loop.measure.seal import server_boot
+
 MAGIC = b"AGMS"
 CONTRACT = "load_for_eval"
 MAX_HEADER = 1 << 16
-DAEMON_ROOT = Path(__file__).resolve().parents[2]
 
 
 class ProtocolError(Exception):
@@ -104,11 +108,12 @@ def array_of(header: dict, payload: bytes | bytearray) -> np.ndarray:
 
 def command(python: str, trainer: Path, artifact: Path, logit_softcap: float = 30.0,
             rope_base: float = 10000.0) -> list[str]:
-    """The argv that starts a server (see the module docstring for why -I -c)."""
-    boot = (f"import sys; sys.path.insert(0, {str(DAEMON_ROOT)!r}); "
-            "from loop.judge.model_server import main; sys.exit(main())")
-    return [python, "-I", "-c", boot, "--trainer", str(trainer), "--artifact", str(artifact),
-            "--logit-softcap", repr(logit_softcap), "--rope-base", repr(rope_base)]
+    """The argv that starts a server: `python -I -S` with the daemon's code and the venv's
+    packages put on sys.path by hand (loop.measure.seal.server_boot), so neither the
+    worktree (a `loop/` there) nor a `.pth` hook in the venv can run first."""
+    return [python, *server_boot("loop.judge.model_server"), "--trainer", str(trainer),
+            "--artifact", str(artifact), "--logit-softcap", repr(logit_softcap),
+            "--rope-base", repr(rope_base)]
 
 
 # ------------------------------------------------------------------------------ server side

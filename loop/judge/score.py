@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 import select
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ import numpy as np
 
 from loop.data import tokenbytes
 from loop.judge import model_server as ms
+from loop.measure.seal import Seal
 
 DEFAULT_CODE_FILES = (Path("benchmark/train_gpt_mlx.py"),)
 EVAL_TOKENS_PER_BATCH = 8192  # float64 log-softmax of a batch: tokens x vocab x 8 bytes
@@ -39,6 +42,9 @@ FORWARD_TIMEOUT_S = 300.0
 # Earlier logits may move by float rounding when later inputs change (batched kernels);
 # a model that reads ahead moves them by far more. Enough for float32 and bf16 activations.
 PROBE_TOLERANCE = 5e-3
+# Hidden probe rows per artifact: a model that looks ahead on a fraction f of the rows it is
+# sent, not knowing which are probes, escapes all of them with probability (1 - f) ** PROBES.
+PROBES = 16
 STDERR_TAIL = 1500
 # What the model server inherits from the daemon's environment: enough to run numpy and MLX
 # with the fast BLAS, not the daemon's settings or an agent proposer's API keys.
@@ -98,14 +104,15 @@ class ModelServer:
     def __init__(self, trainer: Path, artifact: Path, cwd: Path, *, python: str | None = None,
                  env: dict[str, str] | None = None, load_timeout: float = LOAD_TIMEOUT_S,
                  forward_timeout: float = FORWARD_TIMEOUT_S, logit_softcap: float = 30.0,
-                 rope_base: float = 10000.0) -> None:
+                 rope_base: float = 10000.0, seal: Seal | None = None) -> None:
         self.forward_timeout = forward_timeout
         self.stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            ms.command(python or sys.executable, Path(trainer).resolve(),
-                       Path(artifact).resolve(), logit_softcap, rope_base),
-            cwd=cwd, env=server_env() if env is None else env, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=self.stderr)
+        trainer, artifact = Path(trainer).resolve(), Path(artifact).resolve()
+        argv, env = (seal or Seal(None)).server(
+            ms.command(python or sys.executable, trainer, artifact, logit_softcap, rope_base),
+            readable=[trainer, artifact], env=server_env() if env is None else env)
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.stderr)
         os.set_blocking(self.proc.stdout.fileno(), False)
         _widen_pipe(self.proc.stdout.fileno())
         self.loader = None
@@ -232,52 +239,123 @@ def nats_of(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return lse - target.astype(np.float64)
 
 
-def probe_causality(server: ModelServer, x: np.ndarray, vocab: int,
-                    tolerance: float = PROBE_TOLERANCE) -> None:
-    """Change the inputs from a cut point on; the logits before it must not move.
+# --------------------------------------------------------------------------- the plan
 
-    The later tokens come from another window (real text, so a model cannot tell a probe by
-    odd inputs); cut points 1, seq/2 and seq-1 catch a model that reads any token ahead.
-    The original window rides in the same batch, so both see the same kernels.
+
+@dataclass(frozen=True)
+class Probe:
+    """A hidden causality check: row `variant` of one server equals row `original` of the
+    other server before `cut` and differs from `cut` on (real text from another window)."""
+
+    original: tuple[int, int]  # (server, row in its stream)
+    variant: tuple[int, int]
+    cut: int
+
+
+@dataclass
+class Plan:
+    """What each of the two servers is sent, row by row, and what each row is for."""
+
+    streams: list[np.ndarray]  # per server: (rows, seq) input tokens, in sending order
+    targets: list[list[tuple[str, np.ndarray] | None]]  # per row: (set, targets); None: probe
+    probes: list[Probe]
+
+
+def plan_rows(sets: dict[str, tuple[np.ndarray, np.ndarray]], vocab: int,
+              rng: np.random.Generator, probes: int) -> Plan:
+    """Split every scored window at random between two servers, and hide `probes` variants
+    of one server's windows among the other server's rows, at random places.
+
+    A server cannot tell a probe row from a scored one (both are real text; which is which
+    changes every run), and it cannot compare notes with the other server (two sealed
+    processes, so a model that remembers what it was sent gains nothing): a model that
+    looks ahead on a row is caught whenever that row, or its twin, is probed.
     """
+    rows: list[list[list]] = [[], []]  # per server: [tokens, (set, targets) | None]
+    for name, (x, y) in sets.items():
+        side = rng.integers(0, 2, size=len(x))
+        for i in range(len(x)):
+            rows[side[i]].append([x[i], (name, y[i])])
+    for r in rows:
+        rng.shuffle(r)
+    donor = sets[next(iter(sets))][0]  # the holdout lends the text after each cut
+    seq = donor.shape[1]
+    made = []
+    for _ in range(probes if seq > 1 else 0):
+        server = int(rng.integers(0, 2))
+        scored = [r for r in rows[server] if r[1] is not None]
+        if not scored:
+            continue
+        original = scored[int(rng.integers(0, len(scored)))]
+        cut = int(rng.integers(1, seq))
+        variant = original[0].copy()
+        variant[cut:] = donor[int(rng.integers(0, len(donor)))][cut:]
+        if variant[cut] == original[0][cut]:  # something from the cut on must change
+            variant[cut] = (int(variant[cut]) + 1 + int(rng.integers(0, vocab - 1))) % vocab
+        entry = [variant, None]
+        other = rows[1 - server]
+        other.insert(int(rng.integers(0, len(other) + 1)), entry)
+        made.append((original, entry, cut))
+    where = {id(r): (s, i) for s in (0, 1) for i, r in enumerate(rows[s])}
+    return Plan([np.stack([r[0] for r in rs]) if rs else np.zeros((0, seq), np.int64)
+                 for rs in rows],
+                [[r[1] for r in rs] for rs in rows],
+                [Probe(where[id(o)], where[id(v)], cut) for o, v, cut in made])
+
+
+# --------------------------------------------------------------------------- one server's part
+
+
+@dataclass
+class Part:
+    """What one server's stream gave: per set (nats, targets), probe logits, timings."""
+
+    nats: dict[str, float] = field(default_factory=dict)
+    count: dict[str, int] = field(default_factory=dict)
+    prefixes: dict[int, np.ndarray] = field(default_factory=dict)  # row -> logits[:cut]
+    forward_s: float = 0.0
+    loss_s: float = 0.0
+
+
+def run_stream(server: ModelServer, x: np.ndarray,
+               targets: list[tuple[str, np.ndarray] | None], keep: dict[int, int],
+               vocab: int, per_batch: int) -> Part:
+    """Send the rows in batches; sum the cross entropy of the scored rows; keep the first
+    `keep[row]` positions' logits of the rows a probe compares."""
+    part = Part()
     seq = x.shape[1]
-    base, other = x[0], x[len(x) // 2] if len(x) > 1 else np.roll(x[0], seq // 3)
-    cuts = sorted({c for c in (1, seq // 2, seq - 1) if 0 < c < seq})
-    batch = [base]
-    for c in cuts:
-        v = base.copy()
-        v[c:] = other[c:]
-        v[c] = (base[c] + 1) % vocab if v[c] == base[c] else v[c]
-        batch.append(v)
-    logits = check_logits(server.forward(np.stack(batch)), len(batch), seq, vocab)
-    for i, c in enumerate(cuts, start=1):
-        moved = float(np.abs(logits[i, :c] - logits[0, :c]).max())
-        if moved > tolerance:
-            raise Unscorable(f"the model looks ahead: changing input tokens from position {c} "
-                             f"on changed the logits at earlier positions by up to "
-                             f"{moved:.3g} (tolerance {tolerance:g})")
-
-
-def _score(server: ModelServer, tokens: np.ndarray, seq_len: int,
-           tables: tokenbytes.ByteTables, batch_tokens: int, probe: bool,
-           probe_tolerance: float, timings: dict[str, float]) -> tuple[float, int, int]:
-    x, y = windows(tokens, seq_len)
-    vocab = len(tables.base_bytes)
-    if probe:
-        t0 = time.perf_counter()
-        probe_causality(server, x, vocab, probe_tolerance)
-        timings["probe_s"] = time.perf_counter() - t0
-    per_batch = max(1, batch_tokens // seq_len)
-    nats, forward_s, loss_s = 0.0, 0.0, 0.0
     for first in range(0, len(x), per_batch):
-        xb, yb = x[first:first + per_batch], y[first:first + per_batch]
+        xb = x[first:first + per_batch]
         t0 = time.perf_counter()
-        logits = server.forward(xb)
+        logits = check_logits(server.forward(xb), len(xb), seq, vocab)
         t1 = time.perf_counter()
-        nats += float(nats_of(check_logits(logits, len(xb), seq_len, vocab), yb).sum())
-        forward_s, loss_s = forward_s + t1 - t0, loss_s + time.perf_counter() - t1
-    timings.update(forward_s=forward_s, loss_s=loss_s)
-    return nats, int(y.size), tokenbytes.count_target_bytes(x, y, tables)
+        scored = [i for i in range(len(xb)) if targets[first + i] is not None]
+        if scored:
+            yb = np.stack([targets[first + i][1] for i in scored])
+            per_row = nats_of(logits[scored], yb).sum(axis=1)
+            for i, value in zip(scored, per_row, strict=True):
+                name = targets[first + i][0]
+                part.nats[name] = part.nats.get(name, 0.0) + float(value)
+                part.count[name] = part.count.get(name, 0) + seq
+        for i in range(len(xb)):
+            if first + i in keep:
+                part.prefixes[first + i] = np.array(logits[i, :keep[first + i]])
+        part.forward_s += t1 - t0
+        part.loss_s += time.perf_counter() - t1
+    return part
+
+
+def check_probes(plan: Plan, parts: list[Part], tolerance: float) -> None:
+    """Every probe's variant must have left the logits before its cut unchanged."""
+    for probe in plan.probes:
+        a = parts[probe.original[0]].prefixes[probe.original[1]][:probe.cut]
+        b = parts[probe.variant[0]].prefixes[probe.variant[1]][:probe.cut]
+        moved = float(np.abs(a - b).max())
+        if moved > tolerance:
+            raise Unscorable(f"the model looks ahead: changing input tokens from position "
+                             f"{probe.cut} on changed the logits at earlier positions by up "
+                             f"to {moved:.3g} (tolerance {tolerance:g}; a probe hidden among "
+                             "the scored windows, in the other model process)")
 
 
 def score_artifact(trainer: Path, artifact: Path, tokens: np.ndarray, seq_len: int,
@@ -294,21 +372,24 @@ def score_sets(trainer: Path, artifact: Path, token_sets: dict[str, np.ndarray],
                tables: tokenbytes.ByteTables, *, cwd: Path | None = None,
                python: str | None = None, env: dict[str, str] | None = None,
                batch_tokens: int = EVAL_TOKENS_PER_BATCH, probe: bool = True,
-               probe_tolerance: float = PROBE_TOLERANCE, load_timeout: float = LOAD_TIMEOUT_S,
-               forward_timeout: float = FORWARD_TIMEOUT_S, logit_softcap: float = 30.0,
-               rope_base: float = 10000.0) -> dict[str, Score]:
-    """A Score per named token set, all from one model server (one load, one probe).
+               probe_tolerance: float = PROBE_TOLERANCE, probes: int = PROBES,
+               load_timeout: float = LOAD_TIMEOUT_S, forward_timeout: float = FORWARD_TIMEOUT_S,
+               logit_softcap: float = 30.0, rope_base: float = 10000.0,
+               seal: Seal | None = None, rng: np.random.Generator | None = None
+               ) -> dict[str, Score]:
+    """A Score per named token set (the first decides: the holdout), from two model servers.
 
-    E.g. {"holdout": ..., "claim": the trainer's slice}: the holdout decides, the slice is
-    what the trainer's printed val_bpb is compared with. Once one set is unscorable every
-    later one is too, with the same reason (fail closed: a model that failed the probe or
-    sent nan logits is not scored on anything).
+    E.g. {"holdout": ..., "claim": the trainer's slice}: the slice is what the trainer's
+    printed val_bpb is compared with. The windows of every set are split at random between
+    two servers started together, and each gets hidden causality probes of the other's
+    windows (plan_rows). Fail closed: once anything is unscorable (a failed probe, nan
+    logits, a dead server), every set is, with that reason.
 
     trainer is the candidate's trainer file (its `load_for_eval` contract, else the built-in
-    loader); cwd is the worktree (default: the trainer's folder's parent); env is the
-    server's whole environment (default: server_env(), a filtered copy of the daemon's).
-    logit_softcap and rope_base matter only to the built-in loader of an artifact that does
-    not record them.
+    loader); env is the servers' whole environment (default: server_env()); seal confines
+    them (default: none). rng decides the split and the probes (default: fresh randomness,
+    so a model cannot learn them). logit_softcap and rope_base matter only to the built-in
+    loader of an artifact that does not record them.
     """
     t_start = time.perf_counter()
     names = list(token_sets)
@@ -316,36 +397,53 @@ def score_sets(trainer: Path, artifact: Path, token_sets: dict[str, np.ndarray],
         return dict.fromkeys(names, Score(
             "unscorable", f"no artifact at {artifact} (the trainer did not write it where "
             "the daemon asked)"))
+    vocab = len(tables.base_bytes)
     try:
-        server = ModelServer(Path(trainer), Path(artifact),
-                             Path(cwd) if cwd else Path(trainer).resolve().parent.parent,
-                             python=python, env=env, load_timeout=load_timeout,
-                             forward_timeout=forward_timeout, logit_softcap=logit_softcap,
-                             rope_base=rope_base)
-    except OSError as exc:  # the server could not even start
+        sets = {name: windows(tokens, seq_len) for name, tokens in token_sets.items()}
+    except Unscorable as exc:
+        return dict.fromkeys(names, Score("unscorable", str(exc)))
+    rng = rng if rng is not None else np.random.default_rng(secrets.randbits(64))
+    plan = plan_rows(sets, vocab, rng, probes if probe else 0)
+    keep: list[dict[int, int]] = [{}, {}]
+    for p in plan.probes:  # a row may be probed at several cuts: keep the longest prefix
+        for server, row in (p.original, p.variant):
+            keep[server][row] = max(keep[server].get(row, 0), p.cut)
+    per_batch = max(1, batch_tokens // seq_len)
+
+    def serve(i: int) -> tuple[Part, str | None, float]:
+        t0 = time.perf_counter()
+        with ModelServer(Path(trainer), Path(artifact),
+                         Path(cwd) if cwd else Path(trainer).resolve().parent.parent,
+                         python=python, env=env, load_timeout=load_timeout,
+                         forward_timeout=forward_timeout, logit_softcap=logit_softcap,
+                         rope_base=rope_base, seal=seal) as server:
+            load_s = time.perf_counter() - t0
+            part = run_stream(server, plan.streams[i], plan.targets[i], keep[i], vocab,
+                              per_batch)
+            return part, server.loader, load_s
+
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            done = [f.result() for f in [pool.submit(serve, 0), pool.submit(serve, 1)]]
+        t0 = time.perf_counter()
+        check_probes(plan, [d[0] for d in done], probe_tolerance)
+        probe_s = time.perf_counter() - t0
+    except OSError as exc:  # a server could not even start
         return dict.fromkeys(names, Score("unscorable", f"cannot start the model server: {exc}"))
     except Unscorable as exc:
         return dict.fromkeys(names, Score("unscorable", str(exc), timings={
             "total_s": time.perf_counter() - t_start}))
-    results: dict[str, Score] = {}
-    try:
-        load_s = time.perf_counter() - t_start
-        for i, name in enumerate(names):
-            t0 = time.perf_counter()
-            timings = {"load_s": load_s} if i == 0 else {}
-            try:
-                nats, count, nbytes = _score(server, token_sets[name], seq_len, tables,
-                                             batch_tokens, probe and i == 0, probe_tolerance,
-                                             timings)
-            except Unscorable as exc:
-                timings["total_s"] = time.perf_counter() - t0 + timings.get("load_s", 0.0)
-                failed = Score("unscorable", str(exc), loader=server.loader, timings=timings)
-                results.update(dict.fromkeys(names[i:], failed))
-                break
-            timings["total_s"] = time.perf_counter() - t0 + timings.get("load_s", 0.0)
-            results[name] = _scored(nats, count, nbytes, server.loader, timings)
-    finally:
-        server.close()
+    parts, loader = [d[0] for d in done], done[0][1]
+    timings = {"load_s": max(d[2] for d in done),
+               "forward_s": sum(p.forward_s for p in parts),
+               "loss_s": sum(p.loss_s for p in parts), "probe_s": probe_s,
+               "probes": float(len(plan.probes)), "total_s": time.perf_counter() - t_start}
+    results = {}
+    for name, (x, y) in sets.items():
+        nats = sum(p.nats.get(name, 0.0) for p in parts)
+        count = sum(p.count.get(name, 0) for p in parts)
+        results[name] = _scored(nats, count, tokenbytes.count_target_bytes(x, y, tables),
+                                loader, timings if name == names[0] else {})
     return results
 
 

@@ -9,11 +9,16 @@ loop.measure.watchdog), and parses the captured output once: the METRIC lines
 the score is, is the judge's business (loop.judge.judge), never this module's.
 
 `autogolf run` (through the loop) and `autogolf bench` (loop.ui.bench) both measure here.
+
+Sealed (loop.measure.seal, issue 24): the command runs inside the seal with a minimal
+environment; every run gets a fresh output folder (`<log>.out/`, outside the worktree) that is
+its `logs/` and the only place it can write; the daemon's artifact path points into it.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,9 +28,11 @@ from loop.config import Config
 from loop.data import datasets
 from loop.measure import logparse, runner, watchdog
 from loop.measure import metrics as metriclines
+from loop.measure.seal import Seal, minimal_env
 from loop.platform import blas_env
 
 TRAINER = "benchmark/train_gpt_mlx.py"
+ARTIFACT_NAME = "model.ptz"  # in the run's output folder: AUTOGOLF_ARTIFACT_PATH
 
 
 @dataclass
@@ -41,6 +48,10 @@ class Run:
     trainer_bytes: int | None  # size of the trainer file, for logs without a size total
     trainer_missing: bool
     early_abort: tuple[str, str] | None = None  # (status, reason) of the watchdog/early abort
+    outputs: Path | None = None  # the run's own output folder (AUTOGOLF_ARTIFACT_PATH is in it)
+    logs_dir: Path | None = None  # where the run's `logs/` writes went (outputs when sealed)
+    sealed: bool = False
+    cpu_s: float | None = None  # CPU seconds of the whole run (loop.measure.runner)
 
     def last_line(self) -> str:
         return last_line(self.log_path)
@@ -51,8 +62,9 @@ class Pipeline:
 
     def __init__(self, cfg: Config, cache_root: Path, dataset: datasets.DatasetInfo,
                  token: str, stop: Callable[[], bool] | None = None,
-                 on_line: Callable[[str], None] | None = None):
+                 on_line: Callable[[str], None] | None = None, seal: Seal | None = None):
         self.cfg = cfg
+        self.seal = seal or Seal(None)
         self.cache_root = cache_root
         self.dataset = dataset
         self.token = token  # in every child's environment: a resumed daemon finds orphans
@@ -68,13 +80,15 @@ class Pipeline:
         trainer = worktree / TRAINER
         # Completes the artifact size when the log has no size total (upstream's trainer).
         trainer_bytes = trainer.stat().st_size if trainer.is_file() else None
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        outputs = fresh_outputs(log_path)
+        env = self.env(run_id, profile) | {"AUTOGOLF_ARTIFACT_PATH": str(outputs / ARTIFACT_NAME)}
+        argv, env = self._command(self.cfg.benchmark_command, worktree, outputs,
+                                  env | (env_extra or {}))
         guard = bench_guard(self.cfg, profile)
         guard.forward = self.on_line
         stop = self.stop
         result = runner.run_command(
-            self.cfg.benchmark_command, cwd=worktree,
-            env=self.env(run_id, profile) | (env_extra or {}),
+            argv, cwd=worktree, env=env,
             timeout_s=self.cfg.profiles[profile].timeout_s, log_path=log_path,
             on_line=guard.on_line, stop=lambda: bool(stop is not None and stop()) or guard.stop(),
             grace_s=self.cfg.kill_grace_s, on_start=guard.on_start)
@@ -82,14 +96,50 @@ class Pipeline:
         early = (guard.verdict.status, guard.verdict.reason) if guard.verdict else None
         return Run(result.exit_code, result.timed_out, result.wall_s, log_path,
                    metriclines.parse_metric_lines(text), logparse.parse_trainer_log(text),
-                   trainer_bytes, not trainer.is_file(), early)
+                   trainer_bytes, not trainer.is_file(), early, outputs,
+                   outputs if self.seal.sealed else worktree / "logs", self.seal.sealed,
+                   result.cpu_s)
 
-    def checks(self, worktree: Path, run_id: str, log_path: Path) -> runner.RunResult:
-        """The checks command (autoresearch.checks.sh) in `worktree`."""
-        return runner.run_command(self.cfg.checks_command, cwd=worktree,
-                                  env=self.env(run_id, None),
-                                  timeout_s=self.cfg.checks_timeout_s, log_path=log_path,
-                                  stop=self.stop, grace_s=self.cfg.kill_grace_s)
+    def checks(self, worktree: Path, run_id: str, log_path: Path,
+               env_extra: dict[str, str] | None = None) -> runner.RunResult:
+        """The checks command (autoresearch.checks.sh) in `worktree`, sealed like a
+        benchmark; `env_extra` names the data folder it may read."""
+        outputs = fresh_outputs(log_path)
+        argv, env = self._command(self.cfg.checks_command, worktree, outputs,
+                                  self.env(run_id, None) | (env_extra or {}))
+        try:
+            return runner.run_command(argv, cwd=worktree, env=env,
+                                      timeout_s=self.cfg.checks_timeout_s, log_path=log_path,
+                                      stop=self.stop, grace_s=self.cfg.kill_grace_s)
+        finally:
+            shutil.rmtree(outputs, ignore_errors=True)
+
+    def _command(self, command: str, worktree: Path, outputs: Path,
+                 env: dict[str, str]) -> tuple[str | list[str], dict[str, str]]:
+        """The command and environment as run: unchanged when unsealed, else inside the
+        seal with the allowlisted environment and only the data folder readable."""
+        if not self.seal.sealed:
+            return command, env
+        keep = {k: v for k, v in env.items() if k in RUN_VARS or k.startswith("AUTOGOLF_")}
+        keep.pop("AUTOGOLF_CACHE_ROOT", None)  # it names the folder that holds data/
+        readable = [Path(env[k]) for k in ("DATA_PATH", "TOKENIZER_PATH") if env.get(k)]
+        return self.seal.benchmark(["/bin/sh", "-c", command], worktree=worktree,
+                                   outputs=outputs, readable=readable,
+                                   env=minimal_env(env, keep))
+
+
+# What a sealed run gets besides minimal_env's allowlist and the AUTOGOLF_ run variables.
+RUN_VARS = ("PYTHON", "PROFILE", "RUN_ID", "DATA_PATH", "TOKENIZER_PATH", "KEEP_MODEL",
+            "DATASET_NAME", runner.MARKER)
+
+
+def fresh_outputs(log_path: Path) -> Path:
+    """An empty output folder beside the run's log (`bench-smoke.log` -> `bench-smoke.out/`):
+    a stale artifact must never be scored for this run."""
+    outputs = Path(log_path).with_suffix(".out")
+    shutil.rmtree(outputs, ignore_errors=True)
+    outputs.mkdir(parents=True)
+    return outputs
 
 
 def bench_guard(cfg: Config, profile: str) -> watchdog.RunGuard:

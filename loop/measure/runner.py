@@ -10,6 +10,7 @@ child runs and are killed too, also when the child itself exits normally: no orp
 from __future__ import annotations
 
 import os
+import resource
 import selectors
 import signal
 import subprocess
@@ -45,6 +46,9 @@ class RunResult:
     log_path: Path
     stopped: bool = False  # stop() asked for the end (not the timeout)
     pid: int | None = None
+    # CPU seconds (user + system) of the child and every descendant it waited for, as the
+    # kernel counted them: what the run spent on the CPU, whatever else loads the machine.
+    cpu_s: float | None = None
 
 
 def run_command(
@@ -72,6 +76,7 @@ def run_command(
     child_env = dict(os.environ if env is None else env)
     child_env[MARKER] = token
     start = time.monotonic()
+    cpu_before = _children_cpu()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
@@ -99,7 +104,16 @@ def run_command(
         log_path=log_path,
         stopped=ended == "stop",
         pid=process.pid,
+        cpu_s=_children_cpu() - cpu_before,
     )
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's reaped children so far. The daemon runs
+    one child at a time, so the difference around a run is that run's (its descendants
+    are counted once each has been waited for: a sandbox's init waits for all of them)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _finish(

@@ -162,14 +162,16 @@ class GitSession:
         return self.head()
 
     def restore(self, to: str | None = None) -> None:
-        """Make tracked and untracked files exactly the branch head (ignored files stay).
+        """Make the worktree exactly the branch head: tracked, untracked and ignored files
+        (an agent's files in git-ignored paths such as `data/` or `.upstream/` must not
+        survive into the next run; the daemon keeps its logs outside the worktree).
 
         `to` (a sha) also moves the branch back there, undoing commits a proposer (an
         external agent) may have made itself since the daemon recorded that head.
         """
         git(self.worktree, "reset", "-q", "--hard", to or "HEAD")
         # -ff also removes untracked nested repositories a proposer might have created.
-        git(self.worktree, "clean", "-ffdq")
+        git(self.worktree, "clean", "-ffdxq")
 
     def code_hash(self, exclude: Iterable[str] = (), rev: str = "HEAD") -> str:
         """sha256 of the tree of `rev` without the paths in `exclude` (bookkeeping files):
