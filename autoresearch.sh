@@ -169,7 +169,9 @@ export DATA_PATH TOKENIZER_PATH
 # The vocabulary is the dataset's (sp1024, sp4096, sp8192, byte260): the trainer must embed
 # every id of it, so VOCAB_SIZE is the tokenizer's, whatever the caller's shell says.
 # (A sentencepiece .model, or upstream's pure-byte .json for byte260.)
-VOCAB_SIZE=$("$PYTHON" - "$TOKENIZER_PATH" <<'EOF'
+# A missing tokenizer file is left to the trainer, which names it in its own error.
+if [ -f "$TOKENIZER_PATH" ]; then
+    VOCAB_SIZE=$("$PYTHON" - "$TOKENIZER_PATH" <<'EOF'
 import json, sys
 path = sys.argv[1]
 if path.endswith(".json"):
@@ -178,15 +180,16 @@ else:
     import sentencepiece
     print(sentencepiece.SentencePieceProcessor(model_file=path).vocab_size())
 EOF
-) || VOCAB_SIZE=""
-case "$VOCAB_SIZE" in
-    '' | *[!0-9]*)
-        echo "autoresearch: cannot read the vocabulary size of $TOKENIZER_PATH" >&2
-        exit 2
-        ;;
-esac
-export VOCAB_SIZE
-TRAINER_SETTINGS+=(VOCAB_SIZE)
+    ) || VOCAB_SIZE=""
+    case "$VOCAB_SIZE" in
+        '' | *[!0-9]*)
+            echo "autoresearch: cannot read the vocabulary size of $TOKENIZER_PATH" >&2
+            exit 2
+            ;;
+    esac
+    export VOCAB_SIZE
+    TRAINER_SETTINGS+=(VOCAB_SIZE)
+fi
 [ -n "${SEED:-}" ] && TRAINER_SETTINGS+=(SEED)
 
 # On Linux MLX's bundled reference BLAS is ~40x slower than OpenBLAS: preload it when present

@@ -560,7 +560,9 @@ class Judge:
                           rung["val_bpb"])
         walls = self._paired_walls(rows, exp, profile, seeds[:n], inc_rung)
         rung["sequential"]["walls"] = walls
-        if status in ("keep", "inconclusive"):  # a (leaning) win: honest seed and compute?
+        if self.scorer is not None and status in ("keep", "inconclusive"):
+            # A (leaning) win, judged: an honest seed and compute? (The fake benchmarks of
+            # the scheduler's own tests, with the judge off, print seed-free scores.)
             verdict = self._seed_verdict(exp, profile, seeds[:n], outcome.pairs) or (
                 self._budget_verdict(profile, walls)) or verdict
         return Judgement(verdict, [c for c, _ in outcome.pairs], 0.0)

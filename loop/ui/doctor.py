@@ -446,7 +446,8 @@ def _summary(info: datasets.DatasetInfo, role: str) -> str:
 def _match_problems(info: datasets.DatasetInfo, root: Path) -> list[str]:
     """Does the tokenizer belong to the shards? Size of the vocab, and every id below it."""
     problems = _tokenizer_problems(info)
-    known = datasets.DATASETS.get(info.name)  # a sample in its usual folder (any vocab)
+    # A sample in its usual folder (any vocabulary) is checked against its manifest.
+    known = next((s for s in datasets.DATASETS.values() if s.name == info.name), None)
     home = (Path(root) / known.data_dir).resolve() if known else None
     if info.kind == "sample" and info.data_path.resolve() == home:
         return problems + sample_data.validate_sample(root, info.vocab_size)
