@@ -23,8 +23,8 @@ from loop.config import load_config
 from loop.data import datasets, sample_data, tokenbytes
 from loop.judge import artifact, loader, score
 from loop.judge.judge import ArtifactJudge, Measurement, assess, claim_disagreement
-from loop.measure import logparse
-from loop.measure.pipeline import Pipeline
+from loop.measure import logparse, seal
+from loop.measure.pipeline import ARTIFACT_NAME, Pipeline
 from loop.proposers import Proposal
 
 TRAINER = Path("benchmark/train_gpt_mlx.py")
@@ -86,13 +86,16 @@ def bench(tree: Path, trainer: str, run_id: str, dataset: datasets.DatasetInfo) 
     (tree / TRAINER).write_text(trainer)
     cfg = load_config(tree / "autogolf.yaml")
     scorer = ArtifactJudge(cfg, tree, tree, dataset)
-    asked = tree / ".autogolf" / "artifacts" / f"{run_id}.ptz"
-    env = scorer.trainer_env("smoke", asked)
+    env = scorer.trainer_env("smoke")
+    scorer.seal = seal.for_checkout(cfg.judge_sealed, tree, dataset.data_path, worktree=tree,
+                                    data=[Path(v) for v in env.values()],
+                                    trainer=tree / TRAINER)
     cache = datasets.cache_root(Path(dataset.data_path))
-    run = Pipeline(cfg, cache, dataset, "test").benchmark(
+    run = Pipeline(cfg, cache, dataset, "test", seal=scorer.seal).benchmark(
         tree, "smoke", run_id, tree / ".autogolf" / f"{run_id}.log", env)
-    upstream = artifact.upstream_path(tree / "logs", f"{run_id}-smoke")
-    measured = scorer.judge(assess(run, cfg.artifact_cap_bytes), run, "smoke", asked,
+    asked = run.outputs / ARTIFACT_NAME
+    upstream = artifact.upstream_path(run.logs_dir, f"{run_id}-smoke")
+    measured = scorer.judge(assess(run, cfg.artifact_cap_bytes), run, "smoke",
                             f"{run_id}-smoke")
     return Judged(measured, run.log, asked, upstream)
 

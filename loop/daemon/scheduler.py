@@ -104,7 +104,7 @@ class Scheduler:
         self.events = EventBus([s for s in (self.workspace, events) if s is not None],
                                warn=lambda m: self.out(f"warning: {m}"))
         # The judged code runs sealed (SealError, with the fix, when no seal is possible).
-        self.off_limits, hidden = seal.off_limits(self.paths.repo, self.dataset.data_path)
+        hidden = seal.off_limits(self.paths.repo, self.dataset.data_path)[1]
         self.seal = seal.choose(cfg.judge_enabled and cfg.judge_sealed, hidden)
         self.pipeline = Pipeline(cfg, self.cache_root, self.dataset, self.token,
                                  stop=self._stopping, on_line=self.events.output_line,
@@ -479,12 +479,9 @@ class Scheduler:
         if not self.seal.sealed:
             return
         prep = self.judge.scorer.prepared(self.cfg.ladder[0])
-        breaches = seal.prove(self.seal, worktree=self.git.worktree,
-                              data=[prep.data_path, prep.tokenizer_path],
-                              secrets=self.off_limits, trainer=self.git.worktree / TRAINER)
-        if breaches:
-            raise seal.SealError("the seal does not hold here: " + "; ".join(breaches)
-                                 + f"; nothing would be kept; {seal.OPT_OUT}")
+        seal.holds(self.seal, self.paths.repo, self.dataset.data_path,
+                   worktree=self.git.worktree, data=[prep.data_path, prep.tokenizer_path],
+                   trainer=self.git.worktree / TRAINER)
 
     def _start_guards(self) -> None:
         """The --hours budget (awake time) and the pre-flight checks, from now on."""

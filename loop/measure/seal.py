@@ -76,6 +76,9 @@ NATIVE = {"linux": "bwrap", "darwin": "sandbox-exec"}
 OPT_OUT = ("or, to run unsealed on purpose (nothing then stops judged code from reading "
            "the holdout), set `judge: {sealed: false}` in autogolf.yaml")
 PROBE_TIMEOUT_S = 30
+# Git-ignored folders of a checkout that hold data, daemon state or caches: hidden (an empty
+# folder) when the checkout itself is the benchmark's worktree (`autogolf bench`).
+CACHE_DIRS = ("data", ".upstream", ".autogolf", ".auto")
 # What a sealed child may inherit from the daemon: enough to run Python, numpy and MLX with
 # the fast BLAS. Nothing that names the daemon's folders, the data or an API key.
 ENV_KEYS = ("PATH", "LANG", "LD_PRELOAD", "LD_LIBRARY_PATH", "TERM")
@@ -158,8 +161,11 @@ class Seal:
         if self.tool == "bwrap":
             preload = env.pop("LD_PRELOAD", None)  # loaded into bwrap it breaks userns
             out = self._bwrap_base(preload)
-            out += ["--ro-bind", str(worktree), str(worktree),
-                    "--bind", str(outputs), str(worktree / "logs"),
+            out += ["--ro-bind", str(worktree), str(worktree)]
+            for name in CACHE_DIRS:  # a manual bench runs in your checkout: hide its caches
+                if (worktree / name).is_dir():
+                    out += ["--tmpfs", str(worktree / name)]
+            out += ["--bind", str(outputs), str(worktree / "logs"),
                     "--bind", str(outputs), str(outputs)]
             out += _ro_binds(readable)
             # Process 1 is ours (loop/measure/sealinit.py): it reaps every process of the run,
@@ -365,6 +371,26 @@ def prove(seal: Seal, *, worktree: Path, data: Sequence[Path], secrets: Secrets,
             readable=served, env=minimal_env(dict(os.environ), {}))
         problems += _run_probe("the model server's seal", argv, env, plan)
     return problems
+
+
+def holds(seal: Seal, repo: Path, data_folder: Path, *, worktree: Path,
+          data: Sequence[Path], trainer: Path | None = None) -> None:
+    """Prove `seal` for runs of `worktree` on this dataset, or raise SealError with every
+    breach and the fix: nothing would be kept otherwise."""
+    secrets, _ = off_limits(repo, data_folder)
+    breaches = prove(seal, worktree=worktree, data=data, secrets=secrets, trainer=trainer)
+    if breaches:
+        raise SealError("the seal does not hold here: " + "; ".join(breaches)
+                        + f"; nothing would be kept; {OPT_OUT}")
+
+
+def for_checkout(sealed: bool, repo: Path, data_folder: Path, *, worktree: Path,
+                 data: Sequence[Path], trainer: Path | None = None) -> Seal:
+    """The seal for benchmarks of `worktree` (`autogolf bench`, `adopt`), chosen and
+    proved."""
+    chosen = choose(sealed, off_limits(repo, data_folder)[1])
+    holds(chosen, repo, data_folder, worktree=worktree, data=data, trainer=trainer)
+    return chosen
 
 
 def _run_probe(which: str, argv: list[str], env: dict[str, str], plan: dict) -> list[str]:

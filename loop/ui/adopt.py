@@ -36,6 +36,7 @@ from loop.data import datasets
 from loop.errors import UserError
 from loop.judge import loader
 from loop.judge.judge import BASE_SEED, ArtifactJudge, Measurement, assess
+from loop.measure import seal
 from loop.measure.pipeline import TRAINER, Pipeline, Run
 
 ADOPT_SEED = BASE_SEED + 1  # not the trainer's default: a trainer that ignores SEED shows it
@@ -115,13 +116,19 @@ def trial(repo: Path, cfg: Config, trainer_text: str, profile: str, name: str,
         (work / TRAINER).parent.mkdir(parents=True, exist_ok=True)
         (work / TRAINER).write_text(trainer_text, encoding="utf-8")
         scorer = ArtifactJudge(cfg, work, work, dataset)
-        asked = work / ".autogolf" / "adopt" / f"{name}.ptz"
-        env = scorer.trainer_env(profile, asked) | {"AUTOGOLF_JUDGE_SEED": str(ADOPT_SEED)}
+        env = scorer.trainer_env(profile)
+        scorer.seal = seal.for_checkout(cfg.judge_sealed, work, dataset.data_path,
+                                        worktree=work, data=[Path(v) for v in env.values()],
+                                        trainer=work / TRAINER)
+        env |= {"AUTOGOLF_JUDGE_SEED": str(ADOPT_SEED)}
         log = repo / BACKUP_DIR / f"{name}-{profile}.log"
-        run = Pipeline(cfg, cache, dataset, f"adopt-{os.getpid()}", on_line=on_line).benchmark(
-            work, profile, name, log, env)
-        measured = scorer.judge(assess(run, cfg.artifact_cap_bytes), run, profile, asked,
-                                f"{name}-{profile}")
+        run = Pipeline(cfg, cache, dataset, f"adopt-{os.getpid()}", on_line=on_line,
+                       seal=scorer.seal).benchmark(work, profile, name, log, env)
+        try:
+            measured = scorer.judge(assess(run, cfg.artifact_cap_bytes), run, profile,
+                                    f"{name}-{profile}")
+        finally:
+            shutil.rmtree(run.outputs, ignore_errors=True)
     return Trial(run, measured)
 
 

@@ -11,6 +11,7 @@ never compared with the incumbents. `judge_lines` says which score is which, in 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from loop.errors import UserError
 from loop.judge import artifact as artifacts
 from loop.judge.judge import ArtifactJudge, Measurement, assess, run_name
 from loop.judge.verdict import Verdict
+from loop.measure import seal
 from loop.measure.pipeline import TRAINER, Pipeline
 from loop.store import gitsession
 from loop.store.files import atomic_write, file_hash
@@ -49,20 +51,29 @@ def manual_bench(repo: Path, cfg: Config, profile: str,
         _describe_checkout(paths, exp)
         log = paths.experiment(exp.id) / f"bench-{profile}.log"
         out(f"{exp.id}: log {paths.rel(log)}")
-        pipeline = Pipeline(cfg, cache, dataset, f"manual-{os.getpid()}",
-                            stop=lambda: bool(stopped), on_line=on_line)
-        scorer, asked, env = None, None, {}
+        scorer, env, sealed = None, {}, seal.Seal(None)
         if cfg.judge_enabled:
             scorer = ArtifactJudge(cfg, paths.repo, paths.repo, dataset)
-            asked = paths.experiment(exp.id) / f"model-{profile}.ptz"
-            env = scorer.trainer_env(profile, asked)
+            env = scorer.trainer_env(profile)
+            sealed = seal.for_checkout(cfg.judge_sealed, paths.repo, dataset.data_path,
+                                       worktree=paths.repo, data=[Path(v) for v in env.values()],
+                                       trainer=paths.repo / TRAINER)
+            scorer.seal = sealed
+            out(sealed.describe())
             artifacts.upstream_path(paths.repo / "logs", run_name(exp, profile)).unlink(
                 missing_ok=True)
+        pipeline = Pipeline(cfg, cache, dataset, f"manual-{os.getpid()}",
+                            stop=lambda: bool(stopped), on_line=on_line, seal=sealed)
         raw = pipeline.benchmark(paths.repo, profile, exp.id, log, env)
         run = assess(raw, cfg.artifact_cap_bytes)
-        if scorer is not None and not stopped:
-            out(f"{exp.id}: judging the artifact (the holdout, and the trainer's own slice)")
-            run = scorer.judge(run, raw, profile, asked, run_name(exp, profile))
+        try:
+            if scorer is not None and not stopped:
+                out(f"{exp.id}: judging the artifact (the holdout, and the trainer's own slice)")
+                run = scorer.judge(run, raw, profile, run_name(exp, profile))
+        finally:
+            if raw.outputs is not None and os.environ.get("KEEP_MODEL") != "1":
+                shutil.rmtree(raw.outputs, ignore_errors=True)
+        run.rung["sealed"] = raw.sealed
         run.rung["log"] = paths.rel(log)
         exp.rungs[profile] = run.rung
         exp.verdict = _manual_verdict(run, stopped)
