@@ -123,7 +123,7 @@ def main() -> int:
     parser.add_argument("--only", choices=sorted(SIZES))
     parser.add_argument("--repeats", type=int, default=3, help="judge runs per size (median)")
     args = parser.parse_args()
-    info = datasets.resolve("sample", REPO)
+    info = datasets.resolve("sample")
     tables = tokenbytes.build_byte_tables(info.tokenizer_path, info.vocab_size)
     one, five, _ = os.getloadavg()
     print(f"judge cost, sample dataset; load1={one:.2f} load5={five:.2f} cores={os.cpu_count()}")

@@ -17,6 +17,7 @@ looks ahead) gives a `Score` with status "unscorable" and a reason, and no numbe
 from __future__ import annotations
 
 import math
+import mmap
 import os
 import select
 import subprocess
@@ -92,20 +93,48 @@ def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
             if k in SERVER_ENV_KEYS or k.startswith(SERVER_ENV_PREFIXES)}
 
 
+def _logits_buffer(nbytes: int) -> tuple[mmap.mmap | None, int | None]:
+    """The judge's read-only map of a new shared buffer and its descriptor for the server;
+    (None, None) for nbytes 0 or where shared memory is refused (the pipe then)."""
+    if nbytes <= 0:
+        return None, None
+    try:
+        fd = ms.shared_buffer(nbytes)
+    except OSError:
+        return None, None
+    try:
+        return mmap.mmap(fd, nbytes, prot=mmap.PROT_READ), fd
+    except (OSError, ValueError):
+        os.close(fd)
+        return None, None
+
+
+def logits_bytes_for(batch_tokens: int, seq_len: int, vocab: int) -> int:
+    """The shared buffer for the largest answer: a batch (or the probe's 4 windows) of
+    float32 logits, with room for a vocab padded up to 2x (unwritten pages cost nothing)."""
+    windows = max(max(1, batch_tokens // seq_len), 4)
+    return windows * seq_len * vocab * 2 * 4
+
+
 class ModelServer:
     """A running model server; `forward` sends input tokens and returns its logits."""
 
     def __init__(self, trainer: Path, artifact: Path, cwd: Path, *, python: str | None = None,
                  env: dict[str, str] | None = None, load_timeout: float = LOAD_TIMEOUT_S,
                  forward_timeout: float = FORWARD_TIMEOUT_S, logit_softcap: float = 30.0,
-                 rope_base: float = 10000.0) -> None:
+                 rope_base: float = 10000.0, logits_bytes: int = 0) -> None:
         self.forward_timeout = forward_timeout
         self.stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            ms.command(python or sys.executable, Path(trainer).resolve(),
-                       Path(artifact).resolve(), logit_softcap, rope_base),
-            cwd=cwd, env=server_env() if env is None else env, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=self.stderr)
+        self._shm, fd = _logits_buffer(logits_bytes)  # logits_bytes 0: the pipe only
+        try:
+            self.proc = subprocess.Popen(
+                ms.command(python or sys.executable, Path(trainer).resolve(),
+                           Path(artifact).resolve(), logit_softcap, rope_base, fd),
+                cwd=cwd, env=server_env() if env is None else env, stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=self.stderr, pass_fds=() if fd is None else (fd,))
+        finally:
+            if fd is not None:
+                os.close(fd)  # the server has its copy; the map keeps the memory
         os.set_blocking(self.proc.stdout.fileno(), False)
         _widen_pipe(self.proc.stdout.fileno())
         self.loader = None
@@ -117,6 +146,7 @@ class ModelServer:
             self.close()
             raise
         self.loader = header.get("loader")
+        self.transport = "shm" if header.get("transport") == "shm" and self._shm else "pipe"
 
     def _stderr_tail(self) -> str:
         self.stderr.seek(0)
@@ -167,9 +197,22 @@ class ModelServer:
         if not header.get("ok"):
             raise Unscorable(f"the model failed: {header.get('error')}")
         try:
+            if header.get("shm") is True:
+                return self._shared_logits(header)
             return ms.array_of(header, payload)
         except (ms.ProtocolError, KeyError, TypeError, ValueError) as exc:
             raise Unscorable(f"model server sent an unreadable array: {exc}") from None
+
+    def _shared_logits(self, header: dict) -> np.ndarray:
+        """A copy of the logits the server wrote into the shared buffer (a snapshot: the
+        server's code cannot change what the judge checks and scores)."""
+        shape = tuple(int(n) for n in header["shape"])
+        count = int(np.prod(shape))
+        if self._shm is None or header.get("dtype") != "<f4" or count * 4 > len(self._shm) or (
+                count < 0):
+            raise ms.ProtocolError(f"shared logits {header.get('dtype')} {shape} do not fit "
+                                   "the judge's buffer")
+        return np.frombuffer(self._shm, dtype="<f4", count=count).reshape(shape).copy()
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -186,6 +229,9 @@ class ModelServer:
             except OSError:
                 pass  # already broken: nothing left to flush
         self.stderr.close()
+        if self._shm is not None:
+            self._shm.close()
+            self._shm = None
 
     def __enter__(self) -> ModelServer:
         return self
@@ -296,7 +342,7 @@ def score_sets(trainer: Path, artifact: Path, token_sets: dict[str, np.ndarray],
                batch_tokens: int = EVAL_TOKENS_PER_BATCH, probe: bool = True,
                probe_tolerance: float = PROBE_TOLERANCE, load_timeout: float = LOAD_TIMEOUT_S,
                forward_timeout: float = FORWARD_TIMEOUT_S, logit_softcap: float = 30.0,
-               rope_base: float = 10000.0) -> dict[str, Score]:
+               rope_base: float = 10000.0, transport: str = "shm") -> dict[str, Score]:
     """A Score per named token set, all from one model server (one load, one probe).
 
     E.g. {"holdout": ..., "claim": the trainer's slice}: the holdout decides, the slice is
@@ -308,7 +354,8 @@ def score_sets(trainer: Path, artifact: Path, token_sets: dict[str, np.ndarray],
     loader); cwd is the worktree (default: the trainer's folder's parent); env is the
     server's whole environment (default: server_env(), a filtered copy of the daemon's).
     logit_softcap and rope_base matter only to the built-in loader of an artifact that does
-    not record them.
+    not record them. transport: "shm" (logits through shared memory; the pipe where that is
+    refused) or "pipe" (bench/judge_cost.py compares them; the scores are the same).
     """
     t_start = time.perf_counter()
     names = list(token_sets)
@@ -321,7 +368,8 @@ def score_sets(trainer: Path, artifact: Path, token_sets: dict[str, np.ndarray],
                              Path(cwd) if cwd else Path(trainer).resolve().parent.parent,
                              python=python, env=env, load_timeout=load_timeout,
                              forward_timeout=forward_timeout, logit_softcap=logit_softcap,
-                             rope_base=rope_base)
+                             rope_base=rope_base, logits_bytes=0 if transport == "pipe" else
+                             logits_bytes_for(batch_tokens, seq_len, len(tables.base_bytes)))
     except OSError as exc:  # the server could not even start
         return dict.fromkeys(names, Score("unscorable", f"cannot start the model server: {exc}"))
     except Unscorable as exc:
