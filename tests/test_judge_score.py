@@ -12,6 +12,7 @@ import lzma
 import os
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -402,6 +403,22 @@ def test_a_model_server_that_hangs_is_stopped_at_the_timeout(smoke_run, prepared
                 prepared.holdout.tokens, tables, trainer_env, forward_timeout=2.0)
     assert not got.ok
     assert got.reason.startswith("model server: no answer while computing logits")
+
+
+@pytest.mark.slow
+def test_a_stop_request_ends_the_judges_scoring_within_seconds(smoke_run, prepared, tables,
+                                                               trainer_env, repo_root,
+                                                               tmp_path):
+    _, artifact = smoke_run
+    slow = PEEK.replace("logits = forward(tokens).copy()",
+                        "__import__('time').sleep(60)\n        logits = forward(tokens)")
+    asked = time.monotonic() + 1.0
+    got = judge(edited_trainer(repo_root, tmp_path, [], slow), artifact,
+                prepared.holdout.tokens, tables, trainer_env,
+                stop=lambda: time.monotonic() > asked)
+    assert not got.ok
+    assert got.reason.startswith("model server: stopped while")
+    assert time.monotonic() - asked < 10  # the forward timeout is 300 s, the sleep 60 s
 
 
 def test_the_model_server_gets_no_daemon_settings_or_keys():

@@ -493,10 +493,14 @@ class Scheduler:
         self._signal = name
 
     def _stopping(self) -> bool:
-        """A stop signal, or the deadline passed: a running child is ended, the row says
-        `interrupted` (polled by the runner while a benchmark, the checks or an agent run)."""
+        """A stop signal, or the deadline passed (--until, or --hours of awake time): a
+        running child is ended, the row says `interrupted` (polled by the runner while a
+        benchmark, the checks or an agent run, and by the judge while it scores). Every run
+        stops at it: baselines, incumbent re-measures and `full` runs too (issue 26)."""
         deadline = self.rules.deadline
-        if self._signal is None and deadline is not None and time.time() >= deadline:
+        if self._signal is None and (
+                (deadline is not None and time.time() >= deadline)
+                or (self._budget is not None and self._budget.expired())):
             self._signal = "the time limit (--until/--hours)"
         return self._signal is not None
 

@@ -375,7 +375,8 @@ class Judge:
                   else "repeats", run.wall_s)
         if self.scorer is not None:
             started = time.monotonic()
-            measured = self.scorer.judge(measured, run, profile, artifact)
+            measured = self.scorer.judge(measured, run, profile, artifact,
+                                         stop=lambda: self.bench.stop_requested() is not None)
             exp.spent("judge", time.monotonic() - started)
         measured.rung["log"] = self._rel(run.log_path)
         self._logs[measured.rung["log"]] = run.log
@@ -670,9 +671,11 @@ class Judge:
         """The incumbent's score under the candidate's (allowed) protocol change."""
         env = protocol.overrides(new, allowed)
         self.bench.checkpoint(exp, f"incumbent:{profile}")
+        self._abandon_if_stopping(f"before the incumbent's re-measure at {profile}")
         run = self.measure(exp, profile, "-incumbent",
                            {"AUTOGOLF_PROTOCOL_OVERRIDES": protocol.override_text(env)},
                            incumbent=True)
+        self._abandon_if_stopping(f"during the incumbent's re-measure at {profile}")
         exp.trust.setdefault("incumbent_remeasured", {})[profile] = {
             "changes": protocol.describe(allowed), "overrides": env, "val_bpb": run.val_bpb,
             "log": run.rung["log"]}
@@ -795,21 +798,22 @@ class ArtifactJudge:
                 "AUTOGOLF_ARTIFACT_PATH": str(artifact)}
 
     def judge(self, measured: Measurement, run: Run, profile: str,
-              artifact: Path | None) -> Measurement:
-        """The judge's figures for a run whose printed lines were consistent."""
+              artifact: Path | None, stop: Callable[[], bool] | None = None) -> Measurement:
+        """The judge's figures for a run whose printed lines were consistent; `stop` ends
+        the scoring early (the deadline or a signal: the caller records `interrupted`)."""
         prep = self.prepared(profile)
         rung = measured.rung
         rung["judge"] = {"holdout": prep.holdout.identity()}
         try:
             if measured.verdict is not None and measured.verdict.status != "over_cap":
                 return measured  # a crash, a timeout, no score printed: nothing to judge
-            return self._judge(measured, run, prep, artifact)
+            return self._judge(measured, run, prep, artifact, stop)
         finally:
             if artifact is not None and os.environ.get("KEEP_MODEL") != "1":
                 artifact.unlink(missing_ok=True)
 
     def _judge(self, measured: Measurement, run: Run, prep: holdout.Prepared,
-               artifact: Path | None) -> Measurement:
+               artifact: Path | None, stop: Callable[[], bool] | None = None) -> Measurement:
         rung = measured.rung
         claimed_bpb = rung.pop("val_bpb", None)
         rung["printed_val_bpb"] = claimed_bpb
@@ -834,7 +838,7 @@ class ArtifactJudge:
         scores = score.score_sets(
             self.worktree / TRAINER, artifact,
             {"holdout": prep.holdout.tokens, "claim": prep.trainer_slice()},
-            prep.holdout.seq_len, self.tables(), cwd=self.worktree)
+            prep.holdout.seq_len, self.tables(), cwd=self.worktree, stop=stop)
         rung["judge"]["scores"] = {name: s.record() for name, s in scores.items()}
         held, claim = scores["holdout"], scores["claim"]
         if not held.ok:

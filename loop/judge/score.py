@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ FORWARD_TIMEOUT_S = 300.0
 # Earlier logits may move by float rounding when later inputs change (batched kernels);
 # a model that reads ahead moves them by far more. Enough for float32 and bf16 activations.
 PROBE_TOLERANCE = 5e-3
+STOP_POLL_S = 0.25  # how often a waiting judge asks whether a stop was requested
 STDERR_TAIL = 1500
 # What the model server inherits from the daemon's environment: enough to run numpy and MLX
 # with the fast BLAS, not the daemon's settings or an agent proposer's API keys.
@@ -122,8 +124,10 @@ class ModelServer:
     def __init__(self, trainer: Path, artifact: Path, cwd: Path, *, python: str | None = None,
                  env: dict[str, str] | None = None, load_timeout: float = LOAD_TIMEOUT_S,
                  forward_timeout: float = FORWARD_TIMEOUT_S, logit_softcap: float = 30.0,
-                 rope_base: float = 10000.0, logits_bytes: int = 0) -> None:
+                 rope_base: float = 10000.0, logits_bytes: int = 0,
+                 stop: Callable[[], bool] | None = None) -> None:
         self.forward_timeout = forward_timeout
+        self.stop = stop  # the daemon's deadline or a signal: the server is killed at once
         self.stderr = tempfile.TemporaryFile()
         self._shm, fd = _logits_buffer(logits_bytes)  # logits_bytes 0: the pipe only
         try:
@@ -165,7 +169,12 @@ class ModelServer:
                 self.proc.wait()
                 self.close()
                 raise Unscorable(f"model server: no answer while {doing} within the timeout")
-            ready, _, _ = select.select([raw], [], [], left)
+            if self.stop is not None and self.stop():
+                self.proc.kill()
+                self.proc.wait()
+                self.close()
+                raise Unscorable(f"model server: stopped while {doing} (a stop was requested)")
+            ready, _, _ = select.select([raw], [], [], min(left, STOP_POLL_S))
             if not ready:
                 continue
             count = raw.readinto(view[got:])
@@ -342,7 +351,8 @@ def score_sets(trainer: Path, artifact: Path, token_sets: dict[str, np.ndarray],
                batch_tokens: int = EVAL_TOKENS_PER_BATCH, probe: bool = True,
                probe_tolerance: float = PROBE_TOLERANCE, load_timeout: float = LOAD_TIMEOUT_S,
                forward_timeout: float = FORWARD_TIMEOUT_S, logit_softcap: float = 30.0,
-               rope_base: float = 10000.0, transport: str = "shm") -> dict[str, Score]:
+               rope_base: float = 10000.0, transport: str = "shm",
+               stop: Callable[[], bool] | None = None) -> dict[str, Score]:
     """A Score per named token set, all from one model server (one load, one probe).
 
     E.g. {"holdout": ..., "claim": the trainer's slice}: the holdout decides, the slice is
@@ -356,6 +366,8 @@ def score_sets(trainer: Path, artifact: Path, token_sets: dict[str, np.ndarray],
     logit_softcap and rope_base matter only to the built-in loader of an artifact that does
     not record them. transport: "shm" (logits through shared memory; the pipe where that is
     refused) or "pipe" (bench/judge_cost.py compares them; the scores are the same).
+    stop: polled while waiting for the server; once true the server is killed and every
+    set not yet scored is unscorable ("stopped"): the deadline stops the judge too.
     """
     t_start = time.perf_counter()
     names = list(token_sets)
@@ -369,7 +381,8 @@ def score_sets(trainer: Path, artifact: Path, token_sets: dict[str, np.ndarray],
                              python=python, env=env, load_timeout=load_timeout,
                              forward_timeout=forward_timeout, logit_softcap=logit_softcap,
                              rope_base=rope_base, logits_bytes=0 if transport == "pipe" else
-                             logits_bytes_for(batch_tokens, seq_len, len(tables.base_bytes)))
+                             logits_bytes_for(batch_tokens, seq_len, len(tables.base_bytes)),
+                             stop=stop)
     except OSError as exc:  # the server could not even start
         return dict.fromkeys(names, Score("unscorable", f"cannot start the model server: {exc}"))
     except Unscorable as exc:
