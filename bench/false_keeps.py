@@ -59,7 +59,7 @@ SIGMAS = (0.004, 0.01, 0.02, 0.03)
 MIN_IMPROVEMENT = 0.002  # autogolf.yaml default
 BASE_SEED = 1337
 RULES = ("sequential", "seq-reuse", "today", "naive")
-SETTINGS = {"max_pooled_dof": 10.0, "rules": RULES, "futility": 0.5}  # from the command line
+SETTINGS = {"max_pooled_dof": 10.0, "rules": RULES, "futility": 0.10}  # from the command line
 # sd(a), sd(b), sd(e) in units of sigma, and the sd of log f: a code's b and e are scaled by
 # its own f = exp(N(0, v) - v^2) (mean square 1; the baseline has f = 1)
 SCENARIOS = {"gpu": (1.0, 0.0, 1.0, 0.0), "cpu": (1.0, 1.0, 0.0, 0.0),
@@ -301,8 +301,8 @@ def main() -> None:
     parser.add_argument("--max-pooled-dof", type=float, default=10.0,
                         help="the sequential rule's cap on the pool's weight (inf: none)")
     parser.add_argument("--rules", default=",".join(RULES), help="comma-separated subset")
-    parser.add_argument("--futility", type=float, default=0.5,
-                        help="the sequential rule's share of beta spent on the look after "
+    parser.add_argument("--futility", type=float, default=0.10,
+                        help="the sequential rule's miss level at the futility look after "
                              "the first pair (0: no futility look, the rule before issue 26)")
     args = parser.parse_args()
     SETTINGS.update(max_pooled_dof=args.max_pooled_dof, futility=args.futility,

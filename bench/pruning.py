@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -39,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from loop.data import datasets  # noqa: E402
-from loop.measure import logparse  # noqa: E402
+from loop.measure import logparse, pruning  # noqa: E402
 from loop.platform import blas_env  # noqa: E402
 
 TRAINER = REPO / "benchmark" / "train_gpt_mlx.py"
@@ -131,8 +132,96 @@ def main() -> int:
     return analyse(args.out, args.margin, args.min_fraction)
 
 
-def analyse(out: Path, margin: float | None, min_fraction: float | None) -> int:
-    raise SystemExit("analyse: not written yet")
+def visible(curve: dict[int, float], total: int, log_every: int) -> dict[int, float]:
+    """The steps the trainer logs at the profile: 1-10, every log_every-th, the last."""
+    return {s: v for s, v in curve.items()
+            if s <= 10 or s == total or (log_every > 0 and s % log_every == 0)}
+
+
+def replay(run: dict, base: dict, margin: float, min_fraction: float,
+           log_every: int) -> int | None:
+    """The step at which CurvePruner would stop `run` against `base` (None: never)."""
+    total = int(SMOKE["ITERATIONS"])
+    inc = visible({int(s): v for s, v in base["curve"].items()}, total, log_every)
+    cand = visible({int(s): v for s, v in run["curve"].items()}, total, log_every)
+    pruner = pruning.CurvePruner(inc, total, margin, min_fraction)
+    for step in sorted(cand):
+        if pruner.feed(f"step:{step}/{total} train_loss:{cand[step]:.4f} train_time:0ms"):
+            return step
+    return None
+
+
+def count(stopped: dict, config: str) -> int:
+    return sum(1 for (c, _), v in stopped.items() if c == config and v[0] is not None)
+
+
+def analyse(out: Path, margin: float | None, min_fraction: float | None,
+            log_every: int = 10) -> int:
+    margin = pruning.MARGIN if margin is None else margin
+    min_fraction = pruning.MIN_FRACTION if min_fraction is None else min_fraction
+    data = json.loads(out.read_text())
+    runs = [r for r in data["runs"].values() if r["exit"] == 0]
+    base = {r["seed"]: r for r in runs if r["config"] == "base"}
+    pairs = [r for r in runs if r["config"] != "base" and r["seed"] in base]
+    total = int(SMOKE["ITERATIONS"])
+    print(f"pruning on real paired smoke runs ({data['machine']['date']}, "
+          f"{data['machine']['cpus']} CPUs, {data['machine']['uname']})")
+    print(f"{len(pairs)} candidate runs ({len({r['config'] for r in pairs})} knob moves x "
+          f"{len(base)} seeds), each against the baseline at its seed; the pruner sees steps "
+          f"1-10 and every {log_every}th; margin {margin:g} nats, first look at "
+          f"{min_fraction:.0%} of {total} steps")
+    stopped, saved, spent, lags = {}, 0.0, 0.0, []
+    first = math.ceil(min_fraction * total)
+    for r in pairs:
+        b = base[r["seed"]]
+        step = replay(r, b, margin, min_fraction, log_every)
+        gain = b["val_bpb"] - r["val_bpb"]  # > 0: the candidate won at this seed
+        stopped[r["config"], r["seed"]] = (step, gain)
+        # a run's cost: its steps, its two evaluations and the judge's scoring (about one
+        # more evaluation of the holdout): a pruned run spends only its steps so far
+        train_s = r["step_ms"] * total / 1000
+        full = train_s + 3 * r["eval_ms"] / 1000
+        spent += full
+        if step is not None:
+            saved += full - train_s * step / total
+        gaps = [r["curve"][str(s)] - b["curve"][str(s)] for s in range(first, total + 1)
+                if str(s) in r["curve"] and s in visible({s: 0.0}, total, log_every)]
+        if gain >= MIN_IMPROVEMENT and gaps:
+            # the pruner needs the lag above the margin at every look so far: a run comes
+            # closest to being pruned at its first look
+            lags.append((gaps[0], r["config"], r["seed"]))
+    wins = [(k, v) for k, v in stopped.items() if v[1] >= MIN_IMPROVEMENT]
+    dropped = [(k, v) for k, v in wins if v[0] is not None]
+    print(f"\nrun level: {len(wins)} candidate runs beat the incumbent at their seed by >= "
+          f"{MIN_IMPROVEMENT}; the pruner stopped {len(dropped)} of them "
+          f"({100 * len(dropped) / max(len(wins), 1):.1f}%)")
+    configs = sorted({c for c, _ in stopped})
+    means = {c: statistics.fmean(v[1] for (cc, _), v in stopped.items() if cc == c)
+             for c in configs}
+    keeps = [c for c in configs if means[c] >= MIN_IMPROVEMENT]
+    lost = [c for c in keeps if any(v[0] is not None for (cc, _), v in stopped.items()
+                                    if cc == c)]
+    print(f"decision level: {len(keeps)} knob moves gain >= {MIN_IMPROVEMENT} on average over "
+          f"the seeds (would-be keeps); the pruner stopped a run of {len(lost)} of them "
+          f"({100 * len(lost) / max(len(keeps), 1):.1f}%){': ' + ', '.join(lost) if lost else ''}")
+    pruned = sorted({c for (c, _), v in stopped.items() if v[0] is not None})
+    print(f"pruned runs: {sum(v[0] is not None for v in stopped.values())} of {len(pairs)} "
+          f"({', '.join(f'{c} x{count(stopped, c)}' for c in pruned)})")
+    print(f"compute saved: {100 * saved / spent:.1f}% of the candidate runs' training, "
+          "evaluations and scoring (a run = its steps + the trainer's two evaluations + "
+          "about one more for the judge)")
+    if lags:
+        worst = max(lags)
+        print(f"largest lag of a winning run at the first look (step >= {first}): {worst[0]:+.3f} "
+              f"nats ({worst[1]} at seed {worst[2]}); margin / that = "
+              f"{margin / worst[0] if worst[0] > 0 else math.inf:.1f}x")
+    early = [(r["curve"]["10"] - base[r["seed"]]["curve"]["10"], r["config"], r["seed"])
+             for r in pairs if base[r["seed"]]["val_bpb"] - r["val_bpb"] >= MIN_IMPROVEMENT]
+    worst_early = max(early)
+    print(f"crossing curves: the largest lag of a winning run at step 10 (a third of the run) "
+          f"was {worst_early[0]:+.3f} nats ({worst_early[1]} at seed {worst_early[2]}): why no "
+          "look comes before 60%")
+    return 0
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from loop.data import datasets
 from loop.judge.judge import Bench, Judge
 from loop.judge.verdict import Abandon, BaselineFailed, Decided, Verdict
 from loop.measure.pipeline import TRAINER, Pipeline, Run, last_line
+from loop.measure.pruning import CurvePruner
 from loop.proposers.base import Proposal, Proposer
 from loop.proposers.registry import make_proposer
 from loop.proposers.search import KnobError, read_knobs
@@ -516,12 +517,13 @@ class LoopBench(Bench):
         self.loop = loop
 
     def run(self, exp: Experiment, profile: str, tag: str = "",
-            env_extra: dict[str, str] | None = None) -> Run:
+            env_extra: dict[str, str] | None = None, pruner: CurvePruner | None = None) -> Run:
         loop = self.loop
         log = loop.paths.experiment(exp.id) / f"bench-{profile}{tag}.log"
         loop.events.rung_started(exp.id, profile, tag)
         before = loop.fingerprint.take()
-        run = loop.pipeline.benchmark(loop.git.worktree, profile, exp.id + tag, log, env_extra)
+        run = loop.pipeline.benchmark(loop.git.worktree, profile, exp.id + tag, log, env_extra,
+                                      pruner)
         loop.fingerprint.check(before, f"the {profile} benchmark of {exp.id}")
         return run
 

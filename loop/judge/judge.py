@@ -44,6 +44,7 @@ from loop.judge.verdict import Abandon, Decided, Verdict
 from loop.measure import logparse
 from loop.measure.logparse import TrainerLog
 from loop.measure.pipeline import TRAINER, Run
+from loop.measure.pruning import CurvePruner, pruner_for
 from loop.store.rows import Experiment, incumbent_rung, incumbents
 
 # The METRIC val_bpb may be rounded by the extractor (4 decimals at worst, error <= 5e-5);
@@ -65,8 +66,9 @@ class Bench(ABC):
 
     @abstractmethod
     def run(self, exp: Experiment, profile: str, tag: str = "",
-            env_extra: dict[str, str] | None = None) -> Run:
-        """One benchmark of the worktree as it is (the candidate, or a baseline's head)."""
+            env_extra: dict[str, str] | None = None, pruner: CurvePruner | None = None) -> Run:
+        """One benchmark of the worktree as it is (the candidate, or a baseline's head);
+        `pruner` stops a candidate clearly behind the incumbent's curve (`pruned`)."""
 
     @abstractmethod
     def set_aside(self, exp: Experiment) -> None:
@@ -339,15 +341,18 @@ class Judge:
             else None
         # The trainer's lines of each run, parsed once by the pipeline (by rung log path).
         self._logs: dict[str, TrainerLog] = {}
+        # The incumbent's runs by (code, profile, seed): the curves a candidate is pruned by.
+        self._incumbent_logs: dict[tuple[str | None, str, int], Path] = {}
 
     # ---- one run
 
     def measure(self, exp: Experiment, profile: str, tag: str = "",
                 env_extra: dict[str, str] | None = None, *,
-                incumbent: bool = False) -> Measurement:
+                incumbent: bool = False, pruner: CurvePruner | None = None) -> Measurement:
         """One benchmark of the worktree, assessed and judged; `tag` marks an extra run
         (re-run, calibration, a seed) whose log is listed under the rung's `run_logs`;
-        `incumbent`: of the incumbent's code (the candidate set aside meanwhile)."""
+        `incumbent`: of the incumbent's code (the candidate set aside meanwhile);
+        `pruner`: stops a candidate run clearly behind the incumbent's curve."""
         if profile not in self.cfg.profiles:
             raise UserError(f"profile {profile!r} is in the ladder but not under `profiles:` "
                              "in autogolf.yaml; add it with a timeout_s")
@@ -359,8 +364,8 @@ class Judge:
             artifact = self.artifacts / exp.id / f"model-{profile}{tag}.ptz"
             env_extra.update(self.scorer.trainer_env(profile, artifact))
         if not incumbent:
-            return self._record(exp, profile, tag, self.bench.run(exp, profile, tag, env_extra),
-                                artifact)
+            return self._record(exp, profile, tag,
+                                self.bench.run(exp, profile, tag, env_extra, pruner), artifact)
         self.bench.set_aside(exp)
         try:  # judged while the incumbent's code is in the worktree
             run = self.bench.run(exp, profile, tag, env_extra)
@@ -406,7 +411,7 @@ class Judge:
             self._abandon_if_stopping(f"before the {profile} benchmark")
             self.bench.checkpoint(exp, f"benchmark:{profile}")
             self.bench.say(f"{exp.id} {profile}: {exp.description}")
-            run = self.measure(exp, profile)
+            run = self.measure(exp, profile, pruner=self._pruner(rows, exp, profile, BASE_SEED))
             self._abandon_if_stopping(f"during the {profile} benchmark")
             if run.verdict is not None:
                 raise Decided(run.verdict.status, f"at {profile}: {run.verdict.reason}")
@@ -463,6 +468,8 @@ class Judge:
         signal = self.bench.stop_requested()
         if signal:
             return Verdict("interrupted", f"stopped by {signal} during the baseline")
+        if run.verdict is None:
+            self._incumbent_logs[exp.base_code, profile, BASE_SEED] = self.repo / run.rung["log"]
         if run.verdict is not None:
             return Verdict(run.verdict.status, f"baseline at {profile}: {run.verdict.reason}")
         if not self.cfg.keep_rule_enabled:  # the sequential rule measures its own spread
@@ -518,7 +525,10 @@ class Judge:
 
         def next_pair(i: int) -> tuple[float, float]:
             seed = seeds[i]
-            candidate = first if i == 0 else self._seeded(exp, profile, seed, incumbent=False)
+            if i > 0 and seed not in known:  # first: its curve can prune the candidate's run
+                known[seed] = self._seeded(exp, profile, seed, incumbent=True)
+            candidate = first if i == 0 else self._seeded(exp, profile, seed, incumbent=False,
+                                                          rows=rows)
             if seed not in known:
                 known[seed] = self._seeded(exp, profile, seed, incumbent=True)
             return candidate, known[seed]
@@ -551,14 +561,18 @@ class Judge:
                    and not r.get("baseline") and r.get("session") == exp.session
                    and r.get("dataset") == self.dataset_id)
 
-    def _seeded(self, exp: Experiment, profile: str, seed: int, incumbent: bool) -> float:
+    def _seeded(self, exp: Experiment, profile: str, seed: int, incumbent: bool,
+                rows: list[dict] | None = None) -> float:
         """One run at `seed` of the candidate, or of the incumbent (the candidate set aside)."""
         who = "the incumbent" if incumbent else "the candidate"
         self._abandon_if_stopping(f"before {who}'s run at seed {seed} ({profile})")
         self.bench.say(f"{exp.id} {profile}: {who} at seed {seed}")
         tag = f"-{'incumbent-' if incumbent else ''}seed{seed}"
+        pruner = None if incumbent else self._pruner(rows or [], exp, profile, seed)
         run = self.measure(exp, profile, tag, {"AUTOGOLF_JUDGE_SEED": str(seed)},
-                           incumbent=incumbent)
+                           incumbent=incumbent, pruner=pruner)
+        if incumbent and run.verdict is None:
+            self._incumbent_logs[exp.base_code, profile, seed] = self.repo / run.rung["log"]
         self._abandon_if_stopping(f"during {who}'s run at seed {seed} ({profile})")
         if run.verdict is not None:
             status = "inconclusive" if incumbent else run.verdict.status
@@ -568,6 +582,22 @@ class Judge:
             raise Decided("metric_mismatch", f"at {profile}: the judge asked {who} for seed "
                           f"{seed}; the trainer says it ran at seed {printed}")
         return run.val_bpb
+
+    def _pruner(self, rows: list[dict], exp: Experiment, profile: str,
+                seed: int) -> CurvePruner | None:
+        """A pruner for the candidate's run at `seed` against the incumbent's run there:
+        one measured this session (by code), or the baseline's own run at the protocol seed
+        (from the ledger, after a resume); None without one (keep_rule.prune: false, or no
+        comparable curve: loop/measure/pruning.py)."""
+        if not self.cfg.keep_prune:
+            return None
+        log = self._incumbent_logs.get((exp.base_code, profile, seed))
+        if log is None and seed == BASE_SEED:
+            rung = incumbent_rung(rows, exp.session, profile, exp.head, self.dataset_id,
+                                  exp.base_code)
+            if rung.get("log") and "sequential" not in rung:  # a baseline: not selected
+                log = self.repo / rung["log"]
+        return pruner_for(log)
 
     def _earlier_diffs(self, rows: list[dict], profile: str) -> list[list[float]]:
         """The paired differences of this session's earlier decisions at `profile`."""
