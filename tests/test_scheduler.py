@@ -443,6 +443,15 @@ def test_the_deadline_stops_a_running_benchmark_and_records_interrupted(repo):
     assert git(worktree(repo), "status", "--porcelain") == ""
 
 
+def test_a_candidate_whose_curve_is_clearly_behind_the_incumbents_is_pruned_mid_run(repo):
+    run_daemon(repo, {"LAG": 1.0}, {"LAG": 0.1, "LR": 0.049})
+    pruned, close = candidates(repo)
+    assert pruned["status"] == "pruned"
+    assert pruned["reason"].startswith("at breadth: pruned at step 3/4: train_loss behind")
+    assert "val_bpb" not in pruned["rungs"]["breadth"]  # a part run has no score
+    assert close["status"] != "pruned"  # 0.1 nats behind: within the margin, it runs on
+
+
 @pytest.mark.parametrize("limit", ["until", "hours"])
 def test_the_deadline_stops_a_running_baseline_within_seconds_and_records_it_interrupted(
         repo, limit):
