@@ -134,7 +134,8 @@ def summarise(rows: list[dict]) -> dict:
             "claimed": base_bpb - best["rungs"]["smoke"]["val_bpb"], "keeps": len(keeps),
             "runs": sum(1 + len(r["rungs"].get("smoke", {}).get("run_logs") or [])
                         for r in candidates),
-            "first_keep": first, "experiments": len(candidates), "hours": hours,
+            "first_keep": first, "hours": hours,
+            "experiments": sum(1 for r in candidates if r["status"] != "interrupted"),
             "statuses": [r["status"] for r in candidates]}
 
 
