@@ -281,7 +281,8 @@ def nats_of(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     logarithm and the subtraction are float64.
     """
     top = logits.max(axis=-1, keepdims=True)
-    total = np.exp(logits - top).sum(axis=-1, dtype=np.float64)
+    shifted = logits - top
+    total = np.exp(shifted, out=shifted).sum(axis=-1, dtype=np.float64)  # one buffer, not two
     lse = top[..., 0].astype(np.float64) + np.log(total)
     target = np.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     return lse - target.astype(np.float64)
