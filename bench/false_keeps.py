@@ -303,7 +303,7 @@ def main() -> None:
     parser.add_argument("--rules", default=",".join(RULES), help="comma-separated subset")
     parser.add_argument("--futility", type=float, default=0.10,
                         help="the sequential rule's miss level at the futility look after "
-                             "the first pair (0: no futility look, the rule before issue 26)")
+                             "the first pair (0: no futility look)")
     args = parser.parse_args()
     SETTINGS.update(max_pooled_dof=args.max_pooled_dof, futility=args.futility,
                     rules=tuple(r for r in args.rules.split(",") if r in RULES))

@@ -44,7 +44,7 @@ from loop.measure import logparse, pruning  # noqa: E402
 from loop.platform import blas_env  # noqa: E402
 
 TRAINER = REPO / "benchmark" / "train_gpt_mlx.py"
-DEFAULT_OUT = REPO / ".autogolf" / "bench" / "pruning-curves.json"
+DEFAULT_OUT = REPO / "bench" / "data" / "pruning-curves.json"  # committed: analyse at once
 MIN_IMPROVEMENT = 0.002
 # autoresearch.sh's smoke block and knob defaults (WARMDOWN_ITERS = 0.2 x 30, momentum
 # warmup = 0.1 x 30), with every step logged so that any log schedule can be replayed.
