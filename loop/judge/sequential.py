@@ -32,11 +32,11 @@ says), so by the union bound P(false keep) <= alpha at *every* decision, whateve
 spread and however few runs came before. The price is conservatism: the true rate is
 below alpha (bench/false_keeps.py measures it). The discard bounds never add false keeps;
 they can only cost power: at most beta + futility at the resolvable gain (union bound).
-Measured (bench/false_keeps.py, 300 sessions x 20 decisions, sigma 0.004-0.03): equal
-candidates cost 3.8-4.1 runs per decision in the gpu and cpu scenarios and 4.2-5.1 in
-`mixed`, against 4.6-5.7 with no futility look and even shares (the first decisions of a
-session, with no spread to lean on, cost 11-12 runs; from the fourth on about 3-4.5); a
-3-sigma gain is kept 95.6-98.9% of the time.
+Measured (bench/false_keeps.py, 1,000 sessions x 20 decisions, sigma 0.004-0.03,
+docs/BENCHMARKS.md): equal candidates cost 3.8-4.1 runs per decision in the gpu and cpu
+scenarios and 4.2-5.1 in `mixed`, against 4.9-5.8 with no futility look and even shares
+(the first decisions of a session, with no spread to lean on, cost 11-12 runs; from the
+fourth on about 3-4.5); a 3-sigma gain is kept 95.6-98.8% of the time.
 
 The spread (SpreadPool): each decision contributes its within-decision sum of squared
 deviations from its own mean (n - 1 degrees of freedom; each decision has its own true
