@@ -504,3 +504,17 @@ def test_the_server_writes_float64_logits_into_the_shared_buffer_as_float32():
     assert header["shm"] is True and header["dtype"] == "<f4" and payload == b""
     got = np.frombuffer(buffer, dtype="<f4", count=24).reshape(header["shape"])
     assert np.array_equal(got, np.repeat(tokens[..., None] / 3.0, 4, axis=-1).astype(np.float32))
+
+
+def test_the_shared_logits_buffer_cannot_be_shrunk_by_the_server():
+    from loop.judge import model_server as ms
+
+    if not hasattr(os, "memfd_create"):
+        pytest.skip("sealed shared memory is Linux only (elsewhere the pipe carries logits)")
+    fd = ms.shared_buffer(1 << 16)
+    try:
+        with pytest.raises(PermissionError):
+            os.ftruncate(fd, 0)  # what a hostile server would do to fault the judge's map
+        assert os.fstat(fd).st_size == 1 << 16
+    finally:
+        os.close(fd)

@@ -26,7 +26,7 @@ message is a frame
 - judge -> server: {"op": "close"}: the server exits 0.
 
 Logits through shared memory (`--logits-fd N`): the judge creates an anonymous shared file
-(memfd on Linux, an unlinked temporary file elsewhere), sizes it for its largest batch and
+(a memfd, sealed against any change of size; Linux only), sizes it for its largest batch and
 passes its descriptor to the server (inherited: no path, nothing writable in the sandbox).
 The server then answers a forward with {"ok": true, "dtype": "<f4", "shape": [...],
 "shm": true, "nbytes": 0} after writing the logits, as float32 in C order, at the start of
@@ -123,15 +123,23 @@ def command(python: str, trainer: Path, artifact: Path, logit_softcap: float = 3
 
 def shared_buffer(nbytes: int) -> int:
     """A descriptor of `nbytes` of anonymous shared memory for the logits (close-on-exec:
-    subprocess's pass_fds hands it to the server only). Pages cost memory once written."""
-    if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("autogolf-logits", os.MFD_CLOEXEC)
-    else:  # macOS: an unlinked file in TMPDIR, mapped; the same through an fd
-        import tempfile
+    subprocess's pass_fds hands it to the server only). Pages cost memory once written.
 
-        with tempfile.TemporaryFile(prefix="autogolf-logits-") as f:
-            fd = os.dup(f.fileno())
-    os.ftruncate(fd, nbytes)
+    Sealed against a change of size: a server that shrank the file would make the judge's
+    read of its map fault (SIGBUS) and take the daemon down. Where memfd seals do not exist
+    (macOS) this raises OSError and the logits go through the pipe."""
+    import fcntl
+
+    seals = getattr(fcntl, "F_SEAL_SHRINK", 0) | getattr(fcntl, "F_SEAL_GROW", 0)
+    if not hasattr(os, "memfd_create") or not hasattr(fcntl, "F_ADD_SEALS") or not seals:
+        raise OSError("no sealed shared memory here (memfd_create with seals)")
+    fd = os.memfd_create("autogolf-logits", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.ftruncate(fd, nbytes)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals | fcntl.F_SEAL_SEAL)
+    except OSError:
+        os.close(fd)
+        raise
     return fd
 
 
