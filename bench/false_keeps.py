@@ -59,7 +59,7 @@ SIGMAS = (0.004, 0.01, 0.02, 0.03)
 MIN_IMPROVEMENT = 0.002  # autogolf.yaml default
 BASE_SEED = 1337
 RULES = ("sequential", "seq-reuse", "today", "naive")
-SETTINGS = {"max_pooled_dof": 10.0, "rules": RULES}  # from the command line
+SETTINGS = {"max_pooled_dof": 10.0, "rules": RULES, "futility": 0.10}  # from the command line
 # sd(a), sd(b), sd(e) in units of sigma, and the sd of log f: a code's b and e are scaled by
 # its own f = exp(N(0, v) - v^2) (mean square 1; the baseline has f = 1)
 SCENARIOS = {"gpu": (1.0, 0.0, 1.0, 0.0), "cpu": (1.0, 1.0, 0.0, 0.0),
@@ -219,7 +219,8 @@ def naive_session(world: World, decisions: int, gain: float, result: Result) -> 
 def play(rule_name: str, sigma: float, scenario: str, gain: float, sessions: int,
          decisions: int, salt: int) -> Result:
     result = Result()
-    seq_rule = sequential.SequentialRule(MIN_IMPROVEMENT, alpha=0.02, beta=0.10, max_runs=10)
+    seq_rule = sequential.SequentialRule(MIN_IMPROVEMENT, alpha=0.02, beta=0.10, max_runs=10,
+                                         futility=SETTINGS["futility"])
     for s in range(sessions):
         world = World(random.Random(f"{salt}-{scenario}-{sigma}-{gain}-{s}"), sigma, scenario)
         if rule_name in ("sequential", "seq-reuse"):
@@ -300,12 +301,16 @@ def main() -> None:
     parser.add_argument("--max-pooled-dof", type=float, default=10.0,
                         help="the sequential rule's cap on the pool's weight (inf: none)")
     parser.add_argument("--rules", default=",".join(RULES), help="comma-separated subset")
+    parser.add_argument("--futility", type=float, default=0.10,
+                        help="the sequential rule's miss level at the futility look after "
+                             "the first pair (0: no futility look)")
     args = parser.parse_args()
-    SETTINGS.update(max_pooled_dof=args.max_pooled_dof,
+    SETTINGS.update(max_pooled_dof=args.max_pooled_dof, futility=args.futility,
                     rules=tuple(r for r in args.rules.split(",") if r in RULES))
     start = time.perf_counter()
     print(f"min_improvement {MIN_IMPROVEMENT}; sequential: alpha 0.02, beta 0.10, "
-          f"max_runs 10 pairs, min_runs 2, max_pooled_dof {args.max_pooled_dof:g}; today: "
+          f"max_runs 10 pairs, min_runs 2, max_pooled_dof {args.max_pooled_dof:g}, futility "
+          f"{args.futility:g}; today: "
           "5-run calibration, k 2, 2 re-runs of close wins, recalibration every 3 keeps; "
           f"{args.sessions} sessions x {args.decisions} decisions of equal candidates, "
           f"{args.power_sessions} x {args.decisions} of candidates better by "

@@ -1,18 +1,25 @@
 #!/usr/bin/env python3
-"""What the judge (loop/judge/score.py) costs per experiment (prints figures; not a test).
+"""What the judge (loop/judge/score.py) costs per run, old against new (prints figures).
 
 For each size it assembles the trainer's data folder and the holdout (loop/judge/holdout.py,
-sample dataset), runs the real trainer once as a child, then scores its artifact with the
-judge twice: on the holdout (what the daemon will do) and on the trainer's own validation
-slice (the same tokens as the trainer's final evaluation, for a like-for-like time). It prints
-the judge's seconds and its share of the experiment beside the trainer's own final
-evaluation time (`eval_time` of the roundtrip line).
+sample dataset) and runs the real trainer twice as a child: with the printout slice as it was
+(16,384 tokens) and as it is now (holdout.CLAIM_TOKENS, 4,096). Then it scores the new run's
+artifact as the daemon does (holdout + claim slice from one model server), alternating:
+
+- old: logits through the float32 pipe, the 16,384-token claim slice;
+- new: logits through shared memory (a memfd), the 4,096-token claim slice;
+
+and prints, side by side, the judge's seconds per run (start, load, probe, holdout forward,
+loss, claim), the model's own forward over the same windows in-process (what a free
+transport would cost), the trainer's own final evaluation (two passes: before and after the
+roundtrip; 2 x its `eval_time`) with each slice, and the judge's share of a run. It also
+checks that both transports give the same holdout score.
 
     nice -n 19 .venv/bin/python bench/judge_cost.py [--only smoke|medium] [--repeats N]
 
 Sizes: `smoke` is autoresearch.sh's smoke profile; `medium` is breadth-like (seq 1024, a
 4x256 model, batch 8192) capped to 24 steps so that it runs in a couple of minutes on 2 CPU
-cores, with the sample's breadth holdout (32,768 tokens) and a 16,384-token trainer slice.
+cores, with the sample's breadth holdout (32,768 tokens).
 """
 
 from __future__ import annotations
@@ -29,12 +36,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from loop.data import datasets, tokenbytes  # noqa: E402
-from loop.judge import holdout, score  # noqa: E402
+from loop.data import datasets, shards, tokenbytes  # noqa: E402
+from loop.judge import holdout, model_server, score  # noqa: E402
 from loop.measure import logparse  # noqa: E402
 from loop.platform import blas_env  # noqa: E402
 
 TRAINER = REPO / "benchmark" / "train_gpt_mlx.py"
+OLD_CLAIM = 16_384  # the printout slice before issue 26 (now holdout.CLAIM_TOKENS)
 COMMON = {"GRAD_ACCUM_STEPS": "1", "WARMUP_STEPS": "1", "MAX_WALLCLOCK_SECONDS": "0",
           "MLP_MULT": "2", "VAL_MAX_TOKENS": "16384"}
 SIZES = {
@@ -55,6 +63,7 @@ def ensure_blas() -> None:
 
 
 def run_trainer(env: dict[str, str], work: Path) -> tuple[float, logparse.TrainerLog, Path]:
+    work.mkdir(parents=True, exist_ok=True)
     artifact = work / "model.bin"
     env = {**env, "RUN_ID": "bench", "OUT_DIR": str(work), "AUTOGOLF_ARTIFACT_PATH": str(artifact)}
     t0 = time.perf_counter()
@@ -66,6 +75,28 @@ def run_trainer(env: dict[str, str], work: Path) -> tuple[float, logparse.Traine
     return wall, logparse.parse_trainer_log(done.stdout), artifact
 
 
+def old_data_folder(prep: holdout.Prepared, info: datasets.DatasetInfo, work: Path) -> Path:
+    """The trainer's data folder as it was before issue 26: a 16,384-token printout slice."""
+    folder = work / "old-data"
+    folder.mkdir()
+    for shard in shards.shard_files(prep.data_path, "train"):
+        (folder / shard.name).symlink_to(shard.resolve())
+    shards.write_shard(folder / holdout.VAL_FILE, holdout.train_front(info, OLD_CLAIM + 1))
+    return folder
+
+
+def model_compute_s(artifact: Path, tokens, seq: int, batch_tokens: int) -> float:
+    """The model's own forward over the holdout's windows in this process (no transport,
+    no loss): what the judge's forward time would be with a free transport."""
+    _, forward = model_server.load(TRAINER, artifact, 30.0, 10000.0)
+    x, _ = score.windows(tokens, seq)
+    per = max(1, batch_tokens // seq)
+    t0 = time.perf_counter()
+    for first in range(0, len(x), per):
+        forward(x[first:first + per].astype("int32"))
+    return time.perf_counter() - t0
+
+
 def measure(name: str, repeats: int, info: datasets.DatasetInfo, tables) -> dict:
     profile, settings = SIZES[name]
     with tempfile.TemporaryDirectory(prefix="judge-cost-") as tmp:
@@ -73,47 +104,69 @@ def measure(name: str, repeats: int, info: datasets.DatasetInfo, tables) -> dict
         t0 = time.perf_counter()
         prep = holdout.prepare(info, profile, work)
         prepare_s = time.perf_counter() - t0
-        env = {**os.environ, **COMMON, **settings, "DATA_PATH": str(prep.data_path),
-               "TOKENIZER_PATH": str(prep.tokenizer_path)}
-        wall, log, artifact = run_trainer(env, work)
+        env = {**os.environ, **COMMON, **settings, "TOKENIZER_PATH": str(prep.tokenizer_path)}
+        old_wall, old_log, _ = run_trainer(
+            {**env, "DATA_PATH": str(old_data_folder(prep, info, work))}, work / "old")
+        wall, log, artifact = run_trainer({**env, "DATA_PATH": str(prep.data_path)},
+                                          work / "new")
         seq = prep.holdout.seq_len
         assert seq == int(settings["TRAIN_SEQ_LEN"]), "the judge's windows follow the profile"
-        slice_tokens = prep.trainer_slice()
-        runs = {"holdout": [], "slice": []}
-        for _ in range(repeats):
-            for key, tokens in (("holdout", prep.holdout.tokens), ("slice", slice_tokens)):
-                got = score.score_artifact(TRAINER, artifact, tokens, seq, tables, cwd=REPO)
-                if not got.ok:
-                    sys.exit(f"{name}: the judge could not score: {got.reason}")
-                runs[key].append(got)
-    med = {k: statistics.median(s.timings["total_s"] for s in v) for k, v in runs.items()}
-    return {"name": name, "wall": wall, "eval_s": log.eval_ms / 1000, "prepare_s": prepare_s,
-            "judge": med, "runs": runs, "trainer_tokens": slice_tokens.size - 1,
-            "trainer_bpb": log.exact_val_bpb}
+        slices = {"old": shards.load_tokens(work / "old-data" / holdout.VAL_FILE),
+                  "new": prep.trainer_slice()}
+        runs: dict[str, list] = {"old": [], "new": []}
+        for _ in range(repeats):  # alternating: both see the same load
+            for key, transport in (("old", "pipe"), ("new", "shm")):
+                t1 = time.perf_counter()
+                got = score.score_sets(TRAINER, artifact, {"holdout": prep.holdout.tokens,
+                                                           "claim": slices[key]},
+                                       seq, tables, cwd=REPO, transport=transport)
+                if not all(g.ok for g in got.values()):
+                    sys.exit(f"{name}: the judge could not score: {got}")
+                runs[key].append((time.perf_counter() - t1, got))
+        compute = statistics.median(model_compute_s(artifact, prep.holdout.tokens, seq,
+                                                    score.EVAL_TOKENS_PER_BATCH)
+                                    for _ in range(repeats))
+    return {"name": name, "wall": wall, "old_wall": old_wall, "eval_s": log.eval_ms / 1000,
+            "old_eval_s": old_log.eval_ms / 1000, "prepare_s": prepare_s, "runs": runs,
+            "compute_s": compute, "trainer_bpb": log.exact_val_bpb,
+            "slices": {k: v.size - 1 for k, v in slices.items()}}
+
+
+def med(runs: list, key: str | None = None, name: str = "holdout") -> float:
+    if key is None:
+        return statistics.median(total for total, _ in runs)
+    return statistics.median(got[name].timings.get(key, 0.0) for _, got in runs)
 
 
 def report(r: dict) -> None:
-    h, s = r["runs"]["holdout"][0], r["runs"]["slice"][0]
-    judge = r["judge"]["holdout"]
-    experiment = r["wall"] + judge + r["prepare_s"]
-    print(f"\n== {r['name']}: trainer wall {r['wall']:.1f}s, data folder + holdout "
-          f"{1000 * r['prepare_s']:.0f}ms")
-    print(f"{'':34}{'tokens':>8}{'seconds':>9}{'ms/1k tok':>11}")
-    print(f"{'trainer final eval (eval_time)':34}{r['trainer_tokens']:>8}{r['eval_s']:>9.2f}"
-          f"{1000 * r['eval_s'] / r['trainer_tokens'] * 1000:>11.1f}")
-    print(f"{'judge, same tokens as the trainer':34}{s.tokens:>8}{r['judge']['slice']:>9.2f}"
-          f"{1000 * r['judge']['slice'] / s.tokens * 1000:>11.1f}")
-    print(f"{'judge, holdout (what counts)':34}{h.tokens:>8}{judge:>9.2f}"
-          f"{1000 * judge / h.tokens * 1000:>11.1f}")
-    runs = r["runs"]["holdout"]
-    parts = ", ".join(f"{k[:-2]} {statistics.median(x.timings.get(k, 0) for x in runs):.2f}s"
-                      for k in ("load_s", "probe_s", "forward_s", "loss_s"))
-    print(f"judge holdout breakdown (median): {parts}")
-    print(f"judge share of the experiment (trainer + prepare + judge): "
-          f"{100 * judge / experiment:.1f}%; judge / trainer eval (same tokens): "
-          f"{r['judge']['slice'] / r['eval_s']:.2f}x")
-    print(f"agreement on the trainer's tokens: trainer {r['trainer_bpb']:.6f}, judge "
-          f"{s.val_bpb:.6f} (diff {s.val_bpb - r['trainer_bpb']:+.2e})")
+    old, new = r["runs"]["old"], r["runs"]["new"]
+    print(f"\n== {r['name']}: trainer wall {r['old_wall']:.1f}s with the old slice, "
+          f"{r['wall']:.1f}s with the new; data folder + holdout {1000 * r['prepare_s']:.0f}ms")
+    print(f"{'':44}{'old (pipe, 16,384-token claim)':>32}{'new (shm, 4,096)':>18}")
+    rows = [
+        ("trainer's final evaluation (2 passes, s)", 2 * r["old_eval_s"], 2 * r["eval_s"]),
+        ("judge per run, all in (s)", med(old), med(new)),
+        ("  model server start + load (s)", med(old, "load_s"), med(new, "load_s")),
+        ("  causality probe (s)", med(old, "probe_s"), med(new, "probe_s")),
+        ("  holdout forward: model + transport (s)", med(old, "forward_s"),
+         med(new, "forward_s")),
+        ("  holdout loss in numpy (s)", med(old, "loss_s"), med(new, "loss_s")),
+        ("  claim slice, all in (s)", med(old, "total_s", "claim"),
+         med(new, "total_s", "claim")),
+    ]
+    for label, a, b in rows:
+        print(f"{label:44}{a:>32.2f}{b:>18.2f}")
+    print(f"{'holdout forward, the model alone in-process':44}{r['compute_s']:>32.2f}"
+          f"{r['compute_s']:>18.2f}")
+    for key, wall in (("old", r["old_wall"]), ("new", r["wall"])):
+        judge = med(r["runs"][key])
+        print(f"{key}: judge share of a run (trainer wall + judge): "
+              f"{100 * judge / (wall + judge):.1f}%; judge / the trainer's final evaluation "
+              f"with the old slice: {judge / (2 * r['old_eval_s']):.2f}x")
+    pipe, shm = old[0][1]["holdout"], new[0][1]["holdout"]
+    print(f"holdout val_bpb pipe {pipe.val_bpb:.9f} shm {shm.val_bpb:.9f} "
+          f"(diff {shm.val_bpb - pipe.val_bpb:+.1e}); trainer on its new slice "
+          f"{r['trainer_bpb']:.6f}, judge {new[0][1]['claim'].val_bpb:.6f}")
 
 
 def main() -> int:
@@ -123,7 +176,7 @@ def main() -> int:
     parser.add_argument("--only", choices=sorted(SIZES))
     parser.add_argument("--repeats", type=int, default=3, help="judge runs per size (median)")
     args = parser.parse_args()
-    info = datasets.resolve("sample", REPO)
+    info = datasets.resolve("sample")
     tables = tokenbytes.build_byte_tables(info.tokenizer_path, info.vocab_size)
     one, five, _ = os.getloadavg()
     print(f"judge cost, sample dataset; load1={one:.2f} load5={five:.2f} cores={os.cpu_count()}")

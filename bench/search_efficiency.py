@@ -3,6 +3,14 @@
     nice -n 19 python bench/search_efficiency.py [--experiments 8] [--seeds 0,1,2]
         [--fresh-seeds 101,202,303] [--strategies random,local,tpe]
         [--keep-rule sequential|margin] [--json out.json]
+    nice -n 19 python bench/search_efficiency.py --minutes M [--keep-rules sequential,margin]
+        [--strategies random] [--seeds 0,1,2]
+
+`--minutes M` (issue 26) compares the keep rules at equal wall-clock time instead of equal
+experiments: each rule runs the daemon for `--hours M/60` (the deadline stops the running
+experiment, recorded `interrupted`), once per proposer seed, and the table shows per rule
+(medians over proposer seeds) the held gain, the held gain per hour of the session,
+experiments and experiments per hour, keeps and benchmark runs.
 
 Each strategy runs the REAL daemon (`autogolf run --ladder smoke --max-experiments N`, the
 real trainer on the offline sample data, the daemon's own keep rule, whatever it is) in a
@@ -90,17 +98,32 @@ def environment() -> dict[str, str]:
     return env
 
 
-def run_daemon(tree: Path, experiments: int, env: dict[str, str]) -> list[dict]:
+def run_daemon(tree: Path, experiments: int | None, env: dict[str, str],
+               minutes: float | None = None) -> list[dict]:
+    """The session's rows (experiments, its header and its stop row)."""
+    limit = (["--max-experiments", str(experiments)] if minutes is None
+             else ["--hours", repr(minutes / 60)])
     done = subprocess.run([sys.executable, "-m", "loop.ui.cli", "run", "--ladder", "smoke",
-                           "--max-experiments", str(experiments)], cwd=tree, env=env,
-                          capture_output=True, text=True, timeout=3600)
+                           *limit], cwd=tree, env=env, capture_output=True, text=True,
+                          timeout=3600 + 120 * (minutes or 0))
     if done.returncode != 0:
         raise SystemExit(f"daemon failed in {tree}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    return [r for r in Ledger(tree / ".autogolf" / "ledger.jsonl").rows()
-            if r.get("type") == "experiment"]
+    return Ledger(tree / ".autogolf" / "ledger.jsonl").rows()
+
+
+def session_hours(rows: list[dict]) -> float | None:
+    """From the session header to its stop row, in hours."""
+    from loop.ui.report import parse_time
+
+    header = next((r for r in rows if r.get("type") == "session"), {})
+    stop = next((r for r in reversed(rows) if r.get("type") == "stop"), {})
+    start, end = parse_time(header.get("timestamp")), parse_time(stop.get("timestamp"))
+    return None if start is None or end is None else (end - start).total_seconds() / 3600
 
 
 def summarise(rows: list[dict]) -> dict:
+    hours = session_hours(rows)
+    rows = [r for r in rows if r.get("type") == "experiment"]
     base = next(r for r in rows if r.get("baseline") and r["status"] == "keep")
     candidates = [r for r in rows if not r.get("baseline")]
     keeps = [r for r in candidates if r["status"] == "keep"]
@@ -111,7 +134,8 @@ def summarise(rows: list[dict]) -> dict:
             "claimed": base_bpb - best["rungs"]["smoke"]["val_bpb"], "keeps": len(keeps),
             "runs": sum(1 + len(r["rungs"].get("smoke", {}).get("run_logs") or [])
                         for r in candidates),
-            "first_keep": first, "experiments": len(candidates),
+            "first_keep": first, "hours": hours,
+            "experiments": sum(1 for r in candidates if r["status"] != "interrupted"),
             "statuses": [r["status"] for r in candidates]}
 
 
@@ -178,6 +202,30 @@ def table(results: dict[str, list[dict]], experiments: int, fresh: list[int]) ->
     return "\n".join(lines)
 
 
+def per_hour_table(results: dict[str, list[dict]], minutes: float, fresh: list[int]) -> str:
+    lines = [f"{minutes:g} minutes per session x {len(next(iter(results.values())))} proposer "
+             f"seeds; held = on trainer seeds {','.join(map(str, fresh))}; medians over "
+             "proposer seeds", "",
+             "| keep rule | held gain | held gain per hour | claimed gain | experiments | "
+             "experiments per hour | keeps | benchmark runs | statuses |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def med(runs: list[dict], key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    for rule, runs in results.items():
+        for r in runs:
+            r["held_per_hour"] = r["held"] / r["hours"] if r["hours"] else 0.0
+            r["per_hour"] = r["experiments"] / r["hours"] if r["hours"] else 0.0
+        statuses = sorted({s for r in runs for s in r["statuses"]})
+        counts = ", ".join(f"{s} {sum(r['statuses'].count(s) for r in runs)}" for s in statuses)
+        lines.append(f"| {rule} | {med(runs, 'held'):.4f} | {med(runs, 'held_per_hour'):.4f} | "
+                     f"{med(runs, 'claimed'):.4f} | {med(runs, 'experiments'):g} | "
+                     f"{med(runs, 'per_hour'):.1f} | {med(runs, 'keeps'):g} | "
+                     f"{med(runs, 'runs'):g} | {counts} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--experiments", type=int, default=12)
@@ -187,7 +235,14 @@ def main() -> None:
     ap.add_argument("--keep-rule", choices=("sequential", "margin"), default="sequential",
                     help="the daemon's keep rule: sequential (the default) or the margin rule")
     ap.add_argument("--json", help="also write every run's figures here")
+    ap.add_argument("--minutes", type=float, help="equal wall-clock time per session instead "
+                    "of equal experiments: compare the keep rules (--keep-rules)")
+    ap.add_argument("--keep-rules", default="sequential,margin",
+                    help="with --minutes: the keep rules compared")
     args = ap.parse_args()
+    if args.minutes is not None:
+        by_time(args)
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     fresh = [int(s) for s in args.fresh_seeds.split(",")]
     env = environment()
@@ -210,6 +265,40 @@ def main() -> None:
                 shutil.rmtree(tree)
     print()
     print(table(results, args.experiments, fresh))
+    print(f"\nwall time {time.monotonic() - start:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+
+
+def by_time(args: argparse.Namespace) -> None:
+    """--minutes: each keep rule for the same wall-clock budget, per proposer seed."""
+    seeds = [int(s) for s in args.seeds.split(",")]
+    fresh = [int(s) for s in args.fresh_seeds.split(",")]
+    strategy = args.strategies.split(",")[0]
+    env = environment()
+    start = time.monotonic()
+    one, five, _ = os.getloadavg()
+    print(f"search.strategy {strategy}; {os.cpu_count()} CPUs, load {one:.1f}/{five:.1f} at "
+          f"start; {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
+    results: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="search-eff-") as tmp:
+        scratch = Path(tmp)
+        remeasure = Remeasure(scratch, env)
+        for seed in seeds:  # seed-major: the rules share the machine's load over time
+            for rule in args.keep_rules.split(","):
+                tree = copy_tree(scratch / f"{rule}-{seed}")
+                configure(tree, strategy, seed, rule)
+                summary = summarise(run_daemon(tree, None, env, args.minutes))
+                summary["held"] = held_gain(summary, remeasure, fresh)
+                results.setdefault(rule, []).append(summary)
+                print(f"{rule} seed {seed}: {summary['experiments']} experiments in "
+                      f"{60 * (summary['hours'] or 0):.1f} min, claimed "
+                      f"{summary['claimed']:.4f} held {summary['held']:.4f} keeps "
+                      f"{summary['keeps']} runs {summary['runs']} {summary['statuses']} "
+                      f"[{time.monotonic() - start:.0f} s]", flush=True)
+                shutil.rmtree(tree)
+    print()
+    print(per_hour_table(results, args.minutes, fresh))
     print(f"\nwall time {time.monotonic() - start:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))

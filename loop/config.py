@@ -187,6 +187,8 @@ class Config:
     keep_min_runs: int = 2  # pairs before the first look (one run never decides)
     keep_max_runs: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_KEEP_MAX_RUNS))
     keep_max_pooled_dof: float = 10.0  # earlier decisions' weight in the spread, in dof
+    keep_futility: float = 0.10  # miss level of the look after the first pair (0 = none)
+    keep_prune: bool = True  # stop a candidate run clearly behind the incumbent's curve
     keep_promote_inconclusive: bool = True  # an undecided candidate leaning to a win climbs
     protocol_allow_change: tuple[str, ...] = ()  # loop.judge.protocol.ALLOWABLE fields
     verify_enabled: bool = False  # re-evaluate a kept artifact with loop/judge/verify.py
@@ -219,7 +221,8 @@ class Config:
     def sequential_rule(self, profile: str) -> SequentialRule:
         """The keep rule of `profile` (issue 16) from the `keep_rule:` settings."""
         return SequentialRule(self.min_improvement, self.keep_alpha, self.keep_beta,
-                              self.keep_max_runs.get(profile, 10), self.keep_min_runs)
+                              self.keep_max_runs.get(profile, 10), self.keep_min_runs,
+                              self.keep_futility)
 
 
 def is_editable(cfg: Config, relpath: str) -> bool:
@@ -691,11 +694,12 @@ class _Reader:
         """`keep_rule:` alpha, beta, min_runs, max_runs (one number or per profile),
         max_pooled_dof (loop/judge/sequential.py)."""
         keys = ("enabled", "alpha", "beta", "min_runs", "max_runs", "max_pooled_dof",
-                "promote_inconclusive")
+                "promote_inconclusive", "futility", "prune")
         section = self.mapping(top.get("keep_rule", {}), "keep_rule", keys)
         kw: dict[str, Any] = {}
         for key, field_name in (("enabled", "keep_rule_enabled"),
-                                ("promote_inconclusive", "keep_promote_inconclusive")):
+                                ("promote_inconclusive", "keep_promote_inconclusive"),
+                                ("prune", "keep_prune")):
             if key not in section:
                 continue
             if isinstance(section[key], bool):
@@ -711,6 +715,12 @@ class _Reader:
             self.put(kw, f"keep_{key}", rate)
         self.put(kw, "keep_max_pooled_dof", self.number(section, "max_pooled_dof",
                                                         where="keep_rule", positive=True))
+        futility = self.number(section, "futility", where="keep_rule")
+        if futility is not None and not 0 <= futility < 0.5:
+            self.fail("keep_rule.futility", f"got {futility!r}", "a rate in [0, 0.5), e.g. "
+                      "0.10 (0: no futility look)")
+            futility = None
+        self.put(kw, "keep_futility", futility)
         self.put(kw, "keep_min_runs", self.number(section, "min_runs", where="keep_rule",
                                                   minimum=2, integer=True))
         self.put(kw, "keep_max_runs", self.keep_max_runs(section, profiles))

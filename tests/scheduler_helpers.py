@@ -79,8 +79,9 @@ if "ARTIFACT" in knobs:
     shutil.copy(knobs["ARTIFACT"], artifact)
     print(f"artifact_path:{artifact}")
 size, code, n = int(knobs.get("SIZE", "1000000")), 5000, 4
+lag = float(knobs.get("LAG", "0"))  # LAG=<nats>: a training curve behind the baseline's
 for step in range(1, n + 1):
-    loss = "nan" if mode == "nan" and step == 3 else f"{5.0 - step * 0.1:.4f}"
+    loss = "nan" if mode == "nan" and step == 3 else f"{5.0 - step * 0.1 + lag:.4f}"
     print(f"step:{step}/{n} train_loss:{loss} train_time:{step * 10}ms step_avg:10.00ms "
           "tok_s:1000", flush=True)
     if mode == "nan" and step == 3:

@@ -404,6 +404,13 @@ def test_keep_rule_settings_are_read_and_build_each_profiles_rule(tmp_path: Path
     assert cfg.keep_max_runs["breadth"] == 10 and cfg.keep_max_pooled_dof == 20
 
 
+def test_futility_and_pruning_are_read_and_reach_the_rule(tmp_path: Path) -> None:
+    cfg = load(tmp_path, "keep_rule: {futility: 0, prune: false}\n")
+    assert cfg.sequential_rule("breadth").futility == 0 and cfg.keep_prune is False
+    default = load(tmp_path, "keep_rule: {}\n")
+    assert default.sequential_rule("breadth").futility == 0.10 and default.keep_prune is True
+
+
 def test_keep_rule_max_runs_as_one_number_applies_to_every_profile(tmp_path: Path) -> None:
     cfg = load(tmp_path, "keep_rule: {max_runs: 5}\n")
     assert set(cfg.keep_max_runs.values()) == {5}
@@ -422,6 +429,8 @@ def test_keep_rule_max_runs_as_one_number_applies_to_every_profile(tmp_path: Pat
     ("keep_rule: {alfa: 0.01}", "keep_rule.alfa: unknown key; did you mean 'alpha'?"),
     ("keep_rule: {promote_inconclusive: 1}", "keep_rule.promote_inconclusive: got 1"),
     ("keep_rule: {enabled: yes please}", "keep_rule.enabled: got 'yes please'"),
+    ("keep_rule: {futility: 0.5}", "keep_rule.futility: got 0.5 (allowed: a rate in [0, 0.5)"),
+    ("keep_rule: {prune: maybe}", "keep_rule.prune: got 'maybe'"),
 ])
 def test_bad_keep_rule_settings_are_refused_naming_the_key(tmp_path: Path, text: str,
                                                             message: str) -> None:

@@ -40,9 +40,9 @@ def test_summary_shows_best_val_bpb_per_profile_against_the_start(rows):
 
 
 def test_summary_time_used_is_the_sum_of_rung_wall_s(rows):
-    # 214.1 + 213.0 + 212.6 + 240.2 + 4 x 213.0 (E0025-E0028) seconds of benchmarks in the
-    # second session.
-    assert "time used: 28m 52s (benchmarks" in endsummary.end_of_run_summary(rows, SECOND)
+    # 214.1 + 213.0 + 212.6 + 240.2 + 4 x 213.0 (E0025-E0028) + 130.5 (E0029, pruned)
+    # seconds of benchmarks in the second session.
+    assert "time used: 31m 02s (benchmarks" in endsummary.end_of_run_summary(rows, SECOND)
 
 
 def test_summary_says_why_it_stopped(rows):
@@ -142,7 +142,18 @@ def test_summary_says_where_the_sessions_time_went():
     text = endsummary.end_of_run_summary(rows, "S")
     assert ("where the time went: more seeds / re-runs 10m 00s, incumbent runs 5m 00s, first "
             "runs 2m 00s, baselines 1m 00s, the judge's scoring 45s, proposing 30s, checks 5s; "
-            "30m 00s from start to stop") in text
+            "30m 00s from start to stop; 2.0 experiments per hour") in text
+
+
+def test_experiments_per_hour_count_candidates_only_and_are_unknown_without_times():
+    from loop.ui import report
+
+    header = {"type": "session", "timestamp": "2026-12-01T23:00:00+00:00"}
+    rows = [{"type": "experiment", "id": f"E{n}", "baseline": n == 0, "status": "discard",
+             "timestamp": f"2026-12-01T23:{15 * n:02d}:00+00:00"} for n in range(4)]
+    assert report.experiments_per_hour(header, rows) == 3 / 0.75  # 3 candidates in 45 min
+    assert report.experiments_per_hour({}, rows) is None
+    assert report.fmt_rate(None) == "unknown"
 
 
 def test_summary_leaves_out_the_split_when_no_row_recorded_it(rows):

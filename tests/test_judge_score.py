@@ -12,6 +12,7 @@ import lzma
 import os
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -126,7 +127,7 @@ def test_the_judge_agrees_with_the_trainers_roundtrip_score_on_the_same_tokens(
     got = judge(repo_root / TRAINER, artifact, trainer_slice, tables, trainer_env)
     assert got.ok, got.reason
     assert got.loader == "contract"
-    assert got.tokens == 16384
+    assert got.tokens == holdout.CLAIM_TOKENS
     assert got.val_bpb == pytest.approx(log.exact_val_bpb, abs=AGREE)
     assert got.val_loss == pytest.approx(log.exact_val_loss, abs=AGREE)
 
@@ -163,6 +164,44 @@ def test_one_server_scores_the_holdout_and_the_trainers_slice(smoke_run, prepare
     assert got["claim"].val_bpb == pytest.approx(log.exact_val_bpb, abs=AGREE)
     assert got["holdout"].val_bpb != got["claim"].val_bpb  # other tokens, another number
     assert "load_s" in got["holdout"].timings and "load_s" not in got["claim"].timings
+
+
+@pytest.mark.slow
+def test_shared_memory_logits_give_the_same_scores_as_the_pipe(smoke_run, prepared, tables,
+                                                               trainer_env, repo_root):
+    _, artifact = smoke_run
+    sets = {"holdout": prepared.holdout.tokens, "claim": prepared.trainer_slice()}
+    got = {transport: score.score_sets(repo_root / TRAINER, artifact, sets, SEQ, tables,
+                                       env=score.server_env(trainer_env), transport=transport)
+           for transport in ("pipe", "shm")}
+    for name in sets:
+        assert got["shm"][name].ok, got["shm"][name].reason
+        assert got["shm"][name].val_bpb == pytest.approx(got["pipe"][name].val_bpb, abs=1e-6)
+        assert got["shm"][name].tokens == got["pipe"][name].tokens
+
+
+@pytest.mark.slow
+def test_the_model_server_answers_through_the_shared_buffer_it_was_given(
+        smoke_run, repo_root, trainer_env):
+    _, artifact = smoke_run
+    tokens = np.ones((2, SEQ), dtype=np.int32)
+    with score.ModelServer(repo_root / TRAINER, artifact, repo_root,
+                           env=score.server_env(trainer_env),
+                           logits_bytes=score.logits_bytes_for(2 * SEQ, SEQ, 1024)) as shared, \
+            score.ModelServer(repo_root / TRAINER, artifact, repo_root,
+                              env=score.server_env(trainer_env)) as piped:
+        assert (shared.transport, piped.transport) == ("shm", "pipe")
+        assert np.array_equal(shared.forward(tokens), piped.forward(tokens))
+
+
+@pytest.mark.slow
+def test_logits_too_large_for_the_shared_buffer_come_through_the_pipe(smoke_run, repo_root,
+                                                                       trainer_env):
+    _, artifact = smoke_run
+    with score.ModelServer(repo_root / TRAINER, artifact, repo_root,
+                           env=score.server_env(trainer_env), logits_bytes=4096) as server:
+        logits = server.forward(np.ones((3, SEQ), dtype=np.int32))
+    assert logits.shape == (3, SEQ, 1024)
 
 
 # ------------------------------------------------------------------------------ cheats
@@ -431,6 +470,22 @@ def test_a_model_server_that_hangs_is_stopped_at_the_timeout(smoke_run, prepared
     assert got.reason.startswith("model server: no answer while computing logits")
 
 
+@pytest.mark.slow
+def test_a_stop_request_ends_the_judges_scoring_within_seconds(smoke_run, prepared, tables,
+                                                               trainer_env, repo_root,
+                                                               tmp_path):
+    _, artifact = smoke_run
+    slow = PEEK.replace("logits = forward(tokens).copy()",
+                        "__import__('time').sleep(60)\n        logits = forward(tokens)")
+    asked = time.monotonic() + 1.0
+    got = judge(edited_trainer(repo_root, tmp_path, [], slow), artifact,
+                prepared.holdout.tokens, tables, trainer_env,
+                stop=lambda: time.monotonic() > asked)
+    assert not got.ok
+    assert got.reason.startswith("model server: stopped while")
+    assert time.monotonic() - asked < 10  # the forward timeout is 300 s, the sleep 60 s
+
+
 def test_the_model_server_gets_no_daemon_settings_or_keys():
     env = score.server_env({"PATH": "/bin", "LD_PRELOAD": "libopenblas.so", "MLX_X": "1",
                             "ANTHROPIC_API_KEY": "secret", "DATA_PATH": "/data"})
@@ -494,3 +549,37 @@ def test_holdout_sizes_that_do_not_fit_name_the_profile():
     val = np.ones(1000, dtype=np.uint16)
     with pytest.raises(holdout.HoldoutError, match="profile 'breadth': the val split has 1000"):
         holdout.cut(val, holdout.Sizes(100, 5000, SEQ), "breadth")
+
+
+def test_the_server_writes_float64_logits_into_the_shared_buffer_as_float32():
+    import io
+    import mmap
+
+    from loop.judge import model_server as ms
+
+    buffer = mmap.mmap(-1, 2 * 3 * 4 * 4)
+    request, answer = io.BytesIO(), io.BytesIO()
+    tokens = np.arange(6, dtype=np.int32).reshape(2, 3)
+    ms.write_frame(request, {"op": "forward", "dtype": "<i4", "shape": [2, 3]}, tokens)
+    ms.write_frame(request, {"op": "close"})
+    request.seek(0)
+    ms.serve(lambda x: np.repeat(x[..., None] / 3.0, 4, axis=-1), request, answer, buffer)
+    answer.seek(0)
+    header, payload = ms.read_frame(answer.read)
+    assert header["shm"] is True and header["dtype"] == "<f4" and payload == b""
+    got = np.frombuffer(buffer, dtype="<f4", count=24).reshape(header["shape"])
+    assert np.array_equal(got, np.repeat(tokens[..., None] / 3.0, 4, axis=-1).astype(np.float32))
+
+
+def test_the_shared_logits_buffer_cannot_be_shrunk_by_the_server():
+    from loop.judge import model_server as ms
+
+    if not hasattr(os, "memfd_create"):
+        pytest.skip("sealed shared memory is Linux only (elsewhere the pipe carries logits)")
+    fd = ms.shared_buffer(1 << 16)
+    try:
+        with pytest.raises(PermissionError):
+            os.ftruncate(fd, 0)  # what a hostile server would do to fault the judge's map
+        assert os.fstat(fd).st_size == 1 << 16
+    finally:
+        os.close(fd)

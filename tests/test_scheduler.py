@@ -445,6 +445,33 @@ def test_the_deadline_stops_a_running_benchmark_and_records_interrupted(repo):
     assert git(worktree(repo), "status", "--porcelain") == ""
 
 
+def test_a_candidate_whose_curve_is_clearly_behind_the_incumbents_is_pruned_mid_run(repo):
+    run_daemon(repo, {"LAG": 1.0}, {"LAG": 0.1, "LR": 0.049})
+    pruned, close = candidates(repo)
+    assert pruned["status"] == "pruned"
+    assert pruned["reason"].startswith("at breadth: pruned at step 3/4: train_loss behind")
+    assert "val_bpb" not in pruned["rungs"]["breadth"]  # a part run has no score
+    assert close["status"] != "pruned"  # 0.1 nats behind: within the margin, it runs on
+
+
+@pytest.mark.parametrize("limit", ["until", "hours"])
+def test_the_deadline_stops_a_running_baseline_within_seconds_and_records_it_interrupted(
+        repo, limit):
+    commit_files(repo, {"knobs.sh": "LR=0.04\nBONUS_BREADTH=0\nBONUS_CONFIRM=0\nMODE=hang\n"})
+    cfg = dataclasses.replace(load_config(repo / "autogolf.yaml"), ladder=("breadth",))
+    rules = (scheduler.StopRules(deadline=time.time() + 4) if limit == "until"
+             else scheduler.StopRules(hours=4 / 3600))  # --hours: awake time, 4 s of it
+    started = time.monotonic()
+    reason = scheduler.Scheduler(repo, cfg, rules, proposer=Scripted({"LR": 0.05}),
+                                 out=lambda s: None).run()
+    took = time.monotonic() - started
+    [row] = baselines(repo)
+    assert row["status"] == "interrupted"
+    assert reason == "stopped by the time limit (--until/--hours)"
+    assert candidates(repo) == []
+    assert took < 4 + cfg.kill_grace_s + 20  # the hanging benchmark sleeps 60 s per step
+
+
 def test_the_expected_cost_of_an_experiment_is_the_median_of_its_rungs_runs():
     rows = [{"rungs": {"breadth": {"wall_s": w}, "confirm": {"wall_s": 10 * w}}}
             for w in (1.0, 3.0, 2.0)]

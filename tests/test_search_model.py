@@ -528,3 +528,40 @@ def test_the_default_strategy_is_built_with_its_sqlite_file_under_autogolf(workt
     built = make_proposer(dataclasses.replace(Config(), knobs=tuple(RATES)), worktree)
     assert isinstance(built, ModelSearchProposer)
     assert built.storage_url == default_storage(worktree / ".autogolf")
+
+
+# --------------------------------------------------------------------------- profile overrides
+
+SMOKE_BLOCK = 'case "$PROFILE" in\n    smoke)  # tiny\n        ITERATIONS=30\n' \
+              '        NUM_LAYERS=2\n        MODEL_DIM=64\n        ;;\n    breadth)\n' \
+              '        ITERATIONS=200\n        ;;\nesac\n'
+
+
+def test_the_profile_overrides_are_read_from_its_block_in_autoresearch_sh(worktree):
+    (worktree / "autoresearch.sh").write_text(SCRIPT + SMOKE_BLOCK)
+    from loop.proposers.search import profile_overrides
+
+    assert profile_overrides(worktree, "smoke") == {"ITERATIONS", "NUM_LAYERS", "MODEL_DIM"}
+    assert profile_overrides(worktree, "breadth") == {"ITERATIONS"}
+    assert profile_overrides(worktree, "full") == frozenset()
+
+
+@pytest.mark.parametrize("strategy", ["tpe", "random"])
+def test_the_search_never_moves_a_knob_the_first_rungs_profile_overrides(worktree, storage,
+                                                                       strategy):
+    (worktree / "autoresearch.sh").write_text(SCRIPT + SMOKE_BLOCK)
+    search = proposer(storage, knobs=[MATRIX_LR, LAYERS, DIM], strategy=strategy, cap=10**9)
+    history: list[dict] = [baseline(START)]
+    for n in range(8):
+        proposal = search.propose(worktree, history)
+        assert proposal is not None
+        assert "NUM_LAYERS" not in proposal.description and "MODEL_DIM" not in proposal.description
+        history.append(row(n + 1, proposal.knobs, 2.0 + n / 100))
+        (worktree / "autoresearch.sh").write_text(SCRIPT + SMOKE_BLOCK)
+
+
+def test_a_search_with_only_overridden_knobs_proposes_nothing_and_says_why(worktree, storage):
+    (worktree / "autoresearch.sh").write_text(SCRIPT + SMOKE_BLOCK)
+    search = proposer(storage, knobs=[LAYERS, DIM])
+    assert search.propose(worktree, [baseline(START)]) is None
+    assert search.last_refusals == ["every knob is overridden by the smoke profile"]

@@ -398,3 +398,14 @@ def test_local_search_never_moves_the_shape_over_the_cap(tmp_path):
         history.append({"type": "experiment", "knobs": config, "status": "discard"})
         (tmp_path / "autoresearch.sh").write_text("NUM_LAYERS=9\nMODEL_DIM=512\n")
     assert proposed >= 2
+
+
+def test_local_search_never_moves_a_knob_the_first_rungs_profile_overrides(tmp_path):
+    (tmp_path / "autoresearch.sh").write_text(
+        "MATRIX_LR=0.04\nNUM_LAYERS=9\nMODEL_DIM=512\ncase \"$PROFILE\" in\n  smoke)\n"
+        "    NUM_LAYERS=2\n    MODEL_DIM=64\n    ;;\nesac\n")
+    p = SearchProposer([MATRIX_LR, LAYERS, DIM], seed=0, profile="smoke")
+    for n in range(6):
+        proposal = p.propose(tmp_path, [baseline_row({"MATRIX_LR": 0.04, "NUM_LAYERS": 9,
+                                                      "MODEL_DIM": 512})] * (n + 1))
+        assert proposal is not None and proposal.description.startswith("MATRIX_LR")

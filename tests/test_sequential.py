@@ -7,6 +7,7 @@ the rule's; bench/false_keeps.py prints the same figures against today's rule.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import statistics
@@ -71,15 +72,51 @@ def test_real_smoke_gains_are_kept_from_paired_seeds_that_vary_the_baseline_by_0
     assert (small.decision, len(small.pairs)) == ("keep", 5)  # gains 0.006 to 0.014
 
 
-def test_a_clear_loss_is_discarded_after_two_pairs_with_a_pooled_spread():
+def test_a_clear_loss_is_discarded_after_two_pairs_without_the_futility_look():
     next_pair, asked = scripted([(2.03, 2.0), (2.028, 2.0), (2.031, 2.0)])
-    outcome = sq.run_decision(next_pair, RULE, pool_with(SD))
+    rule = dataclasses.replace(RULE, futility=0.0)
+    outcome = sq.run_decision(next_pair, rule, pool_with(SD))
     assert outcome.decision == "discard" and asked == [0, 1]
 
 
+# --------------------------------------------------------------------------- futility
+
+
+def test_a_clear_loser_is_discarded_after_its_first_pair_by_the_futility_look():
+    next_pair, asked = scripted([(2.03, 2.0), (2.028, 2.0)])
+    outcome = sq.run_decision(next_pair, RULE, pool_with(SD))
+    assert outcome.decision == "discard" and asked == [0]
+    assert outcome.reason.startswith("discard after 1 pair (futility look)")
+    assert outcome.stats["futility"] == 1
+
+
+def test_a_close_first_pair_is_continued_by_the_futility_look():
+    # ahead by 0.002 (a seventh of a spread): a candidate with the resolvable gain (0.018)
+    # shows that often; the look stops only a first pair under about 0.0004
+    assert sq.step([0.002], RULE, pool_with(SD)).decision == "continue"
+    assert sq.step([-0.001], RULE, pool_with(SD)).decision == "discard"
+
+
+def test_the_futility_look_never_keeps_however_large_the_first_gain():
+    assert sq.step([0.5], RULE, pool_with(SD, dof=10_000)).decision == "continue"
+
+
+def test_the_futility_look_waits_for_a_spread_from_earlier_decisions():
+    assert sq.step([-0.5], RULE, sq.SpreadPool()).decision == "continue"
+
+
+def test_the_futility_look_costs_at_most_its_level_of_the_resolvable_gain():
+    rng = random.Random(8)
+    gain = sq.resolvable_gain(RULE, sq.Spread(SD, 200))
+    stopped = statistics.fmean(
+        sq.step([gain + rng.gauss(0, SD)], RULE, pool_with(SD)).decision == "discard"
+        for _ in range(4000))
+    assert stopped <= RULE.futility  # measured 0.09 (t with 200 dof: a little under 0.10)
+
+
 # A candidate better by about half of what 10 pairs can resolve (0.0185 here), with the
-# pool's spread: every look is undecided, and at the cap it is inconclusive.
-CLOSE = [0.0105 + (0.014 if i % 2 else -0.014) for i in range(10)]
+# pool's spread, first pair ahead: every look is undecided, and at the cap it is inconclusive.
+CLOSE = [0.0105 + (-0.014 if i % 2 else 0.014) for i in range(10)]
 
 
 def test_a_close_candidate_keeps_going():
@@ -100,8 +137,9 @@ def test_step_refuses_more_pairs_than_the_cap():
 
 
 def test_one_run_never_decides_however_large_the_gain_and_the_pool():
+    rule = dataclasses.replace(RULE, futility=0.0)  # the futility look can only discard
     for diff in (0.5, -0.5):
-        assert sq.step([diff], RULE, pool_with(SD, dof=10_000)).decision == "continue"
+        assert sq.step([diff], rule, pool_with(SD, dof=10_000)).decision == "continue"
 
 
 def test_identical_differences_measure_no_spread_and_decide_nothing():
@@ -312,14 +350,17 @@ def test_pairs_to_resolve_is_the_smallest_cap_whose_resolvable_gain_is_small_eno
     assert sq.pairs_to_resolve(RULE, sq.SpreadPool(), 0.01) is None
 
 
-def test_a_gain_of_the_resolvable_size_is_kept_about_1_minus_beta_of_the_time():
+@pytest.mark.parametrize(("futility", "low", "high"), [(0.0, 0.86, 0.95), (0.10, 0.80, 0.90)])
+def test_a_gain_of_the_resolvable_size_is_kept_about_1_minus_beta_and_futility_of_the_time(
+        futility, low, high):
     rng = random.Random(6)
-    gain = sq.resolvable_gain(RULE, sq.Spread(SD, 200))
+    rule = dataclasses.replace(RULE, futility=futility)
+    gain = sq.resolvable_gain(rule, sq.Spread(SD, 200))
     kept = statistics.fmean(
-        sq.run_decision(lambda i: (2.0 - gain + rng.gauss(0, SD), 2.0), RULE,
+        sq.run_decision(lambda i: (2.0 - gain + rng.gauss(0, SD), 2.0), rule,
                         pool_with(SD, max_pooled_dof=math.inf)).decision == "keep"
         for _ in range(1500))
-    assert 0.86 <= kept <= 0.95  # measured 0.90
+    assert low <= kept <= high  # measured 0.89 (no futility look), 0.83 (futility 0.10)
 
 
 # --------------------------------------------------------------------------- after a keep

@@ -46,6 +46,7 @@ from loop.judge.judge import Bench, Judge
 from loop.judge.verdict import Abandon, BaselineFailed, Decided, Verdict
 from loop.measure import seal
 from loop.measure.pipeline import TRAINER, Pipeline, Run, last_line
+from loop.measure.pruning import CurvePruner
 from loop.proposers.base import Proposal, Proposer
 from loop.proposers.registry import make_proposer
 from loop.proposers.search import KnobError, read_knobs
@@ -550,10 +551,14 @@ class Scheduler:
         self._signal = name
 
     def _stopping(self) -> bool:
-        """A stop signal, or the deadline passed: a running child is ended, the row says
-        `interrupted` (polled by the runner while a benchmark, the checks or an agent run)."""
+        """A stop signal, or the deadline passed (--until, or --hours of awake time): a
+        running child is ended, the row says `interrupted` (polled by the runner while a
+        benchmark, the checks or an agent run, and by the judge while it scores). Every run
+        stops at it: baselines, incumbent re-measures and `full` runs too (issue 26)."""
         deadline = self.rules.deadline
-        if self._signal is None and deadline is not None and time.time() >= deadline:
+        if self._signal is None and (
+                (deadline is not None and time.time() >= deadline)
+                or (self._budget is not None and self._budget.expired())):
             self._signal = "the time limit (--until/--hours)"
         return self._signal is not None
 
@@ -581,12 +586,13 @@ class LoopBench(Bench):
         self.loop = loop
 
     def run(self, exp: Experiment, profile: str, tag: str = "",
-            env_extra: dict[str, str] | None = None) -> Run:
+            env_extra: dict[str, str] | None = None, pruner: CurvePruner | None = None) -> Run:
         loop = self.loop
         log = loop.paths.experiment(exp.id) / f"bench-{profile}{tag}.log"
         loop.events.rung_started(exp.id, profile, tag)
         before = loop.fingerprint.take()
-        run = loop.pipeline.benchmark(loop.git.worktree, profile, exp.id + tag, log, env_extra)
+        run = loop.pipeline.benchmark(loop.git.worktree, profile, exp.id + tag, log, env_extra,
+                                      pruner)
         loop.fingerprint.check(before, f"the {profile} benchmark of {exp.id}")
         return run
 

@@ -46,6 +46,7 @@ from loop.judge.verdict import Abandon, Decided, Verdict
 from loop.measure import logparse
 from loop.measure.logparse import TrainerLog
 from loop.measure.pipeline import ARTIFACT_NAME, TRAINER, Run
+from loop.measure.pruning import CurvePruner, pruner_for
 from loop.measure.seal import Seal, mlx_on_gpu
 from loop.store.files import file_hash
 from loop.store.rows import Experiment, incumbent_rung, incumbents
@@ -69,8 +70,9 @@ class Bench(ABC):
 
     @abstractmethod
     def run(self, exp: Experiment, profile: str, tag: str = "",
-            env_extra: dict[str, str] | None = None) -> Run:
-        """One benchmark of the worktree as it is (the candidate, or a baseline's head)."""
+            env_extra: dict[str, str] | None = None, pruner: CurvePruner | None = None) -> Run:
+        """One benchmark of the worktree as it is (the candidate, or a baseline's head);
+        `pruner` stops a candidate clearly behind the incumbent's curve (`pruned`)."""
 
     @abstractmethod
     def set_aside(self, exp: Experiment) -> None:
@@ -349,15 +351,18 @@ class Judge:
         # What a run spent: CPU seconds when MLX computes on the CPU (robust to whatever else
         # loads the machine), wall seconds on a GPU (its work is not CPU time).
         self.compute_key = "wall_s" if mlx_on_gpu() else "cpu_s"
+        # The incumbent's runs by (code, profile, seed): the curves a candidate is pruned by.
+        self._incumbent_logs: dict[tuple[str | None, str, int], Path] = {}
 
     # ---- one run
 
     def measure(self, exp: Experiment, profile: str, tag: str = "",
                 env_extra: dict[str, str] | None = None, *,
-                incumbent: bool = False) -> Measurement:
+                incumbent: bool = False, pruner: CurvePruner | None = None) -> Measurement:
         """One benchmark of the worktree, assessed and judged; `tag` marks an extra run
         (re-run, calibration, a seed) whose log is listed under the rung's `run_logs`;
-        `incumbent`: of the incumbent's code (the candidate set aside meanwhile)."""
+        `incumbent`: of the incumbent's code (the candidate set aside meanwhile);
+        `pruner`: stops a candidate run clearly behind the incumbent's curve."""
         if profile not in self.cfg.profiles:
             raise UserError(f"profile {profile!r} is in the ladder but not under `profiles:` "
                              "in autogolf.yaml; add it with a timeout_s")
@@ -370,7 +375,8 @@ class Judge:
             artifacts.upstream_path(self.worktree / "logs", run_name(exp, profile, tag)).unlink(
                 missing_ok=True)
         if not incumbent:
-            return self._record(exp, profile, tag, self.bench.run(exp, profile, tag, env_extra))
+            return self._record(exp, profile, tag,
+                                self.bench.run(exp, profile, tag, env_extra, pruner))
         self.bench.set_aside(exp)
         try:  # judged while the incumbent's code is in the worktree
             return self._record(exp, profile, tag, self.bench.run(exp, profile, tag, env_extra))
@@ -384,7 +390,9 @@ class Judge:
         try:
             if self.scorer is not None:
                 started = time.monotonic()
-                measured = self.scorer.judge(measured, run, profile, run_name(exp, profile, tag))
+                measured = self.scorer.judge(
+                    measured, run, profile, run_name(exp, profile, tag),
+                    stop=lambda: self.bench.stop_requested() is not None)
                 exp.spent("judge", time.monotonic() - started)
         finally:
             keep = self.cfg.verify_enabled or os.environ.get("KEEP_MODEL") == "1"
@@ -421,7 +429,7 @@ class Judge:
             self._abandon_if_stopping(f"before the {profile} benchmark")
             self.bench.checkpoint(exp, f"benchmark:{profile}")
             self.bench.say(f"{exp.id} {profile}: {exp.description}")
-            run = self.measure(exp, profile)
+            run = self.measure(exp, profile, pruner=self._pruner(rows, exp, profile, BASE_SEED))
             self._abandon_if_stopping(f"during the {profile} benchmark")
             if run.verdict is not None:
                 raise Decided(run.verdict.status, f"at {profile}: {run.verdict.reason}")
@@ -478,6 +486,8 @@ class Judge:
         signal = self.bench.stop_requested()
         if signal:
             return Verdict("interrupted", f"stopped by {signal} during the baseline")
+        if run.verdict is None:
+            self._incumbent_logs[exp.base_code, profile, BASE_SEED] = self.repo / run.rung["log"]
         if run.verdict is not None:
             return Verdict(run.verdict.status, f"baseline at {profile}: {run.verdict.reason}")
         if not self.cfg.keep_rule_enabled:  # the sequential rule measures its own spread
@@ -533,7 +543,10 @@ class Judge:
 
         def next_pair(i: int) -> tuple[float, float]:
             seed = seeds[i]
-            candidate = first if i == 0 else self._seeded(exp, profile, seed, incumbent=False)
+            if i > 0 and seed not in known:  # first: its curve can prune the candidate's run
+                known[seed] = self._seeded(exp, profile, seed, incumbent=True)
+            candidate = first if i == 0 else self._seeded(exp, profile, seed, incumbent=False,
+                                                          rows=rows)
             if seed not in known:
                 known[seed] = self._seeded(exp, profile, seed, incumbent=True)
             return candidate, known[seed]
@@ -631,17 +644,21 @@ class Judge:
                    and not r.get("baseline") and r.get("session") == exp.session
                    and r.get("dataset") == self.dataset_id)
 
-    def _seeded(self, exp: Experiment, profile: str, seed: int, incumbent: bool) -> float:
+    def _seeded(self, exp: Experiment, profile: str, seed: int, incumbent: bool,
+                rows: list[dict] | None = None) -> float:
         """One run at `seed` of the candidate, or of the incumbent (the candidate set aside)."""
         who = "the incumbent" if incumbent else "the candidate"
         self._abandon_if_stopping(f"before {who}'s run at seed {seed} ({profile})")
         self.bench.say(f"{exp.id} {profile}: {who} at seed {seed}")
         tag = f"-{'incumbent-' if incumbent else ''}seed{seed}"
+        pruner = None if incumbent else self._pruner(rows or [], exp, profile, seed)
         run = self.measure(exp, profile, tag, {"AUTOGOLF_JUDGE_SEED": str(seed)},
-                           incumbent=incumbent)
+                           incumbent=incumbent, pruner=pruner)
         self._facts[(exp.id, profile, incumbent, seed)] = {
             "compute_s": run.rung.get(self.compute_key),
             "sha256": (run.rung.get("judge") or {}).get("artifact_sha256")}
+        if incumbent and run.verdict is None:
+            self._incumbent_logs[exp.base_code, profile, seed] = self.repo / run.rung["log"]
         self._abandon_if_stopping(f"during {who}'s run at seed {seed} ({profile})")
         if run.verdict is not None:
             status = "inconclusive" if incumbent else run.verdict.status
@@ -654,6 +671,22 @@ class Judge:
                           f"{seed}; the run says it used seed {printed} (the trainer's "
                           "`seed:` line, else SEED= on autoresearch.sh's settings line)")
         return run.val_bpb
+
+    def _pruner(self, rows: list[dict], exp: Experiment, profile: str,
+                seed: int) -> CurvePruner | None:
+        """A pruner for the candidate's run at `seed` against the incumbent's run there:
+        one measured this session (by code), or the baseline's own run at the protocol seed
+        (from the ledger, after a resume); None without one (keep_rule.prune: false, or no
+        comparable curve: loop/measure/pruning.py)."""
+        if not self.cfg.keep_prune:
+            return None
+        log = self._incumbent_logs.get((exp.base_code, profile, seed))
+        if log is None and seed == BASE_SEED:
+            rung = incumbent_rung(rows, exp.session, profile, exp.head, self.dataset_id,
+                                  exp.base_code)
+            if rung.get("log") and "sequential" not in rung:  # a baseline: not selected
+                log = self.repo / rung["log"]
+        return pruner_for(log)
 
     def _earlier_diffs(self, rows: list[dict], profile: str) -> list[list[float]]:
         """The paired differences of this session's earlier decisions at `profile`."""
@@ -757,9 +790,11 @@ class Judge:
         """The incumbent's score under the candidate's (allowed) protocol change."""
         env = protocol.overrides(new, allowed)
         self.bench.checkpoint(exp, f"incumbent:{profile}")
+        self._abandon_if_stopping(f"before the incumbent's re-measure at {profile}")
         run = self.measure(exp, profile, "-incumbent",
                            {"AUTOGOLF_PROTOCOL_OVERRIDES": protocol.override_text(env)},
                            incumbent=True)
+        self._abandon_if_stopping(f"during the incumbent's re-measure at {profile}")
         exp.trust.setdefault("incumbent_remeasured", {})[profile] = {
             "changes": protocol.describe(allowed), "overrides": env, "val_bpb": run.val_bpb,
             "log": run.rung["log"]}
@@ -888,8 +923,9 @@ class ArtifactJudge:
         return {"DATA_PATH": str(prep.data_path), "TOKENIZER_PATH": str(prep.tokenizer_path)}
 
     def judge(self, measured: Measurement, run: Run, profile: str,
-              run_id: str = "") -> Measurement:
-        """The judge's figures for a run whose printed lines were consistent.
+              run_id: str = "", stop: Callable[[], bool] | None = None) -> Measurement:
+        """The judge's figures for a run whose printed lines were consistent; `stop` ends
+        the scoring early (the deadline or a signal: the caller records `interrupted`).
 
         The artifact is the one the trainer was asked to write (AUTOGOLF_ARTIFACT_PATH, in
         the run's output folder) or, with `run_id`, upstream's export where the run's `logs/`
@@ -910,13 +946,13 @@ class ArtifactJudge:
                 rung["printed_val_bpb"] = rung.pop("val_bpb", None)
                 return self._fail(measured, "unjudged", f"judge: {where}")
             rung["judge"]["artifact"] = where
-            return self._judge(measured, run, prep, found)
+            return self._judge(measured, run, prep, found, stop)
         finally:
             if found is not None and os.environ.get("KEEP_MODEL") != "1":
                 found.unlink(missing_ok=True)
 
     def _judge(self, measured: Measurement, run: Run, prep: holdout.Prepared,
-               artifact: Path) -> Measurement:
+               artifact: Path, stop: Callable[[], bool] | None = None) -> Measurement:
         rung = measured.rung
         claimed_bpb = rung.pop("val_bpb", None)
         rung["printed_val_bpb"] = claimed_bpb
@@ -943,7 +979,7 @@ class ArtifactJudge:
             self.worktree / TRAINER, artifact,
             {"holdout": prep.holdout.tokens, "claim": prep.trainer_slice()},
             prep.holdout.seq_len, self.tables(), cwd=self.worktree,
-            env=score.server_env() | settings, seal=self.seal)
+            env=score.server_env() | settings, seal=self.seal, stop=stop)
         rung["judge"]["scores"] = {name: s.record() for name, s in scores.items()}
         held, claim = scores["holdout"], scores["claim"]
         if not held.ok:

@@ -26,6 +26,15 @@ message is a frame
   order, or {"ok": false, "error": "..."};
 - judge -> server: {"op": "close"}: the server exits 0.
 
+Logits through shared memory (`--logits-fd N`): the judge creates an anonymous shared file
+(a memfd, sealed against any change of size; Linux only), sizes it for its largest batch and
+passes its descriptor to the server (inherited: no path, nothing writable in the sandbox).
+The server then answers a forward with {"ok": true, "dtype": "<f4", "shape": [...],
+"shm": true, "nbytes": 0} after writing the logits, as float32 in C order, at the start of
+that file; the judge copies them out before it reads them (a snapshot the server cannot
+change while it is checked). Logits that do not fit, or a descriptor the server cannot map,
+go through the pipe as above (the ready frame says which: "transport": "shm" | "pipe").
+
 Run it as `python -I -S -c "<the daemon and the venv's packages on sys.path>; from
 loop.judge.model_server import main; main()" --trainer T --artifact A` (what `command()`
 builds): `-I` keeps the worktree, and a `loop/` package in it, off sys.path; `-S` skips site
@@ -39,6 +48,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import mmap
 import os
 import struct
 import sys
@@ -107,13 +117,56 @@ def array_of(header: dict, payload: bytes | bytearray) -> np.ndarray:
 
 
 def command(python: str, trainer: Path, artifact: Path, logit_softcap: float = 30.0,
-            rope_base: float = 10000.0) -> list[str]:
+            rope_base: float = 10000.0, logits_fd: int | None = None) -> list[str]:
     """The argv that starts a server: `python -I -S` with the daemon's code and the venv's
     packages put on sys.path by hand (loop.measure.seal.server_boot), so neither the
     worktree (a `loop/` there) nor a `.pth` hook in the venv can run first."""
+    shm = [] if logits_fd is None else ["--logits-fd", str(logits_fd)]
     return [python, *server_boot("loop.judge.model_server"), "--trainer", str(trainer),
             "--artifact", str(artifact), "--logit-softcap", repr(logit_softcap),
-            "--rope-base", repr(rope_base)]
+            "--rope-base", repr(rope_base), *shm]
+
+def shared_buffer(nbytes: int) -> int:
+    """A descriptor of `nbytes` of anonymous shared memory for the logits (close-on-exec:
+    subprocess's pass_fds hands it to the server only). Pages cost memory once written.
+
+    Sealed against a change of size: a server that shrank the file would make the judge's
+    read of its map fault (SIGBUS) and take the daemon down. Where memfd seals do not exist
+    (macOS) this raises OSError and the logits go through the pipe."""
+    import fcntl
+
+    seals = getattr(fcntl, "F_SEAL_SHRINK", 0) | getattr(fcntl, "F_SEAL_GROW", 0)
+    if not hasattr(os, "memfd_create") or not hasattr(fcntl, "F_ADD_SEALS") or not seals:
+        raise OSError("no sealed shared memory here (memfd_create with seals)")
+    fd = os.memfd_create("autogolf-logits", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.ftruncate(fd, nbytes)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals | fcntl.F_SEAL_SEAL)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _map_logits(fd: int | None) -> mmap.mmap | None:
+    """The server's writable map of the judge's buffer; None: answer through the pipe."""
+    if fd is None:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        return mmap.mmap(fd, size) if size > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def _write_logits(buffer: mmap.mmap, result: np.ndarray) -> dict | None:
+    """The result as float32 into the shared buffer (one pass); its frame header, or None
+    when it does not fit or is not a float array (then it goes through the pipe)."""
+    if result.dtype.kind != "f" or result.size * 4 > len(buffer):
+        return None
+    target = np.frombuffer(buffer, dtype="<f4", count=result.size).reshape(result.shape)
+    np.copyto(target, result, casting="same_kind")
+    return {"ok": True, "dtype": "<f4", "shape": list(result.shape), "shm": True}
 
 
 # ------------------------------------------------------------------------------ server side
@@ -170,7 +223,8 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{at}"
 
 
-def serve(forward: Callable[[np.ndarray], np.ndarray], inp: BinaryIO, out: BinaryIO) -> None:
+def serve(forward: Callable[[np.ndarray], np.ndarray], inp: BinaryIO, out: BinaryIO,
+          logits: mmap.mmap | None = None) -> None:
     read = _reader(inp)
     while True:
         header, payload = read_frame(read)
@@ -187,7 +241,8 @@ def serve(forward: Callable[[np.ndarray], np.ndarray], inp: BinaryIO, out: Binar
         if result.dtype.hasobject:
             write_frame(out, {"ok": False, "error": "forward returned an object array"})
             continue
-        write_frame(out, *array_frame(result))
+        shared = _write_logits(logits, result) if logits is not None else None
+        write_frame(out, *((shared,) if shared else array_frame(result)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--artifact", type=Path, required=True)
     parser.add_argument("--logit-softcap", type=float, default=30.0)
     parser.add_argument("--rope-base", type=float, default=10000.0)
+    parser.add_argument("--logits-fd", type=int, default=None)
     args = parser.parse_args(argv)
     # The protocol owns the real stdout; anything the candidate prints goes to stderr.
     out = os.fdopen(os.dup(1), "wb")
@@ -211,9 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         write_frame(out, {"ok": False, "error": f"loading {args.artifact.name} with "
                           f"{args.trainer.name} failed: {why}"})
         return 1
-    write_frame(out, {"ok": True, "loader": loader})
+    logits = _map_logits(args.logits_fd)
+    write_frame(out, {"ok": True, "loader": loader, "transport": "shm" if logits else "pipe"})
     try:
-        serve(forward, inp, out)
+        serve(forward, inp, out, logits)
     except (EOFError, BrokenPipeError):
         return 0
     except ProtocolError as exc:

@@ -17,13 +17,16 @@ looks ahead) gives a `Score` with status "unscorable" and a reason, and no numbe
 from __future__ import annotations
 
 import math
+import mmap
 import os
 import secrets
 import select
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +45,8 @@ FORWARD_TIMEOUT_S = 300.0
 # Earlier logits may move by float rounding when later inputs change (batched kernels);
 # a model that reads ahead moves them by far more. Enough for float32 and bf16 activations.
 PROBE_TOLERANCE = 5e-3
+STOP_POLL_S = 0.25  # how often a waiting judge asks whether a stop was requested
+STOPPED = "stopped"  # in the reason of a server ended by a stop (or by its twin's failure)
 # Hidden probe rows per artifact: a model that looks ahead on a fraction f of the rows it is
 # sent, not knowing which are probes, escapes all of them with probability (1 - f) ** PROBES.
 PROBES = 16
@@ -98,21 +103,53 @@ def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
             if k in SERVER_ENV_KEYS or k.startswith(SERVER_ENV_PREFIXES)}
 
 
+def _logits_buffer(nbytes: int) -> tuple[mmap.mmap | None, int | None]:
+    """The judge's read-only map of a new shared buffer and its descriptor for the server;
+    (None, None) for nbytes 0 or where shared memory is refused (the pipe then)."""
+    if nbytes <= 0:
+        return None, None
+    try:
+        fd = ms.shared_buffer(nbytes)
+    except OSError:
+        return None, None
+    try:
+        return mmap.mmap(fd, nbytes, prot=mmap.PROT_READ), fd
+    except (OSError, ValueError):
+        os.close(fd)
+        return None, None
+
+
+def logits_bytes_for(batch_tokens: int, seq_len: int, vocab: int) -> int:
+    """The shared buffer for the largest answer: a batch (or the probe's 4 windows) of
+    float32 logits, with room for a vocab padded up to 2x (unwritten pages cost nothing)."""
+    windows = max(max(1, batch_tokens // seq_len), 4)
+    return windows * seq_len * vocab * 2 * 4
+
+
 class ModelServer:
     """A running model server; `forward` sends input tokens and returns its logits."""
 
     def __init__(self, trainer: Path, artifact: Path, cwd: Path, *, python: str | None = None,
                  env: dict[str, str] | None = None, load_timeout: float = LOAD_TIMEOUT_S,
                  forward_timeout: float = FORWARD_TIMEOUT_S, logit_softcap: float = 30.0,
-                 rope_base: float = 10000.0, seal: Seal | None = None) -> None:
+                 rope_base: float = 10000.0, seal: Seal | None = None,
+                 logits_bytes: int = 0, stop: Callable[[], bool] | None = None) -> None:
         self.forward_timeout = forward_timeout
+        self.stop = stop  # the daemon's deadline or a signal: the server is killed at once
         self.stderr = tempfile.TemporaryFile()
         trainer, artifact = Path(trainer).resolve(), Path(artifact).resolve()
-        argv, env = (seal or Seal(None)).server(
-            ms.command(python or sys.executable, trainer, artifact, logit_softcap, rope_base),
-            readable=[trainer, artifact], env=server_env() if env is None else env)
-        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self.stderr)
+        self._shm, fd = _logits_buffer(logits_bytes)  # logits_bytes 0: the pipe only
+        try:  # the descriptor is inherited through the seal: no path, nothing writable
+            argv, env = (seal or Seal(None)).server(
+                ms.command(python or sys.executable, trainer, artifact, logit_softcap,
+                           rope_base, fd),
+                readable=[trainer, artifact], env=server_env() if env is None else env)
+            self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=self.stderr,
+                                         pass_fds=() if fd is None else (fd,))
+        finally:
+            if fd is not None:
+                os.close(fd)  # the server has its copy; the map keeps the memory
         os.set_blocking(self.proc.stdout.fileno(), False)
         _widen_pipe(self.proc.stdout.fileno())
         self.loader = None
@@ -124,6 +161,7 @@ class ModelServer:
             self.close()
             raise
         self.loader = header.get("loader")
+        self.transport = "shm" if header.get("transport") == "shm" and self._shm else "pipe"
 
     def _stderr_tail(self) -> str:
         self.stderr.seek(0)
@@ -142,7 +180,12 @@ class ModelServer:
                 self.proc.wait()
                 self.close()
                 raise Unscorable(f"model server: no answer while {doing} within the timeout")
-            ready, _, _ = select.select([raw], [], [], left)
+            if self.stop is not None and self.stop():
+                self.proc.kill()
+                self.proc.wait()
+                self.close()
+                raise Unscorable(f"model server: {STOPPED} while {doing} (a stop was requested)")
+            ready, _, _ = select.select([raw], [], [], min(left, STOP_POLL_S))
             if not ready:
                 continue
             count = raw.readinto(view[got:])
@@ -174,9 +217,22 @@ class ModelServer:
         if not header.get("ok"):
             raise Unscorable(f"the model failed: {header.get('error')}")
         try:
+            if header.get("shm") is True:
+                return self._shared_logits(header)
             return ms.array_of(header, payload)
         except (ms.ProtocolError, KeyError, TypeError, ValueError) as exc:
             raise Unscorable(f"model server sent an unreadable array: {exc}") from None
+
+    def _shared_logits(self, header: dict) -> np.ndarray:
+        """A copy of the logits the server wrote into the shared buffer (a snapshot: the
+        server's code cannot change what the judge checks and scores)."""
+        shape = tuple(int(n) for n in header["shape"])
+        count = int(np.prod(shape))
+        if self._shm is None or header.get("dtype") != "<f4" or count * 4 > len(self._shm) or (
+                count < 0):
+            raise ms.ProtocolError(f"shared logits {header.get('dtype')} {shape} do not fit "
+                                   "the judge's buffer")
+        return np.frombuffer(self._shm, dtype="<f4", count=count).reshape(shape).copy()
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -193,6 +249,9 @@ class ModelServer:
             except OSError:
                 pass  # already broken: nothing left to flush
         self.stderr.close()
+        if self._shm is not None:
+            self._shm.close()
+            self._shm = None
 
     def __enter__(self) -> ModelServer:
         return self
@@ -233,7 +292,8 @@ def nats_of(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     logarithm and the subtraction are float64.
     """
     top = logits.max(axis=-1, keepdims=True)
-    total = np.exp(logits - top).sum(axis=-1, dtype=np.float64)
+    shifted = logits - top
+    total = np.exp(shifted, out=shifted).sum(axis=-1, dtype=np.float64)  # one buffer, not two
     lse = top[..., 0].astype(np.float64) + np.log(total)
     target = np.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     return lse - target.astype(np.float64)
@@ -375,7 +435,8 @@ def score_sets(trainer: Path, artifact: Path, token_sets: dict[str, np.ndarray],
                probe_tolerance: float = PROBE_TOLERANCE, probes: int = PROBES,
                load_timeout: float = LOAD_TIMEOUT_S, forward_timeout: float = FORWARD_TIMEOUT_S,
                logit_softcap: float = 30.0, rope_base: float = 10000.0,
-               seal: Seal | None = None, rng: np.random.Generator | None = None
+               seal: Seal | None = None, rng: np.random.Generator | None = None,
+               transport: str = "shm", stop: Callable[[], bool] | None = None
                ) -> dict[str, Score]:
     """A Score per named token set (the first decides: the holdout), from two model servers.
 
@@ -389,7 +450,10 @@ def score_sets(trainer: Path, artifact: Path, token_sets: dict[str, np.ndarray],
     loader); env is the servers' whole environment (default: server_env()); seal confines
     them (default: none). rng decides the split and the probes (default: fresh randomness,
     so a model cannot learn them). logit_softcap and rope_base matter only to the built-in
-    loader of an artifact that does not record them.
+    loader of an artifact that does not record them. transport: "shm" (logits through shared
+    memory; the pipe where that is refused) or "pipe" (bench/judge_cost.py compares them; the
+    scores are the same). stop: polled while waiting for a server; once true the servers are
+    killed and every set is unscorable ("stopped"): the deadline stops the judge too.
     """
     t_start = time.perf_counter()
     names = list(token_sets)
@@ -409,14 +473,27 @@ def score_sets(trainer: Path, artifact: Path, token_sets: dict[str, np.ndarray],
         for server, row in (p.original, p.variant):
             keep[server][row] = max(keep[server].get(row, 0), p.cut)
     per_batch = max(1, batch_tokens // seq_len)
+    failed = threading.Event()  # one server failing stops the other at once
+
+    def halt() -> bool:
+        return failed.is_set() or bool(stop is not None and stop())
 
     def serve(i: int) -> tuple[Part, str | None, float]:
+        try:
+            return serve_stream(i)
+        except BaseException:
+            failed.set()
+            raise
+
+    def serve_stream(i: int) -> tuple[Part, str | None, float]:
         t0 = time.perf_counter()
         with ModelServer(Path(trainer), Path(artifact),
                          Path(cwd) if cwd else Path(trainer).resolve().parent.parent,
                          python=python, env=env, load_timeout=load_timeout,
                          forward_timeout=forward_timeout, logit_softcap=logit_softcap,
-                         rope_base=rope_base, seal=seal) as server:
+                         rope_base=rope_base, seal=seal, stop=halt,
+                         logits_bytes=0 if transport == "pipe" else
+                         logits_bytes_for(batch_tokens, seq_len, vocab)) as server:
             load_s = time.perf_counter() - t0
             part = run_stream(server, plan.streams[i], plan.targets[i], keep[i], vocab,
                               per_batch)
@@ -424,7 +501,11 @@ def score_sets(trainer: Path, artifact: Path, token_sets: dict[str, np.ndarray],
 
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:
-            done = [f.result() for f in [pool.submit(serve, 0), pool.submit(serve, 1)]]
+            futures = [pool.submit(serve, 0), pool.submit(serve, 1)]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:  # the cause, not the other server's "stopped" that it brought about
+            raise next((e for e in errors if STOPPED not in str(e)), errors[0])
+        done = [f.result() for f in futures]
         t0 = time.perf_counter()
         check_probes(plan, [d[0] for d in done], probe_tolerance)
         probe_s = time.perf_counter() - t0

@@ -10,12 +10,17 @@ Hypotheses (from the config): H0 "no better than the incumbent" (mean `mu <= 0`)
 H1 "better by at least `min_improvement`".
 
 The test: repeated one-sided Student-t bounds, looked at after every pair from `min_runs` to
-`max_runs`, with the error rates split evenly over the looks (Bonferroni).
+`max_runs`, with alpha split evenly over the looks (Bonferroni) and beta front-loaded.
 
 - keep when the lower bound `mean - t(1 - alpha/L) x sd / sqrt(n) > 0` and the mean gain is
   at least `min_improvement`;
-- discard when the upper bound `mean + t(1 - beta/L) x sd / sqrt(n)` is below the gain this
-  profile can resolve within the cap (`resolvable_gain`, at least `min_improvement`);
+- discard when the upper bound `mean + t(1 - beta_n) x sd / sqrt(n)` is below the gain this
+  profile can resolve within the cap (`resolvable_gain`, at least `min_improvement`); the
+  look after the k-th pair from `min_runs` gets beta_n = beta x (1/k) / sum(1/j), so a clear
+  loser is discarded at the first looks, where that saves the most runs;
+- a futility look after the first pair (issue 26): discard when that one difference plus
+  `t(1 - futility)` times the earlier decisions' spread is below the resolvable gain. It
+  never keeps (one run never decides a keep) and needs a spread from earlier decisions;
 - continue otherwise; undecided at the cap is `inconclusive` (its evidence is kept, and a
   stronger profile can take it up).
 
@@ -25,8 +30,13 @@ first decision of a session. Here each look is an exact t-test (normal scores; t
 candidate's own pairs, plus a prior that is exact when the candidates' spreads vary as it
 says), so by the union bound P(false keep) <= alpha at *every* decision, whatever the true
 spread and however few runs came before. The price is conservatism: the true rate is
-below alpha (bench/false_keeps.py measures it). The discard bound never adds false keeps; it
-can only cost power, at most beta at the resolvable gain.
+below alpha (bench/false_keeps.py measures it). The discard bounds never add false keeps;
+they can only cost power: at most beta + futility at the resolvable gain (union bound).
+Measured (bench/false_keeps.py, 1,000 sessions x 20 decisions, sigma 0.004-0.03,
+docs/BENCHMARKS.md): equal candidates cost 3.8-4.1 runs per decision in the gpu and cpu
+scenarios and 4.2-5.1 in `mixed`, against 4.9-5.8 with no futility look and even shares
+(the first decisions of a session, with no spread to lean on, cost 11-12 runs; from the
+fourth on about 3-4.5); a 3-sigma gain is kept 95.6-98.8% of the time.
 
 The spread (SpreadPool): each decision contributes its within-decision sum of squared
 deviations from its own mean (n - 1 degrees of freedom; each decision has its own true
@@ -82,6 +92,7 @@ reusing the selected runs at the same seeds (`seq-reuse`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Callable, Iterable, Sequence
@@ -257,7 +268,9 @@ class SequentialRule:
     `alpha`: the false-keep rate allowed per decision (a candidate no better than the
     incumbent kept). `beta`: the miss rate allowed at the resolvable gain.
     `max_runs`: the cap on pairs (candidate run + incumbent run at one seed) per decision.
-    `min_runs`: pairs before the first look (>= 2: one run never decides).
+    `min_runs`: pairs before the first look (>= 2: one run never decides a keep).
+    `futility`: the miss level of the futility look after the first pair (a clear loser
+    discarded after one run; 0: no such look), on top of beta (the later looks share beta).
     """
 
     min_improvement: float
@@ -265,6 +278,7 @@ class SequentialRule:
     beta: float = 0.10
     max_runs: int = 10
     min_runs: int = 2
+    futility: float = 0.10
 
     def __post_init__(self) -> None:
         _check_number("min_improvement", self.min_improvement, 0.0, math.inf, "a number >= 0")
@@ -280,6 +294,8 @@ class SequentialRule:
         if self.max_runs < self.min_runs:
             raise ValueError(f"max_runs: got {self.max_runs} < min_runs {self.min_runs}; "
                              "allowed: max_runs >= min_runs")
+        _check_number("futility", self.futility, 0.0, 0.5, "a rate in [0, 0.5), e.g. 0.10 "
+                      "(0: no futility look)", open_high=True)
         if self.max_runs > SEED_BLOCK:
             raise ValueError(f"max_runs: got {self.max_runs}; allowed: at most {SEED_BLOCK} "
                              "(one block of the seed schedule)")
@@ -294,8 +310,11 @@ class SequentialRule:
         return self.alpha * _share(self, n)
 
     def beta_at(self, n: int) -> float:
-        """The miss level of the discard bound after `n` pairs (they sum to beta)."""
-        return self.beta * _share(self, n)
+        """The miss level of the discard bound after `n` pairs: `futility` after pair 1,
+        beta shared by the looks from min_runs on, front-loaded (_front_share)."""
+        if n == 1 and self.futility > 0:
+            return self.futility
+        return self.beta * _front_share(self, n)
 
 
 def _share(rule: SequentialRule, n: int) -> float:
@@ -303,6 +322,15 @@ def _share(rule: SequentialRule, n: int) -> float:
     if not rule.min_runs <= n <= rule.max_runs:
         raise ValueError(f"no look after {n} pairs (looks: {rule.min_runs}..{rule.max_runs})")
     return 1.0 / rule.looks
+
+
+def _front_share(rule: SequentialRule, n: int) -> float:
+    """The share of the discard looks' beta spent after `n` pairs: front-loaded, weight
+    1/k at the k-th look (a clear loser is discarded at the first looks, where a discard
+    saves the most runs; the union bound holds for any shares that sum to 1)."""
+    _share(rule, n)  # refuses a look that does not exist
+    weights = [1.0 / k for k in range(1, rule.looks + 1)]
+    return weights[n - rule.min_runs] / math.fsum(weights)
 
 
 def _check_number(name: str, value: object, low: float, high: float, allowed: str, *,
@@ -521,7 +549,7 @@ def pairs_to_resolve(rule: SequentialRule, spread: Spread | SpreadPool, gain: fl
         spread = spread.estimate()
 
     def enough(cap: int) -> bool:
-        probe = SequentialRule(rule.min_improvement, rule.alpha, rule.beta, cap, rule.min_runs)
+        probe = dataclasses.replace(rule, max_runs=cap)
         resolved = resolvable_gain(probe, spread)
         return resolved is not None and resolved <= gain
 
@@ -570,9 +598,13 @@ def step(diffs: Sequence[float], rule: SequentialRule, pool: SpreadPool) -> Step
         "alpha_look": None, "beta_look": None, "max_runs": rule.max_runs,
         "below_resolution": None}
     at_cap = n == rule.max_runs
+    if n == 1 and rule.futility > 0:
+        futile = _futility_look(diffs[0], rule, pool, spread, stats)
+        if futile is not None:
+            return futile
     if n < rule.min_runs:
         return Step("continue", f"{n} pair(s) so far; the rule looks from {rule.min_runs} "
-                    "pairs on (one run never decides)", stats)
+                    "pairs on (one run never decides a keep)", stats)
     if all(abs(d) <= _ZERO_SD for d in diffs):
         return Step("discard", f"no effect: the candidate scores exactly as the incumbent at "
                     f"all {n} seeds (the change does not reach what this profile measures)",
@@ -611,6 +643,27 @@ def step(diffs: Sequence[float], rule: SequentialRule, pool: SpreadPool) -> Step
                     f"{head}; {bounds} (neither kept nor ruled out; a stronger profile "
                     "can tell)", stats)
     return Step("continue", f"{head}; {bounds}: undecided", stats)
+
+
+def _futility_look(first: float, rule: SequentialRule, pool: SpreadPool, spread: Spread,
+                   stats: dict[str, float | int | None]) -> Step | None:
+    """After the first pair: discard a clear loser, whose one difference lies so far below
+    the gain the cap can resolve that a candidate with that gain would show it with
+    probability under beta_at(1). The spread is the earlier decisions' (one pair has none of
+    its own), so the look waits until they say something (MIN_DECISIONS). A discard never
+    adds a false keep; it costs at most beta_at(1) of power at the resolvable gain."""
+    if spread.sd is None or spread.sd <= _ZERO_SD or spread.dof <= 0:
+        return None
+    beta_look = rule.beta_at(1)
+    upper = first + t_bound(1.0 - beta_look, spread.dof) * spread.sd
+    target = resolvable_gain(rule, spread)
+    if target is None or upper >= target:
+        return None
+    stats.update(upper=upper, target=target, beta_look=beta_look, futility=1)
+    return Step("discard", f"discard after 1 pair (futility look): gain {_f(first)} "
+                f"(candidate better when > 0), {spread.describe()} from earlier decisions; "
+                f"upper bound {_f(upper)} < {_f(target)}, the smallest gain "
+                f"{rule.max_runs} pairs can resolve (miss level {beta_look:.4g})", stats)
 
 
 # --------------------------------------------------------------------------- one decision

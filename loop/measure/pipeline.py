@@ -28,6 +28,7 @@ from loop.config import Config
 from loop.data import datasets
 from loop.measure import logparse, runner, watchdog
 from loop.measure import metrics as metriclines
+from loop.measure.pruning import CurvePruner
 from loop.measure.seal import Seal, minimal_env
 from loop.platform import blas_env
 
@@ -75,8 +76,10 @@ class Pipeline:
         return bench_env(self.cache_root, self.dataset, self.token, run_id, profile)
 
     def benchmark(self, worktree: Path, profile: str, run_id: str, log_path: Path,
-                  env_extra: dict[str, str] | None = None) -> Run:
-        """One run of the benchmark command at `profile` in `worktree`."""
+                  env_extra: dict[str, str] | None = None,
+                  pruner: CurvePruner | None = None) -> Run:
+        """One run of the benchmark command at `profile` in `worktree`; `pruner` stops a
+        candidate clearly behind the incumbent's curve (status `pruned`)."""
         trainer = worktree / TRAINER
         # Completes the artifact size when the log has no size total (upstream's trainer).
         trainer_bytes = trainer.stat().st_size if trainer.is_file() else None
@@ -86,6 +89,7 @@ class Pipeline:
                                   env | (env_extra or {}))
         guard = bench_guard(self.cfg, profile)
         guard.forward = self.on_line
+        guard.pruner = pruner
         stop = self.stop
         result = runner.run_command(
             argv, cwd=worktree, env=env,

@@ -11,8 +11,9 @@ On Apple silicon, memory MLX allocates for the GPU (Metal buffers) may not all s
 process's RSS; the machine's available memory sees every allocation, so the floor
 (`min_available_memory_mb`) is the guard to rely on there, the RSS limit a second one.
 
-`RunGuard` puts the watchdog and the early abort (loop.measure.earlyabort) behind the runner's
-three hooks: `on_start(pid)`, `on_line(line)` and `stop()`.
+`RunGuard` puts the watchdog, the early abort (loop.measure.earlyabort) and the pruner
+(loop.measure.pruning) behind the runner's three hooks: `on_start(pid)`, `on_line(line)` and
+`stop()`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Callable
 import psutil
 
 from loop.measure.earlyabort import Abort, EarlyAbort
+from loop.measure.pruning import CurvePruner
 
 MB = 1024 * 1024
 # psutil reads every process of the tree: twice a second is prompt enough for memory that
@@ -115,9 +117,11 @@ class RunGuard:
 
     def __init__(self, watchdog: MemoryWatchdog | None, early: EarlyAbort | None,
                  clock: Callable[[], float] = time.monotonic,
-                 forward: Callable[[str], None] | None = None) -> None:
+                 forward: Callable[[str], None] | None = None,
+                 pruner: CurvePruner | None = None) -> None:
         self.watchdog = watchdog
         self.early = early
+        self.pruner = pruner  # a candidate run against the incumbent's curve (issue 26)
         self.clock = clock
         self.forward = forward
         self.verdict: Abort | None = None
@@ -129,6 +133,8 @@ class RunGuard:
     def on_line(self, line: str) -> None:
         if self.early is not None and self.verdict is None:
             self.verdict = self.early.feed(line, self.clock())
+        if self.pruner is not None and self.verdict is None:
+            self.verdict = self.pruner.feed(line)
         if self.forward is not None:
             self.forward(line)
 

@@ -50,9 +50,10 @@ from loop.proposers.search import (
     measured_keys,
     read_knobs,
     snap,
+    visible_knobs,
     write_knob,
 )
-from loop.proposers.shape import SizeModel, shape_refusal, size_model
+from loop.proposers.shape import SHAPE_DEFAULTS, SizeModel, shape_refusal, size_model
 
 STRATEGIES = ("tpe", "random")
 STORAGE_FILE = "optuna.db"             # under .autogolf/
@@ -189,6 +190,7 @@ class ModelSearchProposer(Proposer):
         self._pending: dict[str, tuple[str, int]] = {}  # row config key -> (study, trial no.)
         self.last_refusals: list[str] = []  # why the last proposal's other samples were refused
         self._lineage = "start"  # the code lineage of the last history seen
+        self._movable: tuple[Knob, ...] = self.knobs  # not overridden by the first rung
 
     # ---- the Proposer interface
 
@@ -199,6 +201,11 @@ class ModelSearchProposer(Proposer):
     def propose(self, worktree: Path, history: list[dict]) -> Proposal | None:
         current = read_knobs(worktree, self.knobs)
         fixed_shape = fixed_shape_of(worktree, self.knobs)
+        # Knobs the first rung's profile overrides are never moved (a wasted run: issue 26).
+        self._movable = visible_knobs(worktree, self.knobs, self.ladder[0])
+        if not self._movable:
+            self.last_refusals = [f"every knob is overridden by the {self.ladder[0]} profile"]
+            return None
         self._lineage = _lineage(history)
         self.sync(history, self._lineage)
         self._fail_unmatched()
@@ -438,8 +445,8 @@ class ModelSearchProposer(Proposer):
 
     def _moving(self, rng: random.Random) -> set[str]:
         counts, weights = zip(*MOVE_COUNTS, strict=True)
-        n = min(rng.choices(counts, weights=weights, k=1)[0], len(self.knobs))
-        return {k.name for k in rng.sample(self.knobs, n)}
+        n = min(rng.choices(counts, weights=weights, k=1)[0], len(self._movable))
+        return {k.name for k in rng.sample(self._movable, n)}
 
     @staticmethod
     def _param_value(knob: Knob, value: float | int) -> float | int:
@@ -470,6 +477,8 @@ class ModelSearchProposer(Proposer):
             return "the incumbent itself"
         if key in taken:
             return "already measured or pending"
+        if all(config.get(n) == current.get(n) for n in SHAPE_DEFAULTS):
+            return None  # the incumbent's own shape: a move of other knobs changes no size
         return shape_refusal(config, fixed_shape, sizes, self.cap_bytes)
 
     def _describe(self, current: dict, config: dict) -> str:

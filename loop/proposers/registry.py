@@ -49,7 +49,7 @@ def _search(ctx: Context) -> Proposer:
     read_knobs(ctx.repo, list(cfg.knobs))
     if cfg.search_strategy == "local":
         return SearchProposer(list(cfg.knobs), seed=cfg.proposer_seed,
-                              cap_bytes=cfg.artifact_cap_bytes)
+                              cap_bytes=cfg.artifact_cap_bytes, profile=cfg.ladder[0])
     try:
         return ModelSearchProposer(
             list(cfg.knobs), strategy=cfg.search_strategy, ladder=cfg.ladder,

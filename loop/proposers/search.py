@@ -233,6 +233,39 @@ def fixed_shape_of(worktree: Path, knobs: Sequence[Knob]) -> dict[str, int]:
     return found
 
 
+def profile_overrides(worktree: Path, profile: str | None,
+                      script: str = "autoresearch.sh") -> frozenset[str]:
+    """The settings `profile`'s block in autoresearch.sh assigns (`smoke)` ... `;;`): knobs of
+    the knob block that this profile overrides, so a move of them alone changes nothing the
+    profile measures (issue 26: the search never proposes one; the run would be wasted)."""
+    if profile is None:
+        return frozenset()
+    try:
+        text = (Path(worktree) / script).read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    names, inside = set(), False
+    for line in text.splitlines():
+        stripped = line.split("#", 1)[0].strip()
+        if not inside:
+            labels = stripped[:-1].split("|") if stripped.endswith(")") else []
+            inside = profile in (label.strip() for label in labels)
+            continue
+        if stripped.startswith(";;"):
+            break
+        if m := re.match(r"([A-Za-z_][A-Za-z0-9_]*)=", stripped):
+            names.add(m.group(1))
+    return frozenset(names)
+
+
+def visible_knobs(worktree: Path, knobs: Sequence[Knob], profile: str | None) -> tuple[Knob, ...]:
+    """The knobs a move of which the profile can see: env knobs of autoresearch.sh that its
+    block does not override, and every const knob (the trainer's own constants)."""
+    hidden = profile_overrides(worktree, profile)
+    return tuple(k for k in knobs if not (k.kind == "env" and k.file == "autoresearch.sh"
+                                          and k.name in hidden))
+
+
 # ---------------------------------------------------------------------------------------------
 # Configurations and steps
 
@@ -385,7 +418,7 @@ class SearchProposer(Proposer):
     name = "search"
 
     def __init__(self, knobs: Sequence[Knob], seed: int = 0,
-                 cap_bytes: int | None = None) -> None:
+                 cap_bytes: int | None = None, profile: str | None = None) -> None:
         if not knobs:
             raise KnobError("the search proposer needs at least one knob")
         names = [k.name for k in knobs]
@@ -394,6 +427,8 @@ class SearchProposer(Proposer):
         self.knobs = tuple(knobs)
         self.seed = seed
         self.cap_bytes = cap_bytes  # given: never move the model shape over the cap
+        self.profile = profile  # the first rung: knobs it overrides are never moved
+        self._movable: tuple[Knob, ...] = self.knobs
         self._fits = lambda config: True
 
     def propose(self, worktree: Path, history: list[dict]) -> Proposal | None:
@@ -401,7 +436,8 @@ class SearchProposer(Proposer):
         here = config_key(current, self.knobs)
         assert here is not None  # read_knobs returns every knob
         stats = learn(history, self.knobs, here)
-        self._fits = self._fit_check(worktree, history)
+        self._fits = self._fit_check(worktree, history, current)
+        self._movable = visible_knobs(worktree, self.knobs, self.profile)
         move = self._choose(current, measured_keys(history, self.knobs), stats, history)
         if move is None:
             return None
@@ -416,19 +452,26 @@ class SearchProposer(Proposer):
         # Seeded by the state it decides from, so the same seed + history = the same proposal.
         rng = random.Random(f"{self.seed}:{len(history)}:{config_key(current, self.knobs)}")
         singles = self._singles(current, measured, stats)
-        want_pair = len(self.knobs) > 1 and rng.random() < PAIR_PROBABILITY
+        want_pair = len(self._movable) > 1 and rng.random() < PAIR_PROBABILITY
         if singles and not want_pair:
             return _pick(singles, rng)
         pairs = self._pairs(current, measured, stats)
         return _pick(pairs, rng) if pairs else (_pick(singles, rng) if singles else None)
 
-    def _fit_check(self, worktree: Path, history: list[dict]) -> Callable[[dict], bool]:
-        """Shape knobs under a cap: valid shapes predicted to fit (loop/proposers/shape.py)."""
+    def _fit_check(self, worktree: Path, history: list[dict],
+                   current: dict) -> Callable[[dict], bool]:
+        """Shape knobs under a cap: valid shapes predicted to fit (loop/proposers/shape.py);
+        the incumbent's own shape always passes (a move of other knobs changes no size)."""
         if self.cap_bytes is None or not any(k.name in SHAPE_DEFAULTS for k in self.knobs):
             return lambda config: True
         fixed, sizes, cap = fixed_shape_of(worktree, self.knobs), size_model(history), \
             self.cap_bytes
-        return lambda config: shape_refusal(config, fixed, sizes, cap) is None
+
+        def fits(config: dict) -> bool:
+            if all(config.get(n) == current.get(n) for n in SHAPE_DEFAULTS):
+                return True
+            return shape_refusal(config, fixed, sizes, cap) is None
+        return fits
 
     def _is_new(self, current: dict, changes: tuple, measured: set) -> bool:
         config = dict(current)
@@ -438,7 +481,7 @@ class SearchProposer(Proposer):
     def _singles(self, current: dict, measured: set, stats: DirectionStats) -> list[_Move]:
         """Per knob and direction, the smallest step whose configuration is unmeasured."""
         moves = []
-        for knob in self.knobs:
+        for knob in self._movable:
             for direction in (-1, 1):
                 for size in range(len(LOG_FACTORS if knob.scale == "log" else LINEAR_FRACTIONS)):
                     new = step_value(knob, current[knob.name], direction, size)
@@ -451,7 +494,7 @@ class SearchProposer(Proposer):
     def _pairs(self, current: dict, measured: set, stats: DirectionStats) -> list[_Move]:
         """Two knobs, each moved by its smallest step, every combination of directions."""
         steps = [(knob, d, step_value(knob, current[knob.name], d, 0))
-                 for knob in self.knobs for d in (-1, 1)]
+                 for knob in self._movable for d in (-1, 1)]
         steps = [s for s in steps if s[2] is not None]
         moves = []
         for i, (ka, da, va) in enumerate(steps):

@@ -67,6 +67,11 @@ _TABLE = (
     Status("inconclusive", "the sequential rule was still undecided at its cap on paired runs "
            "(or could not resolve a gain that reached min_improvement): worth a stronger "
            "profile", failed_run=False, pi="discard", in_spec=False, judged=True),
+    # A judged loss that cost a fraction of a run (issue 26): its figures are a partial
+    # run's, so no score, but the idea was tested and lost, as a discard.
+    Status("pruned", "stopped early as a clear loser: its training loss was clearly behind "
+           "the incumbent's at the same seed and step (loop/measure/pruning.py)",
+           idea_after="exhausted", search="loss", pi="discard", in_spec=False, judged=True),
     Status("duplicate", "the same change was already measured on this incumbent",
            says_about_change=False, failed_run=False, pi="discard"),
     Status("interrupted", "the daemon was stopped before the decision", says_about_change=False,

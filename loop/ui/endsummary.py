@@ -2,8 +2,9 @@
 
 `end_of_run_summary(rows, session)` reads only ledger rows: experiments run and kept, the
 best val_bpb per profile against the session's start, the benchmark time used, where the
-session's time went (row field `time_s`), what the agent proposer spent (when it ran: time,
-retries, the cost and tokens its CLI reported), and why it stopped. Unknown values read
+session's time went (row field `time_s`) beside the experiments per hour, what the agent
+proposer spent (when it ran: time, retries, the cost and tokens its CLI reported), and why
+it stopped. Unknown values read
 "unknown", never 0.
 """
 
@@ -82,7 +83,10 @@ def end_of_run_summary(rows: list[dict], session: str | None) -> str:
     lines.append(_time_line(exps))
     split = report.time_split_text(exps)
     if split:
-        lines.append(f"  where the time went: {split}{_night(mine)}")
+        header = next((r for r in mine if r.get("type") == "session"), None)
+        stop = next((r for r in reversed(mine) if r.get("type") == "stop"), None)
+        rate = report.fmt_rate(report.experiments_per_hour(header, exps, stop))
+        lines.append(f"  where the time went: {split}{_night(mine)}; {rate}")
     spent = report.agent_spent(mine)
     if spent is not None:
         lines.append(f"  agent: {spent.text()}")

@@ -330,6 +330,24 @@ def time_split(rows: list[dict]) -> tuple[dict[str, float], int]:
     return split, missing
 
 
+def experiments_per_hour(header: dict | None, rows: list[dict],
+                         stop: dict | None = None) -> float | None:
+    """Candidate experiments (baselines not counted) per hour of the session: from its
+    header to its stop row (else its last experiment row); None when the times are unknown."""
+    start = parse_time((header or {}).get("timestamp"))
+    exps = experiments(rows)
+    last = stop or (exps[-1] if exps else None)
+    end = parse_time((last or {}).get("timestamp"))
+    if start is None or end is None or end <= start:
+        return None
+    changes = sum(1 for r in exps if not r.get("baseline"))
+    return changes / ((end - start).total_seconds() / 3600)
+
+
+def fmt_rate(per_hour: float | None) -> str:
+    return UNKNOWN if per_hour is None else f"{per_hour:.1f} experiments per hour"
+
+
 def time_split_text(rows: list[dict]) -> str | None:
     """e.g. "first runs 20m 10s, incumbent runs 9m 02s, ..." largest first; None when no
     experiment recorded its time."""
@@ -887,7 +905,8 @@ def evidence_lines(rows: list[dict], rules: Mapping[str, Any] | None,
         fidelity = evidence.proxy_fidelity(exps)
         part += [fidelity.text()] if fidelity is not None else []
         split = time_split_text(exps)
-        part += [f"where the time went: {split}"] if split else []
+        rate = experiments_per_hour(s["header"], exps, s["stops"][-1] if s["stops"] else None)
+        part += [f"where the time went: {split}; {fmt_rate(rate)}"] if split else []
         lines += [f"session {s['name']}: {line}" for line in part]
     return lines
 
