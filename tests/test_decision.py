@@ -192,7 +192,7 @@ def test_statuses_are_the_spec_list_plus_the_documented_additions():
     # docs/LEDGER.md "Statuses" documents each addition.
     assert set(STATUSES) - spec == {"agent_failed", "agent_timeout", "agent_no_change",
                                     "agent_touched_git", "protocol_drift", "unjudged",
-                                    "inconclusive", "pruned"}
+                                    "inconclusive", "pruned", "over_budget", "seed_ignored"}
 
 
 def test_the_status_table_marks_spec_statuses_and_documents_every_addition(repo_root):

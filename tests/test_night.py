@@ -125,10 +125,10 @@ def stop_during_the_first_candidate_run(repo, monkeypatch):
     """`touch .autogolf/STOP` while the first candidate's first run is in flight."""
     real_run = scheduler.LoopBench.run
 
-    def run(self, exp, profile, tag="", env_extra=None):
+    def run(self, exp, profile, tag="", env_extra=None, pruner=None):
         if not exp.baseline and not tag:
             (repo / ".autogolf" / "STOP").touch()
-        return real_run(self, exp, profile, tag, env_extra)
+        return real_run(self, exp, profile, tag, env_extra, pruner)
 
     monkeypatch.setattr(scheduler.LoopBench, "run", run)
     return repo

@@ -90,19 +90,23 @@ def test_the_environment_of_a_sealed_run_names_no_folder_of_the_daemon():
 @needs_bwrap
 def test_the_kernel_counts_the_cpu_time_of_every_process_of_a_sealed_run(places, tmp_path):
     tree, outputs, data, _ = places
-    burn = "x = 0\nfor i in range(3_000_000):\n    x += i\n"
-    script = tmp_path / "burn.sh"  # the command, and an orphan it leaves running
-    script.write_text(f"{sys.executable} -c '{burn}'\n"
-                      f"( setsid {sys.executable} -c '{burn}' & )\nsleep 1\n")
-    argv, env = seal.choose(True).benchmark(["/bin/sh", str(script)], worktree=tree,
-                                            outputs=outputs, readable=[data, script],
-                                            env=seal.minimal_env({"PATH": "/usr/bin:/bin"}, {}))
-    result = runner.run_command(argv, cwd=tree, env=env, timeout_s=60,
-                                log_path=tmp_path / "log")
-    alone = runner.run_command([sys.executable, "-c", burn], cwd=tree, env=None,
-                               timeout_s=60, log_path=tmp_path / "log2")
-    assert result.exit_code == 0
-    assert result.cpu_s > 1.5 * alone.cpu_s  # both processes counted, not bwrap's own 0
+    burn = f"{sys.executable} -c 'x = 0\nfor i in range(3_000_000):\n    x += i\n'"
+    scripts = {"alone": f"{burn}\n",  # and with an orphan it leaves running (waited by file)
+               "orphan": f"{burn}\n( setsid sh -c \"{burn}; touch /tmp/done\" & )\n"
+                         "while [ ! -f /tmp/done ]; do sleep 0.05; done\n"}
+    spent = {}
+    for name, text in scripts.items():
+        script = tmp_path / f"{name}.sh"
+        script.write_text(text)
+        argv, env = seal.choose(True).benchmark(
+            ["/bin/sh", str(script)], worktree=tree, outputs=outputs, readable=[script],
+            env=seal.minimal_env({"PATH": "/usr/bin:/bin"}, {}))
+        result = runner.run_command(argv, cwd=tree, env=env, timeout_s=60,
+                                    log_path=tmp_path / f"{name}.log")
+        assert result.exit_code == 0
+        spent[name] = result.cpu_s
+    assert spent["alone"] > 0.05  # counted at all (bubblewrap's own init reported ~0)
+    assert spent["orphan"] > 1.5 * spent["alone"]  # the orphan's work is counted too
 
 
 # ------------------------------------------------------------------------------ the proof
