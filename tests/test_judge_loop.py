@@ -118,7 +118,10 @@ def session(tmp_path_factory, repo_root: Path, sample_dataset) -> list[dict]:
         "TIED_EMBED_LR=0.05\n", "TIED_EMBED_LR=0.0005\n", 1)
     # The default keep rule (sequential, 6 pairs at smoke): the real improvements here win
     # by 0.03 and more at every seed.
-    committed_copy(repo_root, repo, ladder=["smoke"], artifact_cap_bytes=CAP)
+    # The compute cap is tests/test_sealed_judge.py's subject: here a loose one, so that a
+    # busy machine cannot turn this file's keeps into over_budget.
+    committed_copy(repo_root, repo, ladder=["smoke"], artifact_cap_bytes=CAP,
+                   judge={"enabled": True, "compute_allowance": 3.0})
     (repo / "autoresearch.sh").write_text(weak)
     git(repo, "commit", "-q", "-am", "a weak incumbent")
     old = os.environ.get("AUTOGOLF_CACHE_ROOT")

@@ -311,11 +311,7 @@ def test_a_server_environment_never_carries_a_setting_over_a_daemon_key():
 def checkout(tmp_path, repo_root: Path, sample_dataset, monkeypatch) -> Path:
     """A researcher's checkout of this project (the sample data from this repo's cache)."""
     monkeypatch.setenv("AUTOGOLF_CACHE_ROOT", str(repo_root))
-    checkout = committed_copy(repo_root, tmp_path / "checkout")
-    # loop/data/ matches .gitignore's `data/`: this repository tracks it all the same.
-    git(checkout, "add", "-f", "loop")
-    git(checkout, "commit", "-q", "-m", "loop/data")
-    return checkout
+    return committed_copy(repo_root, tmp_path / "checkout")
 
 
 def adopt_file(checkout: Path, tmp_path: Path, text: str, yes: bool = False

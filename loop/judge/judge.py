@@ -603,23 +603,26 @@ class Judge:
         return {"measure": key, "candidate": cand, "incumbent": inc}
 
     def _budget_verdict(self, profile: str, walls: dict) -> Verdict | None:
-        """over_budget when the candidate's runs spent, by their median, more than the
-        allowance times the incumbent's median at the same seeds."""
-        cand = [w for w in walls["candidate"] if isinstance(w, (int, float))]
-        inc = [w for w in walls["incumbent"] if isinstance(w, (int, float))]
+        """over_budget when the candidate's runs spent more than the allowance times the
+        incumbent's at the same seeds: the median of the per-seed ratios (each pair ran back
+        to back, so a machine busier at one time than another cancels out)."""
+        pairs = [(c, i) for c, i in zip(walls["candidate"], walls["incumbent"], strict=False)
+                 if isinstance(c, (int, float)) and isinstance(i, (int, float)) and i > 0]
         what = {"cpu_s": "CPU time", "wall_s": "wall time"}[walls["measure"]]
-        if not cand or not inc:
+        if not pairs:
             return Verdict("over_budget", f"the {what} of the runs is unknown, so the compute "
                            "cap cannot be checked (fail closed)")
-        mine, theirs = statistics.median(cand), statistics.median(inc)
-        ratio, allowed = mine / max(theirs, 1e-9), self.cfg.judge_compute_allowance
+        ratio = statistics.median(c / i for c, i in pairs)
+        allowed = self.cfg.judge_compute_allowance
         if ratio <= allowed:
             return None
-        return Verdict("over_budget", f"won, but its runs spent {mine:.1f} s of {what} against "
-                       f"the incumbent's {theirs:.1f} s at the same seeds (median; {ratio:.2f}x"
-                       f" > judge.compute_allowance {allowed:g}x): compute is capped like bytes "
-                       "(the challenge caps training time); make the change cheaper, or raise "
-                       "the allowance in autogolf.yaml if the extra compute is intended")
+        mine, theirs = (statistics.median(side) for side in zip(*pairs, strict=True))
+        return Verdict("over_budget", f"won, but its runs spent {ratio:.2f}x the incumbent's "
+                       f"{what} at the same seeds (median of {len(pairs)} pairs; {mine:.1f} s "
+                       f"against {theirs:.1f} s) > judge.compute_allowance {allowed:g}x: compute "
+                       "is capped like bytes (the challenge caps training time); make the change "
+                       "cheaper, or raise the allowance in autogolf.yaml if the extra compute is "
+                       "intended")
 
     def _seed_verdict(self, exp: Experiment, profile: str, seeds: list[int],
                       pairs: list[tuple[float, float]]) -> Verdict | None:
