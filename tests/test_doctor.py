@@ -480,3 +480,16 @@ def test_an_agent_that_cannot_write_its_state_confined_is_a_blocker_naming_the_p
     [check] = doctor.check_agent(root)
     assert check.status == FAIL and "cannot write my state" in check.detail
     assert check.fix is not None and "~/.claude, ~/.claude.json" in check.fix
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
+def test_doctor_proves_the_judges_seal(root_with_sample):
+    (root_with_sample / "autogolf.yaml").write_text("dataset: sample\n")
+    [check] = doctor.check_seal(root_with_sample)
+    assert check.status == OK and "proved" in check.detail
+
+
+def test_doctor_warns_when_the_judge_runs_unsealed(root_with_sample):
+    (root_with_sample / "autogolf.yaml").write_text("dataset: sample\njudge: {sealed: false}\n")
+    [check] = doctor.check_seal(root_with_sample)
+    assert check.status == WARN and "UNSEALED" in check.detail

@@ -175,3 +175,17 @@ def test_the_macos_server_profile_writes_nothing(tmp_path):
 def test_a_path_with_a_control_character_cannot_go_into_a_profile(tmp_path):
     with pytest.raises(seal.SealError):
         seal.sbpl_server([tmp_path / "a\nb"], [tmp_path / "data"])
+
+
+def test_a_sealed_run_that_reached_for_a_hidden_path_is_told_what_it_can_see(tmp_path):
+    from loop.judge.judge import assess
+    from loop.measure.logparse import parse_trainer_log
+    from loop.measure.pipeline import Run
+
+    log = tmp_path / "bench.log"
+    log.write_text("FileNotFoundError: [Errno 2] No such file or directory: '/data/val.bin'\n")
+    run = Run(exit_code=1, timed_out=False, wall_s=1.0, log_path=log, metrics={},
+              log=parse_trainer_log(log.read_text()), trainer_bytes=None,
+              trainer_missing=False, sealed=True)
+    reason = assess(run, 16_000_000).verdict.reason
+    assert "the run is sealed" in reason and "$DATA_PATH" in reason

@@ -54,6 +54,9 @@ from loop.store.rows import Experiment, incumbent_rung, incumbents
 # The METRIC val_bpb may be rounded by the extractor (4 decimals at worst, error <= 5e-5);
 # the raw log's exact line has 8. A larger difference is a different number, not rounding.
 BPB_TOLERANCE = 5e-5
+# What a sealed run's last output line says when it reached for something the seal hides.
+SEALED_OUT = ("No such file or directory", "Read-only file system", "Permission denied",
+              "Network is unreachable", "Temporary failure in name resolution")
 # The protocol's seed (autoresearch.sh's trainer default): the first pair of a sequential
 # decision is the candidate's and the incumbent's run at it; the others follow the schedule.
 BASE_SEED = 1337
@@ -220,9 +223,15 @@ def _explain_failure(verdict: Verdict | None, run: Run) -> Verdict | None:
     if (verdict is None or verdict.status != "crash"
             or verdict.reason.startswith(("oom:", "diverged:"))):
         return verdict
-    reason = f"{verdict.reason}; last output: {run.last_line()}"
+    last = run.last_line()
+    reason = f"{verdict.reason}; last output: {last}"
     if run.trainer_missing:
         reason += f"; the trainer {TRAINER} is missing from the worktree"
+    if run.sealed and any(sign in last for sign in SEALED_OUT):
+        reason += ("; the run is sealed: it sees only the worktree (read-only), its logs/ "
+                   "folder, the data folder the daemon gave it ($DATA_PATH, $TOKENIZER_PATH) "
+                   "and a private /tmp, without network. Read inputs from those, write under "
+                   "logs/ (docs/THREAT_MODEL.md); `judge: {sealed: false}` runs unsealed")
     return dataclasses.replace(verdict, reason=reason)
 
 

@@ -246,6 +246,32 @@ def check_containment(root: Path) -> list[Check]:
     return [Check("containment", OK, detail)]
 
 
+def check_seal(root: Path) -> list[Check]:
+    """The judge's seal (judge.sealed, loop/measure/seal.py), proved here as `run` proves it:
+    a probe inside must fail to read the validation shards, to write outside, to connect."""
+    from loop.config import ConfigError, load_config
+    from loop.measure import seal
+
+    try:
+        cfg = load_config(root / "autogolf.yaml")
+        info = datasets.resolve(cfg.dataset, datasets.cache_root(root))
+    except ConfigError as exc:
+        return [Check("seal", WARN, f"unknown: autogolf.yaml: {exc.problems[0]}")]
+    except datasets.DatasetError as exc:
+        return [Check("seal", WARN, f"not proved: no dataset to prove it on ({exc.problem})")]
+    if not (cfg.judge_enabled and cfg.judge_sealed):
+        return [Check("seal", WARN, seal.Seal(None).describe(),
+                      "set judge: {sealed: true} in autogolf.yaml")]
+    try:
+        with tempfile.TemporaryDirectory(prefix="autogolf-doctor-") as scratch:
+            sealed = seal.for_checkout(True, root, info.data_path, worktree=Path(scratch),
+                                       data=[info.tokenizer_path])
+    except seal.SealError as exc:
+        return [Check("seal", FAIL, str(exc), "see docs/THREAT_MODEL.md")]
+    return [Check("seal", OK, f"{sealed.describe()}; proved: the validation shards unreadable, "
+                              "no write outside, no network")]
+
+
 AGENT_PROBE_TIMEOUT_S = 30
 # What each agent CLI writes in your home folder: list it under agent.sandbox.writable.
 AGENT_STATE = {"claude": "[~/.claude, ~/.claude.json]", "pi": "[~/.pi/agent]",
@@ -481,6 +507,7 @@ def run_checks(root: Path) -> list[Check]:
         *check_mlx(),
         *check_gpu(),
         *check_timeouts(root),
+        *check_seal(root),
         *check_containment(root),
         *check_agent(root),
         *check_sentencepiece(),
