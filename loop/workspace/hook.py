@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,9 @@ class WorkspaceHook(RunEvents):
         self.editable, self.ladder = editable, ladder
         self.metric, self.direction, self.proposer = metric, direction, proposer
         self.out = out
+        # Two runs of one session can join or leave within the same second (names have a
+        # one-second stamp): each run's status posts carry their own run id.
+        self._run = uuid.uuid4().hex[:6]
         self._keys: dict[str, str] = {}
         self._status: dict[str, list[str]] = {}
         self._leaderboard_stale = False
@@ -316,7 +320,8 @@ class WorkspaceHook(RunEvents):
     def _status_post(self, event: str, meta: dict[str, object], body: str) -> None:
         with self._lock:
             try:
-                path = self._post_path(f"status-{event}", self._session or "run")
+                path = self._post_path(f"status-{event}",
+                                       f"{self._session or 'run'}-{self._run}")
                 self.board.put(path, wb.render_post(meta, body).encode())
             except Exception as exc:  # noqa: BLE001 - never raises into the loop
                 self.out(f"warning: workspace: status-update not posted: {_describe(exc)}")
