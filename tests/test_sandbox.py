@@ -333,3 +333,23 @@ def test_the_session_row_of_a_proposer_without_outside_code_has_no_containment(
     run_configured(repo, max_experiments=0)
     session = next(r for r in rows(repo) if r.get("type") == "session")
     assert "containment" not in session
+
+
+@needs_bwrap
+def test_a_confined_agent_cannot_read_the_holdouts_dataset_folder(tmp_path: Path) -> None:
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    (dataset / "fineweb_val_000000.bin").write_bytes(b"the holdout")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    code = f"print(open({str(dataset / 'fineweb_val_000000.bin')!r}).read())"
+    confined = Sandbox("bwrap", hidden=(dataset,)).wrap([sys.executable, "-c", code], tree,
+                                                        tmp_path / "attempt", dict(os.environ))
+    done = subprocess.run(confined.argv, cwd=tree, env=confined.env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0 and "No such file or directory" in done.stderr
+
+
+def test_the_macos_agent_profile_denies_reading_the_hidden_folders(tmp_path: Path) -> None:
+    profile = sbpl_profile([tmp_path / "tree"], True, (), [tmp_path / "dataset"])
+    assert f'(deny file-read* (subpath "{(tmp_path / "dataset").resolve()}"))' in profile

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from loop.backlog import ideas
 from loop.config import Config
+from loop.data import datasets
 from loop.errors import UserError
 from loop.proposers.agent import AgentConfigError, AgentProposer
 from loop.proposers.base import Proposer
@@ -71,7 +72,7 @@ def _agent(ctx: Context) -> Proposer:
                         "autogolf.yaml (docs/AGENT_NIGHT.md has recipes for claude and pi)")
     try:
         sandbox = choose(cfg.agent_sandbox_mode, cfg.agent_sandbox_network,
-                         cfg.agent_sandbox_writable)
+                         cfg.agent_sandbox_writable, hidden=_holdout_folders(ctx))
     except SandboxError as exc:
         raise UserError(str(exc)) from None
     try:
@@ -86,6 +87,17 @@ def _agent(ctx: Context) -> Proposer:
                              home=ctx.repo)
     except AgentConfigError as exc:
         raise UserError(f"agent.command: {exc}") from None
+
+
+def _holdout_folders(ctx: Context) -> list[Path]:
+    """What a confined agent must not read: the dataset's folder (the judge's holdout is its
+    validation split) and the repo's data caches."""
+    folders = [ctx.repo / "data", ctx.repo / ".upstream"]
+    try:
+        folders.append(datasets.resolve(ctx.cfg.dataset, datasets.cache_root(ctx.repo)).data_path)
+    except datasets.DatasetError:
+        pass  # the daemon refuses to start without its dataset anyway
+    return folders
 
 
 def _imported(repo: Path) -> list[dict]:

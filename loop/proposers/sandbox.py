@@ -93,6 +93,10 @@ class Sandbox:
     writable: tuple[Path, ...] = ()  # agent.sandbox.writable, resolved
     why_none: str = ""  # when tool is None: why, for the start line and doctor
     program: str = ""  # the tool's executable (default: its name, found on PATH)
+    # Folders the agent must not read: the dataset's (its validation shards are the judge's
+    # holdout), the repo's data/ and .upstream/. Hidden (bwrap: an empty folder in their
+    # place; sandbox-exec: reading denied), so an agent cannot copy the holdout into an edit.
+    hidden: tuple[Path, ...] = ()
 
     def wrap(self, argv: Sequence[str], worktree: Path, attempt: Path,
              env: dict[str, str]) -> Confined:
@@ -109,9 +113,10 @@ class Sandbox:
             # itself, which then cannot create its user namespace: set it inside instead.
             preload = env.pop("LD_PRELOAD", None)
             inner = ["--setenv", "LD_PRELOAD", preload] if preload else []
-            command = bwrap_argv(argv, Path(worktree), paths, self.network, env, inner)
+            command = bwrap_argv(argv, Path(worktree), paths, self.network, env, inner,
+                                 self.hidden)
             return Confined([self.program or "bwrap", *command[1:]], env)
-        profile = sbpl_profile(paths, self.network, tmux_sockets(env))
+        profile = sbpl_profile(paths, self.network, tmux_sockets(env), self.hidden)
         return Confined([self.program or "sandbox-exec", "-p", profile, *argv], env)
 
     def describe(self) -> str:
@@ -134,14 +139,19 @@ def _writable(worktree: Path, attempt: Path, extra: Sequence[Path]) -> list[Path
 
 
 def bwrap_argv(argv: Sequence[str], worktree: Path, writable: Sequence[Path], network: bool,
-               env: dict[str, str] | None = None, extra: Sequence[str] = ()) -> list[str]:
-    """bubblewrap's command line: read-only root, tmux's sockets hidden, `writable` bound
-    read-write, the worktree's `.git` read-only again, then `argv` in the worktree."""
+               env: dict[str, str] | None = None, extra: Sequence[str] = (),
+               hidden: Sequence[Path] = ()) -> list[str]:
+    """bubblewrap's command line: read-only root, `hidden` folders emptied, tmux's sockets
+    hidden, `writable` bound read-write, the worktree's `.git` read-only again, then `argv` in
+    the worktree."""
     out = ["bwrap", "--die-with-parent", "--unshare-user", "--unshare-pid", "--unshare-ipc",
            "--unshare-uts", "--unshare-cgroup-try", "--cap-drop", "ALL"]
     if not network:
         out.append("--unshare-net")
     out += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    for path in hidden:  # before the writable binds: a worktree inside stays reachable
+        if Path(path).is_dir():
+            out += ["--tmpfs", str(Path(path).resolve())]
     for path in writable:
         out += ["--bind", str(path), str(path)]
     folders = tmux_dirs(env)  # after the binds: hidden even inside a writable path
@@ -182,7 +192,8 @@ def tmux_dirs(env: dict[str, str] | None = None) -> list[Path]:
 # --------------------------------------------------------------------------- sandbox-exec
 
 
-def sbpl_profile(writable: Sequence[Path], network: bool, sockets: Sequence[Path] = ()) -> str:
+def sbpl_profile(writable: Sequence[Path], network: bool, sockets: Sequence[Path] = (),
+                 hidden: Sequence[Path] = ()) -> str:
     """A sandbox-exec profile: everything allowed except file writes outside `writable` (and
     a few devices), connecting to `sockets`, signalling processes outside the sandbox, and
     with `network` false any network use. Paths must be resolved (/private/tmp, not /tmp):
@@ -198,6 +209,8 @@ def sbpl_profile(writable: Sequence[Path], network: bool, sockets: Sequence[Path
                      f'"{_sbpl_string(socket)}")))')
     if not network:
         lines.append("(deny network*)")
+    for folder in hidden:
+        lines.append(f'(deny file-read* (subpath "{_sbpl_string(Path(folder).resolve())}"))')
     return "\n".join(lines) + "\n"
 
 
@@ -214,7 +227,8 @@ def _sbpl_string(path: Path) -> str:
 
 def choose(mode: str, network: bool = True, writable: Sequence[str] = (), *,
            platform: str = sys.platform,
-           which: Callable[[str], str | None] | None = None) -> Sandbox:
+           which: Callable[[str], str | None] | None = None,
+           hidden: Sequence[Path] = ()) -> Sandbox:
     """The containment `agent.sandbox` asks for, started once to prove it works.
 
     A named tool that is missing or refuses to start raises SandboxError (the run must not
@@ -235,7 +249,8 @@ def choose(mode: str, network: bool = True, writable: Sequence[str] = (), *,
             return Sandbox(None, network, why_none=f"{tool} not found; {INSTALL[tool]}")
         raise SandboxError(f"agent.sandbox.mode: {tool} is not on PATH; {INSTALL[tool]} "
                            "(or set agent.sandbox.mode: auto to run without it)")
-    sandbox = Sandbox(tool, network, extra, program=program)
+    sandbox = Sandbox(tool, network, extra, program=program,
+                      hidden=tuple(Path(p) for p in hidden if Path(p).is_dir()))
     problem = probe(sandbox)
     if problem is None:
         return sandbox
