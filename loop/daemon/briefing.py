@@ -12,7 +12,7 @@ from pathlib import Path
 
 from loop.config import Config, is_editable
 from loop.data.datasets import DatasetInfo
-from loop.store.gitsession import GitError, git
+from loop.store.gitsession import GitError, changed_files
 
 DEMO_PROFILES = ("smoke",)  # what the offline sample is good for
 
@@ -80,19 +80,10 @@ def _usage_hint(program: str) -> str:
 def uncommitted_editable(repo: Path, cfg: Config) -> list[str]:
     """Editable files with uncommitted changes in your checkout: the loop never sees them."""
     try:
-        out = git(repo, "status", "--porcelain=v1", "-z", "--untracked-files=all", timeout=30)
+        changed = changed_files(repo, timeout=30)
     except GitError:
         return []
-    paths, entries, index = [], out.split("\0"), 0
-    while index < len(entries):
-        entry = entries[index]
-        index += 1
-        if not entry:
-            continue
-        paths.append(entry[3:])
-        if entry[0] in "RC":  # a rename/copy is followed by its source path
-            index += 1
-    return sorted(p for p in paths if is_editable(cfg, p))
+    return [p for p in changed if is_editable(cfg, p)]
 
 
 def uncommitted_warning(repo: Path, cfg: Config) -> str | None:

@@ -243,12 +243,21 @@ def _ro_binds(paths: Sequence[Path]) -> list[str]:
 # --------------------------------------------------------------------------- macOS profiles
 
 
-def _q(path: Path) -> str:
+def sbpl_quote(path: Path) -> str:
+    """`path` as a string literal of Apple's sandbox profile language; ValueError for a
+    path with a control character (it cannot be written there safely)."""
     text = str(path)
     if any(ord(c) < 32 for c in text):
-        raise SealError(f"a path with a control character cannot go into a sandbox profile: "
-                        f"{text!r}")
+        raise ValueError(f"a path with a control character cannot go into a sandbox "
+                         f"profile: {text!r}")
     return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _q(path: Path) -> str:
+    try:
+        return sbpl_quote(path)
+    except ValueError as exc:
+        raise SealError(str(exc)) from None
 
 
 def _subpaths(paths: Sequence[Path]) -> list[str]:

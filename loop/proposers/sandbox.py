@@ -58,6 +58,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from loop.measure.seal import sbpl_quote
+
 MODES = ("auto", "bwrap", "sandbox-exec", "off")
 INSTALL = {
     "bwrap": "install bubblewrap: `sudo apt-get install bubblewrap` on Debian/Ubuntu "
@@ -215,11 +217,10 @@ def sbpl_profile(writable: Sequence[Path], network: bool, sockets: Sequence[Path
 
 
 def _sbpl_string(path: Path) -> str:
-    text = str(path)
-    if any(ord(c) < 32 for c in text):
-        raise SandboxError(f"a path with a control character cannot go into a sandbox "
-                           f"profile: {text!r}")
-    return text.replace("\\", "\\\\").replace('"', '\\"')
+    try:
+        return sbpl_quote(path)
+    except ValueError as exc:
+        raise SandboxError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- choosing

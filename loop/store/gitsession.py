@@ -84,6 +84,26 @@ def main_checkout(start: Path) -> Path | None:
     return None
 
 
+def changed_files(tree: Path, timeout: float | None = None) -> list[str]:
+    """Paths (relative, sorted) changed in the checkout at `tree` against its HEAD: edits,
+    deletions, untracked files, both sides of a rename or copy."""
+    out = git(tree, "status", "--porcelain=v1", "-z", "--untracked-files=all",
+              timeout=timeout)
+    entries = out.split("\0")
+    paths: set[str] = set()
+    index = 0
+    while index < len(entries):
+        entry = entries[index]
+        index += 1
+        if not entry:
+            continue
+        paths.add(entry[3:])
+        if entry[0] in "RC":  # a rename/copy is followed by its source path
+            paths.add(entries[index])
+            index += 1
+    return sorted(paths)
+
+
 @dataclass
 class GitSession:
     """Branch `autogolf/<session>` checked out in its own worktree."""
@@ -116,20 +136,7 @@ class GitSession:
 
     def changed_files(self) -> list[str]:
         """Paths (relative, sorted) changed against the head: edits, deletions, untracked."""
-        out = git(self.worktree, "status", "--porcelain=v1", "-z", "--untracked-files=all")
-        entries = out.split("\0")
-        paths: set[str] = set()
-        index = 0
-        while index < len(entries):
-            entry = entries[index]
-            index += 1
-            if not entry:
-                continue
-            paths.add(entry[3:])
-            if entry[0] in "RC":  # a rename/copy is followed by its source path
-                paths.add(entries[index])
-                index += 1
-        return sorted(paths)
+        return changed_files(self.worktree)
 
     def diff(self, base: str | None = None) -> str:
         """The whole change against `base` (default: the head) as a binary-safe patch,
