@@ -2,7 +2,8 @@
 
     python bench/false_keeps.py [--sessions N] [--power-sessions N] [--decisions N]
                                 [--scenario gpu|cpu|mixed|all] [--max-pooled-dof X]
-                                [--rules sequential,seq-reuse,today,naive]
+                                [--rules sequential,seq-reuse,today,naive] [--futility F]
+                                [--beta B] [--alpha A] [--history N]
 
 The rules, each driven with the daemon's own code:
 - `sequential`: loop.judge.sequential.run_decision (issue 16), paired runs at the judge's
@@ -59,7 +60,9 @@ SIGMAS = (0.004, 0.01, 0.02, 0.03)
 MIN_IMPROVEMENT = 0.002  # autogolf.yaml default
 BASE_SEED = 1337
 RULES = ("sequential", "seq-reuse", "today", "naive")
-SETTINGS = {"max_pooled_dof": 10.0, "rules": RULES, "futility": 0.10}  # from the command line
+DEFAULT = sequential.SequentialRule(MIN_IMPROVEMENT)  # the daemon's defaults
+SETTINGS = {"max_pooled_dof": 10.0, "rules": RULES, "futility": DEFAULT.futility,
+            "beta": DEFAULT.beta, "alpha": DEFAULT.alpha, "history": 0}  # from the command line
 # sd(a), sd(b), sd(e) in units of sigma, and the sd of log f: a code's b and e are scaled by
 # its own f = exp(N(0, v) - v^2) (mean square 1; the baseline has f = 1)
 SCENARIOS = {"gpu": (1.0, 0.0, 1.0, 0.0), "cpu": (1.0, 1.0, 0.0, 0.0),
@@ -123,11 +126,13 @@ class Result:
 
 
 def sequential_session(world: World, decisions: int, gain: float, result: Result,
-                       rule: sequential.SequentialRule, reuse: bool = False) -> None:
+                       rule: sequential.SequentialRule, reuse: bool = False,
+                       pool: sequential.SpreadPool | None = None) -> sequential.SpreadPool:
     """`reuse`: after a keep, stay at the seed epoch and reuse the kept candidate's runs as
     the new incumbent's (what a deterministic backend would re-measure anyway; the runs
-    were selected, so this biases later decisions against their candidates)."""
-    pool = sequential.SpreadPool(max_pooled_dof=SETTINGS["max_pooled_dof"])
+    were selected, so this biases later decisions against their candidates). `pool`: the
+    spread of an earlier session's decisions (`--history`), as the daemon carries it."""
+    pool = pool or sequential.SpreadPool(max_pooled_dof=SETTINGS["max_pooled_dof"])
     epoch, incumbent = 0, 0
     cache: dict[int, float] = {}  # the incumbent's run at each seed of this epoch
     kept = []
@@ -156,6 +161,7 @@ def sequential_session(world: World, decisions: int, gain: float, result: Result
             else:
                 incumbent, epoch, cache = candidate, epoch + 1, {}
     result.kept.append(kept)
+    return pool
 
 
 def today_session(world: World, decisions: int, gain: float, result: Result,
@@ -219,18 +225,35 @@ def naive_session(world: World, decisions: int, gain: float, result: Result) -> 
 def play(rule_name: str, sigma: float, scenario: str, gain: float, sessions: int,
          decisions: int, salt: int) -> Result:
     result = Result()
-    seq_rule = sequential.SequentialRule(MIN_IMPROVEMENT, alpha=0.02, beta=0.10, max_runs=10,
+    seq_rule = sequential.SequentialRule(MIN_IMPROVEMENT, alpha=SETTINGS["alpha"],
+                                         beta=SETTINGS["beta"], max_runs=10,
                                          futility=SETTINGS["futility"])
     for s in range(sessions):
         world = World(random.Random(f"{salt}-{scenario}-{sigma}-{gain}-{s}"), sigma, scenario)
         if rule_name in ("sequential", "seq-reuse"):
             sequential_session(world, decisions, gain, result, seq_rule,
-                               reuse=rule_name == "seq-reuse")
+                               reuse=rule_name == "seq-reuse", pool=earlier_night(
+                                   seq_rule, sigma, scenario, f"{salt}-{gain}-{s}"))
         elif rule_name == "today":
             today_session(world, decisions, gain, result)
         else:
             naive_session(world, decisions, gain, result)
     return result
+
+
+def earlier_night(rule: sequential.SequentialRule, sigma: float, scenario: str,
+                  salt: str) -> sequential.SpreadPool | None:
+    """The spread pool an earlier session left (`--history N`: N decisions, half of equal
+    candidates and half better by 3 sigma, on their own world of the same scenario), which
+    the daemon carries into a new session at the same profile, dataset and kind of compute;
+    None with no history (a first session)."""
+    if not SETTINGS["history"]:
+        return None
+    world = World(random.Random(f"history-{salt}-{scenario}-{sigma}"), sigma, scenario)
+    half = SETTINGS["history"] // 2
+    pool = sequential_session(world, half, 0.0, Result(), rule)
+    return sequential_session(world, SETTINGS["history"] - half,
+                              max(MIN_IMPROVEMENT, 3 * sigma), Result(), rule, pool=pool)
 
 
 def by_index(result: Result) -> list[float]:
@@ -301,16 +324,25 @@ def main() -> None:
     parser.add_argument("--max-pooled-dof", type=float, default=10.0,
                         help="the sequential rule's cap on the pool's weight (inf: none)")
     parser.add_argument("--rules", default=",".join(RULES), help="comma-separated subset")
-    parser.add_argument("--futility", type=float, default=0.10,
+    parser.add_argument("--futility", type=float, default=DEFAULT.futility,
                         help="the sequential rule's miss level at the futility look after "
                              "the first pair (0: no futility look)")
+    parser.add_argument("--history", type=int, default=0,
+                        help="decisions of an earlier session whose spread the measured "
+                             "sessions start with (0: first sessions)")
+    parser.add_argument("--beta", type=float, default=DEFAULT.beta,
+                        help="the sequential rule's miss level at the resolvable gain")
+    parser.add_argument("--alpha", type=float, default=DEFAULT.alpha,
+                        help="the sequential rule's false-keep rate per decision")
     args = parser.parse_args()
     SETTINGS.update(max_pooled_dof=args.max_pooled_dof, futility=args.futility,
+                    beta=args.beta, alpha=args.alpha, history=args.history,
                     rules=tuple(r for r in args.rules.split(",") if r in RULES))
     start = time.perf_counter()
-    print(f"min_improvement {MIN_IMPROVEMENT}; sequential: alpha 0.02, beta 0.10, "
+    print(f"min_improvement {MIN_IMPROVEMENT}; sequential: alpha {args.alpha:g}, beta "
+          f"{args.beta:g}, "
           f"max_runs 10 pairs, min_runs 2, max_pooled_dof {args.max_pooled_dof:g}, futility "
-          f"{args.futility:g}; today: "
+          f"{args.futility:g}, history {args.history} decisions; today: "
           "5-run calibration, k 2, 2 re-runs of close wins, recalibration every 3 keeps; "
           f"{args.sessions} sessions x {args.decisions} decisions of equal candidates, "
           f"{args.power_sessions} x {args.decisions} of candidates better by "

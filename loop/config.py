@@ -183,11 +183,11 @@ class Config:
     # margin when enabled: paired runs at the judge's seeds until the evidence decides.
     keep_rule_enabled: bool = True
     keep_alpha: float = 0.02  # false-keep rate allowed per decision
-    keep_beta: float = 0.10  # miss rate allowed at the gain a profile can resolve
+    keep_beta: float = 0.30  # miss rate allowed at the gain a profile can resolve
     keep_min_runs: int = 2  # pairs before the first look (one run never decides)
     keep_max_runs: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_KEEP_MAX_RUNS))
     keep_max_pooled_dof: float = 10.0  # earlier decisions' weight in the spread, in dof
-    keep_futility: float = 0.10  # miss level of the look after the first pair (0 = none)
+    keep_futility: float = 0.30  # miss level of the look after the first pair (0 = none)
     keep_prune: bool = True  # stop a candidate run clearly behind the incumbent's curve
     keep_promote_inconclusive: bool = True  # an undecided candidate leaning to a win climbs
     protocol_allow_change: tuple[str, ...] = ()  # loop.judge.protocol.ALLOWABLE fields
@@ -710,7 +710,7 @@ class _Reader:
             rate = self.number(section, key, where="keep_rule", positive=True)
             if rate is not None and not rate < 0.5:
                 self.fail(f"keep_rule.{key}", f"got {rate!r}", "a rate in (0, 0.5), e.g. "
-                          + ("0.02" if key == "alpha" else "0.10"))
+                          + ("0.02" if key == "alpha" else "0.30"))
                 rate = None
             self.put(kw, f"keep_{key}", rate)
         self.put(kw, "keep_max_pooled_dof", self.number(section, "max_pooled_dof",
@@ -718,7 +718,7 @@ class _Reader:
         futility = self.number(section, "futility", where="keep_rule")
         if futility is not None and not 0 <= futility < 0.5:
             self.fail("keep_rule.futility", f"got {futility!r}", "a rate in [0, 0.5), e.g. "
-                      "0.10 (0: no futility look)")
+                      "0.30 (0: no futility look)")
             futility = None
         self.put(kw, "keep_futility", futility)
         self.put(kw, "keep_min_runs", self.number(section, "min_runs", where="keep_rule",

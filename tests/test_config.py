@@ -408,7 +408,7 @@ def test_futility_and_pruning_are_read_and_reach_the_rule(tmp_path: Path) -> Non
     cfg = load(tmp_path, "keep_rule: {futility: 0, prune: false}\n")
     assert cfg.sequential_rule("breadth").futility == 0 and cfg.keep_prune is False
     default = load(tmp_path, "keep_rule: {}\n")
-    assert default.sequential_rule("breadth").futility == 0.10 and default.keep_prune is True
+    assert default.sequential_rule("breadth").futility == 0.30 and default.keep_prune is True
 
 
 def test_keep_rule_max_runs_as_one_number_applies_to_every_profile(tmp_path: Path) -> None:

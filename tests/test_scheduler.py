@@ -553,10 +553,29 @@ def test_a_change_within_the_seed_noise_is_not_kept_at_the_cap(repo):
 
 
 
+def test_a_new_session_starts_from_the_spread_its_earlier_sessions_measured(repo):
+    commit_files(repo, {"knobs.sh": "LR=0.04\nSEED_SD=0.02\nSEED_X=0.004\n"})
+    sequential_run(repo, *({**SEEDED, "BONUS_BREADTH": b} for b in (0.05, 0.10, 0.15)))
+    assert [r["status"] for r in candidates(repo)] == ["keep"] * 3
+    cfg = load_config(repo / "autogolf.yaml")
+    cfg = dataclasses.replace(cfg, ladder=("breadth",), keep_rule_enabled=True,
+                              keep_max_runs={p: 6 for p in cfg.profiles})
+    scheduler.Scheduler(repo, cfg, scheduler.StopRules(max_experiments=1), new_session=True,
+                        proposer=Scripted({**SEEDED, "BONUS_BREADTH": -0.05}),
+                        out=lambda s: None).run()  # a new branch from your HEAD: worse than it
+    first, second = {r["session"] for r in candidates(repo)}, candidates(repo)[-1]
+    assert len(first) == 2 and second["status"] == "discard"
+    # a clear loser, stopped after one pair by the spread the first session measured (a
+    # session with no spread of its own would only have the sign screen)
+    assert "futility look" in second["reason"] and "from earlier decisions" in second["reason"]
+
+
 def sequential_ladder_run(repo, step: dict, max_runs: int) -> dict:
     cfg = load_config(repo / "autogolf.yaml")
+    # beta and futility 0.10: the miss levels these scripted seed draws were chosen under
     cfg = dataclasses.replace(cfg, ladder=("breadth", "confirm"), keep_rule_enabled=True,
-                              keep_max_runs={p: max_runs for p in cfg.profiles})
+                              keep_max_runs={p: max_runs for p in cfg.profiles},
+                              keep_beta=0.10, keep_futility=0.10)
     rules = scheduler.StopRules(max_experiments=1, max_consecutive_failures=0)
     scheduler.Scheduler(repo, cfg, rules, proposer=Scripted(step), out=lambda s: None).run()
     [row] = candidates(repo)

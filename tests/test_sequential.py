@@ -14,9 +14,11 @@ import statistics
 
 import pytest
 
+from loop.judge import distributions
 from loop.judge import sequential as sq
 
-RULE = sq.SequentialRule(min_improvement=0.002, alpha=0.02, beta=0.10, max_runs=10)
+RULE = sq.SequentialRule(min_improvement=0.002, alpha=0.02, beta=0.10, max_runs=10,
+                         futility=0.10)
 SD = 0.014  # sd of paired differences: a per-run spread of 0.01, sqrt(2) x for a pair
 
 
@@ -101,8 +103,26 @@ def test_the_futility_look_never_keeps_however_large_the_first_gain():
     assert sq.step([0.5], RULE, pool_with(SD, dof=10_000)).decision == "continue"
 
 
-def test_the_futility_look_waits_for_a_spread_from_earlier_decisions():
-    assert sq.step([-0.5], RULE, sq.SpreadPool()).decision == "continue"
+def test_before_any_spread_a_candidate_worse_at_the_first_seed_is_screened_out():
+    result = sq.step([-0.001], RULE, sq.SpreadPool())
+    assert result.decision == "discard" and result.stats["screen"] == 1
+    assert result.reason.startswith("discard after 1 pair (sign screen)")
+
+
+def test_before_any_spread_a_candidate_equal_at_the_first_seed_is_screened_out():
+    assert sq.step([0.0], RULE, sq.SpreadPool()).decision == "discard"
+
+
+def test_before_any_spread_a_candidate_better_at_the_first_seed_goes_on():
+    assert sq.step([0.0005], RULE, sq.SpreadPool()).decision == "continue"
+
+
+def test_the_sign_screen_misses_a_gain_of_its_spread_as_often_as_the_normal_tail():
+    rng = random.Random(9)
+    stopped = statistics.fmean(
+        sq.step([1.4 * SD + rng.gauss(0, SD)], RULE, sq.SpreadPool()).decision == "discard"
+        for _ in range(4000))
+    assert 0.06 <= stopped <= 0.10  # Phi(-1.4) = 0.081
 
 
 def test_the_futility_look_costs_at_most_its_level_of_the_resolvable_gain():
@@ -153,7 +173,7 @@ def test_identical_differences_measure_no_spread_and_decide_nothing():
 def test_a_candidate_that_scores_exactly_as_the_incumbent_at_every_seed_is_discarded():
     outcome = sq.step([0.0, 0.0], RULE, sq.SpreadPool())
     assert outcome.decision == "discard" and outcome.reason.startswith("no effect")
-    assert sq.step([0.0], RULE, sq.SpreadPool()).decision == "continue"  # one run never decides
+    assert sq.step([0.0], RULE, sq.SpreadPool()).reason.startswith("discard after 1 pair")
     assert sq.step([0.0, 0.001], RULE, sq.SpreadPool()).decision == "continue"
 
 
@@ -181,7 +201,7 @@ def test_the_reason_says_the_numbers():
 
 
 def test_a_non_finite_score_is_refused_naming_the_pair():
-    next_pair, _ = scripted([(2.0, 2.0), (math.nan, 2.0)])
+    next_pair, _ = scripted([(1.99, 2.0), (math.nan, 2.0)])
     with pytest.raises(ValueError, match="pair 1"):
         sq.run_decision(next_pair, RULE, sq.SpreadPool())
 
@@ -267,9 +287,9 @@ def test_decisions_that_disagree_on_the_spread_count_for_less():
 
 
 def test_special_functions_match_known_values():
-    assert sq._digamma(1.0) == pytest.approx(-0.5772156649, abs=1e-8)
-    assert sq._trigamma(0.5) == pytest.approx(math.pi**2 / 2, abs=1e-8)
-    assert sq._trigamma_inverse(sq._trigamma(2.5)) == pytest.approx(2.5)
+    assert distributions.digamma(1.0) == pytest.approx(-0.5772156649, abs=1e-8)
+    assert distributions.trigamma(0.5) == pytest.approx(math.pi**2 / 2, abs=1e-8)
+    assert distributions.trigamma_inverse(distributions.trigamma(2.5)) == pytest.approx(2.5)
 
 
 def test_an_empty_pool_knows_no_spread():
@@ -343,7 +363,7 @@ def test_pairs_to_resolve_is_the_smallest_cap_whose_resolvable_gain_is_small_eno
     n = sq.pairs_to_resolve(RULE, spread, 0.01)
 
     def resolvable(cap: int) -> float:
-        return sq.resolvable_gain(sq.SequentialRule(0.002, max_runs=cap), spread)
+        return sq.resolvable_gain(dataclasses.replace(RULE, max_runs=cap), spread)
 
     assert resolvable(n) <= 0.01 < resolvable(n - 1)
     assert sq.pairs_to_resolve(RULE, spread, 0.002) is None  # not within 1000 pairs
@@ -419,13 +439,13 @@ def test_a_bad_pool_setting_is_refused_naming_it(kwargs: dict, setting: str):
 @pytest.mark.parametrize(("p", "dof", "expected"), [
     (0.975, 1, 12.7062), (0.975, 5, 2.5706), (0.99, 10, 2.7638), (0.95, 30, 1.6973)])
 def test_t_quantiles_match_the_tables(p: float, dof: int, expected: float):
-    assert sq.t_quantile(p, dof) == pytest.approx(expected, abs=1e-4)
+    assert distributions.t_quantile(p, dof) == pytest.approx(expected, abs=1e-4)
 
 
 @pytest.mark.parametrize(("p", "dof", "expected"), [
     (0.95, 5, 11.0705), (0.05, 5, 1.1455), (0.975, 1, 5.0239), (0.5, 2, 1.3863)])
 def test_chi_square_quantiles_match_the_tables(p: float, dof: int, expected: float):
-    assert sq.chi2_quantile(p, dof) == pytest.approx(expected, abs=1e-4)
+    assert distributions.chi2_quantile(p, dof) == pytest.approx(expected, abs=1e-4)
 
 
 def test_the_false_keeps_bench_runs_every_rule_with_the_daemons_code():

@@ -430,6 +430,8 @@ class Scheduler:
         self.events.subscribers.insert(1 if self.workspace else 0, self.bookkeeping)
         self.judge = Judge(self.cfg, self.paths.repo, self.git.worktree, self.dataset,
                            self.dataset_id, LoopBench(self), self.seal)
+        self.judge.earlier_rows = [r for r in self.rows if r.get("type") == "experiment"
+                                   and r.get("session") != self.session]
         self._prove_seal()
         # The worktree is the daemon's: start every run from the branch head, except a
         # person's uncommitted backlog edits (`autogolf ideas add`), committed before proposing.

@@ -57,6 +57,8 @@ BPB_TOLERANCE = 5e-5
 # What a sealed run's last output line says when it reached for something the seal hides.
 SEALED_OUT = ("No such file or directory", "Read-only file system", "Permission denied",
               "Network is unreachable", "Temporary failure in name resolution")
+# Decisions of earlier sessions whose spread a new session starts from (per profile).
+EARLIER_SESSION_DECISIONS = 30
 # The protocol's seed (autoresearch.sh's trainer default): the first pair of a sequential
 # decision is the candidate's and the incumbent's run at it; the others follow the schedule.
 BASE_SEED = 1337
@@ -362,6 +364,8 @@ class Judge:
         self.compute_key = "wall_s" if mlx_on_gpu() else "cpu_s"
         # The incumbent's runs by (code, profile, seed): the curves a candidate is pruned by.
         self._incumbent_logs: dict[tuple[str | None, str, int], Path] = {}
+        # Earlier sessions' experiment rows: their decisions' spread seeds this session's.
+        self.earlier_rows: list[dict] = []
 
     # ---- one run
 
@@ -701,13 +705,27 @@ class Judge:
         return pruner_for(log)
 
     def _earlier_diffs(self, rows: list[dict], profile: str) -> list[list[float]]:
-        """The paired differences of this session's earlier decisions at `profile`."""
-        found = []
-        for row in rows:
-            seq = ((row.get("rungs") or {}).get(profile) or {}).get("sequential")
-            if isinstance(seq, dict) and row.get("dataset") == self.dataset_id:
-                found.append([float(d) for d in seq.get("diffs") or []])
-        return found
+        """The paired differences of the earlier decisions at `profile`: the last
+        EARLIER_SESSION_DECISIONS of earlier sessions (`earlier_rows`), then this session's.
+
+        Only decisions on this dataset whose runs were measured on the same kind of compute
+        (CPU time on a CPU, wall time on a GPU: `walls.measure`) count, so a new session - one
+        per commit of yours - starts with the spread the last ones measured instead of paying
+        five pairs a decision to learn it again. The pool weighs them by how alike the
+        decisions' spreads are (loop.judge.sequential.SpreadPool), so a trainer whose spread
+        changed loses their weight as its own decisions come in."""
+        def diffs_of(source: list[dict]) -> list[list[float]]:
+            found = []
+            for row in source:
+                seq = ((row.get("rungs") or {}).get(profile) or {}).get("sequential")
+                if isinstance(seq, dict) and row.get("dataset") == self.dataset_id and (
+                        (seq.get("walls") or {}).get("measure", self.compute_key)
+                        == self.compute_key):
+                    found.append([float(d) for d in seq.get("diffs") or []])
+            return found
+
+        earlier = diffs_of(self.earlier_rows)[-EARLIER_SESSION_DECISIONS:]
+        return earlier + diffs_of(rows)
 
     def _incumbent_runs(self, rows: list[dict], exp: Experiment, profile: str,
                         inc_rung: dict) -> dict[int, float]:

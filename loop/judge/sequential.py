@@ -97,7 +97,14 @@ import math
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+
+from loop.judge.distributions import (
+    chi2_quantile,
+    digamma,
+    t_bound,
+    trigamma,
+    trigamma_inverse,
+)
 
 DECISIONS = ("keep", "discard", "continue", "inconclusive")
 SEED_BLOCK = 1000  # seeds per incumbent epoch: epoch e uses base + e*SEED_BLOCK + 0..n-1
@@ -136,127 +143,6 @@ def decision_seeds(base_seed: int, n: int, epoch: int) -> list[int]:
     return [base_seed] + seed_schedule(base_seed, n, epoch)[1:]
 
 
-# --------------------------------------------------------------------------- distributions
-# Student-t and chi-square quantiles from the regularised incomplete beta and gamma
-# functions (continued fractions), so the module needs no scipy.
-
-_EPS = 1e-14
-_TINY = 1e-300
-
-
-def _beta_cf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > _TINY else _TINY)
-    h = d
-    for m in range(1, 500):
-        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > _TINY else _TINY)
-            c = 1.0 + num / c
-            c = c if abs(c) > _TINY else _TINY
-            h *= c * d
-        if abs(c * d - 1.0) < _EPS:
-            break
-    return h
-
-
-def _beta_inc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                 + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _beta_cf(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _beta_cf(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, dof: float) -> float:
-    """P(T <= t) for Student's t with `dof` degrees of freedom."""
-    if dof <= 0:
-        raise ValueError(f"t_cdf: dof must be > 0, got {dof}")
-    tail = 0.5 * _beta_inc(dof / 2.0, 0.5, dof / (dof + t * t))
-    return 1.0 - tail if t >= 0 else tail
-
-
-def t_bound(p: float, dof: float) -> float:
-    """t_quantile at `dof` rounded down to a quarter: a slightly wider bound, and a cache
-    hit for the fractional dof of an estimated prior."""
-    return t_quantile(p, math.floor(dof * 4) / 4 if dof >= 0.25 else dof)
-
-
-@lru_cache(maxsize=4096)
-def t_quantile(p: float, dof: float) -> float:
-    """The t with P(T <= t) = p (0.5 < p < 1), by bisection on t_cdf."""
-    if not 0.5 < p < 1.0:
-        raise ValueError(f"t_quantile: p must be in (0.5, 1), got {p}")
-    if dof > 1e7:
-        return statistics.NormalDist().inv_cdf(p)
-    low, high = 0.0, 1.0
-    while t_cdf(high, dof) < p:
-        low, high = high, high * 2.0
-    for _ in range(200):
-        mid = 0.5 * (low + high)
-        if t_cdf(mid, dof) < p:
-            low = mid
-        else:
-            high = mid
-        if high - low < 1e-12 * max(1.0, high):
-            break
-    return 0.5 * (low + high)
-
-
-def _gamma_inc(a: float, x: float) -> float:
-    """Regularised lower incomplete gamma P(a, x)."""
-    if x <= 0.0:
-        return 0.0
-    log_front = -x + a * math.log(x) - math.lgamma(a)
-    if x < a + 1.0:  # the series converges fast here
-        term = total = 1.0 / a
-        n = 0
-        while abs(term) > abs(total) * _EPS and n < 10_000:
-            n += 1
-            term *= x / (a + n)
-            total += term
-        return total * math.exp(log_front)
-    b = x + 1.0 - a  # continued fraction for the upper tail Q (modified Lentz)
-    c, d = 1.0 / _TINY, 1.0 / b
-    h = d
-    for i in range(1, 10_000):
-        num = -i * (i - a)
-        b += 2.0
-        d = num * d + b
-        d = 1.0 / (d if abs(d) > _TINY else _TINY)
-        c = b + num / c
-        c = c if abs(c) > _TINY else _TINY
-        h *= d * c
-        if abs(d * c - 1.0) < _EPS:
-            break
-    return 1.0 - math.exp(log_front) * h
-
-
-def chi2_quantile(p: float, dof: float) -> float:
-    """The x with P(X <= x) = p for a chi-square with `dof` degrees of freedom."""
-    if not 0.0 < p < 1.0 or dof <= 0:
-        raise ValueError(f"chi2_quantile: needs 0 < p < 1 and dof > 0, got {p}, {dof}")
-    low, high = 0.0, max(1.0, dof)
-    while _gamma_inc(dof / 2.0, high / 2.0) < p:
-        low, high = high, high * 2.0
-    for _ in range(200):
-        mid = 0.5 * (low + high)
-        if _gamma_inc(dof / 2.0, mid / 2.0) < p:
-            low = mid
-        else:
-            high = mid
-        if high - low < 1e-12 * max(1.0, high):
-            break
-    return 0.5 * (low + high)
-
-
 # --------------------------------------------------------------------------- the rule
 
 
@@ -275,16 +161,16 @@ class SequentialRule:
 
     min_improvement: float
     alpha: float = 0.02
-    beta: float = 0.10
+    beta: float = 0.30
     max_runs: int = 10
     min_runs: int = 2
-    futility: float = 0.10
+    futility: float = 0.30
 
     def __post_init__(self) -> None:
         _check_number("min_improvement", self.min_improvement, 0.0, math.inf, "a number >= 0")
         _check_number("alpha", self.alpha, 0.0, 0.5, "a rate in (0, 0.5), e.g. 0.02",
                       open_low=True, open_high=True)
-        _check_number("beta", self.beta, 0.0, 0.5, "a rate in (0, 0.5), e.g. 0.10",
+        _check_number("beta", self.beta, 0.0, 0.5, "a rate in (0, 0.5), e.g. 0.30",
                       open_low=True, open_high=True)
         for name in ("min_runs", "max_runs"):
             value = getattr(self, name)
@@ -294,7 +180,7 @@ class SequentialRule:
         if self.max_runs < self.min_runs:
             raise ValueError(f"max_runs: got {self.max_runs} < min_runs {self.min_runs}; "
                              "allowed: max_runs >= min_runs")
-        _check_number("futility", self.futility, 0.0, 0.5, "a rate in [0, 0.5), e.g. 0.10 "
+        _check_number("futility", self.futility, 0.0, 0.5, "a rate in [0, 0.5), e.g. 0.30 "
                       "(0: no futility look)", open_high=True)
         if self.max_runs > SEED_BLOCK:
             raise ValueError(f"max_runs: got {self.max_runs}; allowed: at most {SEED_BLOCK} "
@@ -442,11 +328,11 @@ class SpreadPool:
         excess = _excess_log_variance(spread)
         if excess <= 0:  # no more variation between decisions than sampling explains
             return pooled, limit
-        d0 = 2.0 * _trigamma_inverse(excess)
+        d0 = 2.0 * trigamma_inverse(excess)
         if d0 >= limit:
             return pooled, limit
         centre = statistics.fmean(_log_var_unbiased(ss, k) for ss, k in spread)
-        return math.exp(centre + _digamma(d0 / 2) - math.log(d0 / 2)), d0
+        return math.exp(centre + digamma(d0 / 2) - math.log(d0 / 2)), d0
 
     def estimate(self, current: Sequence[float] = ()) -> Spread:
         """The current candidate's spread: its own differences, the earlier decisions'
@@ -465,46 +351,14 @@ class SpreadPool:
 
 def _log_var_unbiased(ss: float, k: int) -> float:
     """log(SS/k) less its sampling bias: E[log(chi2_k / k)] = digamma(k/2) - log(k/2)."""
-    return math.log(ss / k) - _digamma(k / 2) + math.log(k / 2)
+    return math.log(ss / k) - digamma(k / 2) + math.log(k / 2)
 
 
 def _excess_log_variance(groups: Sequence[tuple[float, int]]) -> float:
     """The variance of log sigma_j^2 between decisions beyond what sampling explains
     (Var[log chi2_k] = trigamma(k/2)); the method of moments of Smyth's limma (2004)."""
     logs = [_log_var_unbiased(ss, k) for ss, k in groups]
-    return statistics.variance(logs) - statistics.fmean(_trigamma(k / 2) for _, k in groups)
-
-
-def _digamma(x: float) -> float:
-    """psi(x) for x > 0: the recurrence up to x >= 6, then the asymptotic series."""
-    shift = 0.0
-    while x < 6.0:
-        shift -= 1.0 / x
-        x += 1.0
-    inv2 = 1.0 / (x * x)
-    return shift + math.log(x) - 0.5 / x - inv2 * (1 / 12 - inv2 * (1 / 120 - inv2 / 252))
-
-
-def _trigamma(x: float) -> float:
-    """psi'(x) for x > 0, the same way."""
-    shift = 0.0
-    while x < 6.0:
-        shift += 1.0 / (x * x)
-        x += 1.0
-    inv2 = 1.0 / (x * x)
-    return shift + 1.0 / x + inv2 / 2 + inv2 / x * (1 / 6 - inv2 * (1 / 30 - inv2 / 42))
-
-
-def _trigamma_inverse(y: float) -> float:
-    """The x > 0 with trigamma(x) = y (trigamma falls from infinity to 0): bisection on log x."""
-    low, high = -20.0, 20.0
-    for _ in range(100):
-        mid = 0.5 * (low + high)
-        if _trigamma(math.exp(mid)) > y:
-            low = mid
-        else:
-            high = mid
-    return math.exp(0.5 * (low + high))
+    return statistics.variance(logs) - statistics.fmean(trigamma(k / 2) for _, k in groups)
 
 
 def _within(diffs: Sequence[float]) -> tuple[float, int]:
@@ -647,13 +501,27 @@ def step(diffs: Sequence[float], rule: SequentialRule, pool: SpreadPool) -> Step
 
 def _futility_look(first: float, rule: SequentialRule, pool: SpreadPool, spread: Spread,
                    stats: dict[str, float | int | None]) -> Step | None:
-    """After the first pair: discard a clear loser, whose one difference lies so far below
+    """After the first pair: discard a clear loser. It never keeps, so it adds no false keep.
+
+    With a spread from earlier decisions: discard when the one difference lies so far below
     the gain the cap can resolve that a candidate with that gain would show it with
-    probability under beta_at(1). The spread is the earlier decisions' (one pair has none of
-    its own), so the look waits until they say something (MIN_DECISIONS). A discard never
-    adds a false keep; it costs at most beta_at(1) of power at the resolvable gain."""
+    probability under beta_at(1) (the `futility` level); it costs at most that much power
+    at the resolvable gain.
+
+    Before any spread is known (a session's first decisions, MIN_DECISIONS): the sign
+    screen, discard a candidate no better than the incumbent at the first seed (d <= 0).
+    It needs no spread: a candidate with true gain g and paired spread s is screened out
+    with probability Phi(-g/s), under 8% for any gain above 1.4 s (about what 10 pairs
+    resolve), and an equal candidate half of the time. Without it every candidate of a
+    session's first decisions ran to at least five pairs: no earlier spread to lean on.
+    """
     if spread.sd is None or spread.sd <= _ZERO_SD or spread.dof <= 0:
-        return None
+        if first > 0:
+            return None
+        stats.update(futility=1, screen=1)
+        return Step("discard", f"discard after 1 pair (sign screen): gain {_f(first)} "
+                    "(candidate better when > 0), no better than the incumbent at the first "
+                    "seed, and no spread measured yet to ask for more", stats)
     beta_look = rule.beta_at(1)
     upper = first + t_bound(1.0 - beta_look, spread.dof) * spread.sd
     target = resolvable_gain(rule, spread)
