@@ -2,15 +2,16 @@
 
     python bench/false_keeps.py [--sessions N] [--power-sessions N] [--decisions N]
                                 [--scenario gpu|cpu|mixed|all] [--max-pooled-dof X]
-                                [--rules sequential,seq-reuse,today,naive] [--futility F]
+                                [--rules sequential,seq-fresh,today,naive] [--futility F]
                                 [--beta B] [--alpha A] [--history N]
 
 The rules, each driven with the daemon's own code:
-- `sequential`: loop.judge.sequential.run_decision (issue 16), paired runs at the judge's
-  seeds (loop.judge.sequential.decision_seeds), the incumbent's run at a seed cached while it
-  stays the incumbent, a fresh seed epoch after each keep (the first pair stays at the frozen
-  seed, where the new incumbent is run again, as the judge does), the spread pooled over the
-  session's decisions;
+- `sequential`: loop.judge.sequential.run_decision, paired runs at the judge's seeds
+  (loop.judge.sequential.seed_schedule), the incumbent's run at a seed cached while it stays
+  the incumbent, a kept candidate's own runs reused as the new incumbent's at the same seeds
+  (as the judge does), the spread pooled over the session's decisions;
+- `seq-fresh`: the same, but after a keep the new incumbent is measured again: at the frozen
+  seed and then at a fresh block of seeds its keep never saw (the judge's earlier design);
 - `today`: the margin rule (`keep_rule.enabled: false`) as loop/judge/judge.py applies it:
   the frozen seed (1337) for every run, a 5-run calibration of the incumbent at session
   start and after every 3 keeps, spread = 1.4826 x MAD pooled over every group of repeated
@@ -59,7 +60,7 @@ from loop.judge.judge import Rule, judge_with_reruns  # noqa: E402
 SIGMAS = (0.004, 0.01, 0.02, 0.03)
 MIN_IMPROVEMENT = 0.002  # autogolf.yaml default
 BASE_SEED = 1337
-RULES = ("sequential", "seq-reuse", "today", "naive")
+RULES = ("sequential", "seq-fresh", "today", "naive")
 DEFAULT = sequential.SequentialRule(MIN_IMPROVEMENT)  # the daemon's defaults
 SETTINGS = {"max_pooled_dof": 10.0, "rules": RULES, "futility": DEFAULT.futility,
             "beta": DEFAULT.beta, "alpha": DEFAULT.alpha, "history": 0}  # from the command line
@@ -126,19 +127,20 @@ class Result:
 
 
 def sequential_session(world: World, decisions: int, gain: float, result: Result,
-                       rule: sequential.SequentialRule, reuse: bool = False,
+                       rule: sequential.SequentialRule, fresh: bool = False,
                        pool: sequential.SpreadPool | None = None) -> sequential.SpreadPool:
-    """`reuse`: after a keep, stay at the seed epoch and reuse the kept candidate's runs as
-    the new incumbent's (what a deterministic backend would re-measure anyway; the runs
-    were selected, so this biases later decisions against their candidates). `pool`: the
-    spread of an earlier session's decisions (`--history`), as the daemon carries it."""
+    """`fresh`: after a keep, measure the new incumbent again at the frozen seed and then at
+    the next epoch's block of seeds (`seq-fresh`) instead of reusing the kept candidate's
+    runs (the runs were selected: on a GPU reusing them biases later decisions against
+    their candidates). `pool`: the spread of an earlier session's decisions (`--history`),
+    as the daemon carries it."""
     pool = pool or sequential.SpreadPool(max_pooled_dof=SETTINGS["max_pooled_dof"])
     epoch, incumbent = 0, 0
     cache: dict[int, float] = {}  # the incumbent's run at each seed of this epoch
     kept = []
     for _ in range(decisions):
         candidate = world.new_code(incumbent, gain)
-        seeds = sequential.decision_seeds(BASE_SEED, rule.max_runs, epoch)  # as the judge
+        seeds = fresh_seeds(rule.max_runs, epoch)
         before = world.runs
 
         def next_pair(i: int, candidate: int = candidate, seeds: list[int] = seeds,
@@ -154,14 +156,22 @@ def sequential_session(world: World, decisions: int, gain: float, result: Result
         kept.append(outcome.decision == "keep")
         if kept[-1]:
             result.claimed.append(statistics.fmean(outcome.diffs))
-            if reuse:
+            if fresh:
+                incumbent, epoch, cache = candidate, epoch + 1, {}
+            else:  # as the judge: its runs are the new incumbent's at the same seeds
                 cache = {seed: cand for seed, (cand, _) in zip(seeds, outcome.pairs,
                                                                strict=False)}
                 incumbent = candidate
-            else:
-                incumbent, epoch, cache = candidate, epoch + 1, {}
     result.kept.append(kept)
     return pool
+
+
+def fresh_seeds(n: int, epoch: int) -> list[int]:
+    """The seeds of a decision against the incumbent of `epoch` (keeps so far) in
+    `seq-fresh`: the frozen seed first (the candidate's screening run), then the epoch's
+    block, so a new incumbent is measured at seeds its keep never saw; epoch 0 is the
+    judge's own schedule."""
+    return [BASE_SEED] + sequential.seed_schedule(BASE_SEED, n, epoch)[1:]
 
 
 def today_session(world: World, decisions: int, gain: float, result: Result,
@@ -230,9 +240,9 @@ def play(rule_name: str, sigma: float, scenario: str, gain: float, sessions: int
                                          futility=SETTINGS["futility"])
     for s in range(sessions):
         world = World(random.Random(f"{salt}-{scenario}-{sigma}-{gain}-{s}"), sigma, scenario)
-        if rule_name in ("sequential", "seq-reuse"):
+        if rule_name in ("sequential", "seq-fresh"):
             sequential_session(world, decisions, gain, result, seq_rule,
-                               reuse=rule_name == "seq-reuse", pool=earlier_night(
+                               fresh=rule_name == "seq-fresh", pool=earlier_night(
                                    seq_rule, sigma, scenario, f"{salt}-{gain}-{s}"))
         elif rule_name == "today":
             today_session(world, decisions, gain, result)
@@ -271,8 +281,8 @@ runs null / gain: benchmark runs per decision (mean) in the sessions of equal / 
 inconcl.: decisions undecided at the cap (sequential only)
 claimed: over kept better candidates, the mean gain the rule measured (mean paired
   difference; today: incumbent - the candidate's mean) divided by the true gain
-seq-reuse: the sequential rule reusing a kept candidate's runs as the new incumbent's at the
-  same seeds instead of measuring it at a fresh seed epoch"""
+seq-fresh: the sequential rule measuring a new incumbent again at a fresh seed epoch instead
+  of reusing the kept candidate's runs at the same seeds (what the judge does)"""
 
 
 def fmt_pct(x: float) -> str:

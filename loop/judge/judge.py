@@ -550,8 +550,7 @@ class Judge:
         rule = self.cfg.sequential_rule(profile)
         pool = sequential.SpreadPool.from_decisions(
             self._earlier_diffs(rows, profile), max_pooled_dof=self.cfg.keep_max_pooled_dof)
-        epoch = self._epoch(rows, exp)
-        seeds = sequential.decision_seeds(BASE_SEED, rule.max_runs, epoch)
+        seeds = sequential.seed_schedule(BASE_SEED, rule.max_runs)
         known = self._incumbent_runs(rows, exp, profile, inc_rung)
 
         def next_pair(i: int) -> tuple[float, float]:
@@ -571,7 +570,7 @@ class Judge:
         rung["sequential"] = {"seeds": seeds[:n], "candidate": [c for c, _ in outcome.pairs],
                               "incumbent": [i for _, i in outcome.pairs],
                               "diffs": outcome.diffs, "decision": outcome.decision,
-                              "stats": outcome.stats, "epoch": epoch,
+                              "stats": outcome.stats,
                               "incumbent_id": (inc.get(profile) or {}).get("id")}
         if outcome.decision == "keep":  # its runs won because they were lucky too
             rung["sequential"]["estimate"] = outcome.incumbent_estimate()
@@ -598,7 +597,13 @@ class Judge:
         """What the candidate's and the incumbent's run at each seed spent (compute_key)."""
         key = self.compute_key
         known: dict[int, float] = {}
-        if isinstance(inc_rung.get(key), (int, float)) and "sequential" not in inc_rung:
+        kept = inc_rung.get("sequential")
+        kept_walls = kept.get("walls") if isinstance(kept, dict) else None
+        if isinstance(kept_walls, dict) and kept_walls.get("measure") == key:
+            known.update({s: w for s, w in zip(kept.get("seeds") or [],  # its own runs
+                                               kept_walls.get("candidate") or [], strict=False)
+                          if isinstance(w, (int, float))})
+        elif isinstance(inc_rung.get(key), (int, float)) and kept is None:
             known[BASE_SEED] = inc_rung[key]  # a baseline's own run at the protocol seed
         for row in rows:
             seq = ((row.get("rungs") or {}).get(profile) or {}).get("sequential")
@@ -654,12 +659,6 @@ class Judge:
                        f"seeds {', '.join(map(str, seeds))}: it ignores the seed it is given "
                        "(SEED); a result of one frozen seed is luck, not an improvement")
 
-    def _epoch(self, rows: list[dict], exp: Experiment) -> int:
-        """The keeps of this session so far: each moves the seeds to a fresh block."""
-        return sum(1 for r in rows if r.get("type") == "experiment" and r.get("status") == "keep"
-                   and not r.get("baseline") and r.get("session") == exp.session
-                   and r.get("dataset") == self.dataset_id)
-
     def _seeded(self, exp: Experiment, profile: str, seed: int, incumbent: bool,
                 rows: list[dict] | None = None) -> float:
         """One run at `seed` of the candidate, or of the incumbent (the candidate set aside)."""
@@ -691,17 +690,20 @@ class Judge:
     def _pruner(self, rows: list[dict], exp: Experiment, profile: str,
                 seed: int) -> CurvePruner | None:
         """A pruner for the candidate's run at `seed` against the incumbent's run there:
-        one measured this session (by code), or the baseline's own run at the protocol seed
-        (from the ledger, after a resume); None without one (keep_rule.prune: false, or no
-        comparable curve: loop/measure/pruning.py)."""
+        one measured this session (by code), or the incumbent's own run at that seed from
+        the ledger (a baseline's at the protocol seed, a kept candidate's at the seeds of its
+        decision); None without one (keep_rule.prune: false, or no comparable curve:
+        loop/measure/pruning.py)."""
         if not self.cfg.keep_prune:
             return None
         log = self._incumbent_logs.get((exp.base_code, profile, seed))
-        if log is None and seed == BASE_SEED:
+        if log is None:
             rung = incumbent_rung(rows, exp.session, profile, exp.head, self.dataset_id,
                                   exp.base_code)
-            if rung.get("log") and "sequential" not in rung:  # a baseline: not selected
-                log = self.repo / rung["log"]
+            own = [rung.get("log")] if seed == BASE_SEED else [
+                name for name in rung.get("run_logs") or []
+                if str(name).endswith(f"bench-{profile}-seed{seed}.log")]
+            log = self.repo / own[0] if own and own[0] else None
         return pruner_for(log)
 
     def _earlier_diffs(self, rows: list[dict], profile: str) -> list[list[float]]:
@@ -729,20 +731,31 @@ class Judge:
 
     def _incumbent_runs(self, rows: list[dict], exp: Experiment, profile: str,
                         inc_rung: dict) -> dict[int, float]:
-        """The incumbent's runs by seed that are already known: earlier decisions' runs of
-        it, and a baseline's own run at the protocol seed - never a kept candidate's runs,
-        which were selected because they won (the first decision after a keep measures the
-        new incumbent at the protocol seed again: on a GPU that run differs)."""
+        """The incumbent's runs by seed that are already known: a kept candidate's own runs
+        at the seeds of its decision (or a baseline's run at the protocol seed), then the
+        runs of it that earlier decisions added at further seeds.
+
+        A kept candidate's runs were selected because they won, and are reused all the
+        same: the next decisions look only at paired differences at the same seeds, where
+        the incumbent's own luck at a seed cancels; on a deterministic CPU a re-run would
+        give the very same number, and on a GPU the selected runs' luck only makes the next
+        candidate's task harder, never easier (bench/false_keeps.py measures both ways:
+        false keeps and power alike, 1.5-2.8 fewer runs per decision after a keep)."""
         if profile in exp.trust.get("incumbent_remeasured", {}):
             return {BASE_SEED: exp.trust["incumbent_remeasured"][profile]["val_bpb"]}
         known: dict[int, float] = {}
+        kept = inc_rung.get("sequential")
+        if isinstance(kept, dict):  # a kept candidate: its runs as the incumbent's
+            known.update(zip(kept.get("seeds") or [], kept.get("candidate") or [], strict=False))
+        else:  # a baseline (or a margin-rule keep): its run at the protocol seed
+            known[BASE_SEED] = inc_rung.get("first_val_bpb", inc_rung.get("val_bpb"))
         for row in rows:
             seq = ((row.get("rungs") or {}).get(profile) or {}).get("sequential")
             if isinstance(seq, dict) and row.get("base_code") == exp.base_code and (
                     row.get("dataset") == self.dataset_id):
-                known.update(zip(seq.get("seeds") or [], seq.get("incumbent") or [], strict=False))
-        if "sequential" not in inc_rung:  # a baseline (or a margin-rule keep): not selected
-            known.setdefault(BASE_SEED, inc_rung.get("first_val_bpb", inc_rung.get("val_bpb")))
+                for seed, value in zip(seq.get("seeds") or [], seq.get("incumbent") or [],
+                                       strict=False):
+                    known.setdefault(seed, value)
         return known
 
     def rerun(self, exp: Experiment, profile: str, number: int) -> float:
