@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -60,9 +59,9 @@ from loop.proposers.agentlimits import Limits, Spend, Usage, parse_usage, rate_l
 from loop.proposers.base import Proposal, Proposer
 from loop.proposers.claim import credit, read_summary
 from loop.proposers.sandbox import Sandbox
+from loop.settings.agent import PLACEHOLDER_PATTERN, placeholders_allowed, unknown_placeholders
 from loop.store.gitsession import GitError, git
 
-PLACEHOLDERS = ("prompt_file", "prompt", "worktree", "summary_file")
 TERMINAL = ("agent_touched_git", "agent_timeout", "agent_failed", "agent_no_change")
 OUTCOMES = (*TERMINAL, "agent_committed", "agent_ok")
 LAST_ROWS = 12
@@ -71,8 +70,6 @@ MAX_DESCRIPTION = 200
 MAX_FILE_CHARS = 16_000  # of autoresearch.md and of the backlog in the prompt: it stays bounded
 ROTATE_AFTER_LOSSES = 3
 RETRYABLE = ("agent_failed", "agent_no_change")  # a rate limit may end an attempt either way
-PLACEHOLDER_PATTERN = re.compile(r"(?<!\$)\{([a-z_]+)\}")
-_PLACEHOLDER = PLACEHOLDER_PATTERN
 # Files under a git dir that ordinary read-only git use or our own commit/reset rewrite:
 # not evidence that the agent tampered with the repository.
 _VOLATILE_DIRS = frozenset({"objects", "logs", "refs"})  # refs are compared by for-each-ref
@@ -622,11 +619,10 @@ def _check_command(command: Sequence[str] | str) -> list[str]:
     if not argv or not all(isinstance(a, str) for a in argv):
         raise AgentConfigError("agent command must be a non-empty list of strings, e.g. "
                                '["claude", "-p", "{prompt}"]')
-    for arg in argv:
-        for name in _PLACEHOLDER.findall(arg):
-            if name not in PLACEHOLDERS:
-                raise AgentConfigError(f"agent command: unknown placeholder {{{name}}}; "
-                                       f"known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}")
+    unknown = unknown_placeholders(argv)
+    if unknown:
+        raise AgentConfigError(f"agent command: unknown placeholder {{{unknown[0]}}}; "
+                               f"known: {placeholders_allowed()}")
     if shutil.which(argv[0]) is None:
         raise AgentConfigError(f"agent command {argv[0]!r} not found on PATH (or not "
                                "executable); install it or give its full path")
@@ -634,7 +630,7 @@ def _check_command(command: Sequence[str] | str) -> list[str]:
 
 
 def _fill(arg: str, values: dict[str, str]) -> str:
-    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), arg)
+    return PLACEHOLDER_PATTERN.sub(lambda m: values.get(m.group(1), m.group(0)), arg)
 
 
 def _new_attempt_dir(work_dir: Path) -> Path:
