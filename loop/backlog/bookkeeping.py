@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from loop.backlog import ideas, tried
-from loop.daemon.events import RunEvents
+from loop.events import RunEvents
 from loop.store import gitsession
 from loop.store.gitsession import GitSession
 

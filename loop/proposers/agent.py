@@ -53,7 +53,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loop.backlog.ideas import Idea, IdeasError, IdeasFile, families
-from loop.judge.verdict import Verdict
 from loop.measure.runner import run_command
 from loop.proposers import evidence
 from loop.proposers.agentgit import GitState, undo_commits
@@ -73,6 +72,7 @@ from loop.proposers.claim import credit, read_summary
 from loop.proposers.sandbox import Sandbox
 from loop.settings.agent import PLACEHOLDER_PATTERN, placeholders_allowed, unknown_placeholders
 from loop.store.gitsession import GitError, changed_files, git
+from loop.store.verdict import Verdict
 
 TERMINAL = ("agent_touched_git", "agent_timeout", "agent_failed", "agent_no_change")
 OUTCOMES = (*TERMINAL, "agent_committed", "agent_ok")
