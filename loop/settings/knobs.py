@@ -39,7 +39,7 @@ DEFAULT_KNOBS: dict[str, tuple] = {
     "MLP_MULT": ("env", "int", 1, 4, "linear"),
     "NUM_KV_HEADS": ("env", "int", 1, 8, "log"),
 }
-# How the `search` proposer chooses (loop/proposers/tpe.py; bench/search_efficiency.py).
+# How the `search` proposer chooses (loop/proposers/optuna_search.py; bench/search_efficiency.py).
 SEARCH_STRATEGIES = ("local", "random", "tpe")
 DEFAULT_SEARCH_STRATEGY = "random"  # the best of bench/search_efficiency.py (docs/BENCHMARKS.md)
 # Optuna storage URL schemes (SQLAlchemy dialects, optionally `+driver`).
