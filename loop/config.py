@@ -9,7 +9,8 @@ and what is allowed; a YAML syntax error names the file, line and column.
 checks belong to a module of loop/settings (runs, dataset, paths, agent, knobs, keep, judge,
 workspace); this module parses the YAML, hands each section to its reader and resolves what
 depends on the machine (the device class of per-device timeouts). It imports nothing of the
-daemon above it: the features import their settings from loop/settings, not the reverse.
+daemon above it: the features import their settings from loop/settings, not the reverse (the
+one exception, loop.judge.sequential, imports only the standard library).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import Any
 
 import yaml
 
-from loop.judge.sequential import SequentialRule  # pure: the standard library only
 from loop.settings.agent import DEFAULT_RATE_LIMIT_PATTERNS, Limits, read_agent, read_proposer
 from loop.settings.dataset import read_dataset
 from loop.settings.judge import read_judge
@@ -28,8 +28,9 @@ from loop.settings.keep import (
     DEFAULT_KEEP_MAX_RUNS,
     DEFAULT_NOISE,
     DEFAULT_NOISE_RUNS,
-    KEEP_MAX_RUNS_FALLBACK,
+    SequentialRule,
     read_keep,
+    sequential_rule,
 )
 from loop.settings.knobs import (
     DEFAULT_SEARCH_STRATEGY,
@@ -151,9 +152,7 @@ class Config:
 
     def sequential_rule(self, profile: str) -> SequentialRule:
         """The keep rule of `profile` (issue 16) from the `keep_rule:` settings."""
-        cap = self.keep_max_runs.get(profile, KEEP_MAX_RUNS_FALLBACK)
-        return SequentialRule(self.min_improvement, self.keep_alpha, self.keep_beta, cap,
-                              self.keep_min_runs, self.keep_futility)
+        return sequential_rule(self, profile)
 
 
 def load_config(path: Path, device: str | None = None) -> Config:

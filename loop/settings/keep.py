@@ -6,7 +6,7 @@ loop/judge/sequential.py, which checks its own values: they are built here and h
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Protocol
 
 from loop.judge.sequential import SequentialRule  # pure: the standard library only
 from loop.settings.reader import Reader
@@ -25,6 +25,24 @@ _KEEP_KEYS = ("enabled", "alpha", "beta", "min_runs", "max_runs", "max_pooled_do
               "promote_inconclusive", "futility", "prune")
 # keep_rule key -> the SequentialRule field it sets (the rule's own checks decide them).
 _RULE_FIELDS = {"alpha": "keep_alpha", "beta": "keep_beta", "futility": "keep_futility"}
+
+
+class KeepRuleSettings(Protocol):
+    """The Config fields a profile's SequentialRule is built from."""
+
+    min_improvement: float
+    keep_alpha: float
+    keep_beta: float
+    keep_min_runs: int
+    keep_max_runs: dict[str, int]
+    keep_futility: float
+
+
+def sequential_rule(cfg: KeepRuleSettings, profile: str) -> SequentialRule:
+    """The keep rule of `profile` from the `keep_rule:` settings (and min_improvement)."""
+    cap = cfg.keep_max_runs.get(profile, KEEP_MAX_RUNS_FALLBACK)
+    return SequentialRule(cfg.min_improvement, cfg.keep_alpha, cfg.keep_beta, cap,
+                          cfg.keep_min_runs, cfg.keep_futility)
 
 
 def read_keep(reader: Reader, top: dict, profiles: dict[str, Any]) -> dict[str, Any]:
