@@ -15,9 +15,10 @@ exactly those. It also reads the hand-written pi fixture of the tests with pi's 
 ours, so the facts that fixture was written from are checked against pi itself.
 
 Needs node: >= 22.6 loads pi's TypeScript directly (--experimental-strip-types); an older
-node needs the `typescript` npm package where node resolves it (NODE_PATH), to strip the
-types first. Without node, or without either, it says so and exits 3 (skipped); a mismatch
-exits 1. pi's code is loaded from PATH, never copied into this repo.
+node needs the `typescript` npm package where node resolves it (NODE_PATH), whose `tsc`
+command strips the types first (its command line, the same in typescript 5.6+ and 7.x: 7.x
+has no JavaScript transpile API). Without node, or without either, it says so and exits 3
+(skipped); a mismatch exits 1. pi's code is loaded from PATH, never copied into this repo.
 """
 
 from __future__ import annotations
@@ -55,16 +56,16 @@ console.log(JSON.stringify({ log, name: state.name, currentSegment: state.curren
   prompt: found("prompt"), measure: found("measure"),
   results: state.results.map((r) => [r.run, r.status, r.metric, r.segment]) }));
 """
-STRIP = """
-import * as fs from "node:fs";
-import { createRequire } from "node:module";
-const ts = createRequire(import.meta.url)("typescript");  // CommonJS lookup honours NODE_PATH
-for (const [src, dst] of [[process.argv[2], process.argv[3]], [process.argv[4], process.argv[5]]]) {
-  const out = ts.transpileModule(fs.readFileSync(src, "utf-8"), { compilerOptions:
-    { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } });
-  fs.writeFileSync(dst, out.outputText.replaceAll('.ts"', '.mjs"'));
-}
+# Where node finds the `typescript` package (CommonJS resolution honours NODE_PATH).
+FIND_TSC = """
+const { createRequire } = require("node:module");
+const pkg = createRequire(process.cwd() + "/")
+  .resolve("typescript/package.json", { paths: [process.cwd(), ...module.paths] });
+console.log(JSON.stringify({ pkg, version: require(pkg).version }));
 """
+# tsc's options for a type-free ES module (--noCheck: pi's imports of node's types are not
+# ours to resolve; typescript >= 5.6).
+TSC_FLAGS = ("--module", "esnext", "--target", "es2022", "--noCheck", "--skipLibCheck")
 
 
 class Skip(Exception):
@@ -84,16 +85,26 @@ def pi_modules(pi: Path, node: str, work: Path) -> tuple[list[str], Path, Path]:
         raise Skip(f"{pi} is not a pi-autoresearch checkout (no {jsonl})")
     if node_version(node) >= (22, 6):
         return ["--experimental-strip-types", "--no-warnings"], jsonl, paths
-    strip = work / "strip.mjs"
-    strip.write_text(STRIP)
-    out_j, out_p = work / "jsonl.mjs", work / "paths.mjs"
-    done = subprocess.run([node, str(strip), str(jsonl), str(out_j), str(paths), str(out_p)],
-                          capture_output=True, text=True)
-    if done.returncode:
-        lines = done.stderr.strip().splitlines() or [""]
-        why = next((line for line in lines if line.startswith("Error")), lines[-1])
-        raise Skip(f"node < 22.6 and no `typescript` package for node (NODE_PATH): {why}")
+    tsc, version = find_tsc(node)
+    out = work / "pi-js"
+    done = subprocess.run([node, str(tsc), *TSC_FLAGS, "--outDir", str(out), str(jsonl),
+                           str(paths)], capture_output=True, text=True)
+    out_j, out_p = out / "jsonl.js", out / "paths.js"
+    if done.returncode or not (out_j.is_file() and out_p.is_file()):
+        why = (done.stdout + done.stderr).strip().splitlines() or ["no output"]
+        raise Skip(f"typescript {version}'s tsc could not strip pi's types: {why[0]}")
+    (out / "package.json").write_text('{"type": "module"}\n')  # the .js files are ES modules
     return [], out_j, out_p
+
+
+def find_tsc(node: str) -> tuple[Path, str]:
+    """The `tsc` script of the typescript package node resolves, and its version."""
+    done = subprocess.run([node, "-e", FIND_TSC], capture_output=True, text=True)
+    if done.returncode:
+        raise Skip("node < 22.6 and no `typescript` package for node: install one (npm "
+                   "install --prefix DIR typescript) and set NODE_PATH=DIR/node_modules")
+    found = json.loads(done.stdout)
+    return Path(found["pkg"]).parent / "bin" / "tsc", found["version"]
 
 
 def what_pi_sees(node: str, flags: list[str], modules: tuple[Path, Path], root: Path) -> dict:

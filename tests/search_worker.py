@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from loop.proposers.model import ModelSearchProposer
+from loop.proposers.optuna_search import ModelSearchProposer
 from loop.proposers.search import Knob
 
 SCRIPT = "MATRIX_LR=0.04\nWARMDOWN_FRAC=0.2\n"

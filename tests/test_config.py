@@ -543,3 +543,29 @@ def test_non_positive_device_timeout_is_refused(tmp_path):
 def test_unknown_device_is_refused_with_the_choices(tmp_path):
     message = refused(tmp_path, "device: gpu\n")
     assert "device: got 'gpu' (allowed: auto | cpu | metal | cuda)" in message
+
+
+# --- the configuration sits on the ground -------------------------------------------------------
+
+
+def test_loading_the_configuration_imports_no_feature_of_the_daemon() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, loop.config; "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('loop'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1]).stdout.split()
+    ground = {"loop", "loop.config", "loop.errors", "loop.platform", "loop.judge",
+              "loop.judge.sequential"}
+    assert [m for m in out if m not in ground and not m.startswith("loop.settings")] == []
+
+
+def test_a_bad_keep_rule_rate_is_refused_by_the_rule_itself_naming_the_key(tmp_path: Path) -> None:
+    message = refused(tmp_path, "keep_rule: {alpha: 0.7, beta: 0, futility: -1}\n")
+    assert all(f"keep_rule.{key}: got" in message for key in ("alpha", "beta", "futility"))
+
+
+def test_a_knob_refused_by_its_own_declaration_names_the_knob(tmp_path: Path) -> None:
+    message = refused(tmp_path, "knobs:\n  MATRIX-LR: {low: 0.01, high: 0.1}\n")
+    assert "knobs.MATRIX-LR: name must be an identifier" in message

@@ -434,3 +434,9 @@ def test_the_daemon_runs_on_a_folder_named_in_autogolf_yaml(repo, sample_dataset
     [header] = [r for r in rows(repo) if r.get("type") == "session"]
     assert header["dataset"] == datasets.dataset_id(sample_dataset)  # same files, same id
     assert candidates(repo)[0]["status"] in ("keep", "discard")
+
+
+def test_the_names_the_configuration_accepts_are_the_datasets_this_module_knows() -> None:
+    from loop.settings.dataset import DATASET_NAMES
+
+    assert tuple(datasets.DATASETS) == DATASET_NAMES

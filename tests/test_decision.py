@@ -8,9 +8,9 @@ import pytest
 
 from loop.judge.judge import compare, judge_run
 from loop.judge.noise import margin
-from loop.judge.verdict import Verdict
 from loop.measure.logparse import TrainerLog
 from loop.store.statuses import NAMES as STATUSES
+from loop.store.verdict import Verdict
 
 CAP = 16_000_000
 

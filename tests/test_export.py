@@ -218,3 +218,10 @@ def test_each_run_carries_pis_hypothesis_and_rollback_reason(records):
     dropped = next(r for r in runs if r["autogolf"]["status"] == "discard")
     assert kept["asi"] == {"hypothesis": kept["description"], "rollback_reason": None}
     assert dropped["asi"]["rollback_reason"] == dropped["autogolf"]["reason"]
+
+
+def test_every_status_of_ours_maps_to_a_status_pi_knows():
+    from loop.store.statuses import PI_STATUSES
+    from loop.store.statuses import STATUSES as TABLE
+
+    assert {s.pi for s in TABLE.values()} == set(PI_STATUSES)

@@ -39,7 +39,7 @@ from scheduler_helpers import (
 
 from loop.config import load_config
 from loop.daemon import scheduler
-from loop.daemon.events import RunEvents
+from loop.events import RunEvents
 from loop.proposers import Proposal
 from loop.store.ledger import Ledger
 

@@ -9,16 +9,13 @@ import pytest
 
 from loop.backlog import ideas
 from loop.backlog.ideas import (
-    TRIED_END,
-    TRIED_START,
     IdeasConflict,
     IdeasError,
     IdeasFile,
     parse_knobs,
     record_experiment,
-    render_tried,
-    update_tried_section,
 )
+from loop.backlog.tried import TRIED_END, TRIED_START, render_tried, update_tried_section
 
 # Free text, headings, odd spacing, trailing blanks, a tab-indented data line, a loose item,
 # a checklist, a link, an example of the format inside a code fence.

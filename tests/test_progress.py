@@ -21,7 +21,7 @@ from scheduler_helpers import (  # the fixtures `repo` and `cache_root` come fro
 
 from loop.config import load_config
 from loop.daemon import scheduler
-from loop.daemon.events import RunEvents
+from loop.events import RunEvents
 from loop.store.ledger import Ledger
 from loop.ui.progress import CLEAR_LINE, LiveStatus, bar
 

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from loop.config import Config
 from loop.store.statuses import NAMES as STATUSES
 from loop.ui import report, report_cli
 
@@ -214,7 +215,8 @@ def test_non_numbers_are_unknown():
 def test_chart_of_only_failures_has_no_value_scale(tmp_path, rows):
     crash = by_id(rows, "E0005")
     points = report.series([rows[0], crash])[(crash["dataset"], "breadth")]
-    svg = report.render_chart(crash["dataset"], "breadth", points, report.CAP_BYTES, "t")
+    svg = report.render_chart(crash["dataset"], "breadth", points, Config().artifact_cap_bytes,
+                              "t")
     assert "no valid val_bpb yet" in svg
     assert "unknown" in svg
 
@@ -474,3 +476,8 @@ def test_report_says_what_each_profile_can_resolve_and_the_refreshed_keep(tmp_pa
     assert "where the time went: first runs" not in text  # largest first
     assert "where the time went: more seeds / re-runs 20s" in text
     assert "What the evidence can resolve" in index.read_text()
+
+
+def test_a_report_given_no_cap_draws_the_configurations_default_cap(tmp_path, rows):
+    text = report.build_report(rows, tmp_path / "r").read_text()
+    assert f"cap {Config().artifact_cap_bytes:,} bytes" in text

@@ -29,7 +29,7 @@ from loop.backlog.bookkeeping import BOOKKEEPING_FILES
 from loop.backlog.ideas import IdeasFile
 from loop.config import load_config
 from loop.daemon import scheduler
-from loop.daemon.events import RunEvents
+from loop.events import RunEvents
 from loop.proposers.search import Knob, read_knobs
 from loop.store.gitsession import GitSession
 from loop.ui import ideas_cli

@@ -16,7 +16,7 @@ import optuna
 import pytest
 
 from loop.proposers import Proposer
-from loop.proposers.model import (
+from loop.proposers.optuna_search import (
     ModelSearchProposer,
     SearchStorageError,
     default_storage,

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from loop.backlog import ideas
-from loop.daemon.events import RunEvents
+from loop.backlog import ideas, tried
+from loop.events import RunEvents
 from loop.store import gitsession
 from loop.store.gitsession import GitSession
 
@@ -85,7 +85,7 @@ class Bookkeeping(RunEvents):
         """Bring the tried section up to date, then commit changes to the bookkeeping files
         (the daemon's own or a person's) as their own commit, which leaves the code hash and
         so the incumbents as they are."""
-        self._step(SESSION_DOC, ideas.update_tried_section, self.git.worktree / SESSION_DOC,
+        self._step(SESSION_DOC, tried.update_tried_section, self.git.worktree / SESSION_DOC,
                    self._tried_rows())
         changed = self.git.changed_files()
         if changed and set(changed) <= set(BOOKKEEPING_FILES):

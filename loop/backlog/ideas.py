@@ -1,4 +1,4 @@
-"""The ideas backlog (`autoresearch.ideas.md`, SPEC 8) and the "What has been tried" section.
+"""The ideas backlog (`autoresearch.ideas.md`, SPEC 8).
 
 The backlog is Markdown a person edits by hand, so the file is the source of truth and this
 module never re-renders it: `IdeasFile` keeps every original line (with its line ending) and
@@ -32,8 +32,6 @@ from loop.store.statuses import names_where
 
 STATUSES = ("untried", "promising", "exhausted", "invalid")
 DATA_KEYS = ("knobs", "patch", "evidence", "note")
-TRIED_START = "<!-- autogolf:tried:start -->"
-TRIED_END = "<!-- autogolf:tried:end -->"
 
 # What an experiment's final status says about the idea it tested. Statuses not listed
 # (duplicate, interrupted, the agent_* outcomes) say nothing about the idea itself: the
@@ -43,9 +41,6 @@ STATUS_AFTER = {name: s.idea_after for name, s in EXPERIMENT_STATUSES.items() if
 UNTESTED = names_where(tests_idea=False)
 # Rows that get no evidence line at all: the daemon was stopped before anything happened.
 NOT_RECORDED = names_where(tests_idea=False, says_about_change=False)
-# The tried section is read by a fresh agent on every experiment: keep it short.
-MAX_DEAD_ENDS = 30
-MAX_REASON = 200
 
 _ID = re.compile(r"I\d{3,}")
 _EXPERIMENT = re.compile(r"E\d+")
@@ -416,7 +411,7 @@ class IdeasFile:
 
     def save(self) -> None:
         """Write atomically (tmp + rename); IdeasConflict if the file changed since load."""
-        current = _read_or_none(self.path)
+        current = read_or_none(self.path)
         if current != self._loaded:
             raise IdeasConflict(f"{self.path} changed on disk since it was read; "
                                 "reload and try again")
@@ -466,7 +461,7 @@ class IdeasFile:
         self.ideas, self.problems = parse(self.lines)
 
 
-def _read_or_none(path: Path) -> str | None:
+def read_or_none(path: Path) -> str | None:
     try:
         return path.read_bytes().decode("utf-8", errors="surrogateescape")
     except FileNotFoundError:
@@ -539,82 +534,3 @@ def record_experiment(path: Path | str, row: dict, *, attempts: int = 3) -> bool
             if attempt == attempts - 1:
                 raise
     return False
-
-
-# ---------------------------------------------------------------- "What has been tried"
-
-
-def update_tried_section(md_path: Path | str, rows: Iterable[dict]) -> bool:
-    """Rewrite the text between the tried markers of autoresearch.md from ledger rows; the
-    rest of the file stays byte-identical. True when the file changed; IdeasError when the
-    markers are missing or out of order (the file is then left alone)."""
-    path = Path(md_path)
-    text = _read_or_none(path)
-    if text is None:
-        raise IdeasError(f"no session document at {path}")
-    start = text.find(TRIED_START)
-    end = text.find(TRIED_END, start + len(TRIED_START)) if start >= 0 else -1
-    if start < 0 or end < 0:
-        raise IdeasError(f"{path} has no `{TRIED_START}` ... `{TRIED_END}` markers; add "
-                         "them where the tried section should go")
-    nl = "\r\n" if "\r\n" in text[:start + len(TRIED_START) + 2] else "\n"
-    body = render_tried(rows).replace("\n", nl)
-    new = text[:start + len(TRIED_START)] + nl + body + nl + text[end:]
-    if new == text:
-        return False
-    atomic_write(path, new)
-    return True
-
-
-def render_tried(rows: Iterable[dict]) -> str:
-    """Markdown for the tried section: kept changes with their deltas, then dead ends with
-    their reasons (the latest MAX_DEAD_ENDS). Deterministic: same rows, same text."""
-    measured = [r for r in rows if _counts_as_tried(r)]
-    if not measured:
-        return "Nothing yet: no experiment has finished in this workspace."
-    kept = [r for r in measured if r.get("status") == "keep"]
-    dead = [r for r in measured if r.get("status") != "keep"]
-    out = [f"{len(measured)} experiments: {len(kept)} kept, {len(dead)} dead ends.", ""]
-    out += ["Kept (in order; each is part of the incumbent):"]
-    out += [f"- {_kept_line(r)}" for r in kept] or ["- none yet"]
-    out += ["", "Dead ends (not kept; do not retry them unchanged):"]
-    if len(dead) > MAX_DEAD_ENDS:
-        out.append(f"- ... {len(dead) - MAX_DEAD_ENDS} older ones: see `autogolf status` "
-                   "and .autogolf/ledger.jsonl")
-    out += [f"- {_dead_line(r)}" for r in dead[-MAX_DEAD_ENDS:]] or ["- none yet"]
-    return "\n".join(out)
-
-
-def _counts_as_tried(row: dict) -> bool:
-    return (isinstance(row, dict) and row.get("type", "experiment") == "experiment"
-            and not row.get("baseline") and not row.get("manual")
-            and row.get("status") not in (None, "interrupted", "duplicate"))
-
-
-def _kept_line(row: dict) -> str:
-    deltas = []
-    for profile, rung in (row.get("rungs") or {}).items():
-        value = (rung or {}).get("val_bpb")
-        before = (row.get("incumbent_before") or {}).get(profile)
-        if isinstance(value, (int, float)) and isinstance(before, (int, float)):
-            deltas.append(f"{profile} {before:.4f} -> {value:.4f} ({value - before:+.4f})")
-        elif isinstance(value, (int, float)):
-            deltas.append(f"{profile} {value:.4f}")
-    return f"{_head(row)}: {'; '.join(deltas) or 'no val_bpb recorded'}"
-
-
-def _dead_line(row: dict) -> str:
-    reason = _clean(row.get("reason") or "no reason recorded")
-    if len(reason) > MAX_REASON:
-        reason = reason[: MAX_REASON - 3] + "..."
-    return f"{_head(row)} - {row.get('status')}: {reason}"
-
-
-def _head(row: dict) -> str:
-    idea = f" [{row['idea']}]" if row.get("idea") else ""
-    return f"{row.get('id', '?')}{idea} {_clean(row.get('description') or '(no description)')}"
-
-
-def _clean(text: str) -> str:
-    """One line, and no HTML comment delimiters (a description must not fake a marker)."""
-    return " ".join(str(text).split()).replace("<!--", "<!-").replace("-->", "->")

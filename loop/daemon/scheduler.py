@@ -30,7 +30,6 @@ from pathlib import Path
 from loop.backlog.bookkeeping import BOOKKEEPING_FILES, IDEAS_FILE, Bookkeeping, tried_rows
 from loop.config import Config, is_editable
 from loop.daemon import awake, briefing, continuity, nightcost, preflight
-from loop.daemon.events import EventBus, RunEvents
 from loop.daemon.lock import DaemonLock
 from loop.daemon.session import Paths, StateFile, recover, unique_session_name
 from loop.daemon.stoprules import (
@@ -42,6 +41,7 @@ from loop.daemon.stoprules import (
 )
 from loop.daemon.tamper import Fingerprint, Tampered
 from loop.data import datasets
+from loop.events import EventBus, RunEvents
 from loop.judge.judge import Bench, Judge
 from loop.judge.verdict import Abandon, BaselineFailed, Decided, Verdict
 from loop.measure import seal

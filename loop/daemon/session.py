@@ -21,11 +21,11 @@ from pathlib import Path
 import psutil
 
 from loop.backlog.bookkeeping import BOOKKEEPING_FILES
-from loop.judge.verdict import Verdict
 from loop.store import gitsession
 from loop.store.files import atomic_write
 from loop.store.gitsession import GitSession, diff_hash
 from loop.store.rows import Experiment, commit_message, utc_now
+from loop.store.verdict import Verdict
 
 
 @dataclass(frozen=True)

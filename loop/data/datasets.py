@@ -25,6 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loop.data import shards
+from loop.settings.dataset import (  # the `dataset:` setting; here: where each name lives
+    FOLDER_FIX,
+    REAL_VARIANTS,
+    SAMPLE_VOCABS,
+    DatasetError,
+    DatasetFolder,
+    from_setting,
+    real_key,
+    sample_key,
+)
 from loop.store.gitsession import main_checkout
 
 CACHE_ENV = "AUTOGOLF_CACHE_ROOT"
@@ -46,13 +56,6 @@ class DatasetSpec:
     vocab_size: int
     fix: str
     hint: str = ""
-
-
-# Vocabulary variants. Upstream's downloader offers sp1024, sp4096, sp8192 and byte260, each
-# its own dataset (fineweb10B_<variant>); the offline sample can be built at the sp sizes.
-# Results of different variants are different datasets and are never compared.
-REAL_VARIANTS: dict[str, int] = {"sp1024": 1024, "sp4096": 4096, "sp8192": 8192, "byte260": 260}
-SAMPLE_VOCABS: tuple[int, ...] = (1024, 4096, 8192)
 
 
 def sample_spec(vocab: int) -> DatasetSpec:
@@ -88,35 +91,15 @@ def real_spec(variant: str) -> DatasetSpec:
     )
 
 
+# Keyed by the names `dataset:` accepts (loop.settings.dataset.DATASET_NAMES, in this order).
 DATASETS: dict[str, DatasetSpec] = {
-    "sample": sample_spec(1024),
-    **{f"sample_sp{v}": sample_spec(v) for v in SAMPLE_VOCABS if v != 1024},
-    "fineweb": real_spec("sp1024"),
-    **{f"fineweb_{v}": real_spec(v) for v in REAL_VARIANTS if v != "sp1024"},
+    **{sample_key(v): sample_spec(v) for v in SAMPLE_VOCABS},
+    **{real_key(v): real_spec(v) for v in REAL_VARIANTS},
 }
 # The directory names are accepted too, since that is what ledger rows show.
 ALIASES = {spec.name: key for key, spec in DATASETS.items()}
-FOLDER_FIX = ("set `dataset: {path: /folder/with/fineweb_train_000000.bin, tokenizer: "
-              "/path/to/tokenizer.model}` in autogolf.yaml")
 # Upstream's layout: data/datasets/fineweb10B_sp<V>/ beside data/tokenizers/fineweb_<V>_bpe.model.
 _UPSTREAM_FOLDER = re.compile(r"fineweb10B_sp(\d+)")
-
-
-@dataclass(frozen=True)
-class DatasetFolder:
-    """`dataset: {path: ..., tokenizer: ...}`: a dataset in a folder anywhere on disk.
-
-    Paths are kept as written (`~` and `$VARS` are expanded, and a relative path is taken
-    from the repository root, when resolved: autogolf.yaml is read on other machines too).
-    Without `tokenizer`, upstream's layout is assumed: `<path>/../../tokenizers/
-    fineweb_<V>_bpe.model` for a folder named `fineweb10B_sp<V>`.
-    """
-
-    path: str
-    tokenizer: str | None = None
-
-    def __str__(self) -> str:
-        return self.path
 
 
 def _expand(raw: str, root: Path) -> Path:
@@ -133,18 +116,6 @@ def folder_paths(folder: DatasetFolder, root: Path) -> tuple[Path, Path | None]:
     if match is None:
         return data, None
     return data, data.parent.parent / "tokenizers" / f"fineweb_{match.group(1)}_bpe.model"
-
-
-class DatasetError(Exception):
-    """A dataset that is missing or unusable; the message says how to fix it.
-
-    `problem` and `fix` are the two halves, for reports that print them on separate lines.
-    """
-
-    def __init__(self, problem: str, fix: str | None = None) -> None:
-        self.problem = problem
-        self.fix = fix
-        super().__init__(f"{problem}. Fix: run `{fix}`" if fix else problem)
 
 
 @dataclass(frozen=True)
@@ -307,24 +278,6 @@ def dataset_id(info: DatasetInfo) -> str:
     else:
         digest = _real_hash(info)
     return f"{info.name}:{digest[:16]}"
-
-
-def from_setting(value: object) -> str | DatasetFolder:
-    """autogolf.yaml's `dataset:` value as resolve() takes it: a name, a folder path (a text
-    with a `/` or starting with `~`), or a mapping {path, tokenizer}. DatasetError naming the
-    key otherwise (loop.config reports the same problems at start)."""
-    if isinstance(value, dict):
-        unknown = sorted(set(map(str, value)) - {"path", "tokenizer"})
-        if unknown or not isinstance(value.get("path"), str) or not value["path"].strip():
-            raise DatasetError(f"dataset: got {value!r}: a folder needs `path` (and may have "
-                               "`tokenizer`), nothing else", FOLDER_FIX)
-        tokenizer = value.get("tokenizer")
-        if tokenizer is not None and (not isinstance(tokenizer, str) or not tokenizer.strip()):
-            raise DatasetError(f"dataset.tokenizer: got {tokenizer!r}", FOLDER_FIX)
-        return DatasetFolder(value["path"], tokenizer)
-    if isinstance(value, str) and ("/" in value or value.startswith("~")):
-        return DatasetFolder(value)
-    return str(value)
 
 
 def configured(root: Path) -> str | DatasetFolder:

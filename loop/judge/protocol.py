@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 
 from loop.measure.logparse import TrainerLog
+from loop.settings.judge import PROTOCOL_OVERRIDE_ENV
 
 # Protocol field -> the trainer's log key. Order = the order in reasons.
 FIELDS: dict[str, str] = {
@@ -27,17 +28,9 @@ FIELDS: dict[str, str] = {
     "train_seq_len": "train_seq_len",
     "max_wallclock_seconds": "max_wallclock_seconds",
 }
-# Fields `protocol.allow_change` may name: the ones a re-measurement of the incumbent can
-# reproduce through the environment (AUTOGOLF_PROTOCOL_OVERRIDES, read by autoresearch.sh).
-# The seed is never among them (seed hacking), nor the data or tokenizer (the dataset is the
-# daemon's choice, never the candidate's). val_tokens follows from val_max_tokens.
-OVERRIDE_ENV: dict[str, str] = {
-    "val_max_tokens": "VAL_MAX_TOKENS",
-    "iterations": "ITERATIONS",
-    "train_batch_tokens": "TRAIN_BATCH_TOKENS",
-    "train_seq_len": "TRAIN_SEQ_LEN",
-    "max_wallclock_seconds": "MAX_WALLCLOCK_SECONDS",
-}
+# Fields `protocol.allow_change` may name, and the environment variable of each (the
+# setting's vocabulary: loop/settings/judge.py says why the seed and the data are not among them).
+OVERRIDE_ENV: dict[str, str] = PROTOCOL_OVERRIDE_ENV
 ALLOWABLE: tuple[str, ...] = tuple(OVERRIDE_ENV)
 # Derived fields: they change whenever an allowed field does (fewer val tokens when the window
 # shrinks), so they are judged together with the field they follow.

@@ -12,8 +12,7 @@ runs each of them, read from that page, against a stand-in executable of that na
 
 What the daemon enforces, whatever the prompt says: the agent runs in its own process group
 with a timeout (loop.measure.runner), so a hung agent and everything it started is killed.
-Afterwards
-the attempt gets one outcome (`AgentOutcome.kind`), most severe first:
+Afterwards the attempt gets one outcome (`AgentOutcome.kind`), most severe first:
 
     agent_touched_git  git metadata changed (config, hooks, refs other than the session
                        branch, HEAD, a nested .git): not undone here except the worktree's own
@@ -36,14 +35,15 @@ restored between tries; the summary file's `idea:` line decides which idea the e
 credited to (loop.proposers.claim); the budgets of this run (agent time, reported cost or
 tokens) are checked before each attempt, and once spent the proposer has nothing left to
 propose (`why_done` says why). The prompt carries the evidence of loop.proposers.evidence.
+
+Beside this module: loop.proposers.agentprompt writes the prompt's parts, and
+loop.proposers.agentgit snapshots and compares the git metadata the agent must not change.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -52,34 +52,34 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loop.backlog.ideas import Idea, IdeasError, IdeasFile, families, row_delta, tested_ideas
-from loop.judge.verdict import Verdict
+from loop.backlog.ideas import Idea, IdeasError, IdeasFile, families
 from loop.measure.runner import run_command
 from loop.proposers import evidence
+from loop.proposers.agentgit import GitState, undo_commits
 from loop.proposers.agentlimits import Limits, Spend, Usage, parse_usage, rate_limited, wait
+from loop.proposers.agentprompt import (
+    bounded,
+    cut,
+    idea_section,
+    imported_lines,
+    incumbents_section,
+    pick_idea,
+    rows_section,
+    rules_section,
+)
 from loop.proposers.base import Proposal, Proposer
 from loop.proposers.claim import credit, read_summary
 from loop.proposers.sandbox import Sandbox
-from loop.store.gitsession import GitError, git
+from loop.settings.agent import PLACEHOLDER_PATTERN, placeholders_allowed, unknown_placeholders
+from loop.store.gitsession import GitError, changed_files, git
+from loop.store.verdict import Verdict
 
-PLACEHOLDERS = ("prompt_file", "prompt", "worktree", "summary_file")
 TERMINAL = ("agent_touched_git", "agent_timeout", "agent_failed", "agent_no_change")
 OUTCOMES = (*TERMINAL, "agent_committed", "agent_ok")
 LAST_ROWS = 12
-MAX_REASON = 200
 MAX_DESCRIPTION = 200
-MAX_FILE_CHARS = 16_000  # of autoresearch.md and of the backlog in the prompt: it stays bounded
 ROTATE_AFTER_LOSSES = 3
 RETRYABLE = ("agent_failed", "agent_no_change")  # a rate limit may end an attempt either way
-PLACEHOLDER_PATTERN = re.compile(r"(?<!\$)\{([a-z_]+)\}")
-_PLACEHOLDER = PLACEHOLDER_PATTERN
-# Files under a git dir that ordinary read-only git use or our own commit/reset rewrite:
-# not evidence that the agent tampered with the repository.
-_VOLATILE_DIRS = frozenset({"objects", "logs", "refs"})  # refs are compared by for-each-ref
-_VOLATILE_FILES = frozenset({"index", "ORIG_HEAD", "FETCH_HEAD", "COMMIT_EDITMSG", "AUTO_MERGE",
-                             "packed-refs", "gc.pid", "gc.log", "sharedindex"})
-
-
 class AgentConfigError(ValueError):
     """The agent command is unusable; the message says how to fix it."""
 
@@ -219,8 +219,8 @@ class AgentProposer(Proposer):
 
     def build_prompt(self, worktree: Path, history: list[dict], backlog: IdeasFile | None,
                      idea: Idea | None, summary_path: Path) -> str:
-        doc = _bounded(_read(self.doc_path or worktree / "autoresearch.md"), "autoresearch.md")
-        ideas_text = _bounded(backlog.text if backlog is not None else None,
+        doc = bounded(_read(self.doc_path or worktree / "autoresearch.md"), "autoresearch.md")
+        ideas_text = bounded(backlog.text if backlog is not None else None,
                               "autoresearch.ideas.md")
         rows = [r for r in history if r.get("type", "experiment") == "experiment"]
         kinds = families(backlog) if backlog is not None else {}
@@ -231,18 +231,18 @@ class AgentProposer(Proposer):
             "`val_bpb` (see the session document below), then stop. The daemon validates, "
             "benchmarks and keeps or discards your change itself.\n",
             "## Rules (enforced by the daemon, not by trust)\n",
-            _rules(self.editable, self.protected, summary_path, self.timeout_s),
+            rules_section(self.editable, self.protected, summary_path, self.timeout_s),
             "## Idea to try\n",
-            _idea_section(idea, evidence.rotated_families(rows, kinds,
+            idea_section(idea, evidence.rotated_families(rows, kinds,
                                                           self.rotate_after_losses)),
             "## Incumbents (val_bpb of the latest keep per profile)\n",
-            _incumbents_section(rows),
+            incumbents_section(rows),
             "## Evidence: how the incumbent and the last runs trained\n",
             evidence.runs_section(rows, self.home, self.cap_bytes),
             "## What has been tried, by idea family (the backlog's headings)\n",
             evidence.family_section(rows, kinds, self.rotate_after_losses),
             f"## Last {self.last_rows} experiments\n",
-            _rows_section(rows[-self.last_rows:]),
+            rows_section(rows[-self.last_rows:]),
             *self._imported_section(),
             "## Session document (autoresearch.md)\n",
             doc if doc is not None else "(autoresearch.md not found)\n",
@@ -282,8 +282,8 @@ class AgentProposer(Proposer):
         touched = before.changes(worktree)
         before.repair(worktree)
         try:
-            undone = _undo_commits(worktree, before.head)
-            changed = _changed_files(worktree)
+            undone = undo_commits(worktree, before.head)
+            changed = changed_files(worktree)
         except GitError as e:  # git itself broken by the agent
             touched.append(f"git fails in the worktree ({str(e).split(': ', 1)[-1][:80]})")
             undone, changed = None, []
@@ -314,7 +314,7 @@ class AgentProposer(Proposer):
             tries.logs.append(_set_aside_log(outcome.log_path, tries.retries))
             _restore_worktree(worktree)
         if limited:  # the last try too: given up (retries, budget) or stopped
-            outcome.reason = _cut(f"rate-limited or overloaded (output matched "
+            outcome.reason = cut(f"rate-limited or overloaded (output matched "
                                   f"{limited!r}) after {tries.retries} retries, "
                                   f"{tries.waited_s:.0f} s of waiting: {outcome.reason}")
         outcome.wall_s = tries.wall_s
@@ -364,257 +364,23 @@ def _judge(exit_code: int | None, timed_out: bool, touched: list[str], undone: s
            changed: list[str], timeout_s: float, log: Path) -> tuple[str, str]:
     """The most severe thing that happened, with a reason for the ledger."""
     if touched:
-        return "agent_touched_git", _cut("the agent changed git metadata: " + ", ".join(touched))
+        return "agent_touched_git", cut("the agent changed git metadata: " + ", ".join(touched))
     if timed_out:
         return "agent_timeout", f"the agent ran past its {timeout_s:g} s timeout and was killed"
     if exit_code != 0:
-        return "agent_failed", _cut(f"the agent exited {exit_code}: {_last_line(log)}")
+        return "agent_failed", cut(f"the agent exited {exit_code}: {_last_line(log)}")
     if not changed:
         extra = " (its commit was undone and left no difference)" if undone else ""
         return "agent_no_change", f"the agent finished but changed no file{extra}"
     files = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
     if undone:
-        return "agent_committed", _cut(f"the agent committed {undone[:10]} itself; the commit "
+        return "agent_committed", cut(f"the agent committed {undone[:10]} itself; the commit "
                                        f"was undone and its change is validated as a diff: "
                                        f"{files}")
-    return "agent_ok", _cut(f"the agent changed {files}")
-
-
-@dataclass
-class GitState:
-    """What of a repository's git metadata an agent must not change, and the session head."""
-
-    head: str
-    head_ref: str | None  # e.g. refs/heads/autogolf/<session>; None when detached
-    refs: dict[str, str]  # every ref except head_ref -> sha
-    files: dict[str, str]  # git-dir file -> sha256 (config, hooks, info, HEAD files, ...)
-    dot_git: bytes | None  # the worktree's `.git` file (a linked worktree) or None (a dir)
-    head_file: Path
-    head_bytes: bytes
-    nested: frozenset[str]  # .git entries below the worktree root
-
-    @classmethod
-    def take(cls, worktree: Path) -> GitState:
-        head_ref = _git_out(worktree, "symbolic-ref", "-q", "HEAD") or None
-        git_dir = Path(_git_out(worktree, "rev-parse", "--absolute-git-dir"))
-        dot_git = worktree / ".git"
-        head_file = git_dir / "HEAD"
-        return cls(head=_git_out(worktree, "rev-parse", "HEAD"), head_ref=head_ref,
-                   refs=_refs(worktree, head_ref), files=_git_files(worktree),
-                   dot_git=dot_git.read_bytes() if dot_git.is_file() else None,
-                   head_file=head_file, head_bytes=head_file.read_bytes(),
-                   nested=_nested_git(worktree))
-
-    def changes(self, worktree: Path) -> list[str]:
-        """What differs now, as short descriptions; [] when git metadata is as it was."""
-        dot_git = worktree / ".git"
-        if self.dot_git is not None and (not dot_git.is_file()
-                                         or dot_git.read_bytes() != self.dot_git):
-            return ["the worktree's .git file"]
-        try:
-            if (_git_out(worktree, "symbolic-ref", "-q", "HEAD") or None) != self.head_ref:
-                return ["HEAD (switched branch or detached)"]
-            refs, files = _refs(worktree, self.head_ref), _git_files(worktree)
-        except GitError as e:
-            return [f"git no longer works in the worktree ({e})"]
-        found = _dict_changes("ref", self.refs, refs) + _dict_changes("file", self.files, files)
-        found += [f"nested {p}" for p in sorted(_nested_git(worktree) - self.nested)]
-        return found
-
-    def repair(self, worktree: Path) -> None:
-        """Put back the two things that are the daemon's own: the worktree's `.git` file and
-        its HEAD, so the session branch stays checked out. Anything else stays for a person
-        to look at (it may be theirs)."""
-        dot_git = worktree / ".git"
-        if self.dot_git is not None and (not dot_git.is_file()
-                                         or dot_git.read_bytes() != self.dot_git):
-            if dot_git.is_dir():
-                shutil.rmtree(dot_git)
-            dot_git.write_bytes(self.dot_git)
-        if not self.head_file.is_file() or self.head_file.read_bytes() != self.head_bytes:
-            self.head_file.write_bytes(self.head_bytes)
-
-
-def _undo_commits(worktree: Path, old_head: str) -> str | None:
-    """Move the session branch back to `old_head`, keeping the files; the agent's head or None."""
-    head = _git_out(worktree, "rev-parse", "HEAD")
-    if head == old_head:
-        return None
-    _git_out(worktree, "reset", "-q", "--mixed", old_head)
-    return head
-
-
-def _changed_files(worktree: Path) -> list[str]:
-    out = _git_out(worktree, "status", "--porcelain=v1", "-z", "--untracked-files=all",
-                   strip=False)
-    paths, entries, index = set(), out.split("\0"), 0
-    while index < len(entries):
-        entry = entries[index]
-        index += 1
-        if entry:
-            paths.add(entry[3:])
-            if entry[0] in "RC":  # a rename is followed by its source path
-                paths.add(entries[index])
-                index += 1
-    return sorted(paths)
-
-
-def _refs(worktree: Path, head_ref: str | None) -> dict[str, str]:
-    out = _git_out(worktree, "for-each-ref", "--format=%(refname) %(objectname)")
-    refs = dict(line.split(" ", 1) for line in out.splitlines() if line)
-    refs.pop(head_ref or "", None)
-    return refs
-
-
-def _git_files(worktree: Path) -> dict[str, str]:
-    """Content hashes of the private and common git dirs' files, minus the volatile ones."""
-    private = Path(_git_out(worktree, "rev-parse", "--absolute-git-dir"))
-    common = Path(_git_out(worktree, "rev-parse", "--git-common-dir"))
-    common = common if common.is_absolute() else (worktree / common).resolve()
-    hashes: dict[str, str] = {}
-    for root in dict.fromkeys((common, private)):
-        for path in _walk(root):
-            hashes[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return hashes
-
-
-def _walk(root: Path) -> list[Path]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d not in _VOLATILE_DIRS]
-        for name in filenames:
-            if name in _VOLATILE_FILES or name.endswith(".lock") or name.startswith("index"):
-                continue
-            path = Path(dirpath) / name
-            if path.is_file():
-                found.append(path)
-    return sorted(found)
-
-
-def _nested_git(worktree: Path) -> frozenset[str]:
-    found = set()
-    for dirpath, dirnames, filenames in os.walk(worktree):
-        top = Path(dirpath) == worktree
-        for name in (*dirnames, *filenames):
-            if name == ".git" and not top:
-                found.add(str((Path(dirpath) / name).relative_to(worktree)))
-        dirnames[:] = [d for d in dirnames if d != ".git"]
-    return frozenset(found)
-
-
-def _dict_changes(what: str, old: dict[str, str], new: dict[str, str]) -> list[str]:
-    out = [f"{what} {k} (new)" for k in sorted(new.keys() - old.keys())]
-    out += [f"{what} {k} (deleted)" for k in sorted(old.keys() - new.keys())]
-    out += [f"{what} {k}" for k in sorted(old.keys() & new.keys()) if old[k] != new[k]]
-    return out
-
-
-def _git_out(cwd: Path, *args: str, strip: bool = True) -> str:
-    # `symbolic-ref -q` exits 1 on a detached HEAD: an answer, not a failure.
-    out = git(cwd, *args, ok=(0, 1) if args[:2] == ("symbolic-ref", "-q") else (0,))
-    return out.strip() if strip else out
-
-
-# --------------------------------------------------------------------------- prompt parts
-
-
-def pick_idea(backlog: IdeasFile | None, history: list[dict],
-              avoid: set[str] | frozenset[str] = frozenset()) -> Idea | None:
-    """The untried idea to suggest: ones that need code (no knobs, no patch: the `ideas`
-    proposer applies the others without an agent) first, in file order; untested only, and
-    none of a family in `avoid` (rotated away from after losses)."""
-    if backlog is None:
-        return None
-    tested, kinds = tested_ideas(history), families(backlog)
-    fresh = [i for i in backlog.untried() if i.id not in tested and kinds.get(i.id) not in avoid]
-    return next((i for i in fresh if not i.applicable), fresh[0] if fresh else None)
-
-
-def _rules(editable: Sequence[str], protected: Sequence[str], summary: Path,
-           timeout_s: float) -> str:
-    allowed = ", ".join(f"`{g}`" for g in editable) or "(see the Files table below)"
-    never = ", ".join(f"`{g}`" for g in protected) or "(see the Files table below)"
-    return (
-        f"- Edit only files matching: {allowed}. Never edit: {never}. Any other edit makes "
-        "the whole experiment `forbidden_edit` and it is thrown away.\n"
-        "- Do not run git commands that change anything (no commit, branch, checkout, stash, "
-        "reset, config or hooks). The daemon commits a kept change itself; a change to git "
-        "metadata discards the experiment.\n"
-        "- One change per experiment. Never change the seed, the validation data or window, "
-        "or how the metric is computed.\n"
-        "- Do not run long benchmarks: the daemon measures your change. A quick "
-        "`bash autoresearch.checks.sh` is fine.\n"
-        f"- You have {timeout_s:g} seconds; after that you are stopped and the change is lost.\n"
-        f"- When done, write two lines to `{summary}`: first, what you changed and why it "
-        "should lower val_bpb (it becomes the experiment's description); then `idea: <id>` "
-        "with the backlog id of the idea you implemented (e.g. `idea: I002`), or `idea: own` "
-        "for an idea of your own. The experiment is credited to the idea you name. Then "
-        "exit.\n"
-    )
-
-
-def _idea_section(idea: Idea | None, avoid: set[str]) -> str:
-    away = (f" Stay away from these families, which lost several times in a row: "
-            f"{', '.join(sorted(avoid))}." if avoid else "")
-    if idea is None:
-        return ("No untried idea is queued. Choose one yourself from the session document "
-                f"and what has been tried; do not repeat a dead end.{away}\n")
-    lines = [f"Try backlog idea [{idea.id}]: {idea.text}"]
-    if idea.knobs:
-        lines.append("Knob settings: " + " ".join(f"{k}={v}" for k, v in idea.knobs.items()))
-    if idea.patch:
-        lines.append(f"Patch it names: {idea.patch}")
-    lines += [f"Note: {n}" for n in idea.notes]
-    return "\n".join(lines) + "\n"
-
-
-def _incumbents_section(rows: list[dict]) -> str:
-    """The latest keep per profile of the current session (the session of the last row:
-    the history may hold earlier sessions' rows too, whose keeps are not this branch's)."""
-    session = next((r.get("session") for r in reversed(rows) if r.get("session")), None)
-    best: dict[str, tuple[float, str]] = {}
-    for row in rows:
-        if row.get("status") != "keep" or row.get("session") != session:
-            continue
-        for profile, rung in (row.get("rungs") or {}).items():
-            value = (rung or {}).get("val_bpb")
-            if isinstance(value, (int, float)):
-                best[profile] = (float(value), str(row.get("id")))  # the latest keep wins
-    if not best:
-        return "None measured yet in this session.\n"
-    return "\n".join(f"- {p}: val_bpb {v:.4f} ({e})" for p, (v, e) in best.items()) + "\n"
-
-
-def _rows_section(rows: list[dict]) -> str:
-    if not rows:
-        return "None yet.\n"
-    lines = []
-    for row in rows:
-        profile, delta = row_delta(row)
-        shown = f" {profile} delta={delta:+.4f}" if delta is not None else ""
-        idea = f" [{row['idea']}]" if row.get("idea") else ""
-        reason = _cut(" ".join(str(row.get("reason") or "").split()))
-        lines.append(f"- {row.get('id')} {row.get('status')}{shown}{idea}: "
-                     f"{' '.join(str(row.get('description') or '').split())} - {reason}")
-    return "\n".join(lines) + "\n"
+    return "agent_ok", cut(f"the agent changed {files}")
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def imported_lines(rows: list[dict]) -> str:
-    """One line per imported pi run: its status, pi's metric, what it tried and why not."""
-    lines = []
-    for row in rows:
-        metric = row.get("metric")
-        shown = (f" {row.get('metric_name') or 'metric'}={metric:.4f}"
-                 if isinstance(metric, (int, float)) else "")
-        why = " / ".join(str(row[k]) for k in ("hypothesis", "rollback_reason",
-                                               "next_action_hint") if row.get(k))
-        lines.append(f"- {row.get('id')} pi {row.get('pi_status')}{shown}: "
-                     f"{' '.join(str(row.get('description') or '').split())}"
-                     + (f" - {_cut(' '.join(why.split()))}" if why else ""))
-    return "\n".join(lines) + "\n"
 
 
 def _check_command(command: Sequence[str] | str) -> list[str]:
@@ -622,11 +388,10 @@ def _check_command(command: Sequence[str] | str) -> list[str]:
     if not argv or not all(isinstance(a, str) for a in argv):
         raise AgentConfigError("agent command must be a non-empty list of strings, e.g. "
                                '["claude", "-p", "{prompt}"]')
-    for arg in argv:
-        for name in _PLACEHOLDER.findall(arg):
-            if name not in PLACEHOLDERS:
-                raise AgentConfigError(f"agent command: unknown placeholder {{{name}}}; "
-                                       f"known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}")
+    unknown = unknown_placeholders(argv)
+    if unknown:
+        raise AgentConfigError(f"agent command: unknown placeholder {{{unknown[0]}}}; "
+                               f"known: {placeholders_allowed()}")
     if shutil.which(argv[0]) is None:
         raise AgentConfigError(f"agent command {argv[0]!r} not found on PATH (or not "
                                "executable); install it or give its full path")
@@ -634,7 +399,7 @@ def _check_command(command: Sequence[str] | str) -> list[str]:
 
 
 def _fill(arg: str, values: dict[str, str]) -> str:
-    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), arg)
+    return PLACEHOLDER_PATTERN.sub(lambda m: values.get(m.group(1), m.group(0)), arg)
 
 
 def _new_attempt_dir(work_dir: Path) -> Path:
@@ -651,13 +416,6 @@ def _description(text: str, outcome: AgentOutcome, idea: Idea | None) -> str:
         files = ", ".join(outcome.changed[:3]) or "no files"
         text = f"agent ({target}): {files}"
     return text if len(text) <= MAX_DESCRIPTION else text[: MAX_DESCRIPTION - 3] + "..."
-
-
-def _bounded(text: str | None, name: str) -> str | None:
-    if text is None or len(text) <= MAX_FILE_CHARS:
-        return text
-    return (text[:MAX_FILE_CHARS] + f"\n\n(... {len(text) - MAX_FILE_CHARS:,} more characters "
-            f"of {name} cut here; read the file in the worktree)\n")
 
 
 def _set_aside_log(log: Path, retry: int) -> str:
@@ -692,7 +450,3 @@ def _read(path: Path) -> str | None:
 def _last_line(path: Path) -> str:
     lines = [ln for ln in (_read(path) or "").splitlines() if ln.strip()]
     return lines[-1].strip() if lines else "(no output)"
-
-
-def _cut(text: str) -> str:
-    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."

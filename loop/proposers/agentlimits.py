@@ -20,10 +20,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-# Claude Code: "API Error: 429", "rate_limit_error", "Overloaded" (529), "usage limit reached";
-# Codex: "429 Too Many Requests", "rate_limit_exceeded"; aider/litellm: "RateLimitError".
-DEFAULT_RATE_LIMIT_PATTERNS = (r"rate.?limit", r"\b429\b", r"too many requests", r"overloaded",
-                               r"\b529\b", r"usage limit")
+# The `agent:` settings these are read from (the patterns: what each agent CLI prints).
+from loop.settings.agent import DEFAULT_RATE_LIMIT_PATTERNS as DEFAULT_RATE_LIMIT_PATTERNS
+from loop.settings.agent import Limits
+
 TAIL_CHARS = 4000  # only the end of a failed attempt's output says why it ended
 _AIDER = re.compile(r"Tokens:\s*([\d.,]+)([kKmM]?)\s+sent,\s*([\d.,]+)([kKmM]?)\s+received\."
                     r"(?:\s*Cost:\s*\$([\d.]+)\s+message(?:,\s*\$([\d.]+)\s+session)?)?")
@@ -122,23 +122,6 @@ def rate_limited(text: str, patterns: Sequence[str]) -> str | None:
     """The first pattern found in the tail of `text` (case-insensitive), or None."""
     tail = text[-TAIL_CHARS:]
     return next((p for p in patterns if re.search(p, tail, re.IGNORECASE)), None)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The agent's budgets for one `autogolf run` (None: none) and its backoff settings."""
-
-    budget_s: float | None = None
-    budget_usd: float | None = None
-    budget_tokens: int | None = None
-    backoff_s: float = 60.0
-    backoff_max_s: float = 1800.0
-    max_retries: int = 5
-    rate_limit_patterns: tuple[str, ...] = DEFAULT_RATE_LIMIT_PATTERNS
-
-    def delay(self, retry: int) -> float:
-        """Seconds to wait before retry number `retry` (0-based)."""
-        return min(self.backoff_s * 2 ** retry, self.backoff_max_s)
 
 
 def wait(seconds: float, stop: Callable[[], bool] | None, poll_s: float = 0.2) -> bool:

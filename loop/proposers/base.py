@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from loop.judge.verdict import Verdict
+from loop.store.verdict import Verdict
 
 
 @dataclass

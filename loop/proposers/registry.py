@@ -16,7 +16,7 @@ from loop.errors import UserError
 from loop.proposers.agent import AgentConfigError, AgentProposer
 from loop.proposers.base import Proposer
 from loop.proposers.ideas import IdeasProposer
-from loop.proposers.model import ModelSearchProposer, SearchStorageError, default_storage
+from loop.proposers.optuna_search import ModelSearchProposer, SearchStorageError, default_storage
 from loop.proposers.rotation import Rotation
 from loop.proposers.sandbox import SandboxError, choose
 from loop.proposers.search import SearchProposer, read_knobs

@@ -59,8 +59,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loop.measure.seal import sbpl_quote
+from loop.settings.agent import SANDBOX_MODES as MODES
 
-MODES = ("auto", "bwrap", "sandbox-exec", "off")
 INSTALL = {
     "bwrap": "install bubblewrap: `sudo apt-get install bubblewrap` on Debian/Ubuntu "
              "(`sudo dnf install bubblewrap` on Fedora)",

@@ -9,7 +9,6 @@ proposes a configuration that any ledger row already measured. Works offline, no
 
 from __future__ import annotations
 
-import math
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -18,12 +17,10 @@ from pathlib import Path
 
 from loop.proposers.base import Proposal, Proposer
 from loop.proposers.shape import SHAPE_DEFAULTS, shape_refusal, size_model
+from loop.settings.knobs import Knob as Knob  # a knob's declaration: the `knobs:` setting
+from loop.settings.knobs import KnobError as KnobError
 from loop.store.files import atomic_write
 from loop.store.statuses import names_where
-
-KNOB_KINDS = ("env", "const")
-KNOB_TYPES = ("float", "int")
-KNOB_SCALES = ("log", "linear")
 
 # Step ladders, smallest first: a direction moves by the smallest step whose result is not
 # measured yet, so a neighbourhood is explored from close to far before it is exhausted.
@@ -39,82 +36,7 @@ CANONICAL_DIGITS = 6                  # significant digits when comparing config
 _WIN = names_where(search="win")
 _LOSS = names_where(search="loss")
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NUMBER = r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?"
-
-
-class KnobError(ValueError):
-    """A knob declaration or a knob's line in its file is unusable; the message names both."""
-
-
-@dataclass(frozen=True)
-class Knob:
-    name: str
-    file: str          # relative to the worktree root
-    kind: str          # "env": NAME=value in a shell file; "const": NAME = value in Python
-    type: str          # "float" | "int"
-    low: float
-    high: float
-    scale: str = "linear"  # "log": steps multiply; "linear": steps add a fraction of the range
-    step: float | None = None  # values lie on low + k * step (MODEL_DIM in multiples of 64)
-
-    def __post_init__(self) -> None:
-        problem = _knob_problem(self)
-        if problem:
-            raise KnobError(f"knob {self.name!r}: {problem}")
-
-    def coerce(self, value: float) -> float | int:
-        """The value as this knob's type; a non-finite value or a fractional int is refused."""
-        if isinstance(value, bool) or not math.isfinite(float(value)):
-            raise KnobError(f"knob {self.name}: value {value!r} is not a finite number")
-        if self.step is not None and not _on_grid(self, float(value)):
-            raise KnobError(f"knob {self.name}: value {value!r} is not low + a multiple of "
-                            f"step {self.step:g}")
-        if self.type == "int":
-            if float(value) != int(float(value)):
-                raise KnobError(f"knob {self.name}: value {value!r} is not an integer")
-            return int(float(value))
-        return float(value)
-
-
-def _knob_problem(k: Knob) -> str | None:
-    """What is wrong with a declaration, or None."""
-    if not _NAME.fullmatch(k.name or ""):
-        return "name must be an identifier ([A-Za-z_][A-Za-z0-9_]*)"
-    path = Path(k.file or "")
-    if not k.file or path.is_absolute() or ".." in path.parts:
-        return f"file {k.file!r} must be a path inside the worktree"
-    for attr, allowed in (("kind", KNOB_KINDS), ("type", KNOB_TYPES), ("scale", KNOB_SCALES)):
-        if getattr(k, attr) not in allowed:
-            return f"{attr} {getattr(k, attr)!r} is not one of {', '.join(allowed)}"
-    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (k.low, k.high)):
-        return f"low and high must be finite numbers, got {k.low!r}, {k.high!r}"
-    if not k.low < k.high:
-        return f"low ({k.low}) must be below high ({k.high})"
-    if k.scale == "log" and k.low <= 0:
-        return f"a log-scale knob needs low > 0, got {k.low}"
-    if k.type == "int" and (k.low != int(k.low) or k.high != int(k.high)):
-        return f"an int knob needs whole bounds, got {k.low}, {k.high}"
-    return _step_problem(k) if k.step is not None else None
-
-
-def _step_problem(k: Knob) -> str | None:
-    step = k.step
-    if isinstance(step, bool) or not isinstance(step, (int, float)) or not (
-            math.isfinite(step) and step > 0):
-        return f"step must be a positive number, got {step!r}"
-    if k.scale != "linear":
-        return "a step needs scale: linear (a grid of equal steps)"
-    if k.type == "int" and step != int(step):
-        return f"an int knob needs a whole step, got {step}"
-    if not _on_grid(k, k.high):
-        return f"high - low ({k.high - k.low:g}) must be a whole number of steps ({step:g})"
-    return None
-
-
-def _on_grid(k: Knob, value: float) -> bool:
-    steps = (value - k.low) / k.step  # type: ignore[operator]
-    return abs(steps - round(steps)) < 1e-6
 
 
 def snap(knob: Knob, value: float) -> float:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from loop.errors import UserError
+from loop.store.statuses import PI_MEASURED, PI_STATUSES
 
 AUTO_DIR = ".auto"
 LOG, LEGACY_LOG = "log.jsonl", "autoresearch.jsonl"
@@ -48,7 +49,6 @@ SESSION_FILES = {
     "measure": ("measure.sh", "autoresearch.sh"),
     "config": ("config.json", "autoresearch.config.json"),
 }
-PI_STATUSES = ("keep", "discard", "crash", "checks_failed")
 LAYOUTS = ("auto", "legacy")
 MAX_REPORTED = 5  # bad lines named in one error
 
@@ -229,7 +229,7 @@ def known_metric(run: PiRun) -> float | None:
     """The run's primary metric, or None when unknown: a crash or a failed check has no
     measurement (pi's agent logs 0 there), and pi itself ignores values <= 0."""
     value = _number(run.entry.get("metric"))
-    if run.entry.get("status") in ("crash", "checks_failed") or value is None or value <= 0:
+    if not PI_MEASURED.get(run.entry.get("status"), True) or value is None or value <= 0:
         return None
     return value
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from loop.judge.verdict import Verdict
 from loop.store.statuses import names_where
+from loop.store.verdict import Verdict
 
 # Rows that say nothing about the change itself, so the same diff may be tried again.
 NOT_ABOUT_THE_CHANGE = names_where(says_about_change=False)

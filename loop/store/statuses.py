@@ -100,6 +100,11 @@ _TABLE = (
 )
 STATUSES: dict[str, Status] = {s.name: s for s in _TABLE}
 NAMES: tuple[str, ...] = tuple(STATUSES)
+# pi-autoresearch's own statuses (the `pi` column maps ours onto them), and whether pi's row
+# of that status carries a measurement: pi's agent logs 0 for a crash or a failed check.
+PI_MEASURED: dict[str, bool] = {"keep": True, "discard": True, "crash": False,
+                                "checks_failed": False}
+PI_STATUSES: tuple[str, ...] = tuple(PI_MEASURED)
 
 
 def status(name: str | None) -> Status | None:

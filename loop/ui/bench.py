@@ -23,7 +23,6 @@ from loop.data import datasets
 from loop.errors import UserError
 from loop.judge import artifact as artifacts
 from loop.judge.judge import ArtifactJudge, Measurement, assess, run_name
-from loop.judge.verdict import Verdict
 from loop.measure import seal
 from loop.measure.pipeline import TRAINER, Pipeline
 from loop.store import gitsession
@@ -31,6 +30,7 @@ from loop.store.files import atomic_write, file_hash
 from loop.store.gitsession import diff_hash
 from loop.store.ledger import Ledger
 from loop.store.rows import Experiment, next_id
+from loop.store.verdict import Verdict
 
 
 def manual_bench(repo: Path, cfg: Config, profile: str,

@@ -26,8 +26,9 @@ from loop.data.datasets import DatasetError
 from loop.errors import UserError
 from loop.measure.logparse import parse_progress
 from loop.proposers.search import KnobError
+from loop.repo import find_repo, repo_config
 from loop.store import rows as rows_view
-from loop.store.gitsession import GitError, git, main_checkout
+from loop.store.gitsession import GitError
 from loop.store.ledger import Ledger
 from loop.ui import doctor as doctor_checks
 from loop.ui import endsummary, evidence, ideas_cli, import_cli, report_cli, show
@@ -41,32 +42,6 @@ LOG_TAIL = 15
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def find_repo(start: Path, require_commit: bool = True) -> Path:
-    """The main checkout around `start` (also from inside a daemon worktree)."""
-    repo = main_checkout(start)
-    if repo is None:
-        raise UserError(f"{start} is not inside a git repository: run autogolf from your "
-                        "research repo (or `git init && git add -A && git commit -m start`)")
-    if require_commit:
-        try:
-            git(repo, "rev-parse", "--verify", "-q", "HEAD")
-        except GitError as exc:
-            if "not installed" in str(exc):
-                raise UserError("git is not installed or not on PATH; install git first") \
-                    from None
-            raise UserError(f"the repository {repo} has no commits yet: the loop branches "
-                            "from your HEAD, so commit first (`git add -A && git commit -m "
-                            "start`)") from None
-    return repo
-
-
-def _config(args: argparse.Namespace, repo: Path) -> Config:
-    path = Path(args.config).resolve() if args.config else repo / "autogolf.yaml"
-    if args.config and not path.is_file():
-        raise UserError(f"--config {args.config}: no such file")
-    return load_config(path)
 
 
 def _with_ladder(cfg: Config, ladder: str | None) -> Config:
@@ -132,7 +107,7 @@ def _rows(paths: Paths) -> list[dict]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     repo = find_repo(Path.cwd())
-    cfg = _with_ladder(_config(args, repo), args.ladder)
+    cfg = _with_ladder(repo_config(repo, args.config), args.ladder)
     rules = scheduler.StopRules(
         max_experiments=args.max_experiments,
         # --until is a wall-clock deadline; --hours counts awake time (loop.daemon.awake).
@@ -165,7 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     repo = find_repo(Path.cwd(), require_commit=False)  # a manual run needs no history
-    cfg = _config(args, repo)
+    cfg = repo_config(repo, args.config)
     if args.profile not in cfg.profiles:
         raise UserError(f"unknown profile {args.profile!r}; known: {', '.join(cfg.profiles)}")
     live = LiveStatus(sys.stdout, sys.stdout.isatty())
@@ -201,7 +176,7 @@ def cmd_adopt(args: argparse.Namespace) -> int:
     from loop.ui import adopt
 
     repo = find_repo(Path.cwd(), require_commit=False)
-    cfg = _config(args, repo)
+    cfg = repo_config(repo, args.config)
     return adopt.adopt(repo, cfg, Path(args.path).resolve(), yes=args.yes, profile=args.profile)
 
 

@@ -1,6 +1,6 @@
 """The live display of `autogolf run` and `autogolf bench`.
 
-`LiveStatus` observes the loop's events (loop.daemon.events) and the benchmark's output lines. On a
+`LiveStatus` observes the loop's events (loop.events) and the benchmark's output lines. On a
 terminal it keeps one status line, rewritten in place and cut to the terminal's width:
 
     E0007 breadth [=========>          ] 140/300 ETA 3m10s | search: MATRIX_LR 0.04 -> 0.05
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from loop.daemon.events import RunEvents
+from loop.events import RunEvents
 from loop.measure.logparse import Progress, ProgressEstimator, format_seconds
 
 BAR_WIDTH = 20

@@ -66,7 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from loop.backlog.ideas import IdeasError, IdeasFile
-from loop.config import ConfigError, load_config
+from loop.config import Config, ConfigError, load_config
 from loop.store import pilog
 from loop.store.files import atomic_write
 from loop.store.gitsession import main_checkout
@@ -140,9 +140,10 @@ def _settings(repo: Path) -> dict:
     try:
         cfg = load_config(repo / "autogolf.yaml")
     except ConfigError as exc:
-        print(f"warning: autogolf.yaml: {exc}; using the {report.CAP_BYTES:,}-byte cap",
+        cap = Config().artifact_cap_bytes
+        print(f"warning: autogolf.yaml: {exc}; using the default {cap:,}-byte cap",
               file=sys.stderr)
-        return {"cap_bytes": report.CAP_BYTES}
+        return {"cap_bytes": cap}
     return {"cap_bytes": cfg.artifact_cap_bytes, "max_pooled_dof": cfg.keep_max_pooled_dof,
             "rules": {p: cfg.sequential_rule(p) for p in cfg.profiles}}
 

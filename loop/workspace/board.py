@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from loop.settings.workspace import AGENT_ID
 from loop.workspace.storage import AlreadyExists, Storage, Unreachable, WriteRefused, clean_path
 
 POSTS = "message_board"
@@ -38,7 +39,6 @@ LEADERBOARD = "LEADERBOARD.md"
 FOLDERS = (POSTS, SCRIPTS, RESULTS, CHECKPOINTS, DATA)
 POST_TYPES = ("status-update", "experiment-proposal", "result")
 REQUIRED_RESULT_KEYS = ("agent_id", "experiment", "score")
-AGENT_ID = re.compile(r"[A-Za-z0-9-]+")
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from loop.repo import find_repo, repo_config
 from loop.workspace import board as wb
 from loop.workspace.settings import agent_id, open_storage, storage_for
 from loop.workspace.storage import Storage, WorkspaceError
@@ -69,10 +70,8 @@ def _status(args: argparse.Namespace) -> int:
 def _storage_from(args: argparse.Namespace) -> tuple[Storage, str | None]:
     if args.path:
         return storage_for(args.path), None
-    from loop.ui.cli import _config, find_repo
-
     repo = find_repo(Path.cwd(), require_commit=False)
-    cfg = _config(args, repo)
+    cfg = repo_config(repo, args.config)
     if cfg.workspace is None:
         raise WorkspaceError("no `workspace:` section in autogolf.yaml; give a PATH or add "
                              "one (see docs/WORKSPACE.md)")

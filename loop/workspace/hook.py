@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from loop.backlog import ideas
-from loop.daemon.events import RunEvents
+from loop.events import RunEvents
 from loop.store import gitsession
 from loop.store.ledger import Ledger
 from loop.store.statuses import names_where

@@ -6,6 +6,8 @@ the shared workspace (loop.workspace.hook). Every method is a no-op here, so a s
 overrides only what it needs, and `RunEvents()` is the silent default. A subscriber must be
 quick: `output_line` runs once per line of trainer output. A subscriber that raises never
 stops the loop (`EventBus`); it is told once, as a warning.
+
+The module sits at the root of the package, below the daemon and its subscribers alike.
 """
 
 from __future__ import annotations
