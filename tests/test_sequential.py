@@ -460,5 +460,5 @@ def test_the_false_keeps_bench_runs_every_rule_with_the_daemons_code():
                            "2", "--decisions", "3", "--scenario", "gpu"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    for rule in ("sequential", "seq-reuse", "today", "naive"):
+    for rule in ("sequential", "seq-fresh", "today", "naive"):
         assert f" {rule} " in done.stdout
