@@ -11,9 +11,9 @@ On Apple silicon, memory MLX allocates for the GPU (Metal buffers) may not all s
 process's RSS; the machine's available memory sees every allocation, so the floor
 (`min_available_memory_mb`) is the guard to rely on there, the RSS limit a second one.
 
-`RunGuard` puts the watchdog, the early abort (loop.measure.earlyabort) and the pruner
-(loop.measure.pruning) behind the runner's three hooks: `on_start(pid)`, `on_line(line)` and
-`stop()`.
+`RunGuard` puts the watchdog, the early abort (loop.measure.earlyabort), the pruner
+(loop.measure.pruning) and the daemon's own stop behind the runner's three hooks:
+`on_start(pid)`, `on_line(line)` and `stop()`.
 """
 
 from __future__ import annotations
@@ -124,6 +124,8 @@ class RunGuard:
         self.pruner = pruner  # a candidate run against the incumbent's curve (issue 26)
         self.clock = clock
         self.forward = forward
+        # The daemon's stop (a signal, the deadline): ends the run with no verdict of its own.
+        self.daemon_stop: Callable[[], bool] | None = None
         self.verdict: Abort | None = None
 
     def on_start(self, pid: int) -> None:
@@ -139,7 +141,9 @@ class RunGuard:
             self.forward(line)
 
     def stop(self) -> bool:
-        """True once the run should end (then `verdict` says why)."""
+        """True once the run should end (then `verdict` says why, unless the daemon asked)."""
+        if self.daemon_stop is not None and self.daemon_stop():
+            return True
         if self.verdict is None and self.watchdog is not None:
             reason = self.watchdog.check()
             if reason:
