@@ -44,7 +44,7 @@ from loop.daemon.tamper import Fingerprint, Tampered
 from loop.data import datasets
 from loop.judge.judge import Judge
 from loop.judge.verdict import Abandon, BaselineFailed, Decided, Verdict
-from loop.measure import seal
+from loop.measure import seal, watchdog
 from loop.measure.pipeline import TRAINER, Pipeline, last_line
 from loop.proposers.base import Proposal, Proposer
 from loop.proposers.registry import make_proposer
@@ -407,6 +407,7 @@ class Scheduler(Loop):
             self.out(contained)
         if self.cfg.judge_enabled:
             self.out(self.seal.describe())
+        self.out(self.memory_line())
         now = self.start_facts()
         decision = continuity.decide(self.rows, now, new_session=self._new_session,
                                      resume=self._resume)
@@ -457,9 +458,13 @@ class Scheduler(Loop):
         session = (f"would continue session {decision.session}" if decision.session
                    else "would start a new session")
         return [briefing.proposer_line(self.cfg), *([contained] if contained else []),
-                f"{session}: {decision.why}",
+                self.memory_line(), f"{session}: {decision.why}",
                 f"ladder {' -> '.join(self.cfg.ladder)}, dataset {self.dataset_id}",
                 *self._notes(rows, decision.session)]
+
+    def memory_line(self) -> str:
+        """The memory watchdog's setting, said at start (it is off by default)."""
+        return watchdog.describe(self.cfg.max_memory_mb, self.cfg.min_available_memory_mb)
 
     def _notes(self, rows: list[dict], session: str | None) -> list[str]:
         """Warnings about what the night will not use or cannot show, then its cost."""

@@ -108,6 +108,19 @@ class MemoryWatchdog:
         return None
 
 
+def describe(max_memory_mb: int, min_available_mb: int) -> str:
+    """The watchdog's setting in words, for the line the daemon prints at start."""
+    limits = [f"a benchmark over {max_memory_mb} MB (limits.max_memory_mb)"
+              if max_memory_mb > 0 else "",
+              f"a benchmark while the machine has under {min_available_mb} MB available "
+              "(limits.min_available_memory_mb)" if min_available_mb > 0 else ""]
+    on = [limit for limit in limits if limit]
+    if on:
+        return "memory watchdog: on, it stops " + " and ".join(on)
+    return ("memory watchdog: off (a run that outgrows memory swaps until its timeout; set "
+            "limits.max_memory_mb or limits.min_available_memory_mb in autogolf.yaml)")
+
+
 class RunGuard:
     """The runner's hooks for one benchmark: memory watchdog plus early abort.
 
