@@ -10,9 +10,11 @@ One experiment is three steps, like an Optuna trial:
   else), then one ledger row, then events to the subscribers (the live display, the
   backlog's bookkeeping, the workspace) and to the proposer.
 
-This module only wires those pieces: the keep rule is loop.judge's, measuring is
+This module only wires those pieces: the keep rule is loop.judge's (it measures through
+loop.daemon.loopbench, which sees only the `Loop` parts of this class), measuring is
 loop.measure's, git and the ledger are loop.store's, the state file and resuming after a
-kill are loop.daemon.session's, the stop rules loop.daemon.stoprules'. What it owns is the
+kill are loop.daemon.session's, a stop request loop.daemon.stops', the stop rules
+loop.daemon.stoprules'. What it owns is the
 order of the steps and the incumbents per profile (derived from the session's ledger rows,
 so nothing else has to be kept in sync).
 """
