@@ -12,7 +12,7 @@ The rules, each driven with the daemon's own code:
   (as the judge does), the spread pooled over the session's decisions;
 - `seq-fresh`: the same, but after a keep the new incumbent is measured again: at the frozen
   seed and then at a fresh block of seeds its keep never saw (the judge's earlier design);
-- `today`: the margin rule (`keep_rule.enabled: false`) as loop/judge/judge.py applies it:
+- `today`: the margin rule (`keep_rule.enabled: false`) as loop/judge/margin.py applies it:
   the frozen seed (1337) for every run, a 5-run calibration of the incumbent at session
   start and after every 3 keeps, spread = 1.4826 x MAD pooled over every group of repeated
   runs, margin
@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from loop.judge import noise, sequential  # noqa: E402
-from loop.judge.judge import Rule, judge_with_reruns  # noqa: E402
+from loop.judge.margin import Rule, judge_with_reruns  # noqa: E402
 
 SIGMAS = (0.004, 0.01, 0.02, 0.03)
 MIN_IMPROVEMENT = 0.002  # autogolf.yaml default

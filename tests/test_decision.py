@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from loop.judge.judge import compare, judge_run
+from loop.judge.margin import compare
 from loop.judge.noise import margin
+from loop.judge.validity import judge_run
 from loop.measure.logparse import TrainerLog
 from loop.store.statuses import NAMES as STATUSES
 from loop.store.verdict import Verdict

@@ -1,6 +1,6 @@
 """Noise calibration (loop/judge/noise.py): the keep rule under a benchmark whose noise we control.
 
-The simulation plays the daemon's session with loop.judge.judge.judge_with_reruns, the function
+The simulation plays the daemon's session with loop.judge.margin.judge_with_reruns, the function
 the judge calls: calibrate the incumbent (R runs; incumbent = their mean, spread = 1.4826 x
 MAD), judge each candidate (close wins re-run and judged on their mean), a keep makes the
 candidate the incumbent, and every `recalibrate_every_keeps` keeps the incumbent is measured
@@ -17,7 +17,7 @@ import pytest
 
 from loop.config import Config
 from loop.judge import noise
-from loop.judge.judge import Rule, judge_with_reruns
+from loop.judge.margin import Rule, judge_with_reruns
 
 SIGMA = 0.01  # run-to-run spread on an Apple GPU at a small proxy (LESSONS.md: up to 0.03)
 DEFAULTS = Config()

@@ -22,7 +22,8 @@ from test_e2e_real import committed_copy, git
 from loop.config import load_config
 from loop.data import datasets, sample_data, tokenbytes
 from loop.judge import artifact, loader, score
-from loop.judge.judge import ArtifactJudge, Measurement, assess, claim_disagreement
+from loop.judge.artifact_judge import ArtifactJudge, claim_disagreement
+from loop.judge.validity import Measurement, assess
 from loop.measure import logparse, seal
 from loop.measure.pipeline import ARTIFACT_NAME, Pipeline
 from loop.proposers import Proposal

@@ -178,7 +178,7 @@ def test_a_path_with_a_control_character_cannot_go_into_a_profile(tmp_path):
 
 
 def test_a_sealed_run_that_reached_for_a_hidden_path_is_told_what_it_can_see(tmp_path):
-    from loop.judge.judge import assess
+    from loop.judge.validity import assess
     from loop.measure.logparse import parse_trainer_log
     from loop.measure.pipeline import Run
 

@@ -247,7 +247,7 @@ def test_a_result_of_an_interrupted_experiment_releases_its_claim(shared, tmp_pa
     real_checks = daemon._checks
 
     def checks_then_signal(exp):
-        daemon._signal = "SIGTERM"
+        daemon.stops.note_signal("SIGTERM")
         return real_checks(exp)
 
     daemon._checks = checks_then_signal

@@ -10,9 +10,11 @@ One experiment is three steps, like an Optuna trial:
   else), then one ledger row, then events to the subscribers (the live display, the
   backlog's bookkeeping, the workspace) and to the proposer.
 
-This module only wires those pieces: the keep rule is loop.judge's, measuring is
+This module only wires those pieces: the keep rule is loop.judge's (it measures through
+loop.daemon.loopbench, which sees only the `Loop` parts of this class), measuring is
 loop.measure's, git and the ledger are loop.store's, the state file and resuming after a
-kill are loop.daemon.session's, the stop rules loop.daemon.stoprules'. What it owns is the
+kill are loop.daemon.session's, a stop request loop.daemon.stops', the stop rules
+loop.daemon.stoprules'. What it owns is the
 order of the steps and the incumbents per profile (derived from the session's ledger rows,
 so nothing else has to be kept in sync).
 """
@@ -21,16 +23,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from loop.backlog.bookkeeping import BOOKKEEPING_FILES, IDEAS_FILE, Bookkeeping, tried_rows
 from loop.config import Config, is_editable
 from loop.daemon import awake, briefing, continuity, nightcost, preflight
 from loop.daemon.lock import DaemonLock
+from loop.daemon.loopbench import Loop, LoopBench
 from loop.daemon.session import Paths, StateFile, recover, unique_session_name
 from loop.daemon.stoprules import (
     StopRules,
@@ -39,14 +40,14 @@ from loop.daemon.stoprules import (
     expected_cost_s,
     streak_reason,
 )
+from loop.daemon.stops import Stops, catch_stop_signals
 from loop.daemon.tamper import Fingerprint, Tampered
 from loop.data import datasets
 from loop.events import EventBus, RunEvents
-from loop.judge.judge import Bench, Judge
+from loop.judge.judge import Judge
 from loop.judge.verdict import Abandon, BaselineFailed, Decided, Verdict
-from loop.measure import seal
-from loop.measure.pipeline import TRAINER, Pipeline, Run, last_line
-from loop.measure.pruning import CurvePruner
+from loop.measure import seal, watchdog
+from loop.measure.pipeline import TRAINER, Pipeline, last_line
 from loop.proposers.base import Proposal, Proposer
 from loop.proposers.registry import make_proposer
 from loop.proposers.search import KnobError, read_knobs
@@ -65,15 +66,18 @@ from loop.store.rows import (
     summary_line,
     utc_now,
 )
+from loop.store.statuses import names_where
 from loop.workspace.hook import WorkspaceHook
 
-__all__ = ["Scheduler", "StopRules"]
+__all__ = ["LoopBench", "Scheduler", "StopRules", "catch_stop_signals"]
 
 
 FULL_REQUEST = "FULL"  # .autogolf/FULL: measure the incumbent at `full` after this experiment
+# Outcomes of a baseline that say nothing about the incumbent's code (a stop): not fatal.
+NOT_ABOUT_THE_CODE = names_where(says_about_change=False)
 
 
-class Scheduler:
+class Scheduler(Loop):
     """`autogolf run`: ask -> run -> tell, experiment after experiment."""
 
     def __init__(self, repo: Path, cfg: Config, rules: StopRules, *, new_session: bool = False,
@@ -85,34 +89,33 @@ class Scheduler:
         self.out = out
         self._new_session = new_session
         self._resume = resume  # continue the latest session even if what shapes results changed
-        self._signal: str | None = None
+        self.stops = Stops(rules, self.paths)
         self.fatal: str | None = None  # why the run cannot go on (e.g. a failed baseline)
         self.token = f"{os.getpid()}-{time.time_ns()}"  # in children's env: orphans are found
         self.state = StateFile(self.paths.state, self.token)
         self.proposer = proposer if proposer is not None else make_proposer(
-            cfg, self.paths.repo, lambda: self.git.worktree, self._stopping, self.token)
+            cfg, self.paths.repo, self.worktree, self.stops.stopping, self.token)
         self.session: str | None = None
         self.session_rows: list[dict] = []  # this session's experiment rows, in order
         self.cache_root = datasets.cache_root(self.paths.repo)
         self.dataset = datasets.resolve(cfg.dataset, self.cache_root)  # DatasetError: fix-it text
         self.dataset_id = datasets.dataset_id(self.dataset)
         # The shared workspace (SPEC 10), or None; its hooks never raise into the loop.
-        self.workspace = WorkspaceHook.create(cfg, self.paths.repo,
-                                              lambda: self.git.worktree / IDEAS_FILE,
+        self.workspace = WorkspaceHook.create(cfg, self.paths.repo, self.ideas_file,
                                               ignore=BOOKKEEPING_FILES, out=out)
         # Subscribers: the workspace, the bookkeeping (from when the session opens), then the
         # caller's (the live display): the workspace syncs before the backlog commits.
         self.events = EventBus([s for s in (self.workspace, events) if s is not None],
-                               warn=lambda m: self.out(f"warning: {m}"))
+                               warn=self.warn)
         # The judged code runs sealed (SealError, with the fix, when no seal is possible).
         hidden = seal.off_limits(self.paths.repo, self.dataset.data_path)[1]
         self.seal = seal.choose(cfg.judge_enabled and cfg.judge_sealed, hidden)
         self.pipeline = Pipeline(cfg, self.cache_root, self.dataset, self.token,
-                                 stop=self._stopping, on_line=self.events.output_line,
+                                 stop=self.stops.stopping, on_line=self.events.output_line,
                                  seal=self.seal)
         self.fingerprint = Fingerprint.of_protected(self.paths.repo, self.dataset)
-        self._budget: awake.AwakeBudget | None = None
         self._preflight: preflight.Preflight | None = None
+        self._in_flight: set[str] = set()  # ids of experiments not yet recorded
 
     # ---- the run
 
@@ -126,7 +129,7 @@ class Scheduler:
             self.rows = self.ledger.rows()
             for problem in self.ledger.problems:
                 self.out(f"warning: ledger: {problem}")
-            with catch_stop_signals(self._note_signal):
+            with catch_stop_signals(self.stops.note_signal):
                 try:
                     # Inside the try: a failure to resume or open the session also leaves
                     # a stop row saying why.
@@ -170,8 +173,8 @@ class Scheduler:
 
     def _stop_reason(self, tally: Tally) -> str | None:
         rules = self.rules
-        if self._signal:
-            return f"stopped by {self._signal}"
+        if self.stops.signal:
+            return f"stopped by {self.stops.signal}"
         if self.fatal:
             return self.fatal
         budget = budget_reason(rules, tally)
@@ -182,7 +185,7 @@ class Scheduler:
                 time.time() + expected > rules.deadline):
             return (f"the next experiment (about {expected:.0f} s, from this session's "
                     "measured runs) does not fit before the time limit (--until/--hours)")
-        if self._budget is not None and self._budget.expired():
+        if self.stops.budget is not None and self.stops.budget.expired():
             return f"reached --hours {rules.hours:g} of awake time (sleep is not counted)"
         if rules.stop_file is not None and rules.stop_file.exists():
             rules.stop_file.unlink(missing_ok=True)  # consumed, so the next `run` runs
@@ -221,7 +224,7 @@ class Scheduler:
         """A new experiment and the proposer's change for it (None: nothing left)."""
         # First the subscribers (the workspace syncs the board, the backlog commits a person's
         # edits), then the experiment: its head is the branch after those commits.
-        self.events.proposing(f"E{self._next_number:04d}", self.proposer.name)
+        self.events.proposing(next_id(self.rows, self._in_flight), self.proposer.name)
         exp = self._new_experiment(self.proposer.name)
         self.state.stage(exp, "propose")
         before = self.fingerprint.take()
@@ -238,7 +241,7 @@ class Scheduler:
             self.git.restore()
             self.events.nothing_proposed()
             self.state.idle()
-            self._next_number -= 1  # nothing was tried: the id stays free
+            self._in_flight.discard(exp.id)  # nothing was tried: the id stays free
             return exp, None
         exp.description, exp.knobs, exp.idea = proposal.description, proposal.knobs, proposal.idea
         exp.proposer = self.proposer.name  # a rotation's current one
@@ -249,7 +252,7 @@ class Scheduler:
     def _run(self, exp: Experiment, proposal: Proposal) -> Verdict:
         """Validate, claim, check, then the judge's climb; raises Decided/Abandon early."""
         who = "agent" if proposal.attempt is not None else "proposer"  # an agent's attempt
-        self._abandon_if_stopping(f"while the {who} worked")
+        self.stops.abandon_if_requested(f"while the {who} worked")
         if proposal.verdict is not None:  # the attempt left nothing to validate
             if not proposal.touched_git:  # no more git there than the restore
                 with contextlib.suppress(gitsession.GitError):
@@ -321,7 +324,7 @@ class Scheduler:
         self.workspace.claim(exp)
 
     def _checks(self, exp: Experiment) -> None:
-        self._abandon_if_stopping("before the checks")
+        self.stops.abandon_if_requested("before the checks")
         self.state.stage(exp, "checks")
         log = self.paths.experiment(exp.id) / "checks.log"
         before = self.fingerprint.take()
@@ -330,7 +333,7 @@ class Scheduler:
         result = self.pipeline.checks(self.git.worktree, exp.id, log, data)
         exp.spent("checks", time.monotonic() - started)
         self.fingerprint.check(before, f"the checks of {exp.id}")
-        self._abandon_if_stopping("during the checks")
+        self.stops.abandon_if_requested("during the checks")
         if result.timed_out:
             raise Decided("checks_failed", f"checks timed out after {self.cfg.checks_timeout_s:g}"
                           f" s (see {self.paths.rel(log)})")
@@ -346,13 +349,13 @@ class Scheduler:
         if profile in incumbents(self.session_rows, self.session, self.git.head(),
                                  self.dataset_id, self.git.code_hash(BOOKKEEPING_FILES)):
             return True
-        row = self._baseline(profile)
-        if row["status"] not in ("keep", "interrupted"):
+        row = self.baseline(profile)
+        if row["status"] != "keep" and row["status"] not in NOT_ABOUT_THE_CODE:
             self.fatal = (f"the incumbent failed its {profile} baseline ({row['id']}: "
                           f"{row['status']}): fix the benchmark, then `autogolf run` again")
         return row["status"] == "keep"
 
-    def _baseline(self, profile: str, parent: Experiment | None = None,
+    def baseline(self, profile: str, parent: Experiment | None = None,
                   description: str | None = None) -> dict:
         """Measure the branch head at `profile` as its own (baseline) row."""
         head = self.git.head()
@@ -381,20 +384,20 @@ class Scheduler:
         """`touch .autogolf/FULL`: the incumbent is measured at `full` after the current
         experiment (its own baseline row, never compared with the proxies)."""
         request = self.paths.home / FULL_REQUEST
-        if not request.exists() or "full" not in self.cfg.profiles or self._stop_requested():
+        if not request.exists() or "full" not in self.cfg.profiles or self.stops.requested():
             return
         request.unlink(missing_ok=True)  # consumed: one full run per request
-        self._baseline("full", description=f"full evaluation of the incumbent on request "
+        self.baseline("full", description=f"full evaluation of the incumbent on request "
                                            f"({self.paths.rel(request)})")
 
     def _maybe_full(self) -> None:
         every = self.cfg.full_every_keeps
-        if every <= 0 or "full" not in self.cfg.profiles or self._stop_requested():
+        if every <= 0 or "full" not in self.cfg.profiles or self.stops.requested():
             return
         keeps = sum(1 for r in self.session_rows
                     if r.get("status") == "keep" and not r.get("baseline"))
         if keeps % every == 0:
-            self._baseline("full", description=f"full evaluation of the incumbent after "
+            self.baseline("full", description=f"full evaluation of the incumbent after "
                                                f"{keeps} keeps")
 
     # ---- session
@@ -406,6 +409,7 @@ class Scheduler:
             self.out(contained)
         if self.cfg.judge_enabled:
             self.out(self.seal.describe())
+        self.out(self.memory_line())
         now = self.start_facts()
         decision = continuity.decide(self.rows, now, new_session=self._new_session,
                                      resume=self._resume)
@@ -425,8 +429,7 @@ class Scheduler:
             self.out(f"new session {self.session} (branch {self.git.branch}): {decision.why}")
         self.state.session = self.session
         self.bookkeeping = Bookkeeping(self.git, self.paths.repo, self.proposer,
-                                       lambda: tried_rows(self._history(), self.session),
-                                       lambda message: self.out(f"warning: {message}"))
+                                       self.tried_rows, self.warn)
         self.events.subscribers.insert(1 if self.workspace else 0, self.bookkeeping)
         self.judge = Judge(self.cfg, self.paths.repo, self.git.worktree, self.dataset,
                            self.dataset_id, LoopBench(self), self.seal)
@@ -442,7 +445,6 @@ class Scheduler:
             self.out(line)
         # Views kept in memory: re-scanning a long ledger per stage would dominate the loop.
         self.session_rows = session_experiments(self.rows, self.session)
-        self._next_number = int(next_id(self.rows)[1:])
         self.bookkeeping.commit()  # a person's backlog edits; rows recorded before a kill
 
     def start_facts(self) -> continuity.Start:
@@ -460,9 +462,13 @@ class Scheduler:
         session = (f"would continue session {decision.session}" if decision.session
                    else "would start a new session")
         return [briefing.proposer_line(self.cfg), *([contained] if contained else []),
-                f"{session}: {decision.why}",
+                self.memory_line(), f"{session}: {decision.why}",
                 f"ladder {' -> '.join(self.cfg.ladder)}, dataset {self.dataset_id}",
                 *self._notes(rows, decision.session)]
+
+    def memory_line(self) -> str:
+        """The memory watchdog's setting, said at start (it is off by default)."""
+        return watchdog.describe(self.cfg.max_memory_mb, self.cfg.min_available_memory_mb)
 
     def _notes(self, rows: list[dict], session: str | None) -> list[str]:
         """Warnings about what the night will not use or cannot show, then its cost."""
@@ -488,7 +494,7 @@ class Scheduler:
 
     def _start_guards(self) -> None:
         """The --hours budget (awake time) and the pre-flight checks, from now on."""
-        self._budget = awake.AwakeBudget(self.rules.hours) if self.rules.hours else None
+        self.stops.budget = awake.AwakeBudget(self.rules.hours) if self.rules.hours else None
         watch = preflight.DatasetWatch(self.cfg.dataset, self.dataset, self.dataset_id,
                                        self.cache_root)
         self._preflight = preflight.Preflight(self.paths.home, self.cfg.min_free_disk_mb, watch,
@@ -508,8 +514,8 @@ class Scheduler:
     # ---- plumbing
 
     def _new_experiment(self, proposer: str, **kw) -> Experiment:
-        exp_id = f"E{self._next_number:04d}"  # ids are never reused, even when unrecorded
-        self._next_number += 1
+        exp_id = next_id(self.rows, self._in_flight)  # a nested baseline's parent is in flight
+        self._in_flight.add(exp_id)
         return Experiment(id=exp_id, session=self.session, head=self.git.head(),
                           proposer=proposer, dataset=self.dataset_id,
                           base_code=self.git.code_hash(BOOKKEEPING_FILES), **kw)
@@ -536,6 +542,24 @@ class Scheduler:
         return [r for r in self.rows if r.get("type") == "experiment" and not r.get("manual")
                 and r.get("dataset") == self.dataset_id]
 
+    def worktree(self) -> Path:
+        """The session worktree (known once the session is open)."""
+        return self.git.worktree
+
+    def ideas_file(self) -> Path:
+        """The live ideas backlog, in the session worktree."""
+        return self.git.worktree / IDEAS_FILE
+
+    def tried_rows(self) -> list[dict]:
+        """The rows the backlog's tried section lists (loop.backlog.bookkeeping)."""
+        return tried_rows(self._history(), self.session)
+
+    def say(self, line: str) -> None:
+        self.out(line)
+
+    def warn(self, message: str) -> None:
+        self.out(f"warning: {message}")
+
     def _record_recovered(self, exp: Experiment, row: dict) -> None:
         """The row of an experiment a killed daemon left (the workspace releases its claim)."""
         self.events.recording(exp, row)
@@ -544,113 +568,6 @@ class Scheduler:
     def _append(self, row: dict) -> None:
         self.ledger.append(row)
         self.rows.append(row)
+        self._in_flight.discard(row.get("id"))
         if row.get("type") == "experiment" and row.get("session") == self.session:
             self.session_rows.append(row)
-
-    def _note_signal(self, name: str) -> None:
-        # The handler only sets the flag (printing there could re-enter a print in
-        # progress); the runner's stop callback then ends the child, and the loop records.
-        self._signal = name
-
-    def _stopping(self) -> bool:
-        """A stop signal, or the deadline passed (--until, or --hours of awake time): a
-        running child is ended, the row says `interrupted` (polled by the runner while a
-        benchmark, the checks or an agent run, and by the judge while it scores). Every run
-        stops at it: baselines, incumbent re-measures and `full` runs too (issue 26)."""
-        deadline = self.rules.deadline
-        if self._signal is None and (
-                (deadline is not None and time.time() >= deadline)
-                or (self._budget is not None and self._budget.expired())):
-            self._signal = "the time limit (--until/--hours)"
-        return self._signal is not None
-
-    def _stop_requested(self) -> str | None:
-        """Why to stop at the next step boundary: a signal or the deadline (which also end
-        the child in flight), or the stop file (which lets the run in flight finish: the
-        experiment is then `interrupted`, its patch kept, before its next run)."""
-        if self._stopping():
-            return self._signal
-        stop_file = self.rules.stop_file
-        if stop_file is not None and stop_file.exists():
-            return f"the stop file {self.paths.rel(stop_file)}"
-        return None
-
-    def _abandon_if_stopping(self, when: str) -> None:
-        why = self._stop_requested()
-        if why:
-            raise Abandon(f"stopped by {why} {when}")
-
-
-class LoopBench(Bench):
-    """The judge's view of the loop: benchmarks of the session worktree, and its incumbents."""
-
-    def __init__(self, loop: Scheduler):
-        self.loop = loop
-
-    def run(self, exp: Experiment, profile: str, tag: str = "",
-            env_extra: dict[str, str] | None = None, pruner: CurvePruner | None = None) -> Run:
-        loop = self.loop
-        log = loop.paths.experiment(exp.id) / f"bench-{profile}{tag}.log"
-        loop.events.rung_started(exp.id, profile, tag)
-        before = loop.fingerprint.take()
-        run = loop.pipeline.benchmark(loop.git.worktree, profile, exp.id + tag, log, env_extra,
-                                      pruner)
-        loop.fingerprint.check(before, f"the {profile} benchmark of {exp.id}")
-        return run
-
-    def baseline(self, profile: str, parent: Experiment | None = None,
-                 description: str | None = None) -> dict:
-        if parent is None:
-            return self.loop._baseline(profile, description=description)
-        # Set the candidate aside (its patch is saved), measure the branch head, put it back.
-        self.set_aside(parent)
-        row = self.loop._baseline(profile, parent=parent)
-        if row["status"] == "interrupted":
-            raise Abandon(f"stopped by {self.loop._stop_requested() or 'a stop request'} "
-                          f"during the {profile} baseline")
-        if row["status"] != "keep":
-            raise BaselineFailed(f"the incumbent failed its {profile} baseline "
-                                 f"({row['id']}: {row['status']})")
-        try:
-            self.put_back(parent)
-        except (OSError, gitsession.GitError) as exc:
-            # A saved patch that is damaged or gone: the candidate cannot be put back.
-            raise Abandon(f"its saved patch {parent.patch} could not be re-applied after the "
-                          f"{profile} baseline: {' '.join(str(exc).split())}") from exc
-        return row
-
-    def checkpoint(self, exp: Experiment, stage: str) -> None:
-        self.loop.state.stage(exp, stage)
-
-    def stop_requested(self) -> str | None:
-        return self.loop._stop_requested()
-
-    def say(self, line: str) -> None:
-        self.loop.out(line)
-
-    def set_aside(self, exp: Experiment) -> None:
-        # A person's backlog edits stay (git apply below leaves files outside the patch alone).
-        bookkeeping = self.loop.bookkeeping
-        bookkeeping.restore_keeping(bookkeeping.edits(exp.patch))
-
-    def put_back(self, exp: Experiment) -> None:
-        self.loop.git.apply_patch((self.loop.paths.repo / exp.patch).read_text())
-
-
-@contextlib.contextmanager
-def catch_stop_signals(on_signal: Callable[[str], None]) -> Iterator[None]:
-    """SIGINT/SIGTERM call `on_signal(name)` instead of killing us (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, _frame: object) -> None:
-        on_signal(signal.Signals(signum).name)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-

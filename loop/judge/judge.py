@@ -1,343 +1,57 @@
-"""The keep rule (SPEC section 6), all of it: is a run valid, is the candidate better, by how
-much, on how many runs, under the same protocol, and does the kept artifact say the same.
+"""The ladder: one experiment's keep decision, cheap rung first (SPEC section 6).
 
 Reading order - one experiment's path through this module:
 
-1. `Judge.climb(exp, rows)`: the ladder, cheap rung first. At each rung the candidate is
-   measured (`Judge.measure`, one benchmark through the loop's `Bench`), the run is checked
-   for validity (`assess`: exit status, timeout, a finite score, printed figures that agree
-   with the trainer's own lines, the size cap), its protocol is compared with the
-   incumbent's (`check_protocol`), and it is compared with the incumbent (`judge_rung`:
-   the noise-aware margin, re-runs of a close win). The first rung not won decides.
+1. `Judge.climb(exp, rows)`: at each rung the candidate is measured (`Judge.measure`: one
+   benchmark through the loop's `Bench`, loop.judge.bench), the run is checked for validity
+   (loop.judge.validity.assess) and scored by the daemon (loop.judge.artifact_judge), its
+   protocol is compared with the incumbent's (`check_protocol`), and it is compared with the
+   incumbent: by the sequential rule (`judge_sequential`, loop.judge.sequential: paired runs
+   at the judge's seeds) or by the margin rule (`judge_rung`, loop.judge.margin). The first
+   rung not won decides.
 2. A candidate that won every rung is verified (`verify_keep`): its artifact re-scored by
    the daemon's own code, when `verify.enabled`.
 3. Incumbents: a rung with no incumbent yet asks the loop for a baseline (`Bench.baseline`);
    a baseline's own measurement is judged by `measure_baseline` (calibrated by repeated
-   runs, loop.judge.noise); `maybe_recalibrate` re-measures the incumbent after N keeps.
+   runs under the margin rule); `maybe_recalibrate` re-measures the incumbent after N keeps.
 
-What it decides is a `Verdict` (loop.judge.verdict), the one type that ends in the row.
-The arithmetic lives in loop.judge.noise (spread, margin), loop.judge.protocol (what must
-stay equal) and loop.judge.verify (the trusted re-evaluation); this module applies it.
-The judge never touches git or the ledger: it measures through `Bench`, an interface the
-loop implements (loop.daemon.scheduler), and writes its evidence into the experiment.
+What it decides is a `Verdict` (loop.judge.verdict), the one type that ends in the row. The
+judge never touches git or the ledger: it measures through `Bench`, which the daemon
+implements (loop.daemon.loopbench), and writes its evidence into the experiment.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import math
 import os
 import shutil
 import statistics
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from loop.config import Config
-from loop.data import datasets, tokenbytes
+from loop.data import datasets
 from loop.errors import UserError
 from loop.judge import artifact as artifacts
-from loop.judge import holdout, loader, noise, protocol, score, sequential, verify
+from loop.judge import margin, noise, protocol, sequential, verify
+from loop.judge.artifact_judge import ArtifactJudge, run_name
+from loop.judge.bench import Bench
+from loop.judge.margin import Judgement, Rule, fmt
+from loop.judge.validity import Measurement, assess, budget_verdict
 from loop.judge.verdict import Abandon, Decided, Verdict
 from loop.measure import logparse
 from loop.measure.logparse import TrainerLog
-from loop.measure.pipeline import ARTIFACT_NAME, TRAINER, Run
+from loop.measure.pipeline import Run
 from loop.measure.pruning import CurvePruner, pruner_for
 from loop.measure.seal import Seal, mlx_on_gpu
-from loop.store.files import file_hash
 from loop.store.rows import Experiment, incumbent_rung, incumbents
 
-# The METRIC val_bpb may be rounded by the extractor (4 decimals at worst, error <= 5e-5);
-# the raw log's exact line has 8. A larger difference is a different number, not rounding.
-BPB_TOLERANCE = 5e-5
-# What a sealed run's last output line says when it reached for something the seal hides.
-SEALED_OUT = ("No such file or directory", "Read-only file system", "Permission denied",
-              "Network is unreachable", "Temporary failure in name resolution")
 # Decisions of earlier sessions whose spread a new session starts from (per profile).
 EARLIER_SESSION_DECISIONS = 30
 # The protocol's seed (autoresearch.sh's trainer default): the first pair of a sequential
 # decision is the candidate's and the incumbent's run at it; the others follow the schedule.
 BASE_SEED = 1337
-# Scores are printed with 8 decimals, so differences below 1e-9 are float noise: a candidate
-# exactly at the margin must not lose because 1.2365 - 1.2345 is 0.0019999999999997797.
-_FLOAT_SLACK = 1e-9
-
-
-class Bench(ABC):
-    """What the judge needs from the loop: runs of the benchmark, and incumbents.
-
-    The loop implements it because it owns the worktree, the ledger and the state file.
-    """
-
-    @abstractmethod
-    def run(self, exp: Experiment, profile: str, tag: str = "",
-            env_extra: dict[str, str] | None = None, pruner: CurvePruner | None = None) -> Run:
-        """One benchmark of the worktree as it is (the candidate, or a baseline's head);
-        `pruner` stops a candidate clearly behind the incumbent's curve (`pruned`)."""
-
-    @abstractmethod
-    def set_aside(self, exp: Experiment) -> None:
-        """Take the candidate out of the worktree (its patch is saved): the incumbent's code."""
-
-    @abstractmethod
-    def put_back(self, exp: Experiment) -> None:
-        """Re-apply the candidate set aside."""
-
-    @abstractmethod
-    def baseline(self, profile: str, parent: Experiment | None = None,
-                 description: str | None = None) -> dict:
-        """Measure the incumbent at `profile` as its own ledger row (returned); with
-        `parent`, that candidate is set aside meanwhile and put back after."""
-
-    @abstractmethod
-    def checkpoint(self, exp: Experiment, stage: str) -> None:
-        """`exp` is entering `stage` (the loop records it, to resume after a kill)."""
-
-    @abstractmethod
-    def stop_requested(self) -> str | None:
-        """The stop signal's name once a stop was requested, else None."""
-
-    @abstractmethod
-    def say(self, line: str) -> None:
-        """One line for the person watching."""
-
-
-@dataclass
-class Measurement:
-    """A run as the judge reads it."""
-
-    rung: dict  # the ledger rung: METRIC values + wall_s, exit_code, timed_out, log
-    verdict: Verdict | None  # None = a valid run
-    val_bpb: float | None  # the daemon's own reading of the score (None unless valid)
-
-
-# --------------------------------------------------------------------------- validity
-
-
-def assess(run: Run, cap_bytes: int) -> Measurement:
-    """Is this run a valid measurement, and what are its figures?"""
-    verdict = judge_run(run.metrics, run.log, cap_bytes, run.exit_code, run.timed_out,
-                        trainer_bytes=run.trainer_bytes)
-    if run.early_abort is not None:
-        verdict = Verdict(*run.early_abort)
-    verdict = _explain_failure(verdict, run)
-    rung = _rung_figures(run.metrics, run.log, verdict)
-    rung.update(wall_s=round(run.wall_s, 3), exit_code=run.exit_code,
-                timed_out=run.timed_out, log=str(run.log_path))
-    rung["protocol"] = protocol.read_protocol(run.log)  # what the trainer says it used
-    if run.log.run_settings:  # what the benchmark says it gave the trainer
-        rung["run_settings"] = dict(run.log.run_settings)
-    params = run.log.settings.get("model_params", "")
-    if params.isdigit():  # the search's size model: bytes per parameter
-        rung["model_params"] = int(params)
-    if run.early_abort is not None:
-        rung["early_abort"] = run.early_abort[1]
-    return Measurement(rung, verdict, rung.get("val_bpb") if verdict is None else None)
-
-
-def judge_run(metrics: dict[str, float], log: TrainerLog, cap_bytes: int,
-              exit_code: int | None, timed_out: bool, *,
-              trainer_bytes: int | None = None) -> Verdict | None:
-    """Why a finished benchmark is not a valid measurement, or None when it is.
-
-    `metrics` are the script's METRIC lines, `log` the daemon's own reading of the raw output.
-    `trainer_bytes` (the trainer file's UTF-8 size) completes the artifact size of a log that
-    has neither a total line nor a `Code size:` line (upstream's trainer).
-    """
-    failure = _process_failure(log, exit_code, timed_out)
-    if failure is not None:
-        return failure
-    bpb = _claimed(metrics, "val_bpb")
-    if bpb is None:
-        return Verdict("invalid_metric", "no finite METRIC val_bpb line in the output "
-                       "(unknown, not 0)")
-    total = _claimed(metrics, "total_bytes")
-    if total is None:
-        return Verdict("invalid_metric", "no finite METRIC total_bytes line: the artifact size "
-                       "is unknown, and unknown is never under the cap")
-    log_total = _log_total(log, trainer_bytes)
-    mismatch = _bpb_mismatch(bpb, log) or _bytes_mismatch(total, log_total)
-    if mismatch is not None:
-        return mismatch
-    if log_total is not None and log_total > cap_bytes:
-        return Verdict("over_cap", f"artifact {log_total:,} bytes > cap {cap_bytes:,} bytes "
-                       f"(over by {log_total - cap_bytes:,})", val_bpb=bpb)
-    return None
-
-
-def _process_failure(log: TrainerLog, exit_code: int | None, timed_out: bool) -> Verdict | None:
-    if timed_out:
-        return Verdict("timeout", "benchmark exceeded its time limit and was stopped"
-                       + (f" at step {log.last_step}/{log.iterations}" if log.last_step else ""))
-    if exit_code is None:
-        return Verdict("crash", "benchmark ended without an exit status (killed by a signal?)")
-    if exit_code != 0:
-        hint = "; the trainer printed a non-finite train_loss" if log.nonfinite_loss else ""
-        return Verdict("crash", f"benchmark exited with code {exit_code}{hint}")
-    if log.nonfinite_loss:
-        # The trainer exits non-zero on a non-finite loss; exit 0 means the editable script
-        # swallowed it. A diverged run is a crash whatever the script says.
-        return Verdict("crash", "benchmark exited 0 but the trainer printed a non-finite "
-                       "train_loss (diverged)")
-    return None
-
-
-def _claimed(metrics: dict[str, float], name: str) -> float | None:
-    value = metrics.get(name)
-    return value if value is not None and math.isfinite(value) else None
-
-
-def _bpb_mismatch(claimed: float, log: TrainerLog) -> Verdict | None:
-    exact = log.exact_val_bpb
-    if exact is None:
-        return Verdict("metric_mismatch", f"METRIC val_bpb={claimed} but the raw log has no "
-                       "finite final_int8_zlib_roundtrip_exact val_bpb")
-    if abs(claimed - exact) > BPB_TOLERANCE + _FLOAT_SLACK:
-        return Verdict("metric_mismatch", f"METRIC val_bpb={claimed} but the trainer's "
-                       f"final_int8_zlib_roundtrip_exact says {exact:.8f} "
-                       f"(differs by {abs(claimed - exact):.8f} > {BPB_TOLERANCE})")
-    return None
-
-
-def _bytes_mismatch(claimed: float, log_total: int | None) -> Verdict | None:
-    if log_total is None:
-        return Verdict("metric_mismatch", f"METRIC total_bytes={claimed:.0f} but the raw log "
-                       "has no size lines to confirm it (serialized_model_int8_zlib + code)")
-    if abs(claimed - log_total) >= 0.5:  # a byte count: any whole-byte difference
-        return Verdict("metric_mismatch", f"METRIC total_bytes={claimed:.0f} but the trainer's "
-                       f"own size lines say {log_total} bytes")
-    return None
-
-
-def _log_total(log: TrainerLog, trainer_bytes: int | None) -> int | None:
-    total = log.artifact_bytes()
-    if total is None and log.serialized_bytes is not None and trainer_bytes is not None:
-        total = log.serialized_bytes + trainer_bytes  # upstream's log has no Code size line
-    return total
-
-
-def _explain_failure(verdict: Verdict | None, run: Run) -> Verdict | None:
-    """A crash reason with the benchmark's last output line, and a missing trainer named."""
-    if (verdict is None or verdict.status != "crash"
-            or verdict.reason.startswith(("oom:", "diverged:"))):
-        return verdict
-    last = run.last_line()
-    reason = f"{verdict.reason}; last output: {last}"
-    if run.trainer_missing:
-        reason += f"; the trainer {TRAINER} is missing from the worktree"
-    if run.sealed and any(sign in last for sign in SEALED_OUT):
-        reason += ("; the run is sealed: it sees only the worktree (read-only), its logs/ "
-                   "folder, the data folder the daemon gave it ($DATA_PATH, $TOKENIZER_PATH) "
-                   "and a private /tmp, without network. Read inputs from those, write under "
-                   "logs/ (docs/THREAT_MODEL.md); `judge: {sealed: false}` runs unsealed")
-    return dataclasses.replace(verdict, reason=reason)
-
-
-def _rung_figures(values: dict[str, float], parsed: TrainerLog,
-                  verdict: Verdict | None) -> dict[str, Any]:
-    """The METRIC values, with val_bpb as the daemon reads it from the raw log."""
-    rung: dict[str, Any] = dict(values)
-    claimed = rung.pop("val_bpb", None)
-    if verdict is None or verdict.status == "over_cap":
-        # The score the daemon believes is its own re-reading of the raw log; the METRIC
-        # value agreed with it (judge_run checked), but it comes from an editable script.
-        rung["val_bpb"] = parsed.exact_val_bpb if parsed.exact_val_bpb is not None else claimed
-        return rung
-    # A run the daemon did not accept has no score; what each side said is kept apart.
-    if claimed is not None:
-        rung["metric_val_bpb"] = claimed
-    if parsed.exact_val_bpb is not None:
-        rung["log_val_bpb"] = parsed.exact_val_bpb
-    return rung
-
-
-# --------------------------------------------------------------------------- comparison
-
-
-def compare(val_bpb: float, incumbent: float | None, margin: float) -> Verdict:
-    """keep when val_bpb <= incumbent - margin, else discard; no incumbent = a baseline keep."""
-    if not math.isfinite(val_bpb):
-        raise ValueError(f"compare() needs a finite val_bpb (judge_run first), got {val_bpb}")
-    if incumbent is None:
-        return Verdict("keep", f"baseline: val_bpb {_fmt(val_bpb)} measured with no incumbent "
-                       "at this profile; it becomes the incumbent", margin, val_bpb)
-    gain = incumbent - val_bpb
-    head = "val_bpb {} vs incumbent {}: ".format(*_fmt_pair(val_bpb, incumbent))
-    shown_gain, shown_margin = _fmt_pair(gain, margin)
-    if gain >= margin - _FLOAT_SLACK:
-        return Verdict("keep", head + f"improved by {shown_gain} >= margin {shown_margin}",
-                       margin, val_bpb)
-    if gain > 0:
-        why = f"improved by only {shown_gain} < margin {shown_margin}"
-    elif gain == 0:
-        why = f"no change; needs an improvement of at least margin {_fmt(margin)}"
-    else:
-        why = f"worse by {_fmt(-gain)} (margin {_fmt(margin)})"
-    return Verdict("discard", head + why, margin, val_bpb)
-
-
-@dataclass(frozen=True)
-class Rule:
-    """The decision settings of one profile."""
-
-    min_improvement: float
-    k: float
-    spread: float | None
-    rerun_close: int = 0  # extra runs for a candidate that wins by less than the margin
-
-
-@dataclass
-class Judgement:
-    verdict: Verdict
-    values: list[float] = field(default_factory=list)  # every run of the candidate, in order
-    margin: float = 0.0
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.values)
-
-
-def judge_with_reruns(first: float, incumbent: float | None, n_incumbent: int, rule: Rule,
-                      rerun: Callable[[], float]) -> Judgement:
-    """Keep or discard a candidate whose first run scored `first`.
-
-    `incumbent` is a mean of `n_incumbent` runs. A close win is re-run `rule.rerun_close`
-    times (`rerun()` returns one more score; it may raise to end the experiment) and judged
-    on the mean of all its runs, against the margin for that many runs.
-    """
-    margin = noise.margin_for(rule.min_improvement, rule.k, rule.spread, 1, n_incumbent)
-    verdict = compare(first, incumbent, margin)
-    values = [first]
-    if incumbent is None or rule.rerun_close <= 0 or not noise.is_close(first, incumbent,
-                                                                         margin):
-        return Judgement(verdict, values, margin)
-    values += [rerun() for _ in range(rule.rerun_close)]
-    margin = noise.margin_for(rule.min_improvement, rule.k, rule.spread, len(values),
-                              n_incumbent)
-    verdict = compare(statistics.fmean(values), incumbent, margin)
-    verdict.reason = f"mean of {len(values)} runs (a close win was re-run): {verdict.reason}"
-    return Judgement(verdict, values, margin)
-
-
-def _fmt(value: float | None) -> str:
-    return "unknown" if value is None else f"{value:.4f}"
-
-
-def _fmt_pair(a: float, b: float) -> tuple[str, str]:
-    """Both numbers with 4 decimals, or more when 4 would print two different numbers alike
-    (a reason saying "improved by only 0.0020 < margin 0.0020" would read as a bug)."""
-    for digits in range(4, 9):
-        left, right = f"{a:.{digits}f}", f"{b:.{digits}f}"
-        if left != right:
-            return left, right
-    return f"{a:.4f}", f"{b:.4f}"  # equal to 8 decimals: the same score
-
-
-# --------------------------------------------------------------------------- the judge
 
 
 class Judge:
@@ -403,9 +117,8 @@ class Judge:
         try:
             if self.scorer is not None:
                 started = time.monotonic()
-                measured = self.scorer.judge(
-                    measured, run, profile, run_name(exp, profile, tag),
-                    stop=lambda: self.bench.stop_requested() is not None)
+                measured = self.scorer.judge(measured, run, profile,
+                                             run_name(exp, profile, tag), self.bench.stopped)
                 exp.spent("judge", time.monotonic() - started)
         finally:
             keep = self.cfg.verify_enabled or os.environ.get("KEEP_MODEL") == "1"
@@ -463,8 +176,8 @@ class Judge:
                 raise Decided(judged.verdict.status, f"at {profile}: {judged.verdict.reason}",
                               margin)
             reasons.append(f"at {profile}: {judged.verdict.reason}")
-            self.bench.say(f"{exp.id} wins at {profile}: {_fmt(run.val_bpb)} vs "
-                           f"{_fmt(incumbent)}")
+            self.bench.say(f"{exp.id} wins at {profile}: {fmt(run.val_bpb)} vs "
+                           f"{fmt(incumbent)}")
         return self.verify_keep(exp, Verdict("keep", "; ".join(reasons), margin))
 
     def _promote_inconclusive(self, exp: Experiment, profile: str, verdict: Verdict) -> bool:
@@ -507,31 +220,17 @@ class Judge:
             self.calibrate(exp, profile)
         return Verdict("keep", "baseline")
 
-    def noise_estimate(self, rows: list[dict], profile: str) -> noise.NoiseEstimate:
-        """The pooled calibrated spread at `profile`, else the fixed one from autogolf.yaml."""
-        groups, last = [], None
-        for row in rows:
-            rung = (row.get("rungs") or {}).get(profile)
-            runs = rung.get("runs") if isinstance(rung, dict) else None
-            if row.get("dataset") != self.dataset_id or not isinstance(runs, list):
-                continue
-            groups.append([v for v in runs if isinstance(v, (int, float))])
-            if (row.get("calibration") or {}).get("profile") == profile:
-                last = row
-        spread = noise.pooled_spread(groups)
-        if last is None or spread is None:
-            return noise.NoiseEstimate(self.cfg.noise.get(profile), "fixed")
-        return noise.NoiseEstimate(spread, "calibrated", sum(map(len, groups)), last["id"])
-
     def judge_rung(self, rows: list[dict], exp: Experiment, profile: str, first: float,
                    incumbent: float | None, n_incumbent: int) -> Judgement:
         """Keep/discard by the noise-aware margin; a close win is re-run."""
-        estimate = self.noise_estimate(rows, profile)
+        estimate = margin.noise_estimate(rows, profile, self.dataset_id,
+                                         self.cfg.noise.get(profile))
         rule = Rule(self.cfg.min_improvement, self.cfg.noise_k, estimate.spread,
-                          self.cfg.noise_rerun_close)
-        counter = itertools.count(2)
-        judged = judge_with_reruns(first, incumbent, n_incumbent, rule,
-                             lambda: self.rerun(exp, profile, next(counter)))
+                    self.cfg.noise_rerun_close)
+        judged = margin.judge_first(first, incumbent, n_incumbent, rule)
+        if margin.wants_reruns(judged, incumbent, rule):
+            reruns = [self.rerun(exp, profile, n) for n in range(2, rule.rerun_close + 2)]
+            judged = margin.judge_mean([first, *reruns], incumbent, n_incumbent, rule)
         rung = exp.rungs[profile]
         if len(judged.values) > 1:
             rung.update(runs=judged.values, first_val_bpb=first, val_bpb=judged.mean)
@@ -589,7 +288,7 @@ class Judge:
             # A (leaning) win, judged: an honest seed and compute? (The fake benchmarks of
             # the scheduler's own tests, with the judge off, print seed-free scores.)
             verdict = self._seed_verdict(exp, profile, seeds[:n], outcome.pairs) or (
-                self._budget_verdict(profile, walls)) or verdict
+                budget_verdict(walls, self.cfg.judge_compute_allowance)) or verdict
         return Judgement(verdict, [c for c, _ in outcome.pairs], 0.0)
 
     def _paired_walls(self, rows: list[dict], exp: Experiment, profile: str,
@@ -619,28 +318,6 @@ class Judge:
         inc = [self._facts.get((exp.id, profile, True, s), {}).get("compute_s", known.get(s))
                for s in seeds]
         return {"measure": key, "candidate": cand, "incumbent": inc}
-
-    def _budget_verdict(self, profile: str, walls: dict) -> Verdict | None:
-        """over_budget when the candidate's runs spent more than the allowance times the
-        incumbent's at the same seeds: the median of the per-seed ratios (each pair ran back
-        to back, so a machine busier at one time than another cancels out)."""
-        pairs = [(c, i) for c, i in zip(walls["candidate"], walls["incumbent"], strict=False)
-                 if isinstance(c, (int, float)) and isinstance(i, (int, float)) and i > 0]
-        what = {"cpu_s": "CPU time", "wall_s": "wall time"}[walls["measure"]]
-        if not pairs:
-            return Verdict("over_budget", f"the {what} of the runs is unknown, so the compute "
-                           "cap cannot be checked (fail closed)")
-        ratio = statistics.median(c / i for c, i in pairs)
-        allowed = self.cfg.judge_compute_allowance
-        if ratio <= allowed:
-            return None
-        mine, theirs = (statistics.median(side) for side in zip(*pairs, strict=True))
-        return Verdict("over_budget", f"won, but its runs spent {ratio:.2f}x the incumbent's "
-                       f"{what} at the same seeds (median of {len(pairs)} pairs; {mine:.1f} s "
-                       f"against {theirs:.1f} s) > judge.compute_allowance {allowed:g}x: compute "
-                       "is capped like bytes (the challenge caps training time); make the change "
-                       "cheaper, or raise the allowance in autogolf.yaml if the extra compute is "
-                       "intended")
 
     def _seed_verdict(self, exp: Experiment, profile: str, seeds: list[int],
                       pairs: list[tuple[float, float]]) -> Verdict | None:
@@ -790,18 +467,14 @@ class Judge:
             "margin": noise.margin_for(self.cfg.min_improvement, self.cfg.noise_k, spread, 1,
                                        len(values))}
         self.bench.say(f"{exp.id} {profile}: calibrated from {len(values)} runs, spread "
-                       f"{_fmt(spread)}")
+                       f"{fmt(spread)}")
 
     def maybe_recalibrate(self, rows: list[dict]) -> None:
         """After every N keeps, measure the incumbent again at each calibrated rung (the
         margin rule's calibration; the sequential rule re-measures incumbents in its pairs)."""
         if self.cfg.keep_rule_enabled:
             return
-        keeps = 0
-        for row in reversed(rows):
-            if row.get("calibration"):
-                break
-            keeps += row.get("status") == "keep" and not row.get("baseline")
+        keeps = margin.keeps_since_calibration(rows)
         if not noise.calibration_due(keeps, self.cfg.noise_recalibrate_every_keeps):
             return
         for profile in self.cfg.ladder:
@@ -845,7 +518,7 @@ class Judge:
             raise Decided("discard", f"at {profile}: the incumbent could not be re-measured "
                           f"under the new protocol ({protocol.describe(allowed)})")
         self.bench.say(f"{exp.id} {profile}: incumbent re-measured under the new protocol: "
-                       f"{_fmt(run.val_bpb)}")
+                       f"{fmt(run.val_bpb)}")
         return run.val_bpb
 
     # ---- artifacts and verification
@@ -918,154 +591,3 @@ class Judge:
             return str(path.relative_to(self.repo))
         except ValueError:
             return str(path)
-
-
-# --------------------------------------------------------------------------- the artifact
-
-
-def run_name(exp: Experiment, profile: str, tag: str = "") -> str:
-    """The RUN_ID a benchmark of `exp` is given: the loop passes `exp.id + tag` as the run id
-    and the pipeline appends the profile (loop.measure.pipeline.bench_env)."""
-    return f"{exp.id}{tag}-{profile}"
-
-
-class ArtifactJudge:
-    """The score that decides, measured by the daemon (issue 15), not printed by the trainer.
-
-    For each benchmark run the daemon gives the trainer a data folder without the holdout
-    (loop.judge.holdout) and a path to write its artifact to; afterwards it measures the
-    artifact and the counted code files itself (the size), and scores the artifact on the
-    held-out tokens in a separate model-server process that sees input tokens only, computing
-    log-softmax, cross-entropy and the target bytes itself (loop.judge.score). What the
-    trainer and the benchmark script printed are claims compared with that: a size or score
-    that disagrees is `metric_mismatch`; an artifact that cannot be scored is `unjudged`.
-    """
-
-    def __init__(self, cfg: Config, repo: Path, worktree: Path, dataset: datasets.DatasetInfo,
-                 seal: Seal | None = None):
-        self.cfg = cfg
-        self.repo = repo
-        self.worktree = worktree
-        self.dataset = dataset
-        self.seal = seal or Seal(None)
-        self._prepared: dict[str, holdout.Prepared] = {}
-        self._tables: tokenbytes.ByteTables | None = None
-
-    def prepared(self, profile: str) -> holdout.Prepared:
-        if profile not in self._prepared:
-            try:
-                self._prepared[profile] = holdout.prepare(self.dataset, profile, self.repo)
-            except holdout.HoldoutError as exc:
-                raise UserError(f"judge: {exc}") from None
-        return self._prepared[profile]
-
-    def trainer_env(self, profile: str) -> dict[str, str]:
-        """The data folder (no holdout) the trainer is given (the pipeline names the
-        artifact path: the run's own output folder)."""
-        prep = self.prepared(profile)
-        return {"DATA_PATH": str(prep.data_path), "TOKENIZER_PATH": str(prep.tokenizer_path)}
-
-    def judge(self, measured: Measurement, run: Run, profile: str,
-              run_id: str = "", stop: Callable[[], bool] | None = None) -> Measurement:
-        """The judge's figures for a run whose printed lines were consistent; `stop` ends
-        the scoring early (the deadline or a signal: the caller records `interrupted`).
-
-        The artifact is the one the trainer was asked to write (AUTOGOLF_ARTIFACT_PATH, in
-        the run's output folder) or, with `run_id`, upstream's export where the run's `logs/`
-        went (loop.judge.artifact). An unsealed upstream export is deleted afterwards unless
-        KEEP_MODEL=1 (the output folder itself is the loop's to delete).
-        """
-        prep = self.prepared(profile)
-        rung = measured.rung
-        rung["judge"] = {"holdout": prep.holdout.identity()}
-        found, where = None, "no output folder was set for this run"
-        if run.outputs is not None:
-            found, where = artifacts.find_artifact(run.outputs / ARTIFACT_NAME,
-                                                   run.logs_dir or run.outputs, run_id)
-        try:
-            if measured.verdict is not None and measured.verdict.status != "over_cap":
-                return measured  # a crash, a timeout, no score printed: nothing to judge
-            if found is None:
-                rung["printed_val_bpb"] = rung.pop("val_bpb", None)
-                return self._fail(measured, "unjudged", f"judge: {where}")
-            rung["judge"]["artifact"] = where
-            return self._judge(measured, run, prep, found, stop)
-        finally:
-            if found is not None and os.environ.get("KEEP_MODEL") != "1":
-                found.unlink(missing_ok=True)
-
-    def _judge(self, measured: Measurement, run: Run, prep: holdout.Prepared,
-               artifact: Path, stop: Callable[[], bool] | None = None) -> Measurement:
-        rung = measured.rung
-        claimed_bpb = rung.pop("val_bpb", None)
-        rung["printed_val_bpb"] = claimed_bpb
-        try:
-            size = score.measure_total_bytes(artifact, self.worktree)
-        except score.Unscorable as exc:
-            return self._fail(measured, "unjudged", f"judge: {exc}")
-        rung["judge"]["total_bytes"] = {"artifact": size.artifact_bytes,
-                                        "code": size.code_files, "total": size.total}
-        rung["judge"]["artifact_sha256"] = file_hash(artifact)
-        printed = run.metrics.get("total_bytes")
-        if printed is not None and abs(printed - size.total) >= 0.5:
-            return self._fail(measured, "metric_mismatch", f"METRIC total_bytes={printed:.0f} "
-                              f"but the judge measures {size.total:,} bytes (artifact "
-                              f"{size.artifact_bytes:,} + code {size.code_bytes:,})")
-        rung["total_bytes"] = size.total
-        cap = self.cfg.artifact_cap_bytes
-        if size.total > cap:
-            return self._fail(measured, "over_cap", f"artifact {size.total:,} bytes (measured) > "
-                              f"cap {cap:,} bytes (over by {size.total - cap:,})")
-        settings = loader.settings_env(run.log.run_settings)
-        rung["judge"]["settings"] = settings
-        scores = score.score_sets(
-            self.worktree / TRAINER, artifact,
-            {"holdout": prep.holdout.tokens, "claim": prep.trainer_slice()},
-            prep.holdout.seq_len, self.tables(), cwd=self.worktree,
-            env=score.server_env() | settings, seal=self.seal, stop=stop)
-        rung["judge"]["scores"] = {name: s.record() for name, s in scores.items()}
-        held, claim = scores["holdout"], scores["claim"]
-        if not held.ok:
-            return self._fail(measured, "unjudged", held.reason)
-        disagreement = claim_disagreement(run.log.exact_val_bpb, claim,
-                                          self.cfg.judge_claim_tolerance)
-        if disagreement is not None:
-            return self._fail(measured, *disagreement)
-        rung["val_bpb"] = held.val_bpb
-        return Measurement(rung, None, held.val_bpb)
-
-    @staticmethod
-    def _fail(measured: Measurement, status: str, reason: str) -> Measurement:
-        measured.rung.pop("val_bpb", None)
-        return Measurement(measured.rung, Verdict(status, reason), None)
-
-    def tables(self) -> tokenbytes.ByteTables:
-        if self._tables is None:
-            self._tables = tokenbytes.build_byte_tables(self.dataset.tokenizer_path,
-                                                         self.dataset.vocab_size)
-        return self._tables
-
-
-def claim_disagreement(printed: float | None, claim: score.Score, tolerance: float
-                       ) -> tuple[str, str] | None:
-    """(status, reason) when the judge's score of the trainer's own slice and the trainer's
-    printed roundtrip score differ by more than `tolerance`, else None.
-
-    Under the trainer's `load_for_eval` the trainer itself says how its model is loaded, so a
-    difference is the trainer's: `metric_mismatch`. Under the built-in loader the judge
-    built the model (through the trainer's code), so a difference means the loader did not
-    load it as the trainer does: `unjudged`, with both numbers and the fix. A lying trainer
-    gains nothing by the softer word: both statuses are never kept.
-    """
-    if not claim.ok or printed is None or abs(printed - claim.val_bpb) <= tolerance:
-        return None
-    numbers = (f"the trainer printed val_bpb {printed:.6f} but the judge scores the same "
-               f"tokens at {claim.val_bpb:.6f} (differs by {abs(printed - claim.val_bpb):.6f} > "
-               f"{tolerance:g})")
-    if claim.loader == "builtin":
-        return "unjudged", (
-            f"judge: the built-in loader did not load the model as the trainer does: "
-            f"{numbers}. It builds the trainer's model class under the settings autoresearch.sh "
-            f"printed and makes logits as upstream's loss does (hidden states, tied head, "
-            f"softcap); this trainer differs somewhere. Fix: {loader.FIX}")
-    return "metric_mismatch", numbers

@@ -27,7 +27,7 @@ The judge still computes the log-softmax, the cross entropy and the bytes itself
 that cannot be found or does not fit raises `CannotLoad`, whose message names what was
 missing and the fix (a `load_for_eval` in the trainer). Every run checks the loader besides:
 the judge's score of the trainer's own validation slice must agree with the trainer's
-printed roundtrip score (loop/judge/judge.py).
+printed roundtrip score (loop/judge/artifact_judge.py).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ the difference being judged: `spread x sqrt(1/n_candidate + 1/n_incumbent)` (a v
 the mean of several runs is less noisy than one run). A candidate that wins by less than the
 margin may be re-run and judged on its mean, against the margin for that many runs.
 
-The judge (loop.judge.judge.judge_with_reruns) and the simulation in tests/test_noise.py
+The judge (loop.judge.margin.judge_with_reruns) and the simulation in tests/test_noise.py
 use these same functions, so the false-keep rate the test measures is the daemon's.
 """
 

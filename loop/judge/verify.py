@@ -6,7 +6,13 @@ artifact the trainer wrote (SPEC section 3 export: a zlib-compressed pickle of
 {name: float}}), dequantizes it, runs the *baseline* architecture's forward pass written here
 (MLX, independent of the trainer's code) over the same validation window, and counts target
 bytes with loop.data.tokenbytes. A candidate whose tensors do not fit the baseline architecture
-cannot be verified: that is reported as unsupported, never as agreement.
+(their names and shapes: loop.network, the one table of them) cannot be verified: that is
+reported as unsupported, never as agreement.
+
+The forward pass is a second implementation on purpose: it re-derives the score without the
+editable trainer's code. Scoring through the trainer's own classes (loop.judge.loader) is
+what the artifact judge already does in its sealed model server, claim check included
+(loop.judge.artifact_judge); this check is the one that does not trust that code.
 
 Unpickling runs code, and the artifact comes from an editable program: only numpy arrays,
 dtypes and plain containers are accepted by the unpickler.
@@ -25,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from loop.data import shards, tokenbytes
+from loop.network import BLOCK_TENSORS, Shape, tensors
 
 RMS_EPS = 1e-6
 EVAL_TOKENS_PER_BATCH = 16384
@@ -77,22 +84,6 @@ def load_artifact(path: Path) -> dict[str, np.ndarray]:
     return dequantize(read_export(path))
 
 
-@dataclass(frozen=True)
-class Shape:
-    vocab: int
-    dim: int
-    layers: int
-    heads: int
-    kv_heads: int
-    mlp_hidden: int
-    tied: bool
-
-
-_BLOCK_KEYS = ("attn.c_q.weight", "attn.c_k.weight", "attn.c_v.weight", "attn.proj.weight",
-               "attn.q_gain", "mlp.fc.weight", "mlp.proj.weight", "attn_scale", "mlp_scale",
-               "resid_mix")
-
-
 def infer_shape(params: dict[str, np.ndarray]) -> Shape:
     """The baseline model's sizes from the tensors; Unsupported when anything else is there."""
     if "tok_emb" not in params or params["tok_emb"].ndim != 2:
@@ -101,7 +92,7 @@ def infer_shape(params: dict[str, np.ndarray]) -> Shape:
     layers = len({int(m.group(1)) for n in params if (m := re.match(r"blocks\.(\d+)\.", n))})
     if layers == 0:
         raise Unsupported("no blocks")
-    missing = [f"blocks.0.{k}" for k in _BLOCK_KEYS if f"blocks.0.{k}" not in params]
+    missing = [f"blocks.0.{k}" for k in BLOCK_TENSORS if f"blocks.0.{k}" not in params]
     if missing:
         raise Unsupported(f"block 0 lacks {', '.join(missing[:3])}")
     heads = params["blocks.0.attn.q_gain"].shape[0]
@@ -114,25 +105,8 @@ def infer_shape(params: dict[str, np.ndarray]) -> Shape:
     return shape
 
 
-def _expected(shape: Shape) -> dict[str, tuple[int, ...]]:
-    d, hd = shape.dim, shape.dim // shape.heads
-    block = {"attn.c_q.weight": (d, d), "attn.c_k.weight": (shape.kv_heads * hd, d),
-             "attn.c_v.weight": (shape.kv_heads * hd, d), "attn.proj.weight": (d, d),
-             "attn.q_gain": (shape.heads,), "mlp.fc.weight": (shape.mlp_hidden, d),
-             "mlp.proj.weight": (d, shape.mlp_hidden), "attn_scale": (d,), "mlp_scale": (d,),
-             "resid_mix": (2, d)}
-    enc = shape.layers // 2
-    want = {"tok_emb": (shape.vocab, d),
-            "skip_weights": (min(enc, shape.layers - enc), d)}
-    if not shape.tied:
-        want["lm_head.weight"] = (shape.vocab, d)
-    for i in range(shape.layers):
-        want.update({f"blocks.{i}.{k}": v for k, v in block.items()})
-    return want
-
-
 def _check_names_and_shapes(params: dict[str, np.ndarray], shape: Shape) -> None:
-    want = _expected(shape)
+    want = tensors(shape)
     extra, missing = sorted(set(params) - set(want)), sorted(set(want) - set(params))
     if extra or missing:
         raise Unsupported(f"tensors differ from the baseline model (extra {extra[:3]}, "

@@ -1,9 +1,9 @@
 """The daemon's own, trusted reading of raw trainer output (SPEC section 3 log lines).
 
-The METRIC extractor is editable by proposers; this parser is not. The keep rule compares the
-two (`loop.judge.judge.judge_run`), so a wrong extractor cannot score a run. Every field is None
-when the log does not say it: unknown, never 0. Both our trainer's log and upstream's MLX log
-(which has no `Code size:` / `Total submission size` lines) are accepted.
+The METRIC extractor is editable by proposers; this parser is not. The keep rule compares
+the two (`loop.judge.validity.judge_run`), so a wrong extractor cannot score a run. Every
+field is None when the log does not say it: unknown, never 0. Both our trainer's log and
+upstream's MLX log (which has no `Code size:` / `Total submission size` lines) are accepted.
 """
 
 from __future__ import annotations

@@ -90,12 +90,12 @@ class Pipeline:
         guard = bench_guard(self.cfg, profile)
         guard.forward = self.on_line
         guard.pruner = pruner
-        stop = self.stop
+        guard.daemon_stop = self.stop
         result = runner.run_command(
             argv, cwd=worktree, env=env,
             timeout_s=self.cfg.profiles[profile].timeout_s, log_path=log_path,
-            on_line=guard.on_line, stop=lambda: bool(stop is not None and stop()) or guard.stop(),
-            grace_s=self.cfg.kill_grace_s, on_start=guard.on_start)
+            on_line=guard.on_line, stop=guard.stop, grace_s=self.cfg.kill_grace_s,
+            on_start=guard.on_start)
         text = log_path.read_text(errors="replace") if log_path.exists() else ""
         early = (guard.verdict.status, guard.verdict.reason) if guard.verdict else None
         return Run(result.exit_code, result.timed_out, result.wall_s, log_path,

@@ -11,9 +11,9 @@ On Apple silicon, memory MLX allocates for the GPU (Metal buffers) may not all s
 process's RSS; the machine's available memory sees every allocation, so the floor
 (`min_available_memory_mb`) is the guard to rely on there, the RSS limit a second one.
 
-`RunGuard` puts the watchdog, the early abort (loop.measure.earlyabort) and the pruner
-(loop.measure.pruning) behind the runner's three hooks: `on_start(pid)`, `on_line(line)` and
-`stop()`.
+`RunGuard` puts the watchdog, the early abort (loop.measure.earlyabort), the pruner
+(loop.measure.pruning) and the daemon's own stop behind the runner's three hooks:
+`on_start(pid)`, `on_line(line)` and `stop()`.
 """
 
 from __future__ import annotations
@@ -108,6 +108,19 @@ class MemoryWatchdog:
         return None
 
 
+def describe(max_memory_mb: int, min_available_mb: int) -> str:
+    """The watchdog's setting in words, for the line the daemon prints at start."""
+    limits = [f"a benchmark over {max_memory_mb} MB (limits.max_memory_mb)"
+              if max_memory_mb > 0 else "",
+              f"a benchmark while the machine has under {min_available_mb} MB available "
+              "(limits.min_available_memory_mb)" if min_available_mb > 0 else ""]
+    on = [limit for limit in limits if limit]
+    if on:
+        return "memory watchdog: on, it stops " + " and ".join(on)
+    return ("memory watchdog: off (a run that outgrows memory swaps until its timeout; set "
+            "limits.max_memory_mb or limits.min_available_memory_mb in autogolf.yaml)")
+
+
 class RunGuard:
     """The runner's hooks for one benchmark: memory watchdog plus early abort.
 
@@ -124,6 +137,8 @@ class RunGuard:
         self.pruner = pruner  # a candidate run against the incumbent's curve (issue 26)
         self.clock = clock
         self.forward = forward
+        # The daemon's stop (a signal, the deadline): ends the run with no verdict of its own.
+        self.daemon_stop: Callable[[], bool] | None = None
         self.verdict: Abort | None = None
 
     def on_start(self, pid: int) -> None:
@@ -139,7 +154,9 @@ class RunGuard:
             self.forward(line)
 
     def stop(self) -> bool:
-        """True once the run should end (then `verdict` says why)."""
+        """True once the run should end (then `verdict` says why, unless the daemon asked)."""
+        if self.daemon_stop is not None and self.daemon_stop():
+            return True
         if self.verdict is None and self.watchdog is not None:
             reason = self.watchdog.check()
             if reason:

@@ -7,8 +7,8 @@ artifact size. Before a proposal runs, its size is predicted as
 
 where the bytes per parameter (int8 + fp16 scales, then zlib) come from rows the ledger
 already measured (the trainer prints `model_params:N`, the daemon records the model bytes),
-and a safe default covers a ledger with none. The parameter count follows the trainer's
-layers (benchmark/train_gpt_mlx.py: GPT, Block, Attention, MLP).
+and a safe default covers a ledger with none. The parameter count is the baseline network's
+(loop.network: the trainer's tensors, one table shared with the trusted re-evaluation).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from loop import network
+
 SHAPE_KNOBS = ("NUM_LAYERS", "MODEL_DIM", "MLP_MULT", "NUM_KV_HEADS", "NUM_HEADS")
 # The trainer's defaults, used for a shape setting that is neither a knob nor readable.
-SHAPE_DEFAULTS = {"NUM_LAYERS": 9, "MODEL_DIM": 512, "NUM_HEADS": 8, "NUM_KV_HEADS": 4,
-                  "MLP_MULT": 2, "VOCAB_SIZE": 1024}
+SHAPE_DEFAULTS = network.DEFAULT_SETTINGS
 # int8 weights (1 byte) + an fp16 scale per row, before zlib: an upper bound on what zlib
 # leaves, used until the ledger has measured a ratio.
 DEFAULT_BYTES_PER_PARAM = 1.05
@@ -49,15 +50,8 @@ def shape_problem(shape: Mapping[str, int]) -> str | None:
 
 
 def parameter_count(shape: Mapping[str, int]) -> int:
-    """The trainer's parameter count for this shape (tied embeddings)."""
-    layers, dim, heads = shape["NUM_LAYERS"], shape["MODEL_DIM"], shape["NUM_HEADS"]
-    kv_dim = shape["NUM_KV_HEADS"] * (dim // heads)
-    hidden = dim * shape["MLP_MULT"]
-    attention = 2 * dim * dim + 2 * dim * kv_dim + heads      # c_q, proj, c_k, c_v, q_gain
-    mlp = 2 * dim * hidden
-    controls = 4 * dim                                        # attn/mlp scale, resid_mix (2)
-    skips = min(layers // 2, layers - layers // 2) * dim
-    return shape["VOCAB_SIZE"] * dim + layers * (attention + mlp + controls) + skips
+    """The trainer's parameter count for these settings (loop.network's tensors)."""
+    return network.parameter_count(network.Shape.from_settings(shape))
 
 
 def shape_refusal(config: Mapping[str, float | int], fixed: Mapping[str, int],

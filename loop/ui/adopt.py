@@ -1,7 +1,7 @@
 """`autogolf adopt PATH`: bring your own trainer (issue 25).
 
 One smoke run of the trainer at PATH in a scratch copy of the checkout, judged exactly as
-the loop judges (loop.measure.pipeline + loop.judge.judge.ArtifactJudge), then a report in
+the loop judges (loop.measure.pipeline + loop.judge.artifact_judge.ArtifactJudge), then a report in
 plain words - METRIC lines found, the artifact found, the judge's score against the
 trainer's own, the causality probe, the seed, the time per step - and:
 
@@ -35,7 +35,9 @@ from loop.config import Config
 from loop.data import datasets
 from loop.errors import UserError
 from loop.judge import loader
-from loop.judge.judge import BASE_SEED, ArtifactJudge, Measurement, assess
+from loop.judge.artifact_judge import ArtifactJudge
+from loop.judge.judge import BASE_SEED
+from loop.judge.validity import Measurement, assess
 from loop.measure import seal
 from loop.measure.pipeline import TRAINER, Pipeline, Run
 

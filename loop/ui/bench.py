@@ -1,11 +1,11 @@
 """`autogolf bench --profile P`: one manual run of one profile on the user's own checkout.
 
 It measures with the loop's pipeline (loop.measure.pipeline) and reads the run with the
-judge's validity check (loop.judge.judge.assess) and, when the judge is on (the default),
-the judge's own score of the artifact (loop.judge.judge.ArtifactJudge: the holdout, and the
-trainer's own slice to check its printout), under the same lock as the daemon (one
-benchmark at a time on this machine), and writes one ledger row marked manual: recorded,
-never compared with the incumbents. `judge_lines` says which score is which, in words.
+judge's validity check (loop.judge.validity.assess) and, when the judge is on (the
+default), the judge's own score of the artifact (loop.judge.artifact_judge.ArtifactJudge:
+the holdout, and the trainer's own slice to check its printout), under the same lock as the
+daemon (one benchmark at a time on this machine), and writes one ledger row marked manual:
+recorded, never compared with the incumbents. `judge_lines` says which score is which, in words.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from pathlib import Path
 
 from loop.config import Config
 from loop.daemon.lock import DaemonLock
-from loop.daemon.scheduler import catch_stop_signals
 from loop.daemon.session import Paths
+from loop.daemon.stops import catch_stop_signals
 from loop.data import datasets
 from loop.errors import UserError
 from loop.judge import artifact as artifacts
-from loop.judge.judge import ArtifactJudge, Measurement, assess, run_name
+from loop.judge.artifact_judge import ArtifactJudge, run_name
+from loop.judge.validity import Measurement, assess
 from loop.measure import seal
 from loop.measure.pipeline import TRAINER, Pipeline
 from loop.store import gitsession

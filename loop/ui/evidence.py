@@ -9,7 +9,8 @@ Three views, pure functions of ledger rows:
   correlation over the candidates measured at both), with a warning below 0.5;
 - `refreshed`: a kept candidate's score as its selected runs say (optimistic: they won) and as
   the later decisions measured it at seeds its keep never saw (loop.judge.sequential's
-  module docstring: the judge moves to a fresh block of seeds after every keep).
+  module docstring: its own runs are reused, and decisions that need more pairs run it at
+  further seeds).
 """
 
 from __future__ import annotations
