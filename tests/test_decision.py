@@ -8,7 +8,7 @@ import pytest
 
 from loop.judge.margin import compare
 from loop.judge.noise import margin
-from loop.judge.validity import judge_run
+from loop.judge.validity import budget_verdict, judge_run
 from loop.measure.logparse import TrainerLog
 from loop.store.statuses import NAMES as STATUSES
 from loop.store.verdict import Verdict
@@ -207,3 +207,22 @@ def test_the_status_table_marks_spec_statuses_and_documents_every_addition(repo_
                                            "invalid_metric", "metric_mismatch", "duplicate",
                                            "interrupted"})
         assert status.in_spec or f"`{name}`" in readme, f"README/docs do not document {name}"
+
+
+def test_a_busy_moment_does_not_make_an_unchanged_trainer_over_budget():
+    # the same compute, two of three candidate runs slowed by load (what failed at load 8)
+    walls = {"measure": "cpu_s", "candidate": [5.4, 7.0, 7.1], "incumbent": [5.5, 5.3, 5.6]}
+    assert budget_verdict(walls, 1.25) is None
+
+
+def test_a_trainer_slower_at_every_seed_is_over_budget_naming_both_figures():
+    walls = {"measure": "cpu_s", "candidate": [8.7, 8.9, 9.4], "incumbent": [5.1, 5.3, 5.0]}
+    verdict = budget_verdict(walls, 1.25)
+    assert verdict is not None and verdict.status == "over_budget"
+    assert "1.74x" in verdict.reason and "8.7 s against 5.0 s" in verdict.reason
+
+
+def test_unknown_compute_is_over_budget_fail_closed():
+    walls = {"measure": "wall_s", "candidate": [None], "incumbent": [3.0]}
+    verdict = budget_verdict(walls, 1.25)
+    assert verdict is not None and "cannot be checked (fail closed)" in verdict.reason
