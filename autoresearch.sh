@@ -26,6 +26,8 @@ PROFILE=${PROFILE:-breadth}
 # keep each one alone on its line, at column 0, unquoted, with no comment after the value.
 # Schedule lengths are fractions of ITERATIONS so that a setting found at breadth means the
 # same schedule at confirm and full (absolute step counts would not carry up the ladder).
+# From MLP_LEAKY_SLOPE on: the record techniques, switches of the trainer, each off at the
+# value below (the baseline); the ideas backlog turns them on; README lists their sources.
 # autogolf:knobs:start
 MATRIX_LR=0.04
 SCALAR_LR=0.04
@@ -47,8 +49,6 @@ MODEL_DIM=512
 NUM_HEADS=8
 NUM_KV_HEADS=4
 MLP_MULT=2
-# Record techniques: switches of the trainer, each off at these values (the baseline). The
-# ideas backlog turns them on one at a time; README lists them with their sources.
 MLP_LEAKY_SLOPE=0
 ROPE_DIMS=0
 LN_SCALE=0
