@@ -15,7 +15,7 @@ attention, blocks, embedding, optimizer, schedule, export). Switches rather than
 they compose (a kept technique leaves every other one applicable, no patch to rebase), and
 the `search` proposer can move them like any knob. The price is bytes in the 16 MB (the
 trainer is counted; README says how many) and length for a reader. Switches that shape the
-model travel in the artifact (MODEL_CONFIG_FIELDS), so load_for_eval rebuilds it; an lzma
+model travel in the artifact (MODEL_TECHNIQUES), so load_for_eval rebuilds it; an lzma
 artifact is told from a zlib one by its magic bytes. The log lines keep their int8/zlib
 names whatever the switches.
 

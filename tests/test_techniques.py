@@ -92,6 +92,14 @@ def test_every_switch_reaches_the_trainer_from_autoresearch_sh():
     assert set(trainer_module().TECHNIQUE_OFF) <= exported
 
 
+def test_the_switches_reach_the_model_server_among_the_runs_settings():
+    from loop.judge.loader import settings_env
+
+    switched = {name: "1" if off == 0 else "6" for name, off in
+                trainer_module().TECHNIQUE_OFF.items()}
+    assert settings_env(switched) == switched
+
+
 @pytest.mark.parametrize("idea", TECHNIQUES, ids=[i.id for i in TECHNIQUES])
 def test_a_technique_applies_to_the_current_trainer_as_knob_lines(tmp_path, idea):
     for rel in (SCRIPT, TRAINER):
