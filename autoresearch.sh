@@ -26,6 +26,8 @@ PROFILE=${PROFILE:-breadth}
 # keep each one alone on its line, at column 0, unquoted, with no comment after the value.
 # Schedule lengths are fractions of ITERATIONS so that a setting found at breadth means the
 # same schedule at confirm and full (absolute step counts would not carry up the ladder).
+# From MLP_LEAKY_SLOPE on: the record techniques, switches of the trainer, each off at the
+# value below (the baseline); the ideas backlog turns them on; README lists their sources.
 # autogolf:knobs:start
 MATRIX_LR=0.04
 SCALAR_LR=0.04
@@ -47,6 +49,21 @@ MODEL_DIM=512
 NUM_HEADS=8
 NUM_KV_HEADS=4
 MLP_MULT=2
+MLP_LEAKY_SLOPE=0
+ROPE_DIMS=0
+LN_SCALE=0
+SMEAR_GATE=0
+BIGRAM_HASH=0
+ORTHO_INIT=0
+RECUR_LAYERS=0
+PARALLEL_RESID=0
+MUON_WD=0
+LR_FLOOR=0
+SWA_START_LR=0
+EMBED_FP16=0
+BLOCK_QUANT_BITS=8
+CLIP_SEARCH=0
+EXPORT_LZMA=0
 # autogolf:knobs:end
 
 # ---------------------------------------------------------------------------------------------
@@ -136,6 +153,9 @@ TRAINER_SETTINGS=(
     MATRIX_LR SCALAR_LR TIED_EMBED_LR MUON_MOMENTUM MUON_MOMENTUM_WARMUP_START MUON_BACKEND_STEPS
     BETA1 BETA2 GRAD_CLIP_NORM TIED_EMBED_INIT_STD LOGIT_SOFTCAP QK_GAIN_INIT ROPE_BASE
     NUM_LAYERS MODEL_DIM NUM_HEADS NUM_KV_HEADS MLP_MULT
+    MLP_LEAKY_SLOPE ROPE_DIMS LN_SCALE SMEAR_GATE BIGRAM_HASH ORTHO_INIT RECUR_LAYERS
+    PARALLEL_RESID MUON_WD LR_FLOOR SWA_START_LR EMBED_FP16 BLOCK_QUANT_BITS CLIP_SEARCH
+    EXPORT_LZMA
 )
 export "${TRAINER_SETTINGS[@]}"
 # Frozen protocol: the seed and the validation are never knobs. Changing the seed is the

@@ -354,17 +354,11 @@ GATE = [  # an extra layer type: a learned gain on the final features
     ("        x = rms_norm(x)\n        if \"lm_head\" in self:",
      "        x = rms_norm(x) * self.out_gain.astype(x.dtype)\n        if \"lm_head\" in self:"),
 ]
-INT6_LZMA = [  # another quantizer (6-bit levels) and another compressor (lzma)
-    ("            scale = np.maximum(clip / 127.0, 1e-12)",
-     "            scale = np.maximum(clip / 31.0, 1e-12)"),
-    ("                        -127, 127).astype(np.int8)",
-     "                        -31, 31).astype(np.int8)"),
+INT6_LZMA = [  # another quantizer (6-bit levels) and another compressor (lzma; the trainer's
+    # reader tells it from zlib by its magic bytes)
+    ("            levels = block_levels if name.startswith(\"blocks.\") else 127",
+     "            levels = 31"),
     ("    blob = zlib.compress(raw, ZLIB_LEVEL)", "    blob = __import__('lzma').compress(raw)"),
-    ("        restored = dequantize_state(pickle.loads(zlib.decompress(f.read())))",
-     "        restored = dequantize_state(pickle.loads(__import__('lzma').decompress(f.read())))"),
-    ("        obj = pickle.loads(zlib.decompress(f.read()))\n    args = Hyperparameters()",
-     "        obj = pickle.loads(__import__('lzma').decompress(f.read()))\n"
-     "    args = Hyperparameters()"),
 ]
 
 

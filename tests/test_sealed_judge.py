@@ -107,9 +107,8 @@ def load_for_eval(artifact_path):
 
 
 def twice_the_updates(tree: Path) -> Proposal:
-    edit(tree / TRAINER, "        params, loss = train_step(params, step, lr_mul)\n",
-         "        params, loss = train_step(params, step, lr_mul)\n"
-         "        params, loss = train_step(params, step, lr_mul)  # twice, counted once\n")
+    step_line = "        run.params, loss = run.train_step(run.params, run.loader, step, lr_mul)\n"
+    edit(tree / TRAINER, step_line, step_line + step_line.replace("\n", "  # twice\n"))
     return Proposal("two optimizer steps per counted step", None)
 
 

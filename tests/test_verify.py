@@ -27,7 +27,7 @@ SMOKE = {  # autoresearch.sh's smoke profile
     "WARMUP_STEPS": "1", "TRAIN_LOG_EVERY": "10", "MAX_WALLCLOCK_SECONDS": "0",
     "NUM_LAYERS": "2", "MODEL_DIM": "64", "NUM_HEADS": "2", "NUM_KV_HEADS": "1", "MLP_MULT": "2",
 }
-CHEAT_FROM = "    q_loss, q_bpb = evaluator(q_params)\n"
+CHEAT_FROM = "    q_loss, q_bpb = run.evaluator(q_params)\n"
 CHEAT_TO = CHEAT_FROM + "    q_bpb = q_bpb * 0.9  # a proposer's 'improvement'\n"
 TOLERANCE = 1e-3
 

@@ -8,14 +8,15 @@ edit changes only the lines it means to. The format (docs/DESIGN.md):
     - [I003] (untried) Shorter warmdown: linear decay over the last 10% of steps.
       knobs: WARMDOWN_FRAC=0.1
       patch: ideas/patches/I003.patch
+      source: records/track_10min_16mb/2026-03-18_FP16Embed_WD3600 (val_bpb 1.2197)
       evidence: E0012 breadth delta=-0.0031 keep
       note: tried twice, the second time with a longer run
 
 An idea is a top-level list item whose text starts with `[ID]` and `(status)`; its indented
-lines belong to it (`knobs:`, `patch:`, `evidence:`, `note:` are data, anything else is more
-of its text). Everything else is free text. An item that looks like an idea but is not a
-valid one (bad id or status, a duplicate id, a bad data line) is reported with its line
-number and left exactly as written; it is never offered to a proposer.
+lines belong to it (`knobs:`, `patch:`, `source:`, `evidence:`, `note:` are data, anything
+else is more of its text). Everything else is free text. An item that looks like an idea
+but is not a valid one (bad id or status, a duplicate id, a bad data line) is reported with
+its line number and left exactly as written; it is never offered to a proposer.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from loop.store.statuses import STATUSES as EXPERIMENT_STATUSES
 from loop.store.statuses import names_where
 
 STATUSES = ("untried", "promising", "exhausted", "invalid")
-DATA_KEYS = ("knobs", "patch", "evidence", "note")
+DATA_KEYS = ("knobs", "patch", "source", "evidence", "note")
 
 # What an experiment's final status says about the idea it tested. Statuses not listed
 # (duplicate, interrupted, the agent_* outcomes) say nothing about the idea itself: the
@@ -50,7 +51,7 @@ _ITEM = re.compile(
     r"^[-*+][ \t]+\[(?P<id>[^\]\n]*)\](?!\()(?:[ \t]*\((?P<status>[^)\n]*)\))?(?P<text>.*)$"
 )
 _CHECKBOX = re.compile(r"[ xX]")
-_DATA = re.compile(r"^(?P<indent>[ \t]+)(?P<key>knobs|patch|evidence|note):(?P<value>.*)$")
+_DATA = re.compile(r"^(?P<indent>[ \t]+)(?P<key>knobs|patch|source|evidence|note):(?P<value>.*)$")
 _FENCE = re.compile(r"^[ \t]{0,3}(```|~~~)")
 _HEADING = re.compile(r"^[ ]{0,3}#{2,6}[ \t]+(.+?)[ \t#]*$")
 _KNOB_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -95,6 +96,7 @@ class Idea:
     end: int  # 1-based last line that belongs to it
     knobs: dict[str, float | int] = field(default_factory=dict)
     patch: str | None = None
+    source: str | None = None  # where the idea comes from (a record, a paper), as written
     evidence: list[Evidence] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
@@ -230,6 +232,12 @@ def _add_data(idea: Idea, key: str, value: str, lineno: int) -> None:
         if idea.patch is not None:
             return problem("has more than one patch line")
         idea.patch = value
+    elif key == "source":
+        if not value:
+            return problem("empty source line (expected where the idea comes from)")
+        if idea.source is not None:
+            return problem("has more than one source line")
+        idea.source = value
     elif key == "evidence":
         evidence = _parse_evidence(value, lineno)
         if evidence is None:

@@ -61,6 +61,11 @@ def idea_section(idea: Idea | None, avoid: set[str]) -> str:
         lines.append("Knob settings: " + " ".join(f"{k}={v}" for k, v in idea.knobs.items()))
     if idea.patch:
         lines.append(f"Patch it names: {idea.patch}")
+    if idea.source:
+        lines.append(f"Source: {idea.source}")
+    lines += [f"Evidence: {e.experiment} {e.profile} delta="
+              f"{'n/a' if e.delta is None else f'{e.delta:+.4f}'} {e.status}"
+              for e in idea.evidence]
     lines += [f"Note: {n}" for n in idea.notes]
     return "\n".join(lines) + "\n"
 

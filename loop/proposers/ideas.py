@@ -87,9 +87,11 @@ class IdeasProposer(Proposer):
         """The declared knob of that name, else one found in a fallback file; the value must
         suit its type. Raises IdeaNotApplicable before anything is written."""
         declared = next((k for k in self.knobs if k.name == name), None)
+        # A whole number may set a float line too (`QK_GAIN_INIT=5` where the line says 1.5).
+        types = ("int", "float") if isinstance(value, int) else ("float",)
         candidates = [declared] if declared else [
-            Knob(name, file, kind, "int" if isinstance(value, int) else "float", -_WIDE, _WIDE)
-            for file, kind in self.fallback_files]
+            Knob(name, file, kind, kind_type, -_WIDE, _WIDE)
+            for file, kind in self.fallback_files for kind_type in types]
         problems = []
         for knob in candidates:
             try:

@@ -38,6 +38,20 @@ DEFAULT_KNOBS: dict[str, tuple] = {
     "MODEL_DIM": ("env", "int", 256, 768, "linear", 64),
     "MLP_MULT": ("env", "int", 1, 4, "linear"),
     "NUM_KV_HEADS": ("env", "int", 1, 8, "log"),
+    # Record techniques (trainer switches, off at the low end) that move neither the
+    # parameter count nor the bytes per parameter upward, so the size prediction still holds.
+    "MLP_LEAKY_SLOPE": ("env", "float", 0.0, 0.9, "linear"),
+    "ROPE_DIMS": ("env", "int", 0, 64, "linear", 8),
+    "LN_SCALE": ("env", "int", 0, 1, "linear"),
+    "SMEAR_GATE": ("env", "int", 0, 1, "linear"),
+    "ORTHO_INIT": ("env", "int", 0, 1, "linear"),
+    "PARALLEL_RESID": ("env", "int", 0, 1, "linear"),
+    "MUON_WD": ("env", "float", 0.0, 0.1, "linear"),
+    "LR_FLOOR": ("env", "float", 0.0, 0.3, "linear"),
+    "SWA_START_LR": ("env", "float", 0.0, 1.0, "linear"),
+    "BLOCK_QUANT_BITS": ("env", "int", 5, 8, "linear"),
+    "CLIP_SEARCH": ("env", "int", 0, 1, "linear"),
+    "EXPORT_LZMA": ("env", "int", 0, 1, "linear"),
 }
 # How the `search` proposer chooses (loop/proposers/optuna_search.py; bench/search_efficiency.py).
 SEARCH_STRATEGIES = ("local", "random", "tpe")

@@ -141,7 +141,7 @@ def _mark(path: Path, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def format_idea(idea: Idea, width: int = 100) -> str:
-    """One idea: id, status, text wrapped, then its knobs, patch, evidence and notes."""
+    """One idea: id, status, text wrapped, then its knobs, patch, source, evidence, notes."""
     status = idea.status if idea.valid else f"{idea.status or '?'}!"
     head = f"{idea.id:<6} {status:<10} "
     indent = " " * len(head)
@@ -151,6 +151,8 @@ def format_idea(idea: Idea, width: int = 100) -> str:
         lines.append(f"{indent}knobs: " + " ".join(f"{k}={v}" for k, v in idea.knobs.items()))
     if idea.patch:
         lines.append(f"{indent}patch: {idea.patch}")
+    if idea.source:
+        lines.append(f"{indent}source: {idea.source}")
     for evidence in idea.evidence:
         delta = "n/a" if evidence.delta is None else f"{evidence.delta:+.4f}"
         lines.append(f"{indent}evidence: {evidence.experiment} {evidence.profile} "
