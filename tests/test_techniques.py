@@ -113,14 +113,14 @@ def test_a_technique_applies_to_the_current_trainer_as_knob_lines(tmp_path, idea
 
 
 def test_the_ideas_review_and_the_agents_prompt_show_a_techniques_source_and_evidence():
-    from loop.proposers.agent import _idea_section
+    from loop.proposers.agentprompt import idea_section
     from loop.ui.ideas_cli import format_idea
 
     backlog = IdeasFile(Path("ideas.md"), "- [I001] (untried) SmearGate.\n  knobs: SMEAR_GATE=1\n"
                         "  source: 2026-03-19_smeargate_orthoinit_muonwd (val_bpb 1.1556)\n"
                         "  evidence: E0004 smoke delta=-0.0031 keep\n")
     idea = backlog.get("I001")
-    for shown in (format_idea(idea), _idea_section(idea, set())):
+    for shown in (format_idea(idea), idea_section(idea, set())):
         assert "2026-03-19_smeargate_orthoinit_muonwd (val_bpb 1.1556)" in shown
         assert "E0004 smoke delta=-0.0031 keep" in shown
 
