@@ -43,10 +43,12 @@ esac
 echo "fake autogolf pid $$ in $PWD"
 for arg in "$@"; do printf 'arg <%s>\\n' "$arg"; done
 case "${FAKE_MODE:-}" in
-    # `wait` on a background sleep, not a foreground one: bash runs a trap only after a
-    # foreground child ends, and a Ctrl-C landing between fork and exec could leave it waiting
-    # (seen once on CI: the test timed out); the wait builtin returns at once on a trapped signal.
-    wait) while [ ! -e "$FAKE_RELEASE" ]; do sleep 0.05 & wait $!; done ;;
+    # Waits in the `read` builtin on a fifo nobody writes: no child at all. A child (`sleep`)
+    # forked when a Ctrl-C lands runs the trap itself, before its exec, and the test timed out
+    # twice that way (once with a foreground sleep, once with `sleep & wait` at load 5); a
+    # builtin returns at once on a trapped signal and the trap runs in this shell.
+    wait) fifo="$(mktemp -u)"; mkfifo "$fifo"; exec 9<>"$fifo"; rm -f "$fifo"
+          while [ ! -e "$FAKE_RELEASE" ]; do read -r -t 0.05 -u 9 || :; done ;;
     refuse) echo "autogolf: error: another autogolf process holds .autogolf/lock: pid 4242" >&2
             exit 2 ;;
     fail) exit 7 ;;
