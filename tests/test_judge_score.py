@@ -483,7 +483,26 @@ def test_a_stop_request_ends_the_judges_scoring_within_seconds(smoke_run, prepar
 def test_the_model_server_gets_no_daemon_settings_or_keys():
     env = score.server_env({"PATH": "/bin", "LD_PRELOAD": "libopenblas.so", "MLX_X": "1",
                             "ANTHROPIC_API_KEY": "secret", "DATA_PATH": "/data"})
-    assert env == {"PATH": "/bin", "LD_PRELOAD": "libopenblas.so", "MLX_X": "1"}
+    assert env == {"PATH": "/bin", "LD_PRELOAD": "libopenblas.so", "MLX_X": "1",
+                   "OPENBLAS_NUM_THREADS": str(score.server_threads())}
+
+
+def test_each_of_the_two_model_servers_gets_half_of_the_cores_for_its_blas():
+    assert [score.server_threads(c) for c in (1, 2, 3, 16)] == [1, 1, 1, 8]
+    env = score.server_env({"OPENBLAS_NUM_THREADS": "16"})  # the trainer's, not the servers'
+    assert env["OPENBLAS_NUM_THREADS"] == str(score.server_threads())
+
+
+@pytest.mark.slow
+def test_the_servers_blas_threads_change_the_scores_by_rounding_only(smoke_run, prepared, tables,
+                                                                     trainer_env, repo_root):
+    _, artifact = smoke_run
+    sets = {"holdout": prepared.holdout.tokens}
+    got = [score.score_sets(repo_root / TRAINER, artifact, sets, SEQ, tables,
+                            env=score.server_env(trainer_env) | {"OPENBLAS_NUM_THREADS": n})
+           for n in ("1", "2")]
+    assert got[0]["holdout"].ok and got[1]["holdout"].ok
+    assert got[0]["holdout"].val_bpb == pytest.approx(got[1]["holdout"].val_bpb, abs=1e-6)
 
 
 def test_a_missing_code_file_is_named_when_measuring_bytes(tmp_path):
