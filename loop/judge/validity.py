@@ -201,8 +201,10 @@ def budget_verdict(walls: dict, allowed: float) -> Verdict | None:
     ratio = mine / theirs
     if ratio <= allowed:
         return None
+    runs = (f"the fastest of {len(pairs)} runs each" if len(pairs) > 1
+            else "one run each, back to back")
     return Verdict("over_budget", f"won, but its runs spent {ratio:.2f}x the incumbent's "
-                   f"{what} at the same seeds (the fastest of {len(pairs)} runs each; "
+                   f"{what} at the same seeds ({runs}; "
                    f"{mine:.1f} s against {theirs:.1f} s) > judge.compute_allowance "
                    f"{allowed:g}x: compute is capped like bytes (the challenge caps training "
                    "time); make the change cheaper, or raise the allowance in autogolf.yaml "
