@@ -43,12 +43,10 @@ esac
 echo "fake autogolf pid $$ in $PWD"
 for arg in "$@"; do printf 'arg <%s>\\n' "$arg"; done
 case "${FAKE_MODE:-}" in
-    # Waits in the `read` builtin on a fifo nobody writes: no child at all. A child (`sleep`)
-    # forked when a Ctrl-C lands runs the trap itself, before its exec, and the test timed out
-    # twice that way (once with a foreground sleep, once with `sleep & wait` at load 5); a
-    # builtin returns at once on a trapped signal and the trap runs in this shell.
-    wait) fifo="$(mktemp -u)"; mkfifo "$fifo"; exec 9<>"$fifo"; rm -f "$fifo"
-          while [ ! -e "$FAKE_RELEASE" ]; do read -r -t 0.05 -u 9 || :; done ;;
+    # `wait` on a background sleep, not a foreground one: bash runs a trap only after a
+    # foreground child ends, and a Ctrl-C landing between fork and exec could leave it waiting
+    # (seen once on CI: the test timed out); the wait builtin returns at once on a trapped signal.
+    wait) while [ ! -e "$FAKE_RELEASE" ]; do sleep 0.05 & wait $!; done ;;
     refuse) echo "autogolf: error: another autogolf process holds .autogolf/lock: pid 4242" >&2
             exit 2 ;;
     fail) exit 7 ;;
@@ -180,12 +178,20 @@ def started(home: Path) -> Iterator[list[subprocess.Popen]]:
             proc.wait(timeout=10)
 
 
+def as_from_a_terminal() -> None:
+    """A terminal's shell starts a command with Ctrl-C's signals at their defaults. A test
+    run started in the background (`pytest ... &` in a script) inherits them ignored, and a
+    shell cannot trap a signal ignored at its start: the Ctrl-C test then timed out."""
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def start_waiting(home: Path, started: list[subprocess.Popen]
                   ) -> tuple[subprocess.Popen, Path]:
     proc = subprocess.Popen(["bash", str(home / "scripts" / "run-pi-autoresearch.sh")],
                             env=launcher_env(home, FAKE_MODE="wait"), cwd=home.parent,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=as_from_a_terminal)
     started.append(proc)
     deadline = time.monotonic() + 20
     while not logs(home) or "arg <run>" not in logs(home)[0].read_text():
