@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from functools import lru_cache
 
 # Student-t and chi-square quantiles from the regularised incomplete beta and gamma
@@ -68,12 +69,18 @@ def t_quantile(p: float, dof: float) -> float:
         raise ValueError(f"t_quantile: p must be in (0.5, 1), got {p}")
     if dof > 1e7:
         return statistics.NormalDist().inv_cdf(p)
-    low, high = 0.0, 1.0
-    while t_cdf(high, dof) < p:
+    return _invert(lambda t: t_cdf(t, dof), p, 1.0)
+
+
+def _invert(cdf: Callable[[float], float], p: float, high: float) -> float:
+    """The x >= 0 with cdf(x) = p for an increasing cdf: doubling `high` until it brackets
+    p, then bisection to a relative 1e-12."""
+    low = 0.0
+    while cdf(high) < p:
         low, high = high, high * 2.0
     for _ in range(200):
         mid = 0.5 * (low + high)
-        if t_cdf(mid, dof) < p:
+        if cdf(mid) < p:
             low = mid
         else:
             high = mid
@@ -115,18 +122,7 @@ def chi2_quantile(p: float, dof: float) -> float:
     """The x with P(X <= x) = p for a chi-square with `dof` degrees of freedom."""
     if not 0.0 < p < 1.0 or dof <= 0:
         raise ValueError(f"chi2_quantile: needs 0 < p < 1 and dof > 0, got {p}, {dof}")
-    low, high = 0.0, max(1.0, dof)
-    while _gamma_inc(dof / 2.0, high / 2.0) < p:
-        low, high = high, high * 2.0
-    for _ in range(200):
-        mid = 0.5 * (low + high)
-        if _gamma_inc(dof / 2.0, mid / 2.0) < p:
-            low = mid
-        else:
-            high = mid
-        if high - low < 1e-12 * max(1.0, high):
-            break
-    return 0.5 * (low + high)
+    return _invert(lambda x: _gamma_inc(dof / 2.0, x / 2.0), p, max(1.0, dof))
 
 
 def digamma(x: float) -> float:
