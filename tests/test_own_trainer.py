@@ -25,7 +25,7 @@ from loop.judge import artifact, loader, score
 from loop.judge.artifact_judge import ArtifactJudge, claim_disagreement
 from loop.judge.validity import Measurement, assess
 from loop.measure import logparse, seal
-from loop.measure.pipeline import ARTIFACT_NAME, Pipeline
+from loop.measure.pipeline import ARTIFACT_NAME, Pipeline, Run
 from loop.proposers import Proposal
 
 TRAINER = Path("benchmark/train_gpt_mlx.py")
@@ -82,9 +82,9 @@ def tree(tmp_path_factory, repo_root: Path, sample_dataset) -> Path:
     return committed_copy(repo_root, tmp_path_factory.mktemp("own") / "repo")
 
 
-def bench(tree: Path, trainer: str, run_id: str, dataset: datasets.DatasetInfo) -> Judged:
-    """One smoke benchmark of `trainer` in `tree`, judged as the loop judges it."""
-    (tree / TRAINER).write_text(trainer)
+def judged_smoke(tree: Path, run_id: str, dataset: datasets.DatasetInfo
+                 ) -> tuple[Run, Measurement]:
+    """One smoke benchmark of the tree as it is, judged as the loop judges it (sealed)."""
     cfg = load_config(tree / "autogolf.yaml")
     scorer = ArtifactJudge(cfg, tree, tree, dataset)
     env = scorer.trainer_env("smoke")
@@ -94,11 +94,17 @@ def bench(tree: Path, trainer: str, run_id: str, dataset: datasets.DatasetInfo) 
     cache = datasets.cache_root(Path(dataset.data_path))
     run = Pipeline(cfg, cache, dataset, "test", seal=scorer.seal).benchmark(
         tree, "smoke", run_id, tree / ".autogolf" / f"{run_id}.log", env)
-    asked = run.outputs / ARTIFACT_NAME
-    upstream = artifact.upstream_path(run.logs_dir, f"{run_id}-smoke")
     measured = scorer.judge(assess(run, cfg.artifact_cap_bytes), run, "smoke",
                             f"{run_id}-smoke")
-    return Judged(measured, run.log, asked, upstream)
+    return run, measured
+
+
+def bench(tree: Path, trainer: str, run_id: str, dataset: datasets.DatasetInfo) -> Judged:
+    """One smoke benchmark of `trainer` in `tree`, judged as the loop judges it."""
+    (tree / TRAINER).write_text(trainer)
+    run, measured = judged_smoke(tree, run_id, dataset)
+    upstream = artifact.upstream_path(run.logs_dir, f"{run_id}-smoke")
+    return Judged(measured, run.log, run.outputs / ARTIFACT_NAME, upstream)
 
 
 def agrees(judged: Judged) -> None:

@@ -17,13 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_e2e_real import committed_copy, git
+from test_own_trainer import judged_smoke
 
 from loop.backlog.ideas import IdeasFile
 from loop.config import load_config
-from loop.data import datasets
-from loop.judge.judge import ArtifactJudge, assess
-from loop.measure import seal
-from loop.measure.pipeline import Pipeline
 from loop.platform import blas_env
 from loop.proposers.ideas import IdeasProposer
 from loop.store.ledger import Ledger
@@ -185,22 +182,6 @@ def test_the_fp16_embedding_switch_exports_the_embedding_unquantised(monkeypatch
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory, repo_root: Path, sample_dataset) -> Path:
     return committed_copy(repo_root, tmp_path_factory.mktemp("techniques") / "repo")
-
-
-def judged_smoke(tree: Path, run_id: str, dataset: datasets.DatasetInfo):
-    """One smoke benchmark of the tree as it is, judged as the loop judges it (sealed)."""
-    cfg = load_config(tree / "autogolf.yaml")
-    scorer = ArtifactJudge(cfg, tree, tree, dataset)
-    env = scorer.trainer_env("smoke")
-    scorer.seal = seal.for_checkout(cfg.judge_sealed, tree, dataset.data_path, worktree=tree,
-                                    data=[Path(v) for v in env.values()],
-                                    trainer=tree / TRAINER)
-    cache = datasets.cache_root(Path(dataset.data_path))
-    run = Pipeline(cfg, cache, dataset, "test", seal=scorer.seal).benchmark(
-        tree, "smoke", run_id, tree / ".autogolf" / f"{run_id}.log", env)
-    measured = scorer.judge(assess(run, cfg.artifact_cap_bytes), run, "smoke",
-                            f"{run_id}-smoke")
-    return run, measured
 
 
 def assert_judged_and_agreeing(run, measured) -> None:
