@@ -299,6 +299,42 @@ def test_every_scored_window_is_sent_once_and_probes_only_to_the_other_process()
         assert (a[:probe.cut] == b[:probe.cut]).all() and a[probe.cut] != b[probe.cut]
 
 
+class ScriptedServer:
+    """Logits that depend on each row's tokens; fails if a second request is sent before the
+    first one's logits were received."""
+
+    def __init__(self, vocab: int) -> None:
+        self.vocab, self.asked, self.requests = vocab, None, 0
+
+    def send(self, tokens: np.ndarray) -> None:
+        assert self.asked is None, "a second request before the first one's logits"
+        self.asked, self.requests = np.asarray(tokens), self.requests + 1
+
+    def receive(self) -> np.ndarray:
+        tokens, self.asked = self.asked, None
+        rows = np.arange(self.vocab)[None, None, :]
+        return ((rows * (tokens[..., None] + 1)) % 7).astype(np.float32)
+
+
+def test_the_pipelined_stream_scores_each_batch_against_its_own_rows():
+    vocab, rng = 32, np.random.default_rng(5)
+    x = rng.integers(0, vocab, size=(11, 8))
+    y = rng.integers(0, vocab, size=(11, 8))
+    targets = [("holdout", y[i]) if i % 4 else None for i in range(11)]  # every 4th: a probe
+    server = ScriptedServer(vocab)
+
+    part = score.run_stream(server, x, targets, {4: 5}, vocab, per_batch=3)
+
+    server.send(x)
+    logits = server.receive()
+    scored = [i for i, t in enumerate(targets) if t is not None]
+    assert server.requests == 5  # 4 batches of 3, 3, 3, 2 rows, then the check's own
+    expected = float(score.nats_of(logits[scored], y[scored]).sum())
+    assert part.nats["holdout"] == pytest.approx(expected)
+    assert part.count["holdout"] == 8 * len(scored)
+    assert np.array_equal(part.prefixes[4], logits[4, :5])
+
+
 @pytest.mark.slow
 def test_a_model_that_fails_the_probe_is_scored_on_no_set(smoke_run, prepared, tables,
                                                           trainer_env, repo_root, tmp_path):

@@ -164,6 +164,7 @@ class ModelServer:
         os.set_blocking(self.proc.stdout.fileno(), False)
         _widen_pipe(self.proc.stdout.fileno())
         self.loader = None
+        self._asked = 0  # windows of the request in flight
         try:
             header, _ = self._receive(time.monotonic() + load_timeout, "loading the model")
             if not header.get("ok"):
@@ -215,6 +216,12 @@ class ModelServer:
             raise Unscorable(f"model server broke the protocol while {doing}: {exc}") from None
 
     def forward(self, tokens: np.ndarray) -> np.ndarray:
+        """The logits of `tokens`: `send`, then `receive`."""
+        self.send(tokens)
+        return self.receive()
+
+    def send(self, tokens: np.ndarray) -> None:
+        """Ask for the logits of `tokens`; `receive` waits for them. One request at a time."""
         x = np.ascontiguousarray(tokens, dtype="<i4")
         try:
             ms.write_frame(self.proc.stdin, {"op": "forward", "dtype": x.dtype.str,
@@ -223,8 +230,13 @@ class ModelServer:
             code = self.proc.wait(timeout=10)
             raise Unscorable(f"model server exited (code {code}) before a request"
                              f"{self._stderr_tail()}") from None
+        self._asked = x.shape[0]
+
+    def receive(self) -> np.ndarray:
+        """The logits of the request `send` made: the judge's own copy (from shared memory,
+        the server may overwrite its buffer with the next request's at once)."""
         header, payload = self._receive(time.monotonic() + self.forward_timeout,
-                                        f"computing logits for {x.shape[0]} windows")
+                                        f"computing logits for {self._asked} windows")
         if not header.get("ok"):
             raise Unscorable(f"the model failed: {header.get('error')}")
         try:
@@ -392,28 +404,43 @@ def run_stream(server: ModelServer, x: np.ndarray,
                targets: list[tuple[str, np.ndarray] | None], keep: dict[int, int],
                vocab: int, per_batch: int) -> Part:
     """Send the rows in batches; sum the cross entropy of the scored rows; keep the first
-    `keep[row]` positions' logits of the rows a probe compares."""
+    `keep[row]` positions' logits of the rows a probe compares.
+
+    Pipelined: the next batch is sent before this one's loss is computed, so the server's
+    forward and the judge's log-softmax overlap (the logits are the judge's copy by then)."""
     part = Part()
     seq = x.shape[1]
-    for first in range(0, len(x), per_batch):
+    starts = list(range(0, len(x), per_batch))
+    if starts:
+        server.send(x[:per_batch])
+    t0 = time.perf_counter()
+    for k, first in enumerate(starts):
         xb = x[first:first + per_batch]
-        t0 = time.perf_counter()
-        logits = check_logits(server.forward(xb), len(xb), seq, vocab)
+        logits = check_logits(server.receive(), len(xb), seq, vocab)
+        if k + 1 < len(starts):
+            server.send(x[starts[k + 1]:starts[k + 1] + per_batch])
         t1 = time.perf_counter()
-        scored = [i for i in range(len(xb)) if targets[first + i] is not None]
-        if scored:
-            yb = np.stack([targets[first + i][1] for i in scored])
-            per_row = nats_of(logits[scored], yb).sum(axis=1)
-            for i, value in zip(scored, per_row, strict=True):
-                name = targets[first + i][0]
-                part.nats[name] = part.nats.get(name, 0.0) + float(value)
-                part.count[name] = part.count.get(name, 0) + seq
-        for i in range(len(xb)):
-            if first + i in keep:
-                part.prefixes[first + i] = np.array(logits[i, :keep[first + i]])
         part.forward_s += t1 - t0
-        part.loss_s += time.perf_counter() - t1
+        _score_batch(part, logits, targets[first:first + len(xb)], first, keep, seq)
+        t0 = time.perf_counter()
+        part.loss_s += t0 - t1
     return part
+
+
+def _score_batch(part: Part, logits: np.ndarray, targets: list[tuple[str, np.ndarray] | None],
+                 first: int, keep: dict[int, int], seq: int) -> None:
+    """Add one batch's cross entropy per set to `part`, and keep the probed rows' prefixes."""
+    scored = [i for i, t in enumerate(targets) if t is not None]
+    if scored:
+        yb = np.stack([targets[i][1] for i in scored])
+        per_row = nats_of(logits[scored], yb).sum(axis=1)
+        for i, value in zip(scored, per_row, strict=True):
+            name = targets[i][0]
+            part.nats[name] = part.nats.get(name, 0.0) + float(value)
+            part.count[name] = part.count.get(name, 0) + seq
+    for i in range(len(targets)):
+        if first + i in keep:
+            part.prefixes[first + i] = np.array(logits[i, :keep[first + i]])
 
 
 def check_probes(plan: Plan, parts: list[Part], tolerance: float) -> None:
