@@ -382,7 +382,8 @@ def run_configured(repo: Path, max_experiments: int | None = None, new_session: 
     """The daemon with the proposer(s) autogolf.yaml configures, plus `cfg_changes`."""
     cfg = dataclasses.replace(load_config(repo / "autogolf.yaml"), **cfg_changes)
     rules = scheduler.StopRules(max_experiments=max_experiments,
-                                max_consecutive_failures=cfg.max_consecutive_failures)
+                                max_consecutive_failures=cfg.max_consecutive_failures,
+                                stop_file=repo / cfg.stop_file)
     return scheduler.Scheduler(repo, cfg, rules, new_session=new_session,
                                out=lambda s: None).run()
 

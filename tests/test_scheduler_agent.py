@@ -192,6 +192,29 @@ def test_rate_limits_are_waited_out_not_counted_toward_the_failure_stop(checkout
     assert row["agent"]["rate_limited"] == "overloaded"  # the first default pattern found
 
 
+def test_the_stop_file_ends_a_wait_after_a_rate_limit(checkout: Path, tmp_path: Path) -> None:
+    body = ('touch "$(dirname "$2")/ran"\n'  # the attempt folder: writable when confined
+            'echo "API Error: 429 rate_limit_error" >&2; exit 1')
+    stop_file = checkout / ".autogolf" / "STOP"
+
+    def stop_when_the_agent_ran() -> None:
+        deadline = time.monotonic() + 60
+        while not list(checkout.glob(".autogolf/agent/*/ran")) and (
+                time.monotonic() < deadline):
+            time.sleep(0.05)
+        stop_file.touch()
+
+    threading.Thread(target=stop_when_the_agent_ran, daemon=True).start()
+    started = time.monotonic()
+    run_agent(checkout, tmp_path, body, max_experiments=3, agent_backoff_s=120,
+              agent_max_retries=1)
+    [row] = candidates(checkout)
+    assert time.monotonic() - started < 60  # not the 120 s backoff
+    assert row["status"] == "interrupted" and "stop file" in row["reason"]
+    assert row["agent"]["retries"] == 0
+    assert not stop_file.exists()  # consumed, as at any other stop
+
+
 def test_a_spent_agent_budget_ends_the_run_with_a_stop_row_saying_so(checkout: Path,
                                                                     tmp_path: Path) -> None:
     reason = run_agent(checkout, tmp_path, "sleep 0.3\nexit 1", max_experiments=5,

@@ -94,7 +94,8 @@ class Scheduler(Loop):
         self.token = f"{os.getpid()}-{time.time_ns()}"  # in children's env: orphans are found
         self.state = StateFile(self.paths.state, self.token)
         self.proposer = proposer if proposer is not None else make_proposer(
-            cfg, self.paths.repo, self.worktree, self.stops.stopping, self.token)
+            cfg, self.paths.repo, self.worktree, self.stops.stopping, self.token,
+            self.stops.asked_to_stop)
         self.session: str | None = None
         self.session_rows: list[dict] = []  # this session's experiment rows, in order
         self.cache_root = datasets.cache_root(self.paths.repo)

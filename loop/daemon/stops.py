@@ -5,6 +5,7 @@ time) *stops* - the child in flight is ended and the experiment is `interrupted`
 polled by the runner while a benchmark, the checks or an agent run, and by the judge while it
 scores; the stop file only *requests* a stop at the next step boundary (the run in flight
 finishes). Every run stops at them: baselines, incumbent re-measures and `full` runs too.
+A wait (an agent's backoff after a rate limit) ends at either: nothing is in flight.
 When the loop stops between experiments is loop.daemon.stoprules'; every way a run ends is
 listed in loop.measure.endings.
 """
@@ -58,6 +59,11 @@ class Stops:
         if stop_file is not None and stop_file.exists():
             return f"the stop file {self.paths.rel(stop_file)}"
         return None
+
+    def asked_to_stop(self) -> bool:
+        """A stop of either strength: what ends a wait (an agent's backoff after a rate
+        limit), where nothing is in flight that the stop file would let finish."""
+        return self.requested() is not None
 
     def abandon_if_requested(self, when: str) -> None:
         """Raise Abandon (the experiment is `interrupted`) when a stop was requested."""

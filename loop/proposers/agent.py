@@ -131,6 +131,7 @@ class AgentProposer(Proposer):
                  editable: Sequence[str] = (), protected: Sequence[str] = (),
                  last_rows: int = LAST_ROWS, env: dict[str, str] | None = None,
                  grace_s: float = 10.0, stop: Callable[[], bool] | None = None,
+                 wait_stop: Callable[[], bool] | None = None,
                  imported: Callable[[], list[dict]] | None = None,
                  sandbox: Sandbox | None = None,
                  limits: Limits | None = None, cap_bytes: int = 16_000_000,
@@ -138,12 +139,12 @@ class AgentProposer(Proposer):
         """`command`: argument list (a string is split like a shell would); `work_dir`: where
         each attempt's prompt, log and summary go (e.g. .autogolf/agent). `doc_path` and
         `ideas_path` default to autoresearch.md and autoresearch.ideas.md in the worktree.
-        `stop`: polled while the agent runs and while it waits out a rate limit; True kills
-        it (the daemon got a stop signal). `imported`: the ledger's rows imported from
-        pi-autoresearch, read per prompt. `sandbox`: how the agent is confined
-        (loop/proposers/sandbox.py); None: unconfined. `limits`: budgets and backoff;
-        `home`: the repo that rung log paths are relative to (default: work_dir's
-        grandparent)."""
+        `stop`: polled while the agent runs; True kills it (a stop signal, the deadline).
+        `wait_stop` (default: `stop`): polled while it waits out a rate limit; True ends the
+        wait (the stop file too: nothing is in flight to let finish). `imported`: the ledger's
+        rows imported from pi-autoresearch, read per prompt. `sandbox`: how the agent is
+        confined (loop/proposers/sandbox.py); None: unconfined. `limits`: budgets and backoff;
+        `home`: the repo that rung log paths are relative to (default: work_dir's grandparent)."""
         self.command = _check_command(command)
         if not timeout_s > 0:
             raise AgentConfigError(f"agent timeout must be positive, got {timeout_s!r}")
@@ -155,6 +156,7 @@ class AgentProposer(Proposer):
         self.env = dict(env or {})
         self.grace_s = grace_s
         self.stop = stop
+        self.wait_stop = wait_stop or stop
         self.imported = imported
         self.limits = limits or Limits()
         self.cap_bytes = cap_bytes
@@ -306,7 +308,7 @@ class AgentProposer(Proposer):
             if not limited or not self._may_retry(tries):
                 break
             started = time.monotonic()
-            waited = wait(self.limits.delay(tries.retries), self.stop)
+            waited = wait(self.limits.delay(tries.retries), self.wait_stop)
             tries.waited_s += time.monotonic() - started
             if not waited:
                 break  # a stop request: the scheduler records `interrupted`

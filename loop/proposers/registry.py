@@ -30,15 +30,18 @@ class Context:
     """What a builder may need: the config, the repo, and the live session's pieces.
 
     `worktree()` gives the session worktree once it exists (the ideas proposer reads the
-    backlog there); `stop()` ends a running agent early (a stop signal); `token` goes into
-    the agent's environment so a resumed daemon kills an agent its killed predecessor left.
+    backlog there); `stop()` ends a running agent early (a stop signal); `asked_to_stop()`
+    also counts the stop file (it ends a wait, not a run); `token` goes into the agent's
+    environment so a resumed daemon kills an agent its killed predecessor left.
     """
 
     def __init__(self, cfg: Config, repo: Path, worktree: Callable[[], Path] | None = None,
-                 stop: Callable[[], bool] | None = None, token: str | None = None):
+                 stop: Callable[[], bool] | None = None, token: str | None = None,
+                 asked_to_stop: Callable[[], bool] | None = None):
         self.cfg, self.repo = cfg, Path(repo)
         self.worktree = worktree or (lambda: self.repo)
         self.stop, self.token = stop, token
+        self.asked_to_stop = asked_to_stop or stop
 
 
 def _search(ctx: Context) -> Proposer:
@@ -80,6 +83,7 @@ def _agent(ctx: Context) -> Proposer:
                              ctx.repo / ".autogolf" / "agent", editable=cfg.editable,
                              protected=cfg.protected, last_rows=cfg.agent_last_rows,
                              grace_s=cfg.kill_grace_s, stop=ctx.stop,
+                             wait_stop=ctx.asked_to_stop,
                              env={"AUTOGOLF_DAEMON_TOKEN": ctx.token} if ctx.token else None,
                              imported=lambda: _imported(ctx.repo), sandbox=sandbox,
                              limits=cfg.agent_limits(), cap_bytes=cfg.artifact_cap_bytes,
@@ -110,9 +114,10 @@ BUILDERS: dict[str, Callable[[Context], Proposer]] = {
 
 
 def make_proposer(cfg: Config, repo: Path, worktree: Callable[[], Path] | None = None,
-                  stop: Callable[[], bool] | None = None, token: str | None = None) -> Proposer:
+                  stop: Callable[[], bool] | None = None, token: str | None = None,
+                  asked_to_stop: Callable[[], bool] | None = None) -> Proposer:
     """The proposer `autogolf.yaml` names (or its rotation), built from its settings."""
-    ctx = Context(cfg, repo, worktree, stop, token)
+    ctx = Context(cfg, repo, worktree, stop, token, asked_to_stop)
     names = cfg.proposer_rotation or (cfg.proposer,)
     unknown = [n for n in names if n not in BUILDERS]
     if unknown:
