@@ -27,7 +27,7 @@ DEFAULT_KNOBS: dict[str, tuple] = {
     "SCALAR_LR": ("env", "float", 0.005, 0.2, "log"),
     "TIED_EMBED_LR": ("env", "float", 0.005, 0.3, "log"),
     "WARMDOWN_FRAC": ("env", "float", 0.05, 0.6, "linear"),
-    "QK_GAIN_INIT": ("env", "float", 0.5, 4.0, "log"),
+    "QK_GAIN_INIT": ("env", "float", 0.5, 6.0, "log"),  # the records used about 5
     "LOGIT_SOFTCAP": ("env", "float", 10.0, 100.0, "log"),
     "MUON_MOMENTUM": ("env", "float", 0.85, 0.99, "linear"),
     "BETA2": ("env", "float", 0.9, 0.999, "linear"),
