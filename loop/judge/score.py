@@ -138,7 +138,8 @@ def logits_bytes_for(batch_tokens: int, seq_len: int, vocab: int) -> int:
 
 
 class ModelServer:
-    """A running model server; `forward` sends input tokens and returns its logits."""
+    """A running model server; `forward` sends input tokens and returns its logits (`send`
+    and `receive` split it, so the judge can score one batch while the next is computed)."""
 
     def __init__(self, trainer: Path, artifact: Path, cwd: Path, *, python: str | None = None,
                  env: dict[str, str] | None = None, load_timeout: float = LOAD_TIMEOUT_S,
