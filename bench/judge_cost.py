@@ -6,8 +6,10 @@ sample dataset) and runs the real trainer twice as a child: with the printout sl
 (16,384 tokens) and as it is now (holdout.CLAIM_TOKENS, 4,096). Then it scores the new run's
 artifact as the daemon does (holdout + claim slice from one model server), alternating:
 
-- old: logits through the float32 pipe, the 16,384-token claim slice;
-- new: logits through shared memory (a memfd), the 4,096-token claim slice;
+- old: logits through the float32 pipe, the 16,384-token claim slice, 8,192 tokens a batch;
+- new: logits through shared memory (a memfd), the 4,096-token claim slice, the batch the
+  daemon sends on this device (2,048 tokens on a CPU), the next batch sent before this one's
+  loss is computed;
 
 and prints, side by side, the judge's seconds per run (start, load, probe, holdout forward,
 loss, claim), the model's own forward over the same windows in-process (what a free
@@ -16,6 +18,11 @@ roundtrip; 2 x its `eval_time`) with each slice, and the judge's share of a run.
 checks that both transports give the same holdout score.
 
     nice -n 19 .venv/bin/python bench/judge_cost.py [--only smoke|medium] [--repeats N]
+    .venv/bin/python bench/judge_cost.py --only medium --batch-tokens 2048,8192 --repeats 6
+
+`--batch-tokens` instead times the judge's whole scoring of one artifact at each batch size
+(tokens per forward request), alternating, and prints the median beside each score (the
+daemon uses score.CPU_TOKENS_PER_BATCH on a CPU, score.EVAL_TOKENS_PER_BATCH on a GPU).
 
 Sizes: `smoke` is autoresearch.sh's smoke profile; `medium` is breadth-like (seq 1024, a
 4x256 model, batch 8192) capped to 24 steps so that it runs in a couple of minutes on 2 CPU
@@ -36,6 +43,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from loop import platform  # noqa: E402
 from loop.data import datasets, shards, tokenbytes  # noqa: E402
 from loop.judge import holdout, model_server, score  # noqa: E402
 from loop.measure import logparse  # noqa: E402
@@ -43,6 +51,7 @@ from loop.platform import blas_env  # noqa: E402
 
 TRAINER = REPO / "benchmark" / "train_gpt_mlx.py"
 OLD_CLAIM = 16_384  # the printout slice before issue 26 (now holdout.CLAIM_TOKENS)
+NEW_BATCH = score.batch_tokens_for(platform.device_class())  # what the daemon sends here
 COMMON = {"GRAD_ACCUM_STEPS": "1", "WARMUP_STEPS": "1", "MAX_WALLCLOCK_SECONDS": "0",
           "MLP_MULT": "2", "VAL_MAX_TOKENS": "16384"}
 SIZES = {
@@ -115,21 +124,50 @@ def measure(name: str, repeats: int, info: datasets.DatasetInfo, tables) -> dict
                   "new": prep.trainer_slice()}
         runs: dict[str, list] = {"old": [], "new": []}
         for _ in range(repeats):  # alternating: both see the same load
-            for key, transport in (("old", "pipe"), ("new", "shm")):
+            for key, transport, batch in (("old", "pipe", score.EVAL_TOKENS_PER_BATCH),
+                                          ("new", "shm", NEW_BATCH)):
                 t1 = time.perf_counter()
                 got = score.score_sets(TRAINER, artifact, {"holdout": prep.holdout.tokens,
                                                            "claim": slices[key]},
-                                       seq, tables, cwd=REPO, transport=transport)
+                                       seq, tables, cwd=REPO, transport=transport,
+                                       batch_tokens=batch)
                 if not all(g.ok for g in got.values()):
                     sys.exit(f"{name}: the judge could not score: {got}")
                 runs[key].append((time.perf_counter() - t1, got))
         compute = statistics.median(model_compute_s(artifact, prep.holdout.tokens, seq,
-                                                    score.EVAL_TOKENS_PER_BATCH)
+                                                    NEW_BATCH)
                                     for _ in range(repeats))
     return {"name": name, "wall": wall, "old_wall": old_wall, "eval_s": log.eval_ms / 1000,
             "old_eval_s": old_log.eval_ms / 1000, "prepare_s": prepare_s, "runs": runs,
             "compute_s": compute, "trainer_bpb": log.exact_val_bpb,
             "slices": {k: v.size - 1 for k, v in slices.items()}}
+
+
+def batch_sizes(name: str, batches: list[int], repeats: int, info: datasets.DatasetInfo,
+                tables) -> None:
+    """The judge's seconds per artifact at each batch size, alternating (printed)."""
+    profile, settings = SIZES[name]
+    with tempfile.TemporaryDirectory(prefix="judge-cost-") as tmp:
+        work = Path(tmp)
+        prep = holdout.prepare(info, profile, work)
+        env = {**os.environ, **COMMON, **settings, "TOKENIZER_PATH": str(prep.tokenizer_path),
+               "DATA_PATH": str(prep.data_path), "VAL_MAX_TOKENS": str(holdout.CLAIM_TOKENS)}
+        _, _, artifact = run_trainer(env, work / "run")
+        sets = {"holdout": prep.holdout.tokens, "claim": prep.trainer_slice()}
+        times: dict[int, list[float]] = {b: [] for b in batches}
+        scores: dict[int, float] = {}
+        for _ in range(repeats):
+            for b in batches:
+                t0 = time.perf_counter()
+                got = score.score_sets(TRAINER, artifact, sets, prep.holdout.seq_len, tables,
+                                       cwd=REPO, batch_tokens=b)
+                times[b].append(time.perf_counter() - t0)
+                scores[b] = got["holdout"].val_bpb
+    print(f"\n== {name}: the judge's whole scoring of one artifact, {repeats} alternating runs")
+    for b in batches:
+        print(f"{b:>7,} tokens per batch: median {statistics.median(times[b]):.2f} s "
+              f"(all {' '.join(f'{t:.2f}' for t in times[b])}); holdout val_bpb "
+              f"{scores[b]:.9f}")
 
 
 def med(runs: list, key: str | None = None, name: str = "holdout") -> float:
@@ -175,13 +213,18 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=sorted(SIZES))
     parser.add_argument("--repeats", type=int, default=3, help="judge runs per size (median)")
+    parser.add_argument("--batch-tokens", help="compare these batch sizes instead, e.g. 2048,8192")
     args = parser.parse_args()
     info = datasets.resolve("sample")
     tables = tokenbytes.build_byte_tables(info.tokenizer_path, info.vocab_size)
     one, five, _ = os.getloadavg()
     print(f"judge cost, sample dataset; load1={one:.2f} load5={five:.2f} cores={os.cpu_count()}")
     for name in [args.only] if args.only else list(SIZES):
-        report(measure(name, args.repeats, info, tables))
+        if args.batch_tokens:
+            batch_sizes(name, [int(b) for b in args.batch_tokens.split(",")], args.repeats,
+                        info, tables)
+        else:
+            report(measure(name, args.repeats, info, tables))
     return 0
 
 

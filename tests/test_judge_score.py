@@ -529,6 +529,16 @@ def test_each_of_the_two_model_servers_gets_half_of_the_cores_for_its_blas():
     assert env["OPENBLAS_NUM_THREADS"] == str(score.server_threads())
 
 
+def test_the_judge_asks_for_smaller_batches_on_a_cpu_than_on_a_gpu(tmp_path, sample_dataset):
+    from loop.config import Config
+    from loop.judge.artifact_judge import ArtifactJudge
+
+    assert score.batch_tokens_for("cpu") == score.CPU_TOKENS_PER_BATCH < score.batch_tokens_for(
+        "metal") == score.batch_tokens_for("cuda") == score.EVAL_TOKENS_PER_BATCH
+    judge = ArtifactJudge(Config(device="cpu"), tmp_path, tmp_path, sample_dataset)
+    assert judge.device() == "cpu"
+
+
 @pytest.mark.slow
 def test_the_servers_blas_threads_change_the_scores_by_rounding_only(smoke_run, prepared, tables,
                                                                      trainer_env, repo_root):

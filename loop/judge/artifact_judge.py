@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from loop import platform
 from loop.config import Config
 from loop.data import datasets, tokenbytes
 from loop.errors import UserError
@@ -53,6 +54,13 @@ class ArtifactJudge:
         self.seal = seal or Seal(None)
         self._prepared: dict[str, holdout.Prepared] = {}
         self._tables: tokenbytes.ByteTables | None = None
+
+    def device(self) -> str:
+        """The device class the model servers run on (MLX's default device, as the trainer's:
+        `device:` in autogolf.yaml, else what MLX says)."""
+        if self.cfg.device != "auto":
+            return self.cfg.device
+        return self.cfg.device_class or platform.device_class()
 
     def prepared(self, profile: str) -> holdout.Prepared:
         if profile not in self._prepared:
@@ -125,7 +133,8 @@ class ArtifactJudge:
             self.worktree / TRAINER, artifact,
             {"holdout": prep.holdout.tokens, "claim": prep.trainer_slice()},
             prep.holdout.seq_len, self.tables(), cwd=self.worktree,
-            env=score.server_env() | settings, seal=self.seal, stop=stop)
+            env=score.server_env() | settings, seal=self.seal, stop=stop,
+            batch_tokens=score.batch_tokens_for(self.device()))
         rung["judge"]["scores"] = {name: s.record() for name, s in scores.items()}
         held, claim = scores["holdout"], scores["claim"]
         if not held.ok:
