@@ -45,11 +45,6 @@ EVAL_TOKENS_PER_BATCH = 8192  # float64 log-softmax of a batch: tokens x vocab x
 # 8.9 s (medium: 4x256, seq 1024), alternating, idle 2-core Linux, the scores equal to 1e-9
 # (bench/judge_cost.py --batch-tokens). A GPU keeps the larger batch (not measured here).
 CPU_TOKENS_PER_BATCH = 2048
-
-
-def batch_tokens_for(device: str | None) -> int:
-    """Tokens per forward request on this device class ("cpu", "metal", "cuda")."""
-    return CPU_TOKENS_PER_BATCH if device == "cpu" else EVAL_TOKENS_PER_BATCH
 LOAD_TIMEOUT_S = 300.0
 FORWARD_TIMEOUT_S = 300.0
 # Earlier logits may move by float rounding when later inputs change (batched kernels);
@@ -104,6 +99,11 @@ def _widen_pipe(fd: int) -> None:
         fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
     except (ImportError, OSError):
         pass
+
+
+def batch_tokens_for(device: str | None) -> int:
+    """Tokens per forward request on this device class ("cpu", "metal", "cuda")."""
+    return CPU_TOKENS_PER_BATCH if device == "cpu" else EVAL_TOKENS_PER_BATCH
 
 
 def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
