@@ -86,7 +86,7 @@ for step in range(1, n + 1):
           "tok_s:1000", flush=True)
     if mode == "nan" and step == 3:
         sys.exit(3)
-    if mode == "crash" and step == 2:
+    if (mode == "crash" or knobs.get("CRASH_SEED") == seed) and step == 2:
         sys.exit("RuntimeError: fake crash")
     if mode == "hang":
         time.sleep(60)

@@ -534,6 +534,16 @@ def test_the_sequential_rule_never_keeps_on_one_run(repo):
     assert len(row["rungs"]["breadth"]["sequential"]["seeds"]) >= 2
 
 
+def test_a_decision_cut_short_keeps_its_earlier_pairs_in_the_ledger(repo):
+    commit_files(repo, {"knobs.sh": "LR=0.04\nSEED_SD=0.02\nSEED_X=0.004\n"})
+    sequential_run(repo, {**SEEDED, "BONUS_BREADTH": 0.05, "CRASH_SEED": "1338"})
+    [row] = candidates(repo)
+    assert row["status"] == "crash" and "seed 1338" in row["reason"]
+    seq = row["rungs"]["breadth"]["sequential"]  # the pair at 1337 measured the spread
+    assert seq["seeds"] == [1337] and seq["status"] == "crash"
+    assert seq["diffs"] == [pytest.approx(seq["incumbent"][0] - seq["candidate"][0])]
+
+
 def test_a_change_within_the_seed_noise_is_not_kept_at_the_cap(repo):
     commit_files(repo, {"knobs.sh": "LR=0.04\nSEED_SD=0.02\nSEED_X=0.004\n"})
     sequential_run(repo, {**SEEDED, "BONUS_BREADTH": 0.001}, max_runs=4)

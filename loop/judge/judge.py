@@ -251,6 +251,7 @@ class Judge:
             self._earlier_diffs(rows, profile), max_pooled_dof=self.cfg.keep_max_pooled_dof)
         seeds = sequential.seed_schedule(BASE_SEED, rule.max_runs)
         known = self._incumbent_runs(rows, exp, profile, inc_rung)
+        done: list[tuple[float, float]] = []  # the pairs so far, for a decision cut short
 
         def next_pair(i: int) -> tuple[float, float]:
             seed = seeds[i]
@@ -260,17 +261,22 @@ class Judge:
                                                           rows=rows)
             if seed not in known:
                 known[seed] = self._seeded(exp, profile, seed, incumbent=True)
+            done.append((candidate, known[seed]))
             return candidate, known[seed]
 
-        outcome = sequential.run_decision(next_pair, rule, pool)
-        n = len(outcome.pairs)
         rung = exp.rungs[profile]
         inc = incumbents(rows, exp.session, exp.head, self.dataset_id, exp.base_code)
-        rung["sequential"] = {"seeds": seeds[:n], "candidate": [c for c, _ in outcome.pairs],
-                              "incumbent": [i for _, i in outcome.pairs],
-                              "diffs": outcome.diffs, "decision": outcome.decision,
-                              "stats": outcome.stats,
-                              "incumbent_id": (inc.get(profile) or {}).get("id")}
+        inc_id = (inc.get(profile) or {}).get("id")
+        try:
+            outcome = sequential.run_decision(next_pair, rule, pool)
+        except Decided as cut:  # pruned, crashed...: its pairs still measured the spread
+            if done:
+                rung["sequential"] = {**_pairs_record(seeds, done, "cut short", inc_id),
+                                      "status": cut.verdict.status}
+            raise
+        n = len(outcome.pairs)
+        rung["sequential"] = {**_pairs_record(seeds, outcome.pairs, outcome.decision, inc_id),
+                              "stats": outcome.stats}
         if outcome.decision == "keep":  # its runs won because they were lucky too
             rung["sequential"]["estimate"] = outcome.incumbent_estimate()
         if n > 1:
@@ -597,3 +603,12 @@ class Judge:
 
     def _rel(self, path: Path) -> str:
         return str(path.relative_to(self.repo) if path.is_relative_to(self.repo) else path)
+
+
+def _pairs_record(seeds: list[int], pairs: list[tuple[float, float]], decision: str,
+                  incumbent_id: object) -> dict:
+    """A decision's paired runs as the ledger keeps them (the spread pool and the
+    incumbent's known runs read them back): seeds, both sides, differences, the outcome."""
+    return {"seeds": seeds[:len(pairs)], "candidate": [c for c, _ in pairs],
+            "incumbent": [i for _, i in pairs], "diffs": [i - c for c, i in pairs],
+            "decision": decision, "incumbent_id": incumbent_id}
