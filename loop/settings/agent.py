@@ -66,9 +66,7 @@ def read_proposer(reader: Reader, top: dict) -> dict[str, Any]:
     value = top.get("proposer")
     if value is None:
         return {}
-    if isinstance(value, str):  # `proposer: search` is shorthand for the name alone
-        value = {"name": value}
-    section = reader.mapping(value, "proposer", ("name", "seed", "rotation"))
+    section = reader.named(value, "proposer", ("name", "seed", "rotation"))
     kw: dict[str, Any] = {}
     reader.put(kw, "proposer", reader.choice(section, "name", "proposer.name", PROPOSERS))
     seed = reader.number(section, "seed", where="proposer", minimum=0, integer=True)

@@ -60,9 +60,7 @@ def _metric(reader: Reader, top: dict) -> dict[str, Any]:
     value = top.get("metric")
     if value is None:
         return {}
-    if isinstance(value, str):  # `metric: val_bpb` is shorthand for the name alone
-        value = {"name": value}
-    section = reader.mapping(value, "metric", ("name", "direction"))
+    section = reader.named(value, "metric", ("name", "direction"))
     kw: dict[str, Any] = {}
     reader.put(kw, "metric", reader.string(section, "name", "metric.name", _METRIC_NAME))
     reader.put(kw, "direction",

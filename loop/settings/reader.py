@@ -27,6 +27,11 @@ class Reader:
         if value is not None:
             kw[key] = value
 
+    def named(self, value: Any, where: str, allowed: tuple[str, ...]) -> dict:
+        """`mapping`, where a bare string is shorthand for the name alone (`proposer: search`
+        is `proposer: {name: search}`)."""
+        return self.mapping({"name": value} if isinstance(value, str) else value, where, allowed)
+
     def mapping(self, value: Any, where: str, allowed: tuple[str, ...] | None) -> dict:
         """`value` as a dict (empty when invalid); unknown keys reported with a suggestion."""
         if value is None:
