@@ -44,6 +44,7 @@ from loop.proposers.search import (
     KnobError,
     _experiment_rows,
     canonical,
+    checked_knobs,
     config_key,
     fixed_shape_of,
     format_value,
@@ -174,14 +175,9 @@ class ModelSearchProposer(Proposer):
                  cap_bytes: int, seed: int = 0) -> None:
         if strategy not in STRATEGIES:
             raise KnobError(f"search.strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
-        if not knobs:
-            raise KnobError("the search proposer needs at least one knob")
+        self.knobs = checked_knobs(knobs)
         if not ladder:
             raise KnobError("the search proposer needs a ladder (its first rung is the target)")
-        names = [k.name for k in knobs]
-        if len(set(names)) != len(names):
-            raise KnobError(f"knob names must be unique, got {', '.join(names)}")
-        self.knobs = tuple(knobs)
         self.strategy, self.seed = strategy, seed
         self.ladder, self.cap_bytes = tuple(ladder), int(cap_bytes)
         self.storage_url = storage

@@ -192,6 +192,16 @@ def visible_knobs(worktree: Path, knobs: Sequence[Knob], profile: str | None) ->
 # Configurations and steps
 
 
+def checked_knobs(knobs: Sequence[Knob]) -> tuple[Knob, ...]:
+    """The knobs a search proposer moves: at least one, each name once (KnobError else)."""
+    if not knobs:
+        raise KnobError("the search proposer needs at least one knob")
+    names = [k.name for k in knobs]
+    if len(set(names)) != len(names):
+        raise KnobError(f"knob names must be unique, got {', '.join(names)}")
+    return tuple(knobs)
+
+
 def canonical(value: float | int) -> float:
     """The form two values are compared in: 0.05 and 0.05000000000000001 are one value."""
     return float(f"{float(value):.{CANONICAL_DIGITS}g}")
@@ -341,12 +351,7 @@ class SearchProposer(Proposer):
 
     def __init__(self, knobs: Sequence[Knob], seed: int = 0,
                  cap_bytes: int | None = None, profile: str | None = None) -> None:
-        if not knobs:
-            raise KnobError("the search proposer needs at least one knob")
-        names = [k.name for k in knobs]
-        if len(set(names)) != len(names):
-            raise KnobError(f"knob names must be unique, got {', '.join(names)}")
-        self.knobs = tuple(knobs)
+        self.knobs = checked_knobs(knobs)
         self.seed = seed
         self.cap_bytes = cap_bytes  # given: never move the model shape over the cap
         self.profile = profile  # the first rung: knobs it overrides are never moved
