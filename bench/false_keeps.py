@@ -3,6 +3,7 @@
     python bench/false_keeps.py [--sessions N] [--power-sessions N] [--decisions N]
                                 [--scenario gpu|cpu|mixed|all] [--max-pooled-dof X]
                                 [--rules sequential,seq-fresh,today,naive] [--futility F]
+                                [--curtail C] [--max-runs N]
                                 [--beta B] [--alpha A] [--history N]
 
 The rules, each driven with the daemon's own code:
@@ -63,6 +64,7 @@ BASE_SEED = 1337
 RULES = ("sequential", "seq-fresh", "today", "naive")
 DEFAULT = sequential.SequentialRule(MIN_IMPROVEMENT)  # the daemon's defaults
 SETTINGS = {"max_pooled_dof": 10.0, "rules": RULES, "futility": DEFAULT.futility,
+            "curtail": DEFAULT.curtail, "max_runs": DEFAULT.max_runs,
             "beta": DEFAULT.beta, "alpha": DEFAULT.alpha, "history": 0}  # from the command line
 # sd(a), sd(b), sd(e) in units of sigma, and the sd of log f: a code's b and e are scaled by
 # its own f = exp(N(0, v) - v^2) (mean square 1; the baseline has f = 1)
@@ -236,8 +238,10 @@ def play(rule_name: str, sigma: float, scenario: str, gain: float, sessions: int
          decisions: int, salt: int) -> Result:
     result = Result()
     seq_rule = sequential.SequentialRule(MIN_IMPROVEMENT, alpha=SETTINGS["alpha"],
-                                         beta=SETTINGS["beta"], max_runs=10,
-                                         futility=SETTINGS["futility"])
+                                         beta=SETTINGS["beta"],
+                                         max_runs=SETTINGS["max_runs"],
+                                         futility=SETTINGS["futility"],
+                                         curtail=SETTINGS["curtail"])
     for s in range(sessions):
         world = World(random.Random(f"{salt}-{scenario}-{sigma}-{gain}-{s}"), sigma, scenario)
         if rule_name in ("sequential", "seq-fresh"):
@@ -337,6 +341,11 @@ def main() -> None:
     parser.add_argument("--futility", type=float, default=DEFAULT.futility,
                         help="the sequential rule's miss level at the futility look after "
                              "the first pair (0: no futility look)")
+    parser.add_argument("--curtail", type=float, default=DEFAULT.curtail,
+                        help="the sequential rule's curtailment: stop below this chance of a "
+                             "keep by the cap (0: never)")
+    parser.add_argument("--max-runs", type=int, default=DEFAULT.max_runs,
+                        help="the sequential rule's cap on pairs per decision")
     parser.add_argument("--history", type=int, default=0,
                         help="decisions of an earlier session whose spread the measured "
                              "sessions start with (0: first sessions)")
@@ -346,13 +355,15 @@ def main() -> None:
                         help="the sequential rule's false-keep rate per decision")
     args = parser.parse_args()
     SETTINGS.update(max_pooled_dof=args.max_pooled_dof, futility=args.futility,
+                    curtail=args.curtail, max_runs=args.max_runs,
                     beta=args.beta, alpha=args.alpha, history=args.history,
                     rules=tuple(r for r in args.rules.split(",") if r in RULES))
     start = time.perf_counter()
     print(f"min_improvement {MIN_IMPROVEMENT}; sequential: alpha {args.alpha:g}, beta "
           f"{args.beta:g}, "
-          f"max_runs 10 pairs, min_runs 2, max_pooled_dof {args.max_pooled_dof:g}, futility "
-          f"{args.futility:g}, history {args.history} decisions; today: "
+          f"max_runs {args.max_runs} pairs, min_runs 2, max_pooled_dof "
+          f"{args.max_pooled_dof:g}, futility {args.futility:g}, curtail {args.curtail:g}, "
+          f"history {args.history} decisions; today: "
           "5-run calibration, k 2, 2 re-runs of close wins, recalibration every 3 keeps; "
           f"{args.sessions} sessions x {args.decisions} decisions of equal candidates, "
           f"{args.power_sessions} x {args.decisions} of candidates better by "

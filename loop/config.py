@@ -120,6 +120,7 @@ class Config:
     keep_max_runs: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_KEEP_MAX_RUNS))
     keep_max_pooled_dof: float = 10.0  # earlier decisions' weight in the spread, in dof
     keep_futility: float = 0.30  # miss level of the look after the first pair (0 = none)
+    keep_curtail: float = 0.03  # stop a candidate whose chance of a keep is under this
     keep_prune: bool = True  # stop a candidate run clearly behind the incumbent's curve
     keep_promote_inconclusive: bool = True  # an undecided candidate leaning to a win climbs
     protocol_allow_change: tuple[str, ...] = ()  # loop.judge.protocol.ALLOWABLE fields

@@ -411,6 +411,11 @@ def test_futility_and_pruning_are_read_and_reach_the_rule(tmp_path: Path) -> Non
     assert default.sequential_rule("breadth").futility == 0.30 and default.keep_prune is True
 
 
+def test_curtailment_is_read_and_reaches_the_rule(tmp_path: Path) -> None:
+    assert load(tmp_path, "keep_rule: {curtail: 0}\n").sequential_rule("smoke").curtail == 0
+    assert load(tmp_path, "keep_rule: {}\n").sequential_rule("smoke").curtail == 0.03
+
+
 def test_keep_rule_max_runs_as_one_number_applies_to_every_profile(tmp_path: Path) -> None:
     cfg = load(tmp_path, "keep_rule: {max_runs: 5}\n")
     assert set(cfg.keep_max_runs.values()) == {5}
@@ -431,6 +436,7 @@ def test_keep_rule_max_runs_as_one_number_applies_to_every_profile(tmp_path: Pat
     ("keep_rule: {enabled: yes please}", "keep_rule.enabled: got 'yes please'"),
     ("keep_rule: {futility: 0.5}", "keep_rule.futility: got 0.5 (allowed: a rate in [0, 0.5)"),
     ("keep_rule: {prune: maybe}", "keep_rule.prune: got 'maybe'"),
+    ("keep_rule: {curtail: 0.6}", "keep_rule.curtail: got 0.6 (allowed: a chance in [0, 0.5)"),
 ])
 def test_bad_keep_rule_settings_are_refused_naming_the_key(tmp_path: Path, text: str,
                                                             message: str) -> None:

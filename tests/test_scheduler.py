@@ -289,8 +289,6 @@ def test_second_daemon_is_refused_while_the_lock_is_held(repo):
 # --------------------------------------------------------------------------- resume
 
 
-
-
 @pytest.mark.parametrize("tag, env", [
     ("propose", {"PAUSE_AT": "propose"}),
     ("checks", {"FAKE_BLOCK": "checks"}),
@@ -552,17 +550,6 @@ def test_a_change_within_the_seed_noise_is_not_kept_at_the_cap(repo):
     assert len(row["rungs"]["breadth"]["sequential"]["seeds"]) <= 4  # never past the cap
 
 
-
-
-
-
-
-
-
-
-
-
-
 def test_a_new_session_starts_from_the_spread_its_earlier_sessions_measured(repo):
     commit_files(repo, {"knobs.sh": "LR=0.04\nSEED_SD=0.02\nSEED_X=0.004\n"})
     sequential_run(repo, *({**SEEDED, "BONUS_BREADTH": b} for b in (0.05, 0.10, 0.15)))
@@ -582,10 +569,11 @@ def test_a_new_session_starts_from_the_spread_its_earlier_sessions_measured(repo
 
 def sequential_ladder_run(repo, step: dict, max_runs: int) -> dict:
     cfg = load_config(repo / "autogolf.yaml")
-    # beta and futility 0.10: the miss levels these scripted seed draws were chosen under
+    # beta and futility 0.10, no curtailment: the settings these scripted seed draws were
+    # chosen under (an undecided candidate at the cap)
     cfg = dataclasses.replace(cfg, ladder=("breadth", "confirm"), keep_rule_enabled=True,
                               keep_max_runs={p: max_runs for p in cfg.profiles},
-                              keep_beta=0.10, keep_futility=0.10)
+                              keep_beta=0.10, keep_futility=0.10, keep_curtail=0.0)
     rules = scheduler.StopRules(max_experiments=1, max_consecutive_failures=0)
     scheduler.Scheduler(repo, cfg, rules, proposer=Scripted(step), out=lambda s: None).run()
     [row] = candidates(repo)

@@ -17,8 +17,10 @@ import pytest
 from loop.judge import distributions
 from loop.judge import sequential as sq
 
+# No curtailment here: the tests of the other looks script sequences that it would stop
+# early; `CURTAILED` below is the rule with it.
 RULE = sq.SequentialRule(min_improvement=0.002, alpha=0.02, beta=0.10, max_runs=10,
-                         futility=0.10)
+                         futility=0.10, curtail=0.0)
 SD = 0.014  # sd of paired differences: a per-run spread of 0.01, sqrt(2) x for a pair
 
 
@@ -149,6 +151,58 @@ def test_undecided_at_the_cap_is_inconclusive_and_no_pair_is_run_past_it():
     outcome = sq.run_decision(next_pair, RULE, pool_with(SD))
     assert outcome.decision == "inconclusive" and asked == list(range(10))
     assert outcome.reason.startswith("inconclusive at the cap of 10 pairs")
+
+
+CURTAILED = dataclasses.replace(RULE, curtail=0.05)
+
+
+def test_a_candidate_unlikely_to_be_kept_by_the_cap_is_curtailed():
+    # a mean gain of 0.0005 after 2 pairs: not ruled out (the upper bound reaches the
+    # resolvable gain), but at that gain a keep by 10 pairs has a chance under 1%
+    diffs = [0.002, -0.001]
+    assert sq.step(diffs, RULE, pool_with(SD)).decision == "continue"
+    got = sq.step(diffs, CURTAILED, pool_with(SD))
+    assert got.decision == "discard" and got.reason.startswith("curtailed after 2 pairs")
+    assert got.stats["keep_chance"] < 0.01 and "< curtail 0.05" in got.reason
+    assert got.stats["below_resolution"] == 0
+
+
+def test_a_curtailed_real_gain_is_flagged_for_a_stronger_profile():
+    # 0.003 > min_improvement, far below the 0.013 that 10 pairs at this spread confirm
+    got = sq.step([0.0045, 0.0015], CURTAILED, pool_with(SD))
+    assert got.decision == "discard" and got.stats["below_resolution"] == 1
+    assert "a stronger profile may resolve it" in got.reason
+
+
+def test_a_close_candidate_with_a_fair_chance_of_a_keep_is_not_curtailed():
+    for n in range(2, 10):
+        got = sq.step(CLOSE[:n], CURTAILED, pool_with(SD))
+        assert got.decision == "continue" and got.stats["keep_chance"] > 0.05, n
+
+
+def test_curtailment_never_looks_before_the_first_look_or_at_the_cap():
+    assert "keep_chance" not in sq.step([0.001], CURTAILED, pool_with(SD)).stats
+    assert "keep_chance" not in sq.step(CLOSE, CURTAILED, pool_with(SD)).stats
+
+
+def test_the_keep_chance_is_the_chance_that_the_final_mean_clears_the_keep_bound():
+    rng = random.Random(7)
+    spread, n, mean = sq.Spread(SD, 200), 4, 0.009
+    cap = RULE.max_runs
+    needed = max(RULE.min_improvement, distributions.t_bound(
+        1 - RULE.alpha_at(cap), spread.dof + cap - n) * SD / math.sqrt(cap))
+    finals = [(n * mean + sum(rng.gauss(mean, SD) for _ in range(cap - n))) / cap
+              for _ in range(20_000)]
+    simulated = statistics.fmean(f > needed for f in finals)
+    assert sq.keep_chance(mean, spread, n, RULE) == pytest.approx(simulated, abs=0.01)
+
+
+def test_a_true_gain_of_three_run_spreads_is_still_kept_90_percent_with_curtailment():
+    rng = random.Random(8)
+    kept = statistics.fmean(
+        sq.run_decision(lambda i: (2.0 - 0.03 + rng.gauss(0, SD), 2.0), CURTAILED,
+                        sq.SpreadPool()).decision == "keep" for _ in range(1000))
+    assert kept >= 0.90
 
 
 def test_step_refuses_more_pairs_than_the_cap():

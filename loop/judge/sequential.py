@@ -21,6 +21,15 @@ The test: repeated one-sided Student-t bounds, looked at after every pair from `
 - a futility look after the first pair (issue 26): discard when that one difference plus
   `t(1 - futility)` times the earlier decisions' spread is below the resolvable gain. It
   never keeps (one run never decides a keep) and needs a spread from earlier decisions;
+- curtailment (issue 26): from `min_runs` on, stop a candidate whose chance of a keep by
+  `max_runs` is under `curtail`, that chance computed as if its mean gain so far were its
+  true gain (conditional power under the current trend; `keep_chance`). It targets the
+  candidates whose gain is real but below what the cap resolves: at smoke they ran to the
+  cap (about 6 candidate runs and as many of the incumbent's) and ended `inconclusive`
+  anyway. It never keeps, so it adds no false keep; it costs power only where the early
+  pairs understate a gain (bench/false_keeps.py measures it). Its outcome is a discard,
+  flagged `below_resolution` when the mean gain reaches min_improvement (the judge records
+  that as `inconclusive`, and a stronger rung may take it up), as the discard bound's is;
 - continue otherwise; undecided at the cap is `inconclusive` (its evidence is kept, and a
   stronger profile can take it up).
 
@@ -146,6 +155,8 @@ class SequentialRule:
     `min_runs`: pairs before the first look (>= 2: one run never decides a keep).
     `futility`: the miss level of the futility look after the first pair (a clear loser
     discarded after one run; 0: no such look), on top of beta (the later looks share beta).
+    `curtail`: discard a candidate whose chance of a keep by `max_runs`, at its mean gain
+    so far, is under this (`keep_chance`; 0: never).
     """
 
     min_improvement: float
@@ -154,6 +165,7 @@ class SequentialRule:
     max_runs: int = 10
     min_runs: int = 2
     futility: float = 0.30
+    curtail: float = 0.03
 
     def __post_init__(self) -> None:
         _check_number("min_improvement", self.min_improvement, 0.0, math.inf, "a number >= 0")
@@ -171,6 +183,8 @@ class SequentialRule:
                              "allowed: max_runs >= min_runs")
         _check_number("futility", self.futility, 0.0, 0.5, "a rate in [0, 0.5), e.g. 0.30 "
                       "(0: no futility look)", open_high=True)
+        _check_number("curtail", self.curtail, 0.0, 0.5, "a chance in [0, 0.5), e.g. 0.03 "
+                      "(0: never curtail)", open_high=True)
         if self.max_runs > SEED_BLOCK:
             raise ValueError(f"max_runs: got {self.max_runs}; allowed: at most {SEED_BLOCK} "
                              "(one block of the seed schedule)")
@@ -481,11 +495,43 @@ def step(diffs: Sequence[float], rule: SequentialRule, pool: SpreadPool) -> Step
                     f"{_f(target)}, the smallest gain {rule.max_runs} pairs can resolve "
                     f"(miss level {beta_look:.4g} at this look){hint}", stats)
     bounds = f"lower bound {_f(lower)}, upper bound {_f(upper)} vs target {_f(target)}"
+    if not at_cap and rule.curtail > 0:
+        chance = keep_chance(mean, spread, n, rule)
+        stats["keep_chance"] = chance
+        if chance < rule.curtail:
+            stats["below_resolution"] = int(mean >= rule.min_improvement)
+            hint = ("; the mean gain reaches min_improvement: a stronger profile may resolve it"
+                    if stats["below_resolution"] else "")
+            return Step("discard", f"curtailed after {head}: at this mean gain a keep by "
+                        f"the cap of {rule.max_runs} pairs has a chance of {chance:.3f} < "
+                        f"curtail {rule.curtail:g} ({bounds}){hint}", stats)
     if at_cap:
         return Step("inconclusive", f"inconclusive at the cap of {rule.max_runs} pairs: "
                     f"{head}; {bounds} (neither kept nor ruled out; a stronger profile "
                     "can tell)", stats)
     return Step("continue", f"{head}; {bounds}: undecided", stats)
+
+
+def keep_chance(mean: float, spread: Spread, n: int, rule: SequentialRule) -> float:
+    """The chance that the candidate is kept at the cap if its true gain is `mean` (its mean
+    over the `n` pairs so far) and the spread stays `spread` (conditional power under the
+    current trend, the curtailment of Lan, Simon and Halperin 1982).
+
+    The look at `max_runs` keeps when the final mean exceeds
+    `c = max(min_improvement, t(1 - alpha_at(N), dof + N - n) x sd / sqrt(N))`; the final
+    mean is `(n x mean + the N - n pairs still to come) / N`, normal about `mean` with sd
+    `sd x sqrt(N - n) / N`. The earlier looks are left out (they add a little chance),
+    so the figure is a slight underestimate.
+    """
+    cap = rule.max_runs
+    if spread.sd is None or spread.sd <= _ZERO_SD or n >= cap:
+        raise ValueError(f"keep_chance: needs a measured spread and n < max_runs, got "
+                         f"sd {spread.sd!r}, n {n}")
+    sd = spread.sd
+    needed = max(rule.min_improvement,
+                 t_bound(1.0 - rule.alpha_at(cap), spread.dof + cap - n) * sd / math.sqrt(cap))
+    z = (mean - needed) * cap / (sd * math.sqrt(cap - n))
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
 
 
 def _futility_look(first: float, rule: SequentialRule, pool: SpreadPool, spread: Spread,

@@ -67,6 +67,11 @@ ENDINGS: tuple[Ending, ...] = (
            "discard",
            "`keep_rule.futility` (0 = no look)",
            ("loop.judge.sequential:step",)),
+    Ending("curtailed", "decision", "from the first look on, a keep by the cap is unlikely "
+           "even if the mean gain so far is the true gain", "discard (`curtailed ...`; "
+           "inconclusive when the mean gain reaches min_improvement)",
+           "`keep_rule.curtail` (0 = never)",
+           ("loop.judge.sequential:step", "loop.judge.sequential:keep_chance")),
     Ending("checks timeout", "checks", "autoresearch.checks.sh runs past its timeout",
            "checks_failed", "`checks.timeout_s`",
            ("loop.measure.pipeline:Pipeline.checks",)),

@@ -22,9 +22,10 @@ DEFAULT_KEEP_MAX_RUNS = {"smoke": 6, "breadth": 10, "confirm": 6, "full": 2}
 KEEP_MAX_RUNS_FALLBACK = 10
 _NOISE_KEYS = ("k", "fixed", "runs", "recalibrate_every_keeps", "rerun_close")
 _KEEP_KEYS = ("enabled", "alpha", "beta", "min_runs", "max_runs", "max_pooled_dof",
-              "promote_inconclusive", "futility", "prune")
+              "promote_inconclusive", "futility", "curtail", "prune")
 # keep_rule key -> the SequentialRule field it sets (the rule's own checks decide them).
-_RULE_FIELDS = {"alpha": "keep_alpha", "beta": "keep_beta", "futility": "keep_futility"}
+_RULE_FIELDS = {"alpha": "keep_alpha", "beta": "keep_beta", "futility": "keep_futility",
+                "curtail": "keep_curtail"}
 
 
 class KeepRuleSettings(Protocol):
@@ -36,13 +37,14 @@ class KeepRuleSettings(Protocol):
     keep_min_runs: int
     keep_max_runs: dict[str, int]
     keep_futility: float
+    keep_curtail: float
 
 
 def sequential_rule(cfg: KeepRuleSettings, profile: str) -> SequentialRule:
     """The keep rule of `profile` from the `keep_rule:` settings (and min_improvement)."""
     cap = cfg.keep_max_runs.get(profile, KEEP_MAX_RUNS_FALLBACK)
     return SequentialRule(cfg.min_improvement, cfg.keep_alpha, cfg.keep_beta, cap,
-                          cfg.keep_min_runs, cfg.keep_futility)
+                          cfg.keep_min_runs, cfg.keep_futility, cfg.keep_curtail)
 
 
 def read_keep(reader: Reader, top: dict, profiles: dict[str, Any]) -> dict[str, Any]:
@@ -101,8 +103,8 @@ def _noise(reader: Reader, top: dict, profiles: dict[str, Any]) -> dict[str, Any
 
 
 def _keep_rule(reader: Reader, top: dict, profiles: dict[str, Any]) -> dict[str, Any]:
-    """`keep_rule:`: enabled, alpha, beta, futility, min_runs, max_runs (one number or per
-    profile), max_pooled_dof, promote_inconclusive, prune."""
+    """`keep_rule:`: enabled, alpha, beta, futility, curtail, min_runs, max_runs (one number
+    or per profile), max_pooled_dof, promote_inconclusive, prune."""
     section = reader.mapping(top.get("keep_rule", {}), "keep_rule", _KEEP_KEYS)
     kw: dict[str, Any] = {}
     for key, field_name in (("enabled", "keep_rule_enabled"),
