@@ -140,7 +140,7 @@ stop: {max_consecutive_failures: 3}
 judge: {enabled: false}
 # Its scores ignore the seed unless SEED_SD is set, so paired differences never vary and the
 # sequential rule could not decide: these tests exercise the margin rule, and the sequential
-# rule's own tests (test_scheduler.py, test_judge_loop.py, test_e2e_real.py) switch it on.
+# rule's own tests (test_scheduler.py, test_sealed_judge.py, test_e2e_real.py) switch it on.
 keep_rule: {enabled: false}
 """
 

@@ -53,7 +53,7 @@ def committed_copy(repo_root: Path, dest: Path, **config_updates: object) -> Pat
 def clone(tmp_path: Path, repo_root: Path) -> Path:
     """A committed copy of the current tree with the smoke ladder configured."""
     # The keep rule is the default's, capped at 2 pairs: its decisions on the real trainer
-    # are tests/test_judge_loop.py's subject; this one is the loop's whole chain.
+    # are tests/test_sealed_judge.py's subject; this one is the loop's whole chain.
     return committed_copy(repo_root, tmp_path / "clone", ladder=["smoke"],
                           keep_rule={"max_runs": 2})
 

@@ -80,6 +80,8 @@ class Judge:
         self._incumbent_logs: dict[tuple[str | None, str, int], Path] = {}
         # Earlier sessions' experiment rows: their decisions' spread seeds this session's.
         self.earlier_rows: list[dict] = []
+        # The compute cap's back-to-back pair of each (experiment, profile), once measured.
+        self._back_to_back: dict[tuple[str, str], dict] = {}
 
     # ---- one run
 
@@ -252,9 +254,12 @@ class Judge:
         seeds = sequential.seed_schedule(BASE_SEED, rule.max_runs)
         known = self._incumbent_runs(rows, exp, profile, inc_rung)
         done: list[tuple[float, float]] = []  # the pairs so far, for a decision cut short
+        early: dict[str, Any] = {}  # the compute cap's look after the first pair
 
         def next_pair(i: int) -> tuple[float, float]:
             seed = seeds[i]
+            if i == 1:  # still in the running after its first pair: within the compute cap?
+                self._early_budget(rows, exp, profile, seeds[0], inc_rung, done[0], early)
             if i > 0 and seed not in known:  # first: its curve can prune the candidate's run
                 known[seed] = self._seeded(exp, profile, seed, incumbent=True)
             candidate = first if i == 0 else self._seeded(exp, profile, seed, incumbent=False,
@@ -272,7 +277,7 @@ class Judge:
         except Decided as cut:  # pruned, crashed...: its pairs still measured the spread
             if done:
                 rung["sequential"] = {**_pairs_record(seeds, done, "cut short", inc_id),
-                                      "status": cut.verdict.status}
+                                      "status": cut.verdict.status, **early}
             raise
         n = len(outcome.pairs)
         rung["sequential"] = {**_pairs_record(seeds, outcome.pairs, outcome.decision, inc_id),
@@ -297,22 +302,44 @@ class Judge:
                 self._budget_verdict(exp, profile, walls)) or verdict
         return Judgement(verdict, [c for c, _ in outcome.pairs], 0.0)
 
-    def _budget_verdict(self, exp: Experiment, profile: str, walls: dict) -> Verdict | None:
+    def _early_budget(self, rows: list[dict], exp: Experiment, profile: str, seed: int,
+                      inc_rung: dict, first: tuple[float, float], record: dict) -> None:
+        """The compute cap, looked at when the candidate is ahead after its first pair and
+        the futility look let it go on: one over the allowance (confirmed back to back) can
+        never be kept, so it stops now, `over_budget` (raises Decided), instead of after up
+        to max_runs pairs. The walls it looked at go to `record`. Not with the judge off
+        (the scheduler's fake benchmarks measure no compute)."""
+        candidate, incumbent = first
+        if self.scorer is None or incumbent - candidate <= 0:
+            return
+        record["walls"] = walls = self._paired_walls(rows, exp, profile, [seed], inc_rung)
+        verdict = self._budget_verdict(exp, profile, walls, "ahead")
+        if verdict is not None:
+            raise Decided(verdict.status, f"at {profile}, after its first pair: "
+                          f"{verdict.reason}")
+
+    def _budget_verdict(self, exp: Experiment, profile: str, walls: dict,
+                        standing: str = "won") -> Verdict | None:
         """over_budget, decided on runs made back to back: the incumbent's recorded runs may
         come from earlier decisions under another load, and load adds compute (even CPU
         time). So when they say over budget, the incumbent and then the candidate run once
         more at the protocol seed and that pair decides (`walls["back_to_back"]`); at load 5-7
-        the recorded runs made 12 winners of three 10-minute smoke sessions over budget."""
+        the recorded runs made 12 winners of three 10-minute smoke sessions over budget.
+        The pair is run once per candidate and rung: the look after the first pair and the
+        decision's end share it."""
         allowed = self.cfg.judge_compute_allowance
         if budget_verdict(walls, allowed) is None:
             return None
-        self._seeded(exp, profile, BASE_SEED, incumbent=True, purpose="budget-")
-        self._seeded(exp, profile, BASE_SEED, incumbent=False, purpose="budget-")
-        pair = {"measure": walls["measure"],
-                "candidate": [self._facts[(exp.id, profile, False, BASE_SEED)]["compute_s"]],
-                "incumbent": [self._facts[(exp.id, profile, True, BASE_SEED)]["compute_s"]]}
+        pair = self._back_to_back.get((exp.id, profile))
+        if pair is None:
+            self._seeded(exp, profile, BASE_SEED, incumbent=True, purpose="budget-")
+            self._seeded(exp, profile, BASE_SEED, incumbent=False, purpose="budget-")
+            pair = {"measure": walls["measure"],
+                    "candidate": [self._facts[(exp.id, profile, False, BASE_SEED)]["compute_s"]],
+                    "incumbent": [self._facts[(exp.id, profile, True, BASE_SEED)]["compute_s"]]}
+            self._back_to_back[exp.id, profile] = pair
         walls["back_to_back"] = pair
-        return budget_verdict(pair, allowed)
+        return budget_verdict(pair, allowed, standing)
 
     def _paired_walls(self, rows: list[dict], exp: Experiment, profile: str,
                       seeds: list[int], inc_rung: dict) -> dict[str, Any]:

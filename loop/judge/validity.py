@@ -180,10 +180,11 @@ def _rung_figures(values: dict[str, float], parsed: TrainerLog,
     return rung
 
 
-def budget_verdict(walls: dict, allowed: float) -> Verdict | None:
+def budget_verdict(walls: dict, allowed: float, standing: str = "won") -> Verdict | None:
     """over_budget when the candidate's runs spent more than `allowed` times the incumbent's
     at the same seeds. `walls` is a sequential rung's record: {"measure": "cpu_s" | "wall_s",
-    "candidate": [...], "incumbent": [...]}.
+    "candidate": [...], "incumbent": [...]}; `standing`: how the candidate stands in the
+    decision (the reason starts with it).
 
     The figure is the ratio of each arm's fastest run: a run's compute does not depend on
     its seed, and what else the machine did only ever adds to it (on a busy CPU even CPU time
@@ -203,7 +204,7 @@ def budget_verdict(walls: dict, allowed: float) -> Verdict | None:
         return None
     runs = (f"the fastest of {len(pairs)} runs each" if len(pairs) > 1
             else "one run each, back to back")
-    return Verdict("over_budget", f"won, but its runs spent {ratio:.2f}x the incumbent's "
+    return Verdict("over_budget", f"{standing}, but its runs spent {ratio:.2f}x the incumbent's "
                    f"{what} at the same seeds ({runs}; "
                    f"{mine:.1f} s against {theirs:.1f} s) > judge.compute_allowance "
                    f"{allowed:g}x: compute is capped like bytes (the challenge caps training "

@@ -90,8 +90,9 @@ _TABLE = (
     Status("protocol_drift", "the candidate changed the frozen evaluation protocol",
            failed_run=False, failure=True, pi="checks_failed", in_spec=False, judged=True),
     # Compute is the challenge's other cap (time): a win bought with more of it is no win.
-    Status("over_budget", "a winning candidate spent more wall time per run than the "
-           "incumbent at the same seeds, by more than judge.compute_allowance",
+    Status("over_budget", "a winning candidate (or one ahead after its first pair) spent "
+           "more compute per run than the incumbent at the same seeds, by more than "
+           "judge.compute_allowance",
            failed_run=False, failure=True, idea_after="exhausted", search="loss",
            pi="checks_failed", in_spec=False, judged=True),
     Status("seed_ignored", "the trainer gave the same result at different judge seeds (it "
