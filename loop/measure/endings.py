@@ -72,6 +72,12 @@ ENDINGS: tuple[Ending, ...] = (
            "inconclusive when the mean gain reaches min_improvement)",
            "`keep_rule.curtail` (0 = never)",
            ("loop.judge.sequential:step", "loop.judge.sequential:keep_chance")),
+    Ending("compute cap", "decision", "a candidate ahead after its first pair (or a winner) "
+           "spent more compute per run than the allowance of the incumbent's at the same "
+           "seeds, confirmed on a pair run back to back", "over_budget",
+           "`judge.compute_allowance`",
+           ("loop.judge.judge:Judge._early_budget", "loop.judge.judge:Judge._budget_verdict",
+            "loop.judge.validity:budget_verdict")),
     Ending("checks timeout", "checks", "autoresearch.checks.sh runs past its timeout",
            "checks_failed", "`checks.timeout_s`",
            ("loop.measure.pipeline:Pipeline.checks",)),
