@@ -542,6 +542,21 @@ def test_a_decision_cut_short_keeps_its_earlier_pairs_in_the_ledger(repo):
     assert seq["diffs"] == [pytest.approx(seq["incumbent"][0] - seq["candidate"][0])]
 
 
+def test_the_incumbents_run_at_a_seed_whose_candidate_failed_is_reused_by_the_next_decision(
+        repo):
+    commit_files(repo, {"knobs.sh": "LR=0.04\nSEED_SD=0.02\nSEED_X=0.004\n"})
+    sequential_run(repo, {**SEEDED, "BONUS_BREADTH": 0.05, "CRASH_SEED": "1338"},
+                   {**SEEDED, "BONUS_BREADTH": 0.05, "LR": 0.05})
+    crashed, second = candidates(repo)
+    unpaired = crashed["rungs"]["breadth"]["sequential"]["unpaired"]
+    assert crashed["status"] == "crash" and unpaired["seeds"] == [1338]
+    decision = second["rungs"]["breadth"]["sequential"]
+    assert decision["seeds"][:2] == [1337, 1338]
+    assert decision["incumbent"][1] == unpaired["incumbent"][0]  # that run, reused
+    logs = second["rungs"]["breadth"].get("run_logs") or []
+    assert not any("-incumbent-seed1338." in log for log in logs)
+
+
 def test_a_change_within_the_seed_noise_is_not_kept_at_the_cap(repo):
     commit_files(repo, {"knobs.sh": "LR=0.04\nSEED_SD=0.02\nSEED_X=0.004\n"})
     sequential_run(repo, {**SEEDED, "BONUS_BREADTH": 0.001}, max_runs=4)

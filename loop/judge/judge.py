@@ -254,6 +254,7 @@ class Judge:
         seeds = sequential.seed_schedule(BASE_SEED, rule.max_runs)
         known = self._incumbent_runs(rows, exp, profile, inc_rung)
         done: list[tuple[float, float]] = []  # the pairs so far, for a decision cut short
+        ran: dict[int, float] = {}  # the incumbent's runs made for this decision, by seed
         early: dict[str, Any] = {}  # the compute cap's look after the first pair
 
         def next_pair(i: int) -> tuple[float, float]:
@@ -261,11 +262,11 @@ class Judge:
             if i == 1:  # still in the running after its first pair: within the compute cap?
                 self._early_budget(rows, exp, profile, seeds[0], inc_rung, done[0], early)
             if i > 0 and seed not in known:  # first: its curve can prune the candidate's run
-                known[seed] = self._seeded(exp, profile, seed, incumbent=True)
+                known[seed] = ran[seed] = self._seeded(exp, profile, seed, incumbent=True)
             candidate = first if i == 0 else self._seeded(exp, profile, seed, incumbent=False,
                                                           rows=rows)
             if seed not in known:
-                known[seed] = self._seeded(exp, profile, seed, incumbent=True)
+                known[seed] = ran[seed] = self._seeded(exp, profile, seed, incumbent=True)
             done.append((candidate, known[seed]))
             return candidate, known[seed]
 
@@ -278,6 +279,12 @@ class Judge:
             if done:
                 rung["sequential"] = {**_pairs_record(seeds, done, "cut short", inc_id),
                                       "status": cut.verdict.status, **early}
+                # the incumbent's run at the seed whose candidate run failed: later
+                # decisions reuse it (_incumbent_runs) instead of running it again
+                unpaired = {s: v for s, v in ran.items() if s not in seeds[:len(done)]}
+                if unpaired:
+                    rung["sequential"]["unpaired"] = {"seeds": list(unpaired),
+                                                      "incumbent": list(unpaired.values())}
             raise
         n = len(outcome.pairs)
         rung["sequential"] = {**_pairs_record(seeds, outcome.pairs, outcome.decision, inc_id),
@@ -457,7 +464,8 @@ class Judge:
     def _incumbent_runs(self, rows: list[dict], exp: Experiment, profile: str,
                         inc_rung: dict) -> dict[int, float]:
         """The incumbent's known runs by seed: a kept candidate's own runs at its decision's
-        seeds (or a baseline's at the protocol seed), then those earlier decisions added.
+        seeds (or a baseline's at the protocol seed), then those earlier decisions added
+        (their pairs, and a run whose candidate's run then failed: `unpaired`).
         Selected runs are reused (loop.judge.sequential's docstring says why: pairs cancel a
         seed's luck; bench/false_keeps.py measured false keeps and power alike)."""
         if profile in exp.trust.get("incumbent_remeasured", {}):
@@ -472,9 +480,11 @@ class Judge:
             seq = ((row.get("rungs") or {}).get(profile) or {}).get("sequential")
             if isinstance(seq, dict) and row.get("base_code") == exp.base_code and (
                     row.get("dataset") == self.dataset_id):
-                for seed, value in zip(seq.get("seeds") or [], seq.get("incumbent") or [],
-                                       strict=False):
-                    known.setdefault(seed, value)
+                unpaired = seq.get("unpaired") if isinstance(seq.get("unpaired"), dict) else {}
+                for record in (seq, unpaired):
+                    for seed, value in zip(record.get("seeds") or [],
+                                           record.get("incumbent") or [], strict=False):
+                        known.setdefault(seed, value)
         return known
 
     def rerun(self, exp: Experiment, profile: str, number: int) -> float:
