@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
+from loop.config import Config
 from loop.judge.margin import compare
 from loop.judge.noise import margin
 from loop.judge.validity import budget_verdict, judge_run
@@ -226,3 +228,30 @@ def test_unknown_compute_is_over_budget_fail_closed():
     walls = {"measure": "wall_s", "candidate": [None], "incumbent": [3.0]}
     verdict = budget_verdict(walls, 1.25)
     assert verdict is not None and "cannot be checked (fail closed)" in verdict.reason
+
+
+def test_the_compute_caps_back_to_back_pair_is_run_once_per_candidate_and_rung(tmp_path):
+    # the look after the first pair and the decision's end both find the recorded runs over
+    # budget: the pair run back to back is measured for the first and reused by the second
+    from loop.judge.judge import Judge
+    from loop.store.rows import Experiment
+
+    cfg = dataclasses.replace(Config(), judge_enabled=False)
+    judge = Judge(cfg, tmp_path, tmp_path, None, "dataset", bench=None)
+    exp = Experiment("E0001", "s", "head", "search")
+    ran: list[bool] = []
+
+    def seeded(exp, profile, seed, incumbent, rows=None, purpose=""):
+        ran.append(incumbent)
+        judge._facts[(exp.id, profile, incumbent, seed)] = {
+            "compute_s": 5.0 if incumbent else 5.5, "sha256": None}
+        return 1.0
+
+    judge._seeded = seeded
+    recorded = {"measure": "cpu_s", "candidate": [9.0], "incumbent": [5.0]}  # a busy moment
+    assert judge._budget_verdict(exp, "smoke", dict(recorded), "ahead") is None
+    walls = dict(recorded)
+    assert judge._budget_verdict(exp, "smoke", walls) is None
+    assert ran == [True, False]  # one pair, incumbent first
+    assert walls["back_to_back"] == {"measure": "cpu_s", "candidate": [5.5],
+                                     "incumbent": [5.0]}
