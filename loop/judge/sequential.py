@@ -488,9 +488,7 @@ def step(diffs: Sequence[float], rule: SequentialRule, pool: SpreadPool) -> Step
                     f"level {alpha_look:.4g} at this look (alpha {rule.alpha:g}) and "
                     f"mean >= min_improvement {_f(rule.min_improvement)}", stats)
     if upper < target:
-        stats["below_resolution"] = int(mean >= rule.min_improvement)
-        hint = ("; the mean gain reaches min_improvement: a stronger profile may resolve it"
-                if stats["below_resolution"] else "")
+        hint = _below_resolution(mean, rule, stats)
         return Step("discard", f"discard after {head}; upper bound {_f(upper)} < "
                     f"{_f(target)}, the smallest gain {rule.max_runs} pairs can resolve "
                     f"(miss level {beta_look:.4g} at this look){hint}", stats)
@@ -499,9 +497,7 @@ def step(diffs: Sequence[float], rule: SequentialRule, pool: SpreadPool) -> Step
         chance = keep_chance(mean, spread, n, rule)
         stats["keep_chance"] = chance
         if chance < rule.curtail:
-            stats["below_resolution"] = int(mean >= rule.min_improvement)
-            hint = ("; the mean gain reaches min_improvement: a stronger profile may resolve it"
-                    if stats["below_resolution"] else "")
+            hint = _below_resolution(mean, rule, stats)
             return Step("discard", f"curtailed after {head}: at this mean gain a keep by "
                         f"the cap of {rule.max_runs} pairs has a chance of {chance:.3f} < "
                         f"curtail {rule.curtail:g} ({bounds}){hint}", stats)
@@ -510,6 +506,15 @@ def step(diffs: Sequence[float], rule: SequentialRule, pool: SpreadPool) -> Step
                     f"{head}; {bounds} (neither kept nor ruled out; a stronger profile "
                     "can tell)", stats)
     return Step("continue", f"{head}; {bounds}: undecided", stats)
+
+
+def _below_resolution(mean: float, rule: SequentialRule,
+                      stats: dict[str, float | int | None]) -> str:
+    """Flag a discard whose mean gain reaches min_improvement (`below_resolution`: the judge
+    records it `inconclusive`); the hint its reason ends with ("" when not flagged)."""
+    stats["below_resolution"] = int(mean >= rule.min_improvement)
+    return ("; the mean gain reaches min_improvement: a stronger profile may resolve it"
+            if stats["below_resolution"] else "")
 
 
 def keep_chance(mean: float, spread: Spread, n: int, rule: SequentialRule) -> float:
