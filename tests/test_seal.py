@@ -91,8 +91,11 @@ def test_the_environment_of_a_sealed_run_names_no_folder_of_the_daemon():
 def test_the_kernel_counts_the_cpu_time_of_every_process_of_a_sealed_run(places, tmp_path):
     tree, outputs, data, _ = places
     burn = f"{sys.executable} -c 'x = 0\nfor i in range(3_000_000):\n    x += i\n'"
-    scripts = {"alone": f"{burn}\n",  # and with an orphan it leaves running (waited by file)
-               "orphan": f"{burn}\n( setsid sh -c \"{burn}; touch /tmp/done\" & )\n"
+    # The same work done by the command itself, and done only by an orphan it leaves running
+    # (waited for by file). Uncounted, the orphan's run would cost what the waiting loop does
+    # (a few hundredths of a second), far under half of the work, whatever the machine's load.
+    scripts = {"alone": f"{burn}\n",
+               "orphan": f"( setsid sh -c \"{burn}; touch /tmp/done\" & )\n"
                          "while [ ! -f /tmp/done ]; do sleep 0.05; done\n"}
     spent = {}
     for name, text in scripts.items():
@@ -106,7 +109,7 @@ def test_the_kernel_counts_the_cpu_time_of_every_process_of_a_sealed_run(places,
         assert result.exit_code == 0
         spent[name] = result.cpu_s
     assert spent["alone"] > 0.05  # counted at all (bubblewrap's own init reported ~0)
-    assert spent["orphan"] > 1.5 * spent["alone"]  # the orphan's work is counted too
+    assert spent["orphan"] > 0.5 * spent["alone"]  # the orphan's work is counted too
 
 
 # ------------------------------------------------------------------------------ the proof
