@@ -31,6 +31,9 @@ from loop.proposers import Proposal
 TRAINER = Path("benchmark/train_gpt_mlx.py")
 STAND_IN = Path(__file__).resolve().parent / "fixtures" / "upstream_shaped" / "train_gpt_mlx.py"
 AGREE = 2e-4  # autogolf.yaml's judge.claim_tolerance
+# What is judged here is whether the judge loads a model as its trainer does, which needs no
+# well-trained model: 8 of smoke's 30 steps save two thirds of each run's training.
+SHORT_ITERATIONS = 8
 
 
 def stand_in(*edits: tuple[str, str]) -> str:
@@ -82,15 +85,18 @@ def tree(tmp_path_factory, repo_root: Path, sample_dataset) -> Path:
     return committed_copy(repo_root, tmp_path_factory.mktemp("own") / "repo")
 
 
-def judged_smoke(tree: Path, run_id: str, dataset: datasets.DatasetInfo
-                 ) -> tuple[Run, Measurement]:
-    """One smoke benchmark of the tree as it is, judged as the loop judges it (sealed)."""
+def judged_smoke(tree: Path, run_id: str, dataset: datasets.DatasetInfo,
+                 iterations: int | None = None) -> tuple[Run, Measurement]:
+    """One smoke benchmark of the tree as it is, judged as the loop judges it (sealed);
+    `iterations` replaces smoke's 30 steps (the way the judge re-measures an incumbent)."""
     cfg = load_config(tree / "autogolf.yaml")
     scorer = ArtifactJudge(cfg, tree, tree, dataset)
     env = scorer.trainer_env("smoke")
     scorer.seal = seal.for_checkout(cfg.judge_sealed, tree, dataset.data_path, worktree=tree,
                                     data=[Path(v) for v in env.values()],
                                     trainer=tree / TRAINER)
+    if iterations is not None:
+        env["AUTOGOLF_PROTOCOL_OVERRIDES"] = f"ITERATIONS={iterations}"
     cache = datasets.cache_root(Path(dataset.data_path))
     run = Pipeline(cfg, cache, dataset, "test", seal=scorer.seal).benchmark(
         tree, "smoke", run_id, tree / ".autogolf" / f"{run_id}.log", env)
@@ -102,7 +108,7 @@ def judged_smoke(tree: Path, run_id: str, dataset: datasets.DatasetInfo
 def bench(tree: Path, trainer: str, run_id: str, dataset: datasets.DatasetInfo) -> Judged:
     """One smoke benchmark of `trainer` in `tree`, judged as the loop judges it."""
     (tree / TRAINER).write_text(trainer)
-    run, measured = judged_smoke(tree, run_id, dataset)
+    run, measured = judged_smoke(tree, run_id, dataset, SHORT_ITERATIONS)
     upstream = artifact.upstream_path(run.logs_dir, f"{run_id}-smoke")
     return Judged(measured, run.log, run.outputs / ARTIFACT_NAME, upstream)
 
@@ -138,6 +144,7 @@ def test_the_judge_finds_upstreams_export_under_out_dir(baseline):
 def test_the_builtin_loader_is_given_the_settings_the_benchmark_printed(baseline):
     settings = baseline.measured.rung["judge"]["settings"]
     assert settings["MODEL_DIM"] == "64" and settings["VOCAB_SIZE"] == "1024"
+    assert settings["ITERATIONS"] == str(SHORT_ITERATIONS)
 
 
 # ------------------------------------------------------------------------ researchers' edits
