@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_e2e_real import committed_copy
+from test_e2e_real import SHORT_SMOKE, committed_copy
 
 from loop.config import load_config
 from loop.platform import blas_env
@@ -150,6 +150,7 @@ def test_a_readme_agents_edit_is_measured_on_the_real_trainer(tmp_path: Path, sa
     out = tmp_path / "out"  # where the stand-in records its argv: writable when confined
     out.mkdir()
     clone = committed_copy(REPO_ROOT, tmp_path / "clone", ladder=["smoke"],
+                           smoke_iterations=SHORT_SMOKE,
                            proposer={"name": "agent"},
                            agent={"command": command, "timeout_s": 120,
                                   "sandbox": {"writable": [str(out)]}},

@@ -32,11 +32,25 @@ def tracked_files(root: Path) -> list[str]:
     return sorted({f for f in out.split("\0") if f and (root / f).is_file()})
 
 
-def committed_copy(repo_root: Path, dest: Path, **config_updates: object) -> Path:
-    """A committed copy of the current tree at `dest`, with `autogolf.yaml` keys replaced."""
+# Smoke's steps in a copy whose subject is not what training learns (a workspace, a study, an
+# agent's edit, adopt): the chain is the same, each run a third of the training.
+SHORT_SMOKE = 8
+SMOKE_STEPS = "    smoke)  # seconds on a 2-core CPU: a tiny model, for tests and the demo\n" \
+              "        ITERATIONS=30\n"
+
+
+def committed_copy(repo_root: Path, dest: Path, *, smoke_iterations: int | None = None,
+                   **config_updates: object) -> Path:
+    """A committed copy of the current tree at `dest`, with `autogolf.yaml` keys replaced
+    and, given `smoke_iterations`, that many steps in autoresearch.sh's smoke profile."""
     for rel in tracked_files(repo_root):
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(repo_root / rel, dest / rel)
+    if smoke_iterations is not None:
+        script = (dest / "autoresearch.sh").read_text()
+        assert script.count(SMOKE_STEPS) == 1, "autoresearch.sh's smoke profile has moved"
+        (dest / "autoresearch.sh").write_text(script.replace(
+            SMOKE_STEPS, SMOKE_STEPS.replace("=30", f"={smoke_iterations}")))
     config_path = dest / "autogolf.yaml"
     config = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
     config.update(config_updates)

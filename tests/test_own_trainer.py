@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_e2e_real import committed_copy, git
+from test_e2e_real import SHORT_SMOKE, committed_copy, git
 
 from loop.config import load_config
 from loop.data import datasets, sample_data, tokenbytes
@@ -31,9 +31,6 @@ from loop.proposers import Proposal
 TRAINER = Path("benchmark/train_gpt_mlx.py")
 STAND_IN = Path(__file__).resolve().parent / "fixtures" / "upstream_shaped" / "train_gpt_mlx.py"
 AGREE = 2e-4  # autogolf.yaml's judge.claim_tolerance
-# What is judged here is whether the judge loads a model as its trainer does, which needs no
-# well-trained model: 8 of smoke's 30 steps save two thirds of each run's training.
-SHORT_ITERATIONS = 8
 
 
 def stand_in(*edits: tuple[str, str]) -> str:
@@ -106,9 +103,10 @@ def judged_smoke(tree: Path, run_id: str, dataset: datasets.DatasetInfo,
 
 
 def bench(tree: Path, trainer: str, run_id: str, dataset: datasets.DatasetInfo) -> Judged:
-    """One smoke benchmark of `trainer` in `tree`, judged as the loop judges it."""
+    """One smoke benchmark of `trainer` in `tree`, judged as the loop judges it, in a third of
+    smoke's steps: whether the judge loads a model as its trainer does needs no trained one."""
     (tree / TRAINER).write_text(trainer)
-    run, measured = judged_smoke(tree, run_id, dataset, SHORT_ITERATIONS)
+    run, measured = judged_smoke(tree, run_id, dataset, SHORT_SMOKE)
     upstream = artifact.upstream_path(run.logs_dir, f"{run_id}-smoke")
     return Judged(measured, run.log, run.outputs / ARTIFACT_NAME, upstream)
 
@@ -144,7 +142,7 @@ def test_the_judge_finds_upstreams_export_under_out_dir(baseline):
 def test_the_builtin_loader_is_given_the_settings_the_benchmark_printed(baseline):
     settings = baseline.measured.rung["judge"]["settings"]
     assert settings["MODEL_DIM"] == "64" and settings["VOCAB_SIZE"] == "1024"
-    assert settings["ITERATIONS"] == str(SHORT_ITERATIONS)
+    assert settings["ITERATIONS"] == str(SHORT_SMOKE)
 
 
 # ------------------------------------------------------------------------ researchers' edits
@@ -325,7 +323,7 @@ def test_a_server_environment_never_carries_a_setting_over_a_daemon_key():
 def checkout(tmp_path, repo_root: Path, sample_dataset, monkeypatch) -> Path:
     """A researcher's checkout of this project (the sample data from this repo's cache)."""
     monkeypatch.setenv("AUTOGOLF_CACHE_ROOT", str(repo_root))
-    return committed_copy(repo_root, tmp_path / "checkout")
+    return committed_copy(repo_root, tmp_path / "checkout", smoke_iterations=SHORT_SMOKE)
 
 
 def adopt_file(checkout: Path, tmp_path: Path, text: str, yes: bool = False
@@ -411,6 +409,7 @@ def loop_rows(tmp_path_factory, repo_root: Path, sample_dataset) -> list[dict]:
     from loop.store.ledger import Ledger
 
     repo = committed_copy(repo_root, tmp_path_factory.mktemp("loop") / "repo", ladder=["smoke"],
+                          smoke_iterations=SHORT_SMOKE,
                           keep_rule={"max_runs": 2})
     (repo / TRAINER).write_text(stand_in())
     git(repo, "commit", "-q", "-am", "upstream-shaped trainer")

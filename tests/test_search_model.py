@@ -468,13 +468,13 @@ def test_trials_value_is_the_rungs_val_bpb_not_a_default(storage):
 @pytest.mark.slow
 def test_the_daemon_runs_tpe_on_the_real_trainer_and_fills_the_study(tmp_path, repo_root,
                                                                       sample_dataset):
-    from test_e2e_real import committed_copy
+    from test_e2e_real import SHORT_SMOKE, committed_copy
 
     from loop.platform import blas_env
     from loop.store.ledger import Ledger
 
     clone = committed_copy(repo_root, tmp_path / "clone", ladder=["smoke"],
-                           search={"strategy": "tpe"},
+                           smoke_iterations=SHORT_SMOKE, search={"strategy": "tpe"},
                            keep_rule={"max_runs": 2})  # the study is the subject, not the rule
     env = {**os.environ, **blas_env(),
            "AUTOGOLF_CACHE_ROOT": str(Path(sample_dataset.data_path).parents[2])}

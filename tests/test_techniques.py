@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_e2e_real import committed_copy, git
+from test_e2e_real import SHORT_SMOKE, committed_copy, git
 from test_own_trainer import judged_smoke
 
 from loop.backlog.ideas import IdeasFile
@@ -256,6 +256,7 @@ CORRUPT_TO = CORRUPT_FROM + ("    with open(artifact, \"r+b\") as f:\n"
 def test_the_ideas_proposer_runs_a_technique_and_a_broken_export_through_the_daemon(
         tmp_path, repo_root, sample_dataset):
     clone = committed_copy(repo_root, tmp_path / "clone", ladder=["smoke"],
+                           smoke_iterations=SHORT_SMOKE,
                            keep_rule={"max_runs": 2}, proposer={"name": "ideas", "seed": 0})
     trainer = (clone / TRAINER).read_text()
     assert trainer.count(CORRUPT_FROM) == 1

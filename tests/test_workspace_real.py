@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_e2e_real import committed_copy
+from test_e2e_real import SHORT_SMOKE, committed_copy
 
 from loop.platform import blas_env
 from loop.store.ledger import Ledger
@@ -23,7 +23,7 @@ from loop.workspace.dirstore import DirStore
 
 
 def clone_as(repo_root: Path, dest: Path, agent: str, shared: Path) -> Path:
-    return committed_copy(repo_root, dest, ladder=["smoke"],
+    return committed_copy(repo_root, dest, ladder=["smoke"], smoke_iterations=SHORT_SMOKE,
                           workspace={"agent_id": agent, "path": str(shared)},
                           keep_rule={"max_runs": 2})  # the workspace is the subject, not the rule
 
