@@ -38,7 +38,8 @@ class Resolution:
         need = (f"{self.pairs_needed} pairs" if self.pairs_needed is not None
                 else "more than any cap here")
         return (f"{self.profile:<8} smallest gain confirmable in {self.max_runs} pairs: {gain}; "
-                f"a gain of {min_improvement:g} needs {need} ({self.decisions} decisions)")
+                f"a gain of {min_improvement:g} needs {need} (the spread of "
+                f"{self.decisions} decision{'s' if self.decisions != 1 else ''})")
 
 
 def decisions_at(rows: list[dict], profile: str) -> list[list[float]]:
