@@ -39,10 +39,19 @@ def test_summary_shows_best_val_bpb_per_profile_against_the_start(rows):
     assert "confirm: best 1.9552 (E0014) vs start 1.9650 (E0003): -0.0098" in text
 
 
-def test_summary_time_used_is_the_sum_of_rung_wall_s(rows):
+def test_summary_time_used_of_rows_without_time_s_is_the_sum_of_rung_wall_s(rows):
     # 214.1 + 213.0 + 212.6 + 240.2 + 4 x 213.0 (E0025-E0028) + 130.5 (E0029, pruned)
-    # seconds of benchmarks in the second session.
-    assert "time used: 31m 02s (benchmarks" in endsummary.end_of_run_summary(rows, SECOND)
+    # seconds of benchmarks in the second session (rows written before `time_s`).
+    assert "time used: 31m 02s (benchmark runs" in endsummary.end_of_run_summary(rows, SECOND)
+
+
+def test_summary_time_used_counts_every_seed_and_the_incumbents_runs(rows):
+    # A sequential decision: the first run (its rung's wall_s) is a third of its runs.
+    row = dict(next(r for r in rows if r.get("id") == "E0004"),
+               time_s={"propose": 5.0, "checks": 2.0, "screen": 211.0, "repeats": 400.0,
+                       "incumbent": 600.0, "judge": 30.0})
+    text = endsummary.end_of_run_summary([rows[0], row], FIRST)
+    assert "time used: 20m 11s (benchmark runs: every seed, the incumbent's too)" in text
 
 
 def test_summary_says_why_it_stopped(rows):
@@ -73,7 +82,7 @@ def _without_wall_s(row: dict) -> dict:
 def test_summary_time_is_unknown_when_no_run_says_its_duration(rows):
     crash = _without_wall_s(next(r for r in rows if r.get("id") == "E0005"))
     text = endsummary.end_of_run_summary([rows[0], crash], FIRST)
-    assert "time used: unknown (benchmarks" in text
+    assert "time used: unknown (benchmark runs" in text
 
 
 def test_summary_counts_unknown_durations_apart(rows):

@@ -295,10 +295,16 @@ def test_counts_table_shows_every_status(page):
     assert set(STATUSES) <= set(counts)
 
 
-def test_time_per_status_is_the_sum_of_rung_wall_s(rows):
+def test_time_per_status_of_rows_without_time_s_is_the_sum_of_rung_wall_s(rows):
     times = report.time_by_category(rows)
     assert times["timeout"].seconds == 900.0
     assert times["discard"].seconds == pytest.approx(211.0 + 208.3 + 399.0 + 213.0)
+
+
+def test_time_per_status_counts_every_run_a_decision_made(rows):
+    row = dict(by_id(rows, "E0004"), time_s={"screen": 211.0, "repeats": 400.0,
+                                             "incumbent": 600.0, "judge": 30.0})
+    assert report.time_by_category([row])["discard"].seconds == pytest.approx(1211.0)
 
 
 def test_status_without_a_benchmark_has_no_time_not_zero(rows):

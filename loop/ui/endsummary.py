@@ -44,11 +44,11 @@ def _profile_lines(rows: list[dict]) -> list[str]:
 def _time_line(exps: list[dict]) -> str:
     spent = report.TimeSpent()
     for row in exps:
-        seconds, unknown = report.wall_seconds(row)
+        seconds, unknown = report.benchmark_seconds(row)
         spent.seconds += seconds
         spent.unknown += unknown
         spent.rungs += len(report.rungs(row))
-    return f"  time used: {spent.text()} (benchmarks, sum of wall_s)"
+    return f"  time used: {spent.text()} (benchmark runs: every seed, the incumbent's too)"
 
 
 def _night(rows: list[dict]) -> str:

@@ -44,6 +44,7 @@ from loop.ui.report.page import render_html
 from loop.ui.report.rows import (
     FAILED,
     UNKNOWN,
+    benchmark_seconds,
     experiments,
     is_kept_change,
     loop_experiments,
@@ -69,7 +70,8 @@ from loop.ui.report.views import (
 )
 
 __all__ = [  # what the CLI, the end-of-run summary and the tests read
-    "FAILED", "UNKNOWN", "Point", "TimeSpent", "agent_spent", "build_report", "by_session",
+    "FAILED", "UNKNOWN", "Point", "TimeSpent", "agent_spent", "benchmark_seconds",
+    "build_report", "by_session",
     "count_by_category", "evidence_text", "experiments", "experiments_per_hour", "fmt_bpb",
     "fmt_bytes", "fmt_delta", "fmt_duration", "fmt_rate", "idea_view", "is_kept_change",
     "loop_experiments", "number", "parse_time", "progress", "render_chart", "rungs",

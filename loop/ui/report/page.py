@@ -23,6 +23,7 @@ from loop.ui.report.fmt import (
 from loop.ui.report.rows import (
     FAILED,
     UNKNOWN,
+    benchmark_seconds,
     categories,
     category,
     experiments,
@@ -31,7 +32,6 @@ from loop.ui.report.rows import (
     manual_runs,
     patch_text,
     rungs,
-    wall_seconds,
 )
 from loop.ui.report.views import (
     agent_spent,
@@ -95,7 +95,7 @@ def _cards(rows: list[dict]) -> str:
     loop = loop_experiments(rows)
     changes = [r for r in loop if not r.get("baseline")]
     failed = sum(1 for r in changes if r.get("status") in FAILED)
-    seconds = sum(wall_seconds(r)[0] for r in experiments(rows))
+    seconds = sum(benchmark_seconds(r)[0] for r in experiments(rows))
     cards = [(len(changes), "experiments (baselines apart)"),
              (sum(1 for r in changes if is_kept_change(r)), "kept"),
              (failed, "failed"), (fmt_duration(seconds), "benchmark time"),
@@ -272,7 +272,7 @@ def _manual_html(rows: list[dict]) -> str:
 def _all_html(rows: list[dict]) -> str:
     body = []
     for n, row in enumerate(loop_experiments(rows), start=1):
-        seconds, unknown = wall_seconds(row)
+        seconds, unknown = benchmark_seconds(row)
         spent = fmt_duration(seconds) if rungs(row) and not unknown else (
             UNKNOWN if unknown else "-")
         body.append(f'<tr id="exp-{esc(row.get("id"))}">' + _cell(str(n), "num")

@@ -78,7 +78,8 @@ def trusted_val_bpb(row: dict, profile: str) -> float | None:
 
 
 def wall_seconds(row: dict) -> tuple[float, int]:
-    """(sum of the known rung wall_s, number of rungs whose wall_s is unknown)."""
+    """(sum of the known rung wall_s, number of rungs whose wall_s is unknown). A rung's
+    wall_s is its first run's: benchmark_seconds counts the others too."""
     total, unknown = 0.0, 0
     for rung in rungs(row).values():
         seconds = number(rung.get("wall_s"))
@@ -87,6 +88,22 @@ def wall_seconds(row: dict) -> tuple[float, int]:
         else:
             total += seconds
     return total, unknown
+
+
+# The kinds of a row's `time_s` (loop.store.rows.TIME_KINDS) that are benchmark runs.
+BENCHMARK_TIME_KINDS = ("screen", "repeats", "incumbent")
+
+
+def benchmark_seconds(row: dict) -> tuple[float, int]:
+    """(seconds of every benchmark run the row's decision made, runs of unknown duration):
+    from its `time_s` (first runs, further seeds and re-runs, the incumbent's runs for the
+    pairs) when it recorded them, else its rungs' wall_s (rows written before `time_s`)."""
+    spent = row.get("time_s")
+    if isinstance(spent, dict):
+        known = [number(spent.get(kind)) for kind in BENCHMARK_TIME_KINDS]
+        if any(v is not None for v in known):
+            return sum(v for v in known if v is not None), 0
+    return wall_seconds(row)
 
 
 def session_headers(rows: Iterable[dict]) -> dict[str, dict]:

@@ -14,6 +14,7 @@ from loop.ui.report.rows import (
     FAILED,
     NOT_BENCHMARKED,
     UNKNOWN,
+    benchmark_seconds,
     category,
     experiments,
     is_kept_change,
@@ -24,7 +25,6 @@ from loop.ui.report.rows import (
     rungs,
     session_headers,
     trusted_val_bpb,
-    wall_seconds,
 )
 
 
@@ -137,7 +137,7 @@ def count_by_category(rows: list[dict]) -> Counter[str]:
 
 @dataclass
 class TimeSpent:
-    seconds: float = 0.0     # sum of the known rung wall_s
+    seconds: float = 0.0     # benchmark seconds known (rows.benchmark_seconds)
     unknown: int = 0         # rungs whose wall_s is unknown
     rungs: int = 0           # rungs run at all (0: no benchmark ever ran)
 
@@ -151,10 +151,10 @@ class TimeSpent:
 
 
 def time_by_category(rows: list[dict]) -> dict[str, TimeSpent]:
-    """Benchmark time per category, from the rungs' wall_s."""
+    """Benchmark time per category: every run each decision made (rows.benchmark_seconds)."""
     totals: dict[str, TimeSpent] = {}
     for row in experiments(rows):
-        seconds, unknown = wall_seconds(row)
+        seconds, unknown = benchmark_seconds(row)
         spent = totals.setdefault(category(row), TimeSpent())
         spent.seconds += seconds
         spent.unknown += unknown
