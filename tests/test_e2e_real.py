@@ -32,8 +32,9 @@ def tracked_files(root: Path) -> list[str]:
     return sorted({f for f in out.split("\0") if f and (root / f).is_file()})
 
 
-# Smoke's steps in a copy whose subject is not what training learns (a workspace, a study, an
-# agent's edit, adopt): the chain is the same, each run a third of the training.
+# Smoke's steps in a copy whose subject is not what training learns (the chain, a workspace, a
+# study, an agent's edit, adopt): the same chain, each run a quarter of the training. The sealed
+# session (tests/test_sealed_judge.py) runs smoke as it is: its gains must be learned.
 SHORT_SMOKE = 8
 SMOKE_STEPS = "    smoke)  # seconds on a 2-core CPU: a tiny model, for tests and the demo\n" \
               "        ITERATIONS=30\n"
@@ -69,7 +70,7 @@ def clone(tmp_path: Path, repo_root: Path) -> Path:
     # The keep rule is the default's, capped at 2 pairs: its decisions on the real trainer
     # are tests/test_sealed_judge.py's subject; this one is the loop's whole chain.
     return committed_copy(repo_root, tmp_path / "clone", ladder=["smoke"],
-                          keep_rule={"max_runs": 2})
+                          smoke_iterations=SHORT_SMOKE, keep_rule={"max_runs": 2})
 
 
 def _subject(repo: Path, sha: str) -> str:
