@@ -255,3 +255,35 @@ def test_the_compute_caps_back_to_back_pair_is_run_once_per_candidate_and_rung(t
     assert ran == [True, False]  # one pair, incumbent first
     assert walls["back_to_back"] == {"measure": "cpu_s", "candidate": [5.5],
                                      "incumbent": [5.0]}
+
+
+def _judge_with_runs(tmp_path, hashes: list[str]):
+    """A Judge whose candidate runs at seeds 1337, 1338 wrote artifacts with `hashes`, and a
+    stand-in scorer (only whether there is one matters to the seed check)."""
+    from loop.judge.judge import Judge
+    from loop.store.rows import Experiment
+
+    judge = Judge(dataclasses.replace(Config(), judge_enabled=False), tmp_path, tmp_path, None,
+                  "dataset", bench=None)
+    judge.scorer = object()
+    exp = Experiment("E0001", "s", "head", "search")
+    exp.rungs["smoke"] = {"judge": {"artifact_sha256": hashes[0]}}
+    judge._facts[("E0001", "smoke", False, 1338)] = {"sha256": hashes[1]}
+    return judge, exp
+
+
+def test_a_candidate_ahead_after_two_seeds_with_one_artifact_stops_seed_ignored(tmp_path):
+    from loop.judge.verdict import Decided
+
+    judge, exp = _judge_with_runs(tmp_path, ["aa", "aa"])
+    with pytest.raises(Decided) as cut:  # ahead: 3.90 and 3.91 against 3.95 and 3.96
+        judge._early_seed(exp, "smoke", [1337, 1338], [(3.90, 3.95), (3.91, 3.96)])
+    assert cut.value.verdict.status == "seed_ignored"
+    assert cut.value.verdict.reason.startswith("at smoke, after its second pair: ")
+
+
+def test_the_early_seed_check_leaves_a_candidate_behind_or_following_its_seed_alone(tmp_path):
+    judge, exp = _judge_with_runs(tmp_path, ["aa", "aa"])
+    judge._early_seed(exp, "smoke", [1337, 1338], [(3.99, 3.95), (3.98, 3.96)])  # behind
+    judge, exp = _judge_with_runs(tmp_path, ["aa", "bb"])
+    judge._early_seed(exp, "smoke", [1337, 1338], [(3.90, 3.95), (3.91, 3.96)])  # two models

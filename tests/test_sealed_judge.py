@@ -396,6 +396,8 @@ def test_a_trainer_that_ignores_the_judges_seed_is_not_kept(session):
     got = row(session, frozen_seed_with_a_gain)
     assert got["status"] == "seed_ignored", got["reason"]
     assert "ignores the seed" in got["reason"]
+    # seen at its second seed: no third pair is run for it
+    assert got["rungs"]["smoke"]["sequential"]["seeds"] == [1337, 1338]
 
 
 # ---- real improvements, in the same session

@@ -261,6 +261,8 @@ class Judge:
             seed = seeds[i]
             if i == 1:  # still in the running after its first pair: within the compute cap?
                 self._early_budget(rows, exp, profile, seeds[0], inc_rung, done[0], early)
+            if i == 2:  # ahead after two seeds: does it follow the seed at all?
+                self._early_seed(exp, profile, seeds[:2], done)
             if i > 0 and seed not in known:  # first: its curve can prune the candidate's run
                 known[seed] = ran[seed] = self._seeded(exp, profile, seed, incumbent=True)
             candidate = first if i == 0 else self._seeded(exp, profile, seed, incumbent=False,
@@ -323,6 +325,20 @@ class Judge:
         verdict = self._budget_verdict(exp, profile, walls, "ahead")
         if verdict is not None:
             raise Decided(verdict.status, f"at {profile}, after its first pair: "
+                          f"{verdict.reason}")
+
+    def _early_seed(self, exp: Experiment, profile: str, seeds: list[int],
+                    pairs: list[tuple[float, float]]) -> None:
+        """The seed check, looked at when the candidate is ahead after two seeds and the rule
+        goes on: a trainer that gave the same result at both ignores the seed, and no later
+        pair can change that, so it stops now, `seed_ignored` (raises Decided), instead of
+        after up to max_runs pairs. Not with the judge off (the scheduler's fake benchmarks
+        print seed-free scores)."""
+        if self.scorer is None or sum(i - c for c, i in pairs) <= 0:
+            return
+        verdict = self._seed_verdict(exp, profile, seeds, pairs)
+        if verdict is not None:
+            raise Decided(verdict.status, f"at {profile}, after its second pair: "
                           f"{verdict.reason}")
 
     def _budget_verdict(self, exp: Experiment, profile: str, walls: dict,

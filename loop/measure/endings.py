@@ -78,6 +78,10 @@ ENDINGS: tuple[Ending, ...] = (
            "`judge.compute_allowance`",
            ("loop.judge.judge:Judge._early_budget", "loop.judge.judge:Judge._budget_verdict",
             "loop.judge.validity:budget_verdict")),
+    Ending("seed check", "decision", "a candidate ahead after its second pair (or a winner) "
+           "gave the same artifact, byte for byte, or the same score at two judge seeds while "
+           "the incumbent's differ: it ignores the seed", "seed_ignored", "",
+           ("loop.judge.judge:Judge._early_seed", "loop.judge.judge:Judge._seed_verdict")),
     Ending("checks timeout", "checks", "autoresearch.checks.sh runs past its timeout",
            "checks_failed", "`checks.timeout_s`",
            ("loop.measure.pipeline:Pipeline.checks",)),
