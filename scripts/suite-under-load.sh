@@ -24,6 +24,7 @@ for n in $(seq "$runs"); do
         result=FAILED
         failed=1
     fi
-    echo "run $n/$runs: $result in $(( $(date +%s) - start )) s ($(tail -1 ".autogolf-suite-run-$n.log"))"
+    summary=$(grep -E "[0-9]+ (passed|failed|errors?)" ".autogolf-suite-run-$n.log" | tail -1 || true)
+    echo "run $n/$runs: $result in $(( $(date +%s) - start )) s (${summary:-no summary line})"
 done
 exit "$failed"
