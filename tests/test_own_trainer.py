@@ -92,7 +92,7 @@ def judged_smoke(tree: Path, run_id: str, dataset: datasets.DatasetInfo,
     scorer.seal = seal.for_checkout(cfg.judge_sealed, tree, dataset.data_path, worktree=tree,
                                     data=[Path(v) for v in env.values()],
                                     trainer=tree / TRAINER)
-    if iterations is not None:
+    if iterations is not None:  # after the seal, which reads env's values as data paths
         env["AUTOGOLF_PROTOCOL_OVERRIDES"] = f"ITERATIONS={iterations}"
     cache = datasets.cache_root(Path(dataset.data_path))
     run = Pipeline(cfg, cache, dataset, "test", seal=scorer.seal).benchmark(
@@ -103,8 +103,8 @@ def judged_smoke(tree: Path, run_id: str, dataset: datasets.DatasetInfo,
 
 
 def bench(tree: Path, trainer: str, run_id: str, dataset: datasets.DatasetInfo) -> Judged:
-    """One smoke benchmark of `trainer` in `tree`, judged as the loop judges it, in a third of
-    smoke's steps: whether the judge loads a model as its trainer does needs no trained one."""
+    """One smoke benchmark of `trainer` in `tree`, judged as the loop judges it, in 8 of
+    smoke's 30 steps: whether the judge loads a model as its trainer does needs no trained one."""
     (tree / TRAINER).write_text(trainer)
     run, measured = judged_smoke(tree, run_id, dataset, SHORT_SMOKE)
     upstream = artifact.upstream_path(run.logs_dir, f"{run_id}-smoke")

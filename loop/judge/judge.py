@@ -316,10 +316,8 @@ class Judge:
         """The compute cap, looked at when the candidate is ahead after its first pair and
         the futility look let it go on: one over the allowance (confirmed back to back) can
         never be kept, so it stops now, `over_budget` (raises Decided), instead of after up
-        to max_runs pairs. The walls it looked at go to `record`. Not with the judge off
-        (the scheduler's fake benchmarks measure no compute)."""
-        candidate, incumbent = first
-        if self.scorer is None or incumbent - candidate <= 0:
+        to max_runs pairs. The walls it looked at go to `record`."""
+        if not self._early_look_applies([first]):
             return
         record["walls"] = walls = self._paired_walls(rows, exp, profile, [seed], inc_rung)
         verdict = self._budget_verdict(exp, profile, walls, "ahead")
@@ -332,14 +330,19 @@ class Judge:
         """The seed check, looked at when the candidate is ahead after two seeds and the rule
         goes on: a trainer that gave the same result at both ignores the seed, and no later
         pair can change that, so it stops now, `seed_ignored` (raises Decided), instead of
-        after up to max_runs pairs. Not with the judge off (the scheduler's fake benchmarks
-        print seed-free scores)."""
-        if self.scorer is None or sum(i - c for c, i in pairs) <= 0:
+        after up to max_runs pairs."""
+        if not self._early_look_applies(pairs):
             return
         verdict = self._seed_verdict(exp, profile, seeds, pairs)
         if verdict is not None:
             raise Decided(verdict.status, f"at {profile}, after its second pair: "
                           f"{verdict.reason}")
+
+    def _early_look_applies(self, pairs: list[tuple[float, float]]) -> bool:
+        """Whether a look before the rule decides (compute, seed) applies: the candidate is
+        ahead over `pairs` (candidate, incumbent), and the judge is on (the scheduler's fake
+        benchmarks measure no compute and print seed-free scores)."""
+        return self.scorer is not None and sum(inc - cand for cand, inc in pairs) > 0
 
     def _budget_verdict(self, exp: Experiment, profile: str, walls: dict,
                         standing: str = "won") -> Verdict | None:
